@@ -1,0 +1,38 @@
+/**
+ * `npm start`: the whole shop in one process, gateway on `PORT` (3000).
+ */
+import { config } from "../lib/config";
+import { startShop, type RunningShop } from "../lib/shop";
+
+async function main(): Promise<void> {
+	const t0 = Date.now();
+	const log = (m: string): void => console.log(`[shop] ${m}`);
+	const shop: RunningShop = await startShop({ onProgress: log });
+	const c = config();
+	log(`Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+	log(`API      ${shop.url}/api/products`);
+	log(`Health   ${shop.url}/health  ${shop.url}/ready`);
+	if (c.metricsPort > 0) log(`Metrics  http://127.0.0.1:${c.metricsPort}/metrics`);
+	if (c.jwtSecretGenerated) log(`JWT_SECRET not set: using a development secret kept in ${c.dataDir}/jwt-secret`);
+
+	let stopping = false;
+	const stop = (signal: string): void => {
+		if (stopping) return;
+		stopping = true;
+		log(`${signal}: stopping (draining in-flight requests)...`);
+		shop.stop().then(
+			() => process.exit(0),
+			err => {
+				console.error(err);
+				process.exit(1);
+			}
+		);
+	};
+	process.on("SIGINT", () => stop("SIGINT"));
+	process.on("SIGTERM", () => stop("SIGTERM"));
+}
+
+main().catch(err => {
+	console.error("[shop] failed to start:", err instanceof Error ? err.message : err);
+	process.exit(1);
+});

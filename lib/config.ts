@@ -1,0 +1,223 @@
+/**
+ * The shop's configuration: the ONE module that reads `process.env`.
+ *
+ * Every variable is parsed and validated once, at first use, and the result is frozen
+ * (fastify's habit: start-up options validated once and frozen). Services and mixins import
+ * `config()` and never touch `process.env` themselves. The variables and their defaults are the
+ * public contract in CONTRACT.md ("Environment").
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+
+/** The services that own a database, each its own database on one Postgres server. */
+export const DATABASE_SERVICES = [
+	"users",
+	"products",
+	"inventory",
+	"orders",
+	"payments",
+	"notifications"
+] as const;
+export type DatabaseService = (typeof DATABASE_SERVICES)[number];
+
+export type TracingExporter = "console" | "jaeger" | null;
+export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+
+export interface ShopConfig {
+	/** `development` or `production`; production hides error internals and requires JWT_SECRET. */
+	readonly env: "development" | "production" | "test";
+	readonly production: boolean;
+	/** Gateway HTTP port. */
+	readonly port: number;
+	/** Moleculer nodeID; `null` lets Moleculer use hostname-pid. */
+	readonly nodeID: string | null;
+	/** Transporter URL, e.g. `nats://127.0.0.1:4222`; `null` runs in one process. */
+	readonly transporter: string | null;
+	/** Redis URL for the cacher; `null` uses the in-memory cacher. */
+	readonly cacher: string | null;
+	/** Postgres server URL without a database name; `null` means the embedded Postgres. */
+	readonly databaseUrl: string | null;
+	/** Per-service overrides (`<SERVICE>_DATABASE_URL`), full URLs including the database name. */
+	readonly serviceDatabaseUrls: Readonly<Partial<Record<DatabaseService, string>>>;
+	/** Prefix of every database name (tests use it to isolate runs on one server). */
+	readonly databasePrefix: string;
+	/** Directory of local state: the embedded Postgres, the development JWT secret. */
+	readonly dataDir: string;
+	/** Port of the embedded Postgres. */
+	readonly embeddedPostgresPort: number;
+	/** Prometheus `/metrics` port of this node; 0 = off. */
+	readonly metricsPort: number;
+	/** HMAC secret of access tokens. */
+	readonly jwtSecret: string;
+	/** Whether `jwtSecret` was generated for this data dir (development only). */
+	readonly jwtSecretGenerated: boolean;
+	/** Lifetime of an access token, in seconds. */
+	readonly jwtExpiresInSeconds: number;
+	readonly adminEmail: string;
+	/** `null`: generated and printed when the administrator is first seeded. */
+	readonly adminPassword: string | null;
+	readonly tracingExporter: TracingExporter;
+	readonly jaegerEndpoint: string | null;
+	readonly logLevel: LogLevel;
+	/** Overall deadline of one order saga, in ms. */
+	readonly sagaDeadlineMs: number;
+	/** Timeout of one saga step call, in ms. */
+	readonly sagaStepTimeoutMs: number;
+	/** Largest accepted JSON body, as a body-parser limit string. */
+	readonly bodyLimit: string;
+	/** CORS allowed origins (`*` or a comma-separated list). */
+	readonly corsOrigins: string | string[];
+}
+
+/** Thrown at start-up when the environment is invalid; the process should exit. */
+export class ConfigError extends Error {
+	constructor(message: string) {
+		super(message);
+		this.name = "ConfigError";
+	}
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string): string | null {
+	const v = env[name];
+	return v === undefined || v.trim() === "" ? null : v.trim();
+}
+
+function int(env: Env, name: string, def: number, min: number, max: number): number {
+	const raw = str(env, name);
+	if (raw === null) return def;
+	if (!/^\d+$/.test(raw)) throw new ConfigError(`${name} must be an integer, got "${raw}"`);
+	const n = Number(raw);
+	if (n < min || n > max) throw new ConfigError(`${name} must be in [${min}, ${max}], got ${n}`);
+	return n;
+}
+
+function url(env: Env, name: string, protocols: string[]): string | null {
+	const raw = str(env, name);
+	if (raw === null) return null;
+	let parsed: URL;
+	try {
+		parsed = new URL(raw);
+	} catch {
+		throw new ConfigError(`${name} is not a URL: "${raw}"`);
+	}
+	if (!protocols.includes(parsed.protocol))
+		throw new ConfigError(`${name} must use ${protocols.join(" or ")}, got "${parsed.protocol}"`);
+	return raw;
+}
+
+/**
+ * The development JWT secret: generated once per data dir and kept in `<DATA_DIR>/jwt-secret`,
+ * so every node started on this machine with the same DATA_DIR agrees on it.
+ */
+function developmentSecret(dataDir: string): string {
+	const file = path.join(dataDir, "jwt-secret");
+	try {
+		return fs.readFileSync(file, "utf8").trim();
+	} catch {
+		fs.mkdirSync(dataDir, { recursive: true });
+		const secret = crypto.randomBytes(48).toString("base64url");
+		try {
+			fs.writeFileSync(file, secret + "\n", { mode: 0o600, flag: "wx" });
+			return secret;
+		} catch {
+			// Another process wrote it first: use theirs.
+			return fs.readFileSync(file, "utf8").trim();
+		}
+	}
+}
+
+/** Parses and validates an environment into a frozen config. Throws `ConfigError`. */
+export function loadConfig(env: Env = process.env): ShopConfig {
+	const nodeEnv = str(env, "NODE_ENV") ?? "development";
+	if (!["development", "production", "test"].includes(nodeEnv))
+		throw new ConfigError(`NODE_ENV must be development, production or test, got "${nodeEnv}"`);
+	const production = nodeEnv === "production";
+	const dataDir = path.resolve(str(env, "DATA_DIR") ?? ".data");
+
+	const serviceDatabaseUrls: Partial<Record<DatabaseService, string>> = {};
+	for (const s of DATABASE_SERVICES) {
+		const u = url(env, `${s.toUpperCase()}_DATABASE_URL`, ["postgres:", "postgresql:"]);
+		if (u) serviceDatabaseUrls[s] = u;
+	}
+
+	const prefix = str(env, "DATABASE_PREFIX") ?? "";
+	if (!/^[a-z0-9_]{0,30}$/.test(prefix))
+		throw new ConfigError(`DATABASE_PREFIX must match [a-z0-9_]{0,30}, got "${prefix}"`);
+
+	let jwtSecret = str(env, "JWT_SECRET");
+	let jwtSecretGenerated = false;
+	if (jwtSecret === null) {
+		if (production) throw new ConfigError("JWT_SECRET is required when NODE_ENV=production");
+		jwtSecret = developmentSecret(dataDir);
+		jwtSecretGenerated = true;
+	} else if (jwtSecret.length < 32) {
+		throw new ConfigError("JWT_SECRET must be at least 32 characters");
+	}
+
+	const tracing = str(env, "TRACING_EXPORTER");
+	if (tracing !== null && !["console", "jaeger"].includes(tracing))
+		throw new ConfigError(`TRACING_EXPORTER must be console or jaeger, got "${tracing}"`);
+	const jaegerEndpoint = url(env, "JAEGER_ENDPOINT", ["http:", "https:"]);
+	if (tracing === "jaeger" && !jaegerEndpoint)
+		throw new ConfigError("TRACING_EXPORTER=jaeger needs JAEGER_ENDPOINT");
+
+	const logLevel = (str(env, "LOGLEVEL") ?? "info") as LogLevel;
+	if (!["fatal", "error", "warn", "info", "debug", "trace"].includes(logLevel))
+		throw new ConfigError(`LOGLEVEL must be a Moleculer log level, got "${logLevel}"`);
+
+	const adminEmail = (str(env, "ADMIN_EMAIL") ?? "admin@example.com").toLowerCase();
+	const adminPassword = str(env, "ADMIN_PASSWORD");
+	if (adminPassword !== null && adminPassword.length < 8)
+		throw new ConfigError("ADMIN_PASSWORD must be at least 8 characters");
+
+	const cors = str(env, "CORS_ORIGINS") ?? "*";
+
+	return Object.freeze({
+		env: nodeEnv as ShopConfig["env"],
+		production,
+		port: int(env, "PORT", 3000, 0, 65535),
+		nodeID: str(env, "NODE_ID"),
+		transporter: url(env, "TRANSPORTER", ["nats:", "tls:"]),
+		cacher: url(env, "CACHER", ["redis:", "rediss:"]),
+		databaseUrl: url(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
+		serviceDatabaseUrls: Object.freeze(serviceDatabaseUrls),
+		databasePrefix: prefix,
+		dataDir,
+		embeddedPostgresPort: int(env, "EMBEDDED_POSTGRES_PORT", 5439, 1, 65535),
+		metricsPort: int(env, "METRICS_PORT", 3030, 0, 65535),
+		jwtSecret,
+		jwtSecretGenerated,
+		jwtExpiresInSeconds: int(env, "JWT_EXPIRES_IN", 3600, 60, 30 * 24 * 3600),
+		adminEmail,
+		adminPassword,
+		tracingExporter: tracing as TracingExporter,
+		jaegerEndpoint,
+		logLevel,
+		sagaDeadlineMs: int(env, "SAGA_DEADLINE_MS", 30_000, 1_000, 24 * 3600_000),
+		sagaStepTimeoutMs: int(env, "SAGA_STEP_TIMEOUT_MS", 5_000, 100, 600_000),
+		bodyLimit: str(env, "BODY_LIMIT") ?? "1mb",
+		corsOrigins: cors === "*" ? "*" : cors.split(",").map(s => s.trim())
+	});
+}
+
+let current: ShopConfig | null = null;
+
+/** The process's config, loaded from `process.env` on first call. */
+export function config(): ShopConfig {
+	if (!current) current = loadConfig();
+	return current;
+}
+
+/** Replaces the process's config (start-up scripts that set env after import, and tests). */
+export function resetConfig(): void {
+	current = null;
+}
+
+/** A default node id, hostname-pid, as Moleculer would choose. */
+export function defaultNodeID(): string {
+	return `${os.hostname().toLowerCase()}-${process.pid}`;
+}

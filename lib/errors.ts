@@ -1,0 +1,235 @@
+/**
+ * Every application error of the shop, in ONE table (fastify's habit): a stable UPPER_SNAKE
+ * `type` (`<AREA>_<REASON>`), the HTTP status as `code`, and whether it is retryable.
+ *
+ * Client errors (4xx) extend `MoleculerClientError` and are never retried; transient errors extend
+ * `MoleculerRetryableError`. Errors lose their class when they cross the transporter, so callers
+ * branch on `err.type`, and `ShopErrorRegenerator` (the broker's `errorRegenerator`) rebuilds the
+ * right class on the receiving node.
+ *
+ * Errors raised by Moleculer and moleculer-web themselves keep their own types; the ones a client
+ * can see are listed in `FRAMEWORK_ERROR_TYPES` so the README's table is complete.
+ */
+import { Errors } from "moleculer";
+
+const { MoleculerClientError, MoleculerRetryableError, MoleculerError, Regenerator } = Errors;
+
+export interface ErrorSpec {
+	/** HTTP status. */
+	readonly code: number;
+	/** Retried by the broker's retry policy (transient). */
+	readonly retryable: boolean;
+	/** One line for the docs. */
+	readonly description: string;
+}
+
+/** The application's error table: `type` → spec. */
+export const ERRORS = {
+	REQUEST_INVALID_JSON: { code: 400, retryable: false, description: "The body is not valid JSON." },
+	REQUEST_BODY_NOT_OBJECT: {
+		code: 400,
+		retryable: false,
+		description: "The JSON body is not an object."
+	},
+	REQUEST_INVALID_ID: {
+		code: 400,
+		retryable: false,
+		description: "A request header such as Idempotency-Key or X-Request-ID is malformed."
+	},
+	REQUEST_NOT_FOUND: { code: 404, retryable: false, description: "No such route." },
+	REQUEST_BODY_TOO_LARGE: { code: 413, retryable: false, description: "The body is over the limit." },
+	REQUEST_UNSUPPORTED_MEDIA_TYPE: {
+		code: 415,
+		retryable: false,
+		description: "The body is not application/json."
+	},
+	REQUEST_RATE_LIMITED: { code: 429, retryable: false, description: "Too many requests." },
+	AUTH_TOKEN_MISSING: { code: 401, retryable: false, description: "No bearer token." },
+	AUTH_TOKEN_INVALID: {
+		code: 401,
+		retryable: false,
+		description: "The bearer token is malformed, expired, badly signed or for an unknown user."
+	},
+	AUTH_FORBIDDEN: { code: 403, retryable: false, description: "The caller's role may not do this." },
+	USERS_EMAIL_TAKEN: { code: 409, retryable: false, description: "The e-mail is registered." },
+	USERS_INVALID_CREDENTIALS: {
+		code: 401,
+		retryable: false,
+		description: "Wrong e-mail or password."
+	},
+	USERS_NOT_FOUND: { code: 404, retryable: false, description: "No such user." },
+	PRODUCTS_NOT_FOUND: { code: 404, retryable: false, description: "No such product." },
+	PRODUCTS_SKU_TAKEN: { code: 409, retryable: false, description: "A product has that SKU." },
+	INVENTORY_NOT_FOUND: { code: 404, retryable: false, description: "No stock record." },
+	INVENTORY_OUT_OF_STOCK: {
+		code: 409,
+		retryable: false,
+		description: "Not enough available stock for a reservation."
+	},
+	INVENTORY_BELOW_RESERVED: {
+		code: 409,
+		retryable: false,
+		description: "onHand may not be set below what is reserved."
+	},
+	INVENTORY_RESERVATION_CONFLICT: {
+		code: 409,
+		retryable: false,
+		description: "The reservation is in a state that forbids this (e.g. commit after release)."
+	},
+	PAYMENTS_CARD_DECLINED: { code: 402, retryable: false, description: "The card was declined." },
+	PAYMENTS_INVALID_METHOD: {
+		code: 422,
+		retryable: false,
+		description: "Unknown payment method token."
+	},
+	PAYMENTS_CONFLICT: {
+		code: 409,
+		retryable: false,
+		description: "The payment is in a state that forbids this (e.g. charge after refund)."
+	},
+	PAYMENTS_PROCESSOR_UNAVAILABLE: {
+		code: 503,
+		retryable: true,
+		description: "The (simulated) card processor is temporarily unavailable."
+	},
+	ORDERS_NOT_FOUND: { code: 404, retryable: false, description: "No such order for this caller." },
+	ORDERS_NOT_CANCELLABLE: {
+		code: 409,
+		retryable: false,
+		description: "The order is confirmed or past its point of no return."
+	},
+	ORDERS_CURRENCY_MISMATCH: {
+		code: 422,
+		retryable: false,
+		description: "The items are priced in different currencies."
+	},
+	ORDERS_PRODUCT_UNAVAILABLE: {
+		code: 422,
+		retryable: false,
+		description: "An item names an unknown or inactive product."
+	},
+	ORDERS_TOTAL_TOO_LARGE: {
+		code: 422,
+		retryable: false,
+		description: "The order total exceeds the largest amount the shop accepts."
+	},
+	ORDERS_CANCEL_REQUESTED: {
+		code: 409,
+		retryable: false,
+		description: "The customer cancelled the order before its point of no return."
+	},
+	ORDERS_IDEMPOTENCY_KEY_REUSED: {
+		code: 422,
+		retryable: false,
+		description: "The Idempotency-Key was used before with a different request body."
+	},
+	SAGAS_NOT_FOUND: { code: 404, retryable: false, description: "No such saga." },
+	SAGAS_NOT_PARKED: {
+		code: 409,
+		retryable: false,
+		description: "Only a saga parked as FAILED can be redriven."
+	},
+	SERVICE_UNAVAILABLE: {
+		code: 503,
+		retryable: true,
+		description: "A dependency (database, a service) does not answer; try again."
+	},
+	INTERNAL_ERROR: { code: 500, retryable: false, description: "An unexpected error." }
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorType = keyof typeof ERRORS;
+
+/**
+ * Error types produced by Moleculer, fastest-validator and moleculer-web that a REST client can
+ * see, kept as they are (renaming them would break Moleculer's own callers).
+ */
+export const FRAMEWORK_ERROR_TYPES: Record<string, ErrorSpec> = {
+	VALIDATION_ERROR: {
+		code: 422,
+		retryable: false,
+		description: "Parameters failed validation; `data` lists the fields."
+	},
+	REQUEST_TIMEOUT: { code: 504, retryable: true, description: "A service call timed out." },
+	SERVICE_NOT_AVAILABLE: {
+		code: 503,
+		retryable: true,
+		description: "No live node serves the action."
+	},
+	SERVICE_NOT_FOUND: { code: 404, retryable: false, description: "No such action." },
+	CIRCUIT_BREAKER_OPEN: {
+		code: 503,
+		retryable: true,
+		description: "The circuit breaker is open for the target."
+	},
+	QUEUE_FULL: { code: 429, retryable: true, description: "The bulkhead queue is full." }
+};
+
+/** Data carried by a shop error: JSON-safe. */
+export type ErrorData = Record<string, unknown> | unknown[] | undefined;
+
+/** A 4xx error of the shop. */
+export class ShopClientError extends MoleculerClientError {
+	constructor(type: ErrorType, message?: string, data?: ErrorData) {
+		const spec = ERRORS[type];
+		super(message ?? spec.description, spec.code, type, data);
+		this.name = "ShopClientError";
+	}
+}
+
+/** A transient error of the shop: retried by the broker's retry policy. */
+export class ShopRetryableError extends MoleculerRetryableError {
+	constructor(type: ErrorType, message?: string, data?: ErrorData) {
+		const spec = ERRORS[type];
+		super(message ?? spec.description, spec.code, type, data);
+		this.name = "ShopRetryableError";
+	}
+}
+
+/** A 5xx non-retryable error of the shop. */
+export class ShopServerError extends MoleculerError {
+	constructor(type: ErrorType, message?: string, data?: ErrorData) {
+		const spec = ERRORS[type];
+		super(message ?? spec.description, spec.code, type, data);
+		this.name = "ShopServerError";
+	}
+}
+
+/**
+ * Builds the error of `type` with the class its spec calls for. Every throw site in services
+ * goes through this, so the class and the table cannot disagree.
+ */
+export function shopError(
+	type: ErrorType,
+	message?: string,
+	data?: ErrorData
+): ShopClientError | ShopRetryableError | ShopServerError {
+	const spec: ErrorSpec = ERRORS[type];
+	if (spec.retryable) return new ShopRetryableError(type, message, data);
+	if (spec.code < 500) return new ShopClientError(type, message, data);
+	return new ShopServerError(type, message, data);
+}
+
+/** Whether `err` carries the given shop error type (works across the transporter). */
+export function isErrorType(err: unknown, ...types: string[]): boolean {
+	return (
+		typeof err === "object" &&
+		err !== null &&
+		types.includes(String((err as { type?: unknown }).type))
+	);
+}
+
+/**
+ * Restores the shop's error classes from errors that crossed the transporter, so a remote
+ * `INVENTORY_OUT_OF_STOCK` arrives as a `ShopClientError` with `retryable: false` and a remote
+ * `SERVICE_UNAVAILABLE` as a `ShopRetryableError`. Anything else falls back to Moleculer's own.
+ */
+export class ShopErrorRegenerator extends Regenerator {
+	override restoreCustomError(plainError: Errors.PlainMoleculerError): Error {
+		const type = plainError.type;
+		if (type && Object.prototype.hasOwnProperty.call(ERRORS, type)) {
+			return shopError(type as ErrorType, plainError.message, plainError.data as ErrorData);
+		}
+		// Moleculer's base class answers undefined for "not mine"; its typings say Error.
+		return undefined as unknown as Error;
+	}
+}

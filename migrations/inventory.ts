@@ -1,0 +1,28 @@
+/** Schema of the `inventory` database. */
+import type { Migration } from "../lib/database";
+
+export const inventoryMigrations: readonly Migration[] = [
+	{
+		name: "001-create-stock-and-reservations",
+		up: `
+CREATE TABLE stock (
+	product_id uuid PRIMARY KEY,
+	on_hand integer NOT NULL CHECK (on_hand >= 0),
+	reserved integer NOT NULL DEFAULT 0 CHECK (reserved >= 0),
+	created_at timestamptz NOT NULL DEFAULT now(),
+	updated_at timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT stock_reserved_le_on_hand CHECK (reserved <= on_hand)
+);
+CREATE TABLE reservations (
+	order_id uuid PRIMARY KEY,
+	status text NOT NULL CHECK (status IN ('RESERVED', 'COMMITTED', 'RELEASED', 'REJECTED')),
+	items jsonb NOT NULL,
+	reason jsonb,
+	expires_at timestamptz,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX reservations_expiry_idx ON reservations (expires_at) WHERE status = 'RESERVED';`,
+		down: "DROP TABLE reservations; DROP TABLE stock;"
+	}
+];

@@ -1,0 +1,31 @@
+/** Schema of the `orders` database: orders and the saga log of the order saga. */
+import type { Migration } from "../lib/database";
+import { sagaMigrations } from "../mixins/saga.mixin";
+
+export const ordersMigrations: readonly Migration[] = [
+	{
+		name: "001-create-orders",
+		up: `
+CREATE TABLE orders (
+	id uuid PRIMARY KEY,
+	user_id uuid NOT NULL,
+	customer_email text NOT NULL,
+	status text NOT NULL CHECK (status IN ('PENDING', 'STOCK_RESERVED', 'PAID', 'CONFIRMING', 'CONFIRMED', 'CANCELLED')),
+	items jsonb NOT NULL,
+	total integer NOT NULL CHECK (total >= 0),
+	currency char(3) NOT NULL,
+	payment_method text NOT NULL,
+	cancellation_reason text,
+	cancel_requested boolean NOT NULL DEFAULT false,
+	idempotency_key text,
+	request_hash text,
+	saga_id uuid,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX orders_idempotency_key ON orders (user_id, idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE INDEX orders_user_created_idx ON orders (user_id, created_at DESC);`,
+		down: "DROP TABLE orders;"
+	},
+	...sagaMigrations
+];

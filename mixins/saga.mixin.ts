@@ -1,0 +1,635 @@
+/**
+ * `SagaMixin()`: an orchestrated saga (Garcia-Molina & Salem, "Sagas", SIGMOD 1987; the
+ * orchestration form of Richardson's microservices.io "Saga" pattern) whose state lives in the
+ * orchestrator's own database, so it can be resumed after a crash.
+ *
+ * A saga is declared as data in the service schema under `sagas`:
+ * ```ts
+ * sagas: { order: { name: "order", version: 1, steps: [
+ *     { name: "reserveStock", action: "inventory.reserve", params: d => ({ ... }),
+ *       compensation: { action: "inventory.release", params: d => ({ ... }) } },
+ *     ...
+ * ], failureReason: err => "OUT_OF_STOCK", businessErrors: ["INVENTORY_OUT_OF_STOCK"], ... } }
+ * ```
+ * The steps run in order. Before a step is invoked its intent (`STARTED`) is written to the step
+ * log, and its outcome (`SUCCEEDED`/`FAILED`) after, so a step whose answer was lost is still
+ * compensated. When a step fails with a business error (declared in `businessErrors`), when a
+ * transient error outlasts the step's retries, or when the saga's deadline passes, the saga
+ * compensates: every step that was started, in reverse order, including the one that failed
+ * (participants treat compensating what never took effect as a no-op success). A compensation
+ * that keeps failing parks the saga as `FAILED` with its error history.
+ *
+ * Steps after the last compensable one (the pivot) cannot be undone: their transient failures are
+ * retried and, if they persist, the saga is parked `FAILED` rather than compensated.
+ *
+ * Statuses: `RUNNING` → `COMPLETED`, or `RUNNING` → `COMPENSATING` → `COMPENSATED`, or `FAILED`
+ * (parked). Every status change and step outcome is committed before the next call is made.
+ *
+ * Hooks (service methods named in the definition) run inside the transaction that records the
+ * saga's transition, so the orchestrator's own state (e.g. the order's status) changes atomically
+ * with the saga log: `onStepSucceeded(saga, stepName, transaction)`, `onCompleted(saga, transaction)`,
+ * `onCompensated(saga, reason, transaction)`, `onFailed(saga, transaction)`.
+ */
+import crypto from "node:crypto";
+import type { ServiceSchema } from "moleculer";
+import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import type { Migration } from "../lib/database";
+import { isErrorType } from "../lib/errors";
+
+export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
+
+/** Saga data: JSON-safe. */
+export type SagaData = Record<string, unknown>;
+
+/** Retry policy of a step or compensation: exponential backoff with full jitter (AWS
+ * Architecture Blog, "Exponential Backoff And Jitter", 2015). Delays in ms. */
+export interface SagaRetryPolicy {
+	/** Attempts in all, the first included. */
+	readonly maxAttempts: number;
+	readonly baseDelayMs: number;
+	readonly maxDelayMs: number;
+}
+
+export interface SagaStepDefinition<D extends SagaData = SagaData> {
+	/** Unique in the saga; also the suffix of the step's idempotency key `<sagaId>:<name>`. */
+	readonly name: string;
+	/** Remote action invoked by the step, e.g. `inventory.reserve`. Exclusive with `method`. */
+	readonly action?: string;
+	/** Local service method invoked instead: `(saga, idempotencyKey) => result`. */
+	readonly method?: string;
+	/** Builds the call's params from the saga data. */
+	readonly params?: (data: D, idempotencyKey: string) => Record<string, unknown>;
+	/** Merges the step's result into the saga data. */
+	readonly result?: (data: D, result: unknown) => Partial<D>;
+	/** The compensating call; a step without one is not undone (after the pivot). */
+	readonly compensation?: {
+		readonly action: string;
+		readonly params: (data: D, idempotencyKey: string) => Record<string, unknown>;
+	};
+	/** Call timeout in ms (default: the definition's). */
+	readonly timeout?: number;
+	readonly retry?: SagaRetryPolicy;
+}
+
+export interface SagaDefinition<D extends SagaData = SagaData> {
+	readonly name: string;
+	/** A saga in flight finishes on the definition version it started with. */
+	readonly version: number;
+	readonly steps: readonly SagaStepDefinition<D>[];
+	/** Error `type`s that are business failures: compensate at once, never retry. */
+	readonly businessErrors: readonly string[];
+	/** Maps the error that ended the forward path to the saga's failure reason (e.g. `OUT_OF_STOCK`). */
+	readonly failureReason: (error: SagaErrorRecord) => string;
+	/** Default step call timeout in ms. */
+	readonly stepTimeoutMs: number;
+	/** Default retry policy of steps and compensations. */
+	readonly retry: SagaRetryPolicy;
+	readonly onStepSucceeded?: string;
+	readonly onCompleted?: string;
+	readonly onCompensated?: string;
+	readonly onFailed?: string;
+}
+
+/** An error as the saga log keeps it. */
+export interface SagaErrorRecord {
+	step: string;
+	phase: "forward" | "compensate";
+	type: string;
+	code: number | null;
+	message: string;
+	at: string;
+}
+
+/** A saga instance as stored. */
+export interface SagaInstance<D extends SagaData = SagaData> {
+	id: string;
+	name: string;
+	version: number;
+	status: SagaStatus;
+	/** Index of the step being run (forward) or the last one started. */
+	currentStep: number;
+	data: D;
+	/** Failure reason once compensating, e.g. `OUT_OF_STOCK`. */
+	failureReason: string | null;
+	errors: SagaErrorRecord[];
+	attempts: number;
+	leaseOwner: string | null;
+	leaseExpiresAt: Date | null;
+	deadlineAt: Date;
+	requestId: string | null;
+	createdAt: Date;
+	updatedAt: Date;
+}
+
+/** One row of the step log. */
+export interface SagaStepLogEntry {
+	id: number;
+	sagaId: string;
+	stepIndex: number;
+	stepName: string;
+	phase: "forward" | "compensate";
+	status: "STARTED" | "SUCCEEDED" | "FAILED";
+	attempt: number;
+	result: unknown;
+	error: SagaErrorRecord | null;
+	startedAt: Date;
+	finishedAt: Date | null;
+}
+
+/** The saga tables, to include in the orchestrator's migrations. */
+export const sagaMigrations: readonly Migration[] = [
+	{
+		name: "900-create-sagas",
+		up: `
+CREATE TABLE sagas (
+	id uuid PRIMARY KEY,
+	name text NOT NULL,
+	version integer NOT NULL,
+	status text NOT NULL CHECK (status IN ('RUNNING','COMPENSATING','COMPLETED','COMPENSATED','FAILED')),
+	current_step integer NOT NULL DEFAULT 0,
+	data jsonb NOT NULL,
+	failure_reason text,
+	errors jsonb NOT NULL DEFAULT '[]',
+	attempts integer NOT NULL DEFAULT 0,
+	lease_owner text,
+	lease_expires_at timestamptz,
+	deadline_at timestamptz NOT NULL,
+	request_id text,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sagas_active_idx ON sagas (lease_expires_at) WHERE status IN ('RUNNING','COMPENSATING');
+CREATE INDEX sagas_status_idx ON sagas (status, updated_at DESC);
+CREATE TABLE saga_steps (
+	id bigserial PRIMARY KEY,
+	saga_id uuid NOT NULL REFERENCES sagas(id) ON DELETE CASCADE,
+	step_index integer NOT NULL,
+	step_name text NOT NULL,
+	phase text NOT NULL CHECK (phase IN ('forward','compensate')),
+	status text NOT NULL CHECK (status IN ('STARTED','SUCCEEDED','FAILED')),
+	attempt integer NOT NULL DEFAULT 1,
+	result jsonb,
+	error jsonb,
+	started_at timestamptz NOT NULL DEFAULT now(),
+	finished_at timestamptz
+);
+CREATE INDEX saga_steps_saga_idx ON saga_steps (saga_id, id);`,
+		down: "DROP TABLE saga_steps; DROP TABLE sagas;"
+	}
+];
+
+/** What the mixin adds to `this`. */
+export interface SagaMixinMethods {
+	/**
+	 * Records a new saga instance (status RUNNING), inside the caller's transaction when given,
+	 * so it commits atomically with the caller's own state. Run it with `runSaga` after commit.
+	 */
+	createSaga(
+		name: string,
+		data: SagaData,
+		opts: { id?: string; deadlineMs: number; requestId?: string | null; transaction?: Transaction }
+	): Promise<SagaInstance>;
+	/** Drives a saga to its end (or to parking). Never throws: failures are recorded. */
+	runSaga(id: string): Promise<SagaInstance | null>;
+	/** Starts `runSaga` in the background, tracked so that stopping the service waits for it. */
+	launchSaga(id: string): void;
+	getSaga(id: string): Promise<SagaInstance | null>;
+	getSagaSteps(id: string): Promise<SagaStepLogEntry[]>;
+}
+
+declare module "moleculer" {
+	interface ServiceSchema {
+		/** Saga definitions of a service using SagaMixin, by name. */
+		sagas?: Record<string, SagaDefinition<any>>;
+	}
+}
+
+interface SagaRow {
+	id: string;
+	name: string;
+	version: number;
+	status: SagaStatus;
+	current_step: number;
+	data: SagaData;
+	failure_reason: string | null;
+	errors: SagaErrorRecord[];
+	attempts: number;
+	lease_owner: string | null;
+	lease_expires_at: Date | null;
+	deadline_at: Date;
+	request_id: string | null;
+	created_at: Date;
+	updated_at: Date;
+}
+
+function toInstance(r: SagaRow): SagaInstance {
+	return {
+		id: r.id,
+		name: r.name,
+		version: r.version,
+		status: r.status,
+		currentStep: r.current_step,
+		data: r.data,
+		failureReason: r.failure_reason,
+		errors: r.errors,
+		attempts: r.attempts,
+		leaseOwner: r.lease_owner,
+		leaseExpiresAt: r.lease_expires_at,
+		deadlineAt: r.deadline_at,
+		requestId: r.request_id,
+		createdAt: r.created_at,
+		updatedAt: r.updated_at
+	};
+}
+
+/** Error types that are transient: retried with backoff. */
+const TRANSIENT_TYPES = [
+	"REQUEST_TIMEOUT",
+	"SERVICE_NOT_AVAILABLE",
+	"SERVICE_NOT_FOUND",
+	"CIRCUIT_BREAKER_OPEN",
+	"QUEUE_FULL",
+	"SERVICE_UNAVAILABLE",
+	"PAYMENTS_PROCESSOR_UNAVAILABLE"
+];
+
+/** Whether an error is transient (worth retrying): retryable Moleculer errors and the list above. */
+export function isTransientError(err: unknown): boolean {
+	if (typeof err !== "object" || err === null) return false;
+	const e = err as { retryable?: unknown; type?: unknown };
+	return e.retryable === true || isErrorType(err, ...TRANSIENT_TYPES);
+}
+
+/** Delay before attempt `attempt` (2, 3, ...): full jitter over an exponential cap, in ms. */
+export function backoffDelay(policy: SagaRetryPolicy, attempt: number, random = Math.random): number {
+	const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, attempt - 2));
+	return Math.floor(random() * cap);
+}
+
+function errorRecord(step: string, phase: "forward" | "compensate", err: unknown): SagaErrorRecord {
+	const e = (err ?? {}) as { type?: unknown; code?: unknown; message?: unknown; name?: unknown };
+	return {
+		step,
+		phase,
+		type: typeof e.type === "string" && e.type ? e.type : String(e.name ?? "Error"),
+		code: typeof e.code === "number" ? e.code : null,
+		message: String(e.message ?? err),
+		at: new Date().toISOString()
+	};
+}
+
+/**
+ * Whether step `i` lies after the saga's pivot: the first step following the last compensable
+ * one. A failure up to the pivot is compensated; after it the saga can only go forward.
+ */
+export function sagaIsAfterPivot(def: SagaDefinition<any>, i: number): boolean {
+	let lastCompensable = -1;
+	def.steps.forEach((s, idx) => {
+		if (s.compensation) lastCompensable = idx;
+	});
+	return i > lastCompensable + 1;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
+
+/** Lease length in ms: a saga whose lease expired is considered orphaned (crash recovery). */
+const LEASE_MS = 30_000;
+
+/**
+ * The saga mixin. Needs `DbMixin` (for `this.sequelize`) and the `sagaMigrations` in the
+ * service's migrations.
+ */
+export function SagaMixin(): Partial<ServiceSchema> {
+	return {
+		created(this: any): void {
+			this.$sagasInFlight = new Set<Promise<unknown>>();
+		},
+
+		async stopped(this: any): Promise<void> {
+			// Let running sagas reach their next durable point (bounded by the broker's shutdown).
+			await Promise.allSettled([...this.$sagasInFlight]);
+		},
+
+		methods: {
+			async createSaga(
+				this: any,
+				name: string,
+				data: SagaData,
+				opts: {
+					id?: string;
+					deadlineMs: number;
+					requestId?: string | null;
+					transaction?: Transaction;
+				}
+			): Promise<SagaInstance> {
+				const def = this.sagaDefinition(name) as SagaDefinition;
+				const id = opts.id ?? crypto.randomUUID();
+				const seq = this.sequelize as Sequelize;
+				const rows = (await seq.query(
+					`INSERT INTO sagas (id, name, version, status, current_step, data, deadline_at, request_id,
+						lease_owner, lease_expires_at)
+					 VALUES ($1, $2, $3, 'RUNNING', 0, $4::jsonb, now() + ($5 || ' milliseconds')::interval, $6,
+						$7, now() + ($8 || ' milliseconds')::interval)
+					 RETURNING *`,
+					{
+						bind: [
+							id,
+							def.name,
+							def.version,
+							JSON.stringify(data),
+							String(opts.deadlineMs),
+							opts.requestId ?? null,
+							this.broker.nodeID,
+							String(LEASE_MS)
+						],
+						type: QueryTypes.SELECT,
+						transaction: opts.transaction
+					}
+				)) as SagaRow[];
+				return toInstance(rows[0]!);
+			},
+
+			launchSaga(this: any, id: string): void {
+				const p: Promise<unknown> = this.runSaga(id).finally(() => this.$sagasInFlight.delete(p));
+				this.$sagasInFlight.add(p);
+			},
+
+			async getSaga(this: any, id: string): Promise<SagaInstance | null> {
+				const rows = (await (this.sequelize as Sequelize).query(
+					"SELECT * FROM sagas WHERE id = $1",
+					{ bind: [id], type: QueryTypes.SELECT }
+				)) as SagaRow[];
+				return rows[0] ? toInstance(rows[0]) : null;
+			},
+
+			async getSagaSteps(this: any, id: string): Promise<SagaStepLogEntry[]> {
+				const rows = (await (this.sequelize as Sequelize).query(
+					"SELECT * FROM saga_steps WHERE saga_id = $1 ORDER BY id",
+					{ bind: [id], type: QueryTypes.SELECT }
+				)) as Record<string, any>[];
+				return rows.map(r => ({
+					id: Number(r.id),
+					sagaId: r.saga_id,
+					stepIndex: r.step_index,
+					stepName: r.step_name,
+					phase: r.phase,
+					status: r.status,
+					attempt: r.attempt,
+					result: r.result,
+					error: r.error,
+					startedAt: r.started_at,
+					finishedAt: r.finished_at
+				}));
+			},
+
+			sagaDefinition(this: any, name: string, version?: number): SagaDefinition {
+				const def = (this.schema.sagas ?? {})[name] as SagaDefinition | undefined;
+				if (!def) throw new Error(`Unknown saga "${name}"`);
+				if (version !== undefined && def.version !== version)
+					throw new Error(`Saga "${name}" v${version} is not deployed here (have v${def.version})`);
+				return def;
+			},
+
+			async runSaga(this: any, id: string): Promise<SagaInstance | null> {
+				try {
+					let saga: SagaInstance | null = await this.getSaga(id);
+					if (!saga) return null;
+					const def: SagaDefinition = this.sagaDefinition(saga.name, saga.version);
+					if (saga.status === "RUNNING") saga = await this.sagaForward(def, saga);
+					if (saga && saga.status === "COMPENSATING") saga = await this.sagaCompensate(def, saga);
+					return saga;
+				} catch (err) {
+					// Only infrastructure failures (the orchestrator's own database) reach here; the
+					// saga stays RUNNING/COMPENSATING with its lease, to be resumed by recovery.
+					this.logger.error(`Saga ${id} stopped on an infrastructure error`, err);
+					return null;
+				}
+			},
+
+			/** Runs the forward steps from `currentStep`. */
+			async sagaForward(this: any, def: SagaDefinition, saga: SagaInstance): Promise<SagaInstance> {
+				for (let i = saga.currentStep; i < def.steps.length; i++) {
+					const step = def.steps[i]!;
+					if (Date.now() >= saga.deadlineAt.getTime()) {
+						const rec: SagaErrorRecord = {
+							step: step.name,
+							phase: "forward",
+							type: "SAGA_DEADLINE_EXCEEDED",
+							code: null,
+							message: "The saga's deadline passed",
+							at: new Date().toISOString()
+						};
+						return this.sagaBeginCompensation(def, saga, rec, i);
+					}
+					const policy = step.retry ?? def.retry;
+					let attempt = 0;
+					for (;;) {
+						attempt++;
+						const logId: number = await this.sagaLogStart(saga, i, step.name, "forward", attempt);
+						const key = `${saga.id}:${step.name}`;
+						try {
+							const result = await this.sagaInvoke(def, step, saga, key);
+							const patch = step.result ? step.result(saga.data, result) : {};
+							saga = await this.sagaLogSuccess(def, saga, logId, i, step.name, result, patch);
+							break;
+						} catch (err) {
+							const rec = errorRecord(step.name, "forward", err);
+							await this.sagaLogFailure(saga, logId, rec);
+							saga.errors.push(rec);
+							const business = isErrorType(err, ...def.businessErrors);
+							const transient = !business && isTransientError(err);
+							if (transient && attempt < policy.maxAttempts) {
+								await sleep(backoffDelay(policy, attempt + 1));
+								continue;
+							}
+							if (sagaIsAfterPivot(def, i)) return this.sagaPark(def, saga, rec);
+							return this.sagaBeginCompensation(def, saga, rec, i);
+						}
+					}
+				}
+				return this.sagaFinish(def, saga, "COMPLETED", null);
+			},
+
+			async sagaInvoke(
+				this: any,
+				def: SagaDefinition,
+				step: SagaStepDefinition,
+				saga: SagaInstance,
+				key: string
+			): Promise<unknown> {
+				const params = step.params ? step.params(saga.data, key) : {};
+				if (step.method) return this[step.method](saga, key, params);
+				if (!step.action) throw new Error(`Step ${step.name} has no action`);
+				return this.broker.call(step.action, params, {
+					timeout: step.timeout ?? def.stepTimeoutMs,
+					requestID: saga.requestId ?? undefined,
+					meta: { idempotencyKey: key }
+				});
+			},
+
+			async sagaLogStart(
+				this: any,
+				saga: SagaInstance,
+				index: number,
+				stepName: string,
+				phase: "forward" | "compensate",
+				attempt: number
+			): Promise<number> {
+				const seq = this.sequelize as Sequelize;
+				const rows = (await seq.query(
+					`WITH s AS (
+						UPDATE sagas SET current_step = CASE WHEN $5 = 'forward' THEN $2 ELSE current_step END,
+							attempts = attempts + 1, updated_at = now(),
+							lease_owner = $6, lease_expires_at = now() + ($7 || ' milliseconds')::interval
+						WHERE id = $1 RETURNING id)
+					 INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
+					 SELECT id, $2, $3, $5, 'STARTED', $4 FROM s RETURNING id`,
+					{
+						bind: [saga.id, index, stepName, attempt, phase, this.broker.nodeID, String(LEASE_MS)],
+						type: QueryTypes.SELECT
+					}
+				)) as { id: string }[];
+				if (phase === "forward") saga.currentStep = index;
+				return Number(rows[0]!.id);
+			},
+
+			async sagaLogSuccess(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance,
+				logId: number,
+				index: number,
+				stepName: string,
+				result: unknown,
+				patch: SagaData
+			): Promise<SagaInstance> {
+				const seq = this.sequelize as Sequelize;
+				const data = { ...saga.data, ...patch };
+				await seq.transaction(async t => {
+					await seq.query(
+						`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
+						{ bind: [logId, JSON.stringify(result ?? null)], transaction: t }
+					);
+					await seq.query(
+						`UPDATE sagas SET current_step = $2, data = $3::jsonb, updated_at = now() WHERE id = $1`,
+						{ bind: [saga.id, index + 1, JSON.stringify(data)], transaction: t }
+					);
+					const next = { ...saga, data, currentStep: index + 1 };
+					if (def.onStepSucceeded) await this[def.onStepSucceeded](next, stepName, t);
+				});
+				return { ...saga, data, currentStep: index + 1 };
+			},
+
+			async sagaLogFailure(this: any, saga: SagaInstance, logId: number, rec: SagaErrorRecord): Promise<void> {
+				await (this.sequelize as Sequelize).query(
+					`WITH s AS (UPDATE saga_steps SET status = 'FAILED', error = $2::jsonb, finished_at = now()
+						WHERE id = $1 RETURNING saga_id)
+					 UPDATE sagas SET errors = errors || jsonb_build_array($2::jsonb), updated_at = now()
+					 WHERE id = (SELECT saga_id FROM s)`,
+					{ bind: [logId, JSON.stringify(rec)] }
+				);
+			},
+
+			async sagaBeginCompensation(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance,
+				rec: SagaErrorRecord,
+				failedIndex: number
+			): Promise<SagaInstance> {
+				const reason = def.failureReason(rec);
+				await (this.sequelize as Sequelize).query(
+					`UPDATE sagas SET status = 'COMPENSATING', failure_reason = $2, current_step = $3,
+						errors = CASE WHEN errors @> jsonb_build_array($4::jsonb) THEN errors ELSE errors || jsonb_build_array($4::jsonb) END,
+						updated_at = now() WHERE id = $1`,
+					{ bind: [saga.id, reason, failedIndex, JSON.stringify(rec)] }
+				);
+				return { ...saga, status: "COMPENSATING", failureReason: reason, currentStep: failedIndex };
+			},
+
+			/** Compensates every started step, newest first, skipping those already compensated. */
+			async sagaCompensate(this: any, def: SagaDefinition, saga: SagaInstance): Promise<SagaInstance> {
+				const log: SagaStepLogEntry[] = await this.getSagaSteps(saga.id);
+				const started = new Set(log.filter(l => l.phase === "forward").map(l => l.stepIndex));
+				const done = new Set(
+					log.filter(l => l.phase === "compensate" && l.status === "SUCCEEDED").map(l => l.stepIndex)
+				);
+				for (let i = Math.min(saga.currentStep, def.steps.length - 1); i >= 0; i--) {
+					const step = def.steps[i]!;
+					if (!step.compensation || !started.has(i) || done.has(i)) continue;
+					const policy = step.retry ?? def.retry;
+					let attempt = 0;
+					for (;;) {
+						attempt++;
+						const logId: number = await this.sagaLogStart(saga, i, step.name, "compensate", attempt);
+						const key = `${saga.id}:${step.name}:compensate`;
+						try {
+							const params = step.compensation.params(saga.data, key);
+							const result = await this.broker.call(step.compensation.action, params, {
+								timeout: step.timeout ?? def.stepTimeoutMs,
+								requestID: saga.requestId ?? undefined,
+								meta: { idempotencyKey: key }
+							});
+							await (this.sequelize as Sequelize).query(
+								`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
+								{ bind: [logId, JSON.stringify(result ?? null)] }
+							);
+							break;
+						} catch (err) {
+							const rec = errorRecord(step.name, "compensate", err);
+							await this.sagaLogFailure(saga, logId, rec);
+							saga.errors.push(rec);
+							if (attempt < policy.maxAttempts) {
+								await sleep(backoffDelay(policy, attempt + 1));
+								continue;
+							}
+							return this.sagaPark(def, saga, rec);
+						}
+					}
+				}
+				return this.sagaFinish(def, saga, "COMPENSATED", saga.failureReason);
+			},
+
+			async sagaFinish(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance,
+				status: "COMPLETED" | "COMPENSATED",
+				reason: string | null
+			): Promise<SagaInstance> {
+				const seq = this.sequelize as Sequelize;
+				const done = { ...saga, status };
+				await seq.transaction(async t => {
+					await seq.query(
+						`UPDATE sagas SET status = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1`,
+						{ bind: [saga.id, status], transaction: t }
+					);
+					if (status === "COMPLETED" && def.onCompleted) await this[def.onCompleted](done, t);
+					if (status === "COMPENSATED" && def.onCompensated)
+						await this[def.onCompensated](done, reason, t);
+				});
+				await this.sagaAfterCommit(done);
+				return done;
+			},
+
+			/** Parks the saga as FAILED: an operator must look at it (dead letter). */
+			async sagaPark(this: any, def: SagaDefinition, saga: SagaInstance, rec: SagaErrorRecord): Promise<SagaInstance> {
+				const seq = this.sequelize as Sequelize;
+				const parked = { ...saga, status: "FAILED" as const };
+				await seq.transaction(async t => {
+					await seq.query(
+						`UPDATE sagas SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1`,
+						{ bind: [saga.id], transaction: t }
+					);
+					if (def.onFailed) await this[def.onFailed](parked, t);
+				});
+				this.logger.error(`Saga ${saga.id} parked as FAILED at ${rec.step} (${rec.phase}): ${rec.type} ${rec.message}`);
+				await this.sagaAfterCommit(parked);
+				return parked;
+			},
+
+			/** Called after a saga's final transaction commits; services override to emit events. */
+			async sagaAfterCommit(this: any, _saga: SagaInstance): Promise<void> {}
+		}
+	};
+}

@@ -1,0 +1,114 @@
+/**
+ * Broker options of every node of the shop (one process with `npm start`, or one node per
+ * service with `moleculer-runner --config dist/moleculer.config.js dist/services/<name>.service.js`).
+ *
+ * Transporter, cacher and tracing come from the environment (lib/config.ts, CONTRACT.md):
+ * `TRANSPORTER` (NATS) or none; `CACHER` (Redis) or in-memory; `TRACING_EXPORTER` console/jaeger.
+ */
+import type { BrokerOptions } from "moleculer";
+import { config } from "./lib/config";
+import { ShopErrorRegenerator } from "./lib/errors";
+import { isTransientError } from "./mixins/saga.mixin";
+
+const c = config();
+
+function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
+	if (c.tracingExporter === "console")
+		return { enabled: true, exporter: { type: "Console", options: { width: 100 } } };
+	if (c.tracingExporter === "jaeger")
+		return {
+			enabled: true,
+			exporter: { type: "Jaeger", options: { endpoint: c.jaegerEndpoint ?? undefined, sampler: { type: "Const", options: { decision: 1 } } } }
+		};
+	return { enabled: false };
+}
+
+/** ioredis options from a `redis://[:password@]host:port[/db]` URL. */
+function redisOptions(url: string): Record<string, unknown> {
+	const u = new URL(url);
+	return {
+		host: u.hostname,
+		port: Number(u.port || 6379),
+		password: u.password ? decodeURIComponent(u.password) : undefined,
+		username: u.username ? decodeURIComponent(u.username) : undefined,
+		db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
+		tls: u.protocol === "rediss:" ? {} : undefined,
+		maxRetriesPerRequest: 1
+	};
+}
+
+const brokerConfig: BrokerOptions = {
+	namespace: "shop",
+	nodeID: c.nodeID,
+
+	logger: {
+		type: "Console",
+		options: { colors: !c.production && process.stdout.isTTY, moduleColors: false, formatter: "short", autoPadding: false }
+	},
+	logLevel: c.logLevel,
+
+	transporter: c.transporter
+		? {
+				type: "NATS",
+				options: { url: c.transporter, maxReconnectAttempts: -1, reconnectTimeWait: 500 }
+			}
+		: null,
+
+	cacher: c.cacher
+		? { type: "Redis", options: { prefix: "shop-cache", ttl: 300, redis: redisOptions(c.cacher) } }
+		: { type: "Memory", options: { ttl: 300, clone: true } },
+
+	serializer: "JSON",
+
+	/** A whole request, REST to answer; saga steps set their own per call. */
+	requestTimeout: 10_000,
+
+	/** Only transient failures are retried: retryable errors (timeouts, unavailable nodes). */
+	retryPolicy: {
+		enabled: true,
+		retries: 3,
+		delay: 100,
+		maxDelay: 1_000,
+		factor: 2,
+		check: (err: Error) => isTransientError(err)
+	},
+
+	heartbeatInterval: 5,
+	heartbeatTimeout: 15,
+	contextParamsCloning: false,
+
+	/** Graceful shutdown: wait for in-flight requests before leaving. */
+	tracking: { enabled: true, shutdownTimeout: 10_000 },
+
+	disableBalancer: false,
+	registry: { strategy: "RoundRobin", preferLocal: true },
+
+	/** Opens per endpoint when half of at least 20 calls in 60 s fail; probes after 10 s. */
+	circuitBreaker: {
+		enabled: true,
+		threshold: 0.5,
+		minRequestCount: 20,
+		windowTime: 60,
+		halfOpenTime: 10_000,
+		check: (err: Error) => Number((err as { code?: unknown }).code) >= 500
+	},
+
+	/** Bulkhead: at most 50 concurrent calls per action on a node, 500 queued. */
+	bulkhead: { enabled: true, concurrency: 50, maxQueueSize: 500 },
+
+	validator: true,
+	errorRegenerator: new ShopErrorRegenerator(),
+
+	metrics: {
+		enabled: c.metricsPort > 0,
+		reporter: c.metricsPort > 0 ? [{ type: "Prometheus", options: { port: c.metricsPort, path: "/metrics" } }] : []
+	},
+
+	tracing: tracingExporter(),
+
+	middlewares: [],
+
+	replOptions: { customCommands: [] }
+};
+
+export = brokerConfig;

@@ -1,0 +1,293 @@
+/**
+ * `api`: the moleculer-web gateway on `PORT`. Only the CONTRACT's routes are reachable
+ * (`mappingPolicy: "restrict"`): internal actions (`inventory.reserve`, `payments.charge`,
+ * `users.resolveToken`, `$node.*`) have no alias and are never callable over REST.
+ *
+ * - Authentication: `Authorization: Bearer <JWT>` resolved by `users.resolveToken`; a malformed,
+ *   expired or forged token is 401 `AUTH_TOKEN_INVALID` even on public routes.
+ * - Authorization per alias (`auth`): `customer` needs a user (401 `AUTH_TOKEN_MISSING`),
+ *   `admin` needs the admin role (403 `AUTH_FORBIDDEN`).
+ * - JSON bodies only (415 otherwise), objects only (400), at most `BODY_LIMIT` (413).
+ * - `X-Request-ID` (or `X-Correlation-ID`) accepted when well-formed, else generated; returned on
+ *   every answer and used as the context's `requestID` through every service.
+ * - `Idempotency-Key` on `POST /api/orders` becomes `ctx.meta.idempotencyKey`.
+ * - Security headers by helmet; CORS from `CORS_ORIGINS`.
+ * - Errors: `{ name, message, code, type, data }` with `code` the HTTP status; in production a
+ *   5xx carries no internals. Never a stack trace.
+ * - `GET /health` (liveness) and `GET /ready` (readiness: transporter and every service's
+ *   database), outside `/api`.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import helmet from "helmet";
+import type { Context, Service, ServiceSchema } from "moleculer";
+import ApiGateway from "moleculer-web";
+import { config, DATABASE_SERVICES } from "../lib/config";
+import type { AuthUser, ShopServiceSchema } from "../lib/context";
+import { ERRORS, FRAMEWORK_ERROR_TYPES, shopError } from "../lib/errors";
+
+type Req = IncomingMessage & {
+	$ctx: Context<unknown, Record<string, unknown>>;
+	$params: Record<string, unknown>;
+	$alias?: { auth?: "customer" | "admin" };
+	body?: unknown;
+};
+type Res = ServerResponse;
+
+/** Who may call an alias: anyone (absent), any signed-in user, or admins. */
+type AliasAuth = "customer" | "admin";
+const alias = (action: string, auth?: AliasAuth): { action: string; auth?: AliasAuth } =>
+	auth ? { action, auth } : { action };
+
+/** The REST table of CONTRACT.md (prefix `/api`). */
+export const API_ALIASES: Record<string, { action: string; auth?: AliasAuth }> = {
+	"POST users/register": alias("users.register"),
+	"POST users/login": alias("users.login"),
+	"GET users/me": alias("users.me", "customer"),
+	"GET products": alias("products.list"),
+	"GET products/:id": alias("products.get"),
+	"POST products": alias("products.create", "admin"),
+	"PATCH products/:id": alias("products.update", "admin"),
+	"GET inventory/:productId": alias("inventory.get"),
+	"PUT inventory/:productId": alias("inventory.setStock", "admin"),
+	"POST orders": alias("orders.create", "customer"),
+	"GET orders": alias("orders.list", "customer"),
+	"GET orders/:id": alias("orders.get", "customer"),
+	"POST orders/:id/cancel": alias("orders.cancel", "customer"),
+	"GET notifications": alias("notifications.list", "customer"),
+	"GET admin/sagas": alias("orders.listSagas", "admin"),
+	"POST admin/sagas/:id/redrive": alias("orders.redriveSaga", "admin")
+};
+
+const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
+const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9._:-]{1,255}$/;
+const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/;
+
+/** The error body of the CONTRACT: `{ name, message, code, type, data }`. */
+export interface ErrorBody {
+	name: string;
+	message: string;
+	code: number;
+	type: string;
+	data?: unknown;
+}
+
+/**
+ * Maps any error that reaches the gateway to the CONTRACT's body: body-parser's and
+ * moleculer-web's own errors get the shop's stable types; unknown errors become INTERNAL_ERROR.
+ * In production a 5xx keeps only name, message, code and type.
+ */
+export function toErrorBody(err: unknown, production: boolean): ErrorBody {
+	const e = (err ?? {}) as { name?: string; message?: string; code?: unknown; status?: unknown; type?: unknown; data?: unknown };
+	const known = (type: keyof typeof ERRORS, data?: unknown): ErrorBody => ({
+		name: "ShopClientError",
+		message: ERRORS[type].description,
+		code: ERRORS[type].code,
+		type,
+		...(data === undefined ? {} : { data })
+	});
+	// body-parser (http-errors) failures
+	switch (e.type) {
+		case "entity.parse.failed":
+			return known("REQUEST_INVALID_JSON");
+		case "entity.too.large":
+			return known("REQUEST_BODY_TOO_LARGE");
+		case "encoding.unsupported":
+		case "charset.unsupported":
+			return known("REQUEST_UNSUPPORTED_MEDIA_TYPE");
+		case "request.aborted":
+		case "request.size.invalid":
+		case "stream.encoding.set":
+			return known("REQUEST_INVALID_JSON");
+		// moleculer-web's own
+		case "NOT_FOUND":
+		case "SERVICE_NOT_FOUND":
+			return known("REQUEST_NOT_FOUND");
+		case "PAYLOAD_TOO_LARGE":
+			return known("REQUEST_BODY_TOO_LARGE");
+		case "INVALID_REQUEST_BODY":
+			return known("REQUEST_INVALID_JSON");
+		case "NO_TOKEN":
+			return known("AUTH_TOKEN_MISSING");
+		case "INVALID_TOKEN":
+			return known("AUTH_TOKEN_INVALID");
+		case "RATE_LIMIT_EXCEEDED":
+			return known("REQUEST_RATE_LIMITED");
+	}
+	const type = typeof e.type === "string" ? e.type : "";
+	const spec =
+		(ERRORS as Record<string, { code: number }>)[type] ?? FRAMEWORK_ERROR_TYPES[type];
+	const rawCode = typeof e.code === "number" ? e.code : typeof e.status === "number" ? e.status : 500;
+	const code = spec ? spec.code : rawCode >= 400 && rawCode < 600 ? rawCode : 500;
+	if (!spec && code >= 500) {
+		return production || !type
+			? { name: "InternalError", message: "Internal server error", code: 500, type: "INTERNAL_ERROR" }
+			: { name: "InternalError", message: "Internal server error", code, type: "INTERNAL_ERROR", data: { cause: e.name } };
+	}
+	const body: ErrorBody = { name: String(e.name ?? "Error"), message: String(e.message ?? ""), code, type: type || "INTERNAL_ERROR" };
+	if (e.data !== undefined && !(production && code >= 500)) body.data = e.data;
+	return body;
+}
+
+type ApiThis = Service & { sendErrorBody(req: Req, res: Res, err: unknown): void };
+
+const ApiService: ShopServiceSchema<ApiThis> = {
+	name: "api",
+	mixins: [ApiGateway as unknown as Partial<ServiceSchema>],
+
+	settings: {
+		port: config().port,
+		ip: "0.0.0.0",
+		// Security headers on every answer (helmet's defaults, CSP locked down for a JSON API).
+		use: [
+			helmet({
+				contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+				strictTransportSecurity: config().production
+			})
+		],
+		cors: {
+			origin: config().corsOrigins,
+			methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+			allowedHeaders: ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+			exposedHeaders: ["X-Request-ID", "Retry-After"],
+			credentials: false,
+			maxAge: 600
+		},
+		/** Accepts a well-formed client request id; otherwise Moleculer generates one. */
+		rootCallOptions(options: { requestID?: string }, req: IncomingMessage): void {
+			const id = options.requestID;
+			if (id !== undefined && (typeof id !== "string" || !REQUEST_ID_RE.test(id))) delete options.requestID;
+			void req;
+		},
+		logRequest: "debug",
+		logResponse: "debug",
+		log4XXResponses: false,
+		logRequestParams: null,
+		logResponseData: null,
+		routes: [
+			{
+				path: "/api",
+				mappingPolicy: "restrict",
+				autoAliases: false,
+				aliases: API_ALIASES,
+				authentication: true,
+				authorization: true,
+				bodyParsers: {
+					json: { strict: true, limit: config().bodyLimit },
+					urlencoded: false
+				},
+				mergeParams: true,
+				callOptions: { timeout: 10_000 },
+				/** Content type, body shape and Idempotency-Key, before auth and the call. */
+				onBeforeCall(this: ApiThis, ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: Req): void {
+					const hasBody = Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
+					if (hasBody) {
+						const ct = String(req.headers["content-type"] ?? "").toLowerCase();
+						if (!/^application\/(?:[a-z0-9.+-]*\+)?json\s*(?:;|$)/.test(ct))
+							throw shopError("REQUEST_UNSUPPORTED_MEDIA_TYPE");
+						if (req.body === null || typeof req.body !== "object" || Array.isArray(req.body))
+							throw shopError("REQUEST_BODY_NOT_OBJECT");
+					}
+					const key = req.headers["idempotency-key"];
+					if (key !== undefined) {
+						if (typeof key !== "string" || !IDEMPOTENCY_KEY_RE.test(key))
+							throw shopError("REQUEST_INVALID_ID", "Idempotency-Key must be 1-255 of A-Z a-z 0-9 . _ : -");
+						ctx.meta.idempotencyKey = key;
+					}
+				},
+				onError(this: ApiThis, req: Req, res: Res, err: unknown): void {
+					this.sendErrorBody(req, res, err);
+				}
+			},
+			{
+				path: "/",
+				mappingPolicy: "restrict",
+				autoAliases: false,
+				bodyParsers: { json: false, urlencoded: false },
+				aliases: {
+					/** Liveness: the process answers. */
+					"GET health"(this: ApiThis, _req: Req, res: Res): void {
+						res.setHeader("Content-Type", "application/json; charset=utf-8");
+						res.end(JSON.stringify({ status: "ok", nodeID: this.broker.nodeID, uptime: Math.round(process.uptime()) }));
+					},
+					/** Readiness: the transporter (if any) and every service's database answer. */
+					async "GET ready"(this: ApiThis, req: Req, res: Res): Promise<void> {
+						const checks: Record<string, string> = {};
+						const transit = (this.broker as unknown as { transit?: { connected: boolean } }).transit;
+						if (transit) checks.transporter = transit.connected ? "ok" : "disconnected";
+						await Promise.all(
+							DATABASE_SERVICES.map(async s => {
+								try {
+									await req.$ctx.call(`${s}.readiness`, {}, { timeout: 2000, retries: 0 });
+									checks[s] = "ok";
+								} catch (err) {
+									checks[s] = String((err as { type?: string }).type ?? "UNAVAILABLE");
+								}
+							})
+						);
+						const ok = Object.values(checks).every(v => v === "ok");
+						res.statusCode = ok ? 200 : 503;
+						res.setHeader("Content-Type", "application/json; charset=utf-8");
+						res.end(JSON.stringify({ status: ok ? "ready" : "unavailable", checks }));
+					}
+				},
+				onError(this: ApiThis, req: Req, res: Res, err: unknown): void {
+					this.sendErrorBody(req, res, err);
+				}
+			}
+		],
+		onError(this: ApiThis, req: Req, res: Res, err: unknown): void {
+			this.sendErrorBody(req, res, err);
+		}
+	},
+
+	methods: {
+		/**
+		 * Resolves the bearer token (if any) to a user. No header: anonymous.
+		 * @throws AUTH_TOKEN_INVALID (401)
+		 */
+		async authenticate(
+			this: ApiThis,
+			ctx: Context<unknown, Record<string, unknown>>,
+			_route: unknown,
+			req: Req
+		): Promise<AuthUser | null> {
+			const header = req.headers.authorization;
+			if (header === undefined || header === "") return null;
+			const m = BEARER_RE.exec(header);
+			if (!m) throw shopError("AUTH_TOKEN_INVALID");
+			try {
+				return await ctx.call<AuthUser, { token: string }>("users.resolveToken", { token: m[1]! });
+			} catch (err) {
+				if ((err as { type?: string }).type === "VALIDATION_ERROR") throw shopError("AUTH_TOKEN_INVALID");
+				throw err;
+			}
+		},
+
+		/** Enforces the alias's `auth`. @throws AUTH_TOKEN_MISSING (401), AUTH_FORBIDDEN (403) */
+		authorize(this: ApiThis, ctx: Context<unknown, { user?: AuthUser | null }>, _route: unknown, req: Req): void {
+			const need = req.$alias?.auth;
+			if (!need) return;
+			const user = ctx.meta.user;
+			if (!user) throw shopError("AUTH_TOKEN_MISSING");
+			if (need === "admin" && user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
+		},
+
+		/** Writes an error in the CONTRACT's form; logs 5xx with their cause, server-side only. */
+		sendErrorBody(this: ApiThis, req: Req, res: Res, err: unknown): void {
+			const body = toErrorBody(err, config().production);
+			if (body.code >= 500) this.logger.error(`${req.method} ${req.url} -> ${body.code}`, err);
+			if (res.headersSent) {
+				res.end();
+				return;
+			}
+			const ctx = req.$ctx;
+			if (ctx?.requestID) res.setHeader("X-Request-ID", ctx.requestID);
+			if (body.code === 503 || body.code === 429) res.setHeader("Retry-After", "1");
+			res.statusCode = body.code;
+			res.setHeader("Content-Type", "application/json; charset=utf-8");
+			res.end(JSON.stringify(body));
+		}
+	}
+};
+
+export default ApiService;

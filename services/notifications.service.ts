@@ -1,0 +1,174 @@
+/**
+ * `notifications`: records the e-mail the shop would send when an order is confirmed or
+ * cancelled (no mail is sent: the record is the outbox a mailer would read). One record per order
+ * and kind, enforced by a unique index, so a repeated event has no second effect.
+ *
+ * Listens to: `order.confirmed`, `order.cancelled` (group `notifications`: one node of the group
+ * handles each event).
+ * Events emitted: `notification.created` with the notification.
+ */
+import crypto from "node:crypto";
+import type { Service, ServiceSchema } from "moleculer";
+import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
+import type { ShopContext, ShopServiceSchema } from "../lib/context";
+import { shopError } from "../lib/errors";
+import { notificationsMigrations } from "../migrations/notifications";
+import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import type { Order } from "./orders.service";
+
+export type NotificationKind = "ORDER_CONFIRMED" | "ORDER_CANCELLED";
+
+/** A notification as the API shows it. */
+export interface Notification {
+	id: string;
+	orderId: string;
+	kind: NotificationKind;
+	recipient: string;
+	subject: string;
+	body: string;
+	createdAt: string;
+}
+
+interface NotificationRow {
+	id: string;
+	user_id: string;
+	order_id: string;
+	kind: NotificationKind;
+	recipient: string;
+	subject: string;
+	body: string;
+	created_at: Date;
+}
+
+/** The payload of `order.confirmed` / `order.cancelled`. */
+interface OrderEvent {
+	order: Order & { customerEmail: string };
+}
+
+function defineModels(sequelize: Sequelize): { Notification: ModelStatic<Model> } {
+	const Notification = sequelize.define(
+		"Notification",
+		{
+			id: { type: DataTypes.UUID, primaryKey: true },
+			userId: { type: DataTypes.UUID, allowNull: false },
+			orderId: { type: DataTypes.UUID, allowNull: false },
+			kind: { type: DataTypes.TEXT, allowNull: false }
+		},
+		{ tableName: "notifications" }
+	);
+	return { Notification };
+}
+type Models = ReturnType<typeof defineModels>;
+type NotificationsThis = Service &
+	DbMixinMethods<Models> & { record(kind: NotificationKind, e: OrderEvent): Promise<void> };
+
+const money = (cents: number, currency: string): string => `${(cents / 100).toFixed(2)} ${currency}`;
+
+/** The e-mail's subject and body for an order event. */
+export function renderEmail(kind: NotificationKind, order: Order): { subject: string; body: string } {
+	const lines = order.items.map(i => `  ${i.quantity} x ${i.name} (${i.sku}) ${money(i.lineTotal, order.currency)}`).join("\n");
+	if (kind === "ORDER_CONFIRMED")
+		return {
+			subject: `Order ${order.id.slice(0, 8)} confirmed`,
+			body: `Thank you for your order.\n\n${lines}\n\nTotal: ${money(order.total, order.currency)}\n`
+		};
+	return {
+		subject: `Order ${order.id.slice(0, 8)} cancelled`,
+		body: `Your order was cancelled (${order.cancellationReason ?? "CANCELLED"}). Nothing was charged, or the charge was refunded.\n\n${lines}\n`
+	};
+}
+
+const NotificationsService: ShopServiceSchema<NotificationsThis> = {
+	name: "notifications",
+	mixins: [
+		DbMixin({
+			service: "notifications",
+			migrations: notificationsMigrations,
+			models: defineModels,
+			mainModel: "Notification"
+		})
+	],
+
+	actions: {
+		/**
+		 * The caller's notifications, newest first.
+		 * @returns `{ rows: [{ id, orderId, kind, recipient, subject, body, createdAt }], total, page, pageSize, totalPages }`
+		 * @throws AUTH_TOKEN_MISSING (401)
+		 */
+		list: {
+			params: {
+				$$strict: true,
+				page: { type: "number", integer: true, min: 1, max: 100_000, convert: true, default: 1 },
+				pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+				orderId: { type: "uuid", optional: true }
+			},
+			async handler(
+				this: NotificationsThis,
+				ctx: ShopContext<{ page: number; pageSize: number; orderId?: string }>
+			): Promise<{ rows: Notification[]; total: number; page: number; pageSize: number; totalPages: number }> {
+				const user = ctx.meta.user;
+				if (!user) throw shopError("AUTH_TOKEN_MISSING");
+				const { page, pageSize, orderId } = ctx.params;
+				const where = "user_id = $1 AND ($2::uuid IS NULL OR order_id = $2)";
+				const rows = (await this.sequelize.query(
+					`SELECT * FROM notifications WHERE ${where} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4`,
+					{ bind: [user.id, orderId ?? null, pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
+				)) as NotificationRow[];
+				const count = (await this.sequelize.query(`SELECT count(*) AS n FROM notifications WHERE ${where}`, {
+					bind: [user.id, orderId ?? null],
+					type: QueryTypes.SELECT
+				})) as { n: string }[];
+				const total = Number(count[0]?.n ?? 0);
+				return {
+					rows: rows.map(r => ({
+						id: r.id,
+						orderId: r.order_id,
+						kind: r.kind,
+						recipient: r.recipient,
+						subject: r.subject,
+						body: r.body,
+						createdAt: new Date(r.created_at).toISOString()
+					})),
+					total,
+					page,
+					pageSize,
+					totalPages: Math.ceil(total / pageSize)
+				};
+			}
+		}
+	},
+
+	events: {
+		"order.confirmed": {
+			group: "notifications",
+			async handler(this: NotificationsThis, ctx: ShopContext<OrderEvent>): Promise<void> {
+				await this.record("ORDER_CONFIRMED", ctx.params);
+			}
+		},
+		"order.cancelled": {
+			group: "notifications",
+			async handler(this: NotificationsThis, ctx: ShopContext<OrderEvent>): Promise<void> {
+				await this.record("ORDER_CANCELLED", ctx.params);
+			}
+		}
+	},
+
+	methods: {
+		/** Inserts the notification once per (order, kind); a repeat is ignored. */
+		async record(this: NotificationsThis, kind: NotificationKind, e: OrderEvent): Promise<void> {
+			const order = e.order;
+			const { subject, body } = renderEmail(kind, order);
+			const rows = (await this.sequelize.query(
+				`INSERT INTO notifications (id, user_id, order_id, kind, recipient, subject, body)
+				 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, kind) DO NOTHING RETURNING id`,
+				{
+					bind: [crypto.randomUUID(), order.userId, order.id, kind, order.customerEmail, subject, body],
+					type: QueryTypes.SELECT
+				}
+			)) as { id: string }[];
+			if (rows[0]) await this.broker.emit("notification.created", { id: rows[0].id, orderId: order.id, kind });
+		}
+	}
+};
+
+export default NotificationsService;

@@ -1,0 +1,596 @@
+/**
+ * `orders`: takes orders and runs the order saga (SagaMixin) that coordinates `inventory` and
+ * `payments`:
+ *
+ *   reserveStock (inventory.reserve / inventory.release)
+ *   → chargePayment (payments.charge / payments.refund)
+ *   → confirmOrder (the pivot: a customer cancel is no longer possible after it)
+ *   → commitStock (inventory.commit)
+ *   → order CONFIRMED
+ *
+ * On `INVENTORY_OUT_OF_STOCK`, `PAYMENTS_CARD_DECLINED`, a customer cancel or the deadline
+ * (`SAGA_DEADLINE_MS`, default 30 000 ms), the saga compensates in reverse (refund what was
+ * charged, release what was reserved) and the order ends `CANCELLED` with a `cancellationReason`.
+ *
+ * Prices come from the catalog (`products.resolve`), never from the client. Money: integer cents
+ * with an ISO 4217 currency. A client `Idempotency-Key` (per caller) returns the same order on a
+ * repeat (the IETF "Idempotency-Key HTTP Header Field" draft; Stripe's idempotent requests).
+ *
+ * Events emitted: `order.created`, `order.confirmed`, `order.cancelled`, each `{ order }` where
+ * `order` is the order view plus `customerEmail`.
+ */
+import crypto from "node:crypto";
+import { Errors, type Service, type ServiceSchema } from "moleculer";
+import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
+import { config } from "../lib/config";
+import type { ShopContext, ShopServiceSchema } from "../lib/context";
+import { shopError } from "../lib/errors";
+import { ordersMigrations } from "../migrations/orders";
+import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import {
+	SagaMixin,
+	type SagaDefinition,
+	type SagaErrorRecord,
+	type SagaInstance,
+	type SagaMixinMethods,
+	type SagaStatus
+} from "../mixins/saga.mixin";
+import type { Product } from "./products.service";
+
+export type OrderStatus = "PENDING" | "STOCK_RESERVED" | "PAID" | "CONFIRMING" | "CONFIRMED" | "CANCELLED";
+
+/** A line of an order, priced from the catalog at order time. */
+export interface OrderItem {
+	productId: string;
+	sku: string;
+	name: string;
+	quantity: number;
+	/** Integer cents. */
+	unitPrice: number;
+	/** `unitPrice * quantity`, integer cents. */
+	lineTotal: number;
+}
+
+/** An order as the API shows it. */
+export interface Order {
+	id: string;
+	userId: string;
+	status: OrderStatus;
+	items: OrderItem[];
+	/** Integer cents. */
+	total: number;
+	/** ISO 4217. */
+	currency: string;
+	paymentMethod: string;
+	/** `OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_METHOD_INVALID`, `TIMEOUT`,
+	 * `CANCELLED_BY_CUSTOMER` or `PROCESSING_FAILED`; null unless cancelled. */
+	cancellationReason: string | null;
+	cancelRequested: boolean;
+	createdAt: string;
+	updatedAt: string;
+}
+
+interface OrderRow {
+	id: string;
+	user_id: string;
+	customer_email: string;
+	status: OrderStatus;
+	items: OrderItem[];
+	total: number;
+	currency: string;
+	payment_method: string;
+	cancellation_reason: string | null;
+	cancel_requested: boolean;
+	idempotency_key: string | null;
+	request_hash: string | null;
+	saga_id: string | null;
+	created_at: Date;
+	updated_at: Date;
+}
+
+/** The order saga's data. */
+interface OrderSagaData extends Record<string, unknown> {
+	orderId: string;
+	items: { productId: string; quantity: number }[];
+	amount: number;
+	currency: string;
+	paymentMethod: string;
+}
+
+/** Largest order total accepted, in cents (Postgres integer). */
+const MAX_TOTAL = 2_147_483_647;
+
+/** Maps the error that stopped the saga to the order's `cancellationReason`. */
+export function cancellationReason(err: SagaErrorRecord): string {
+	switch (err.type) {
+		case "INVENTORY_OUT_OF_STOCK":
+			return "OUT_OF_STOCK";
+		case "PAYMENTS_CARD_DECLINED":
+			return "PAYMENT_DECLINED";
+		case "PAYMENTS_INVALID_METHOD":
+			return "PAYMENT_METHOD_INVALID";
+		case "ORDERS_CANCEL_REQUESTED":
+			return "CANCELLED_BY_CUSTOMER";
+		case "SAGA_DEADLINE_EXCEEDED":
+			return "TIMEOUT";
+		default:
+			return "PROCESSING_FAILED";
+	}
+}
+
+/** The order saga, version 1. */
+export function orderSaga(): SagaDefinition<OrderSagaData> {
+	const c = config();
+	return {
+		name: "order",
+		version: 1,
+		stepTimeoutMs: c.sagaStepTimeoutMs,
+		retry: { maxAttempts: 5, baseDelayMs: 100, maxDelayMs: 2_000 },
+		businessErrors: [
+			"INVENTORY_OUT_OF_STOCK",
+			"INVENTORY_RESERVATION_CONFLICT",
+			"PAYMENTS_CARD_DECLINED",
+			"PAYMENTS_INVALID_METHOD",
+			"PAYMENTS_CONFLICT",
+			"ORDERS_CANCEL_REQUESTED"
+		],
+		failureReason: cancellationReason,
+		steps: [
+			{
+				name: "reserveStock",
+				action: "inventory.reserve",
+				params: d => ({ orderId: d.orderId, items: d.items }),
+				compensation: { action: "inventory.release", params: d => ({ orderId: d.orderId }) }
+			},
+			{
+				name: "chargePayment",
+				action: "payments.charge",
+				params: d => ({ orderId: d.orderId, amount: d.amount, currency: d.currency, paymentMethod: d.paymentMethod }),
+				result: (_d, r) => ({ paymentId: (r as { id?: string }).id }),
+				compensation: { action: "payments.refund", params: d => ({ orderId: d.orderId }) }
+			},
+			{ name: "confirmOrder", method: "passPivot" },
+			{ name: "commitStock", action: "inventory.commit", params: d => ({ orderId: d.orderId }) }
+		],
+		onStepSucceeded: "onOrderStep",
+		onCompleted: "onOrderConfirmed",
+		onCompensated: "onOrderCancelled"
+	};
+}
+
+/** A stable hash of what an order request asks for (Idempotency-Key reuse detection). */
+export function requestHash(items: { productId: string; quantity: number }[], paymentMethod: string): string {
+	const canonical = JSON.stringify({
+		items: [...items].sort((a, b) => a.productId.localeCompare(b.productId)).map(i => [i.productId, i.quantity]),
+		paymentMethod
+	});
+	return crypto.createHash("sha256").update(canonical).digest("hex");
+}
+
+function defineModels(sequelize: Sequelize): { Order: ModelStatic<Model> } {
+	const Order = sequelize.define(
+		"Order",
+		{
+			id: { type: DataTypes.UUID, primaryKey: true },
+			userId: { type: DataTypes.UUID, allowNull: false },
+			status: { type: DataTypes.TEXT, allowNull: false },
+			total: { type: DataTypes.INTEGER, allowNull: false }
+		},
+		{ tableName: "orders" }
+	);
+	return { Order };
+}
+type Models = ReturnType<typeof defineModels>;
+
+interface OrdersMethods {
+	findOrder(id: string, t?: Transaction): Promise<OrderRow | null>;
+	findOwnOrder(ctx: ShopContext, id: string): Promise<OrderRow>;
+	emitOrderEvent(event: string, orderId: string): Promise<void>;
+}
+type OrdersThis = Service & DbMixinMethods<Models> & SagaMixinMethods & OrdersMethods & { sagaView(s: SagaInstance): SagaView };
+
+export const toOrderView = (r: OrderRow): Order => ({
+	id: r.id,
+	userId: r.user_id,
+	status: r.status,
+	items: r.items,
+	total: r.total,
+	currency: r.currency.trim(),
+	paymentMethod: r.payment_method,
+	cancellationReason: r.cancellation_reason,
+	cancelRequested: r.cancel_requested,
+	createdAt: new Date(r.created_at).toISOString(),
+	updatedAt: new Date(r.updated_at).toISOString()
+});
+
+function requireUser(ctx: ShopContext): NonNullable<ShopContext["meta"]["user"]> {
+	if (!ctx.meta.user) throw shopError("AUTH_TOKEN_MISSING");
+	return ctx.meta.user;
+}
+
+const pageParams = {
+	page: { type: "number", integer: true, min: 1, max: 100_000, convert: true, default: 1 },
+	pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 }
+} as const;
+
+/** A saga as operators see it. */
+export interface SagaView {
+	id: string;
+	name: string;
+	version: number;
+	status: SagaStatus;
+	currentStep: number;
+	currentStepName: string | null;
+	orderId: string | null;
+	failureReason: string | null;
+	attempts: number;
+	errors: SagaErrorRecord[];
+	deadlineAt: string;
+	createdAt: string;
+	updatedAt: string;
+}
+
+const OrdersService: ShopServiceSchema<OrdersThis> = {
+	name: "orders",
+	mixins: [
+		DbMixin({ service: "orders", migrations: ordersMigrations, models: defineModels, mainModel: "Order" }),
+		SagaMixin()
+	],
+
+	sagas: { order: orderSaga() },
+
+	actions: {
+		/**
+		 * Places an order for the caller and starts its saga; answers at once.
+		 * @param items - 1 to 50 `{ productId, quantity }` (quantity 1 to 1000), no product twice
+		 * @param paymentMethod - a payments test token, e.g. `tok_visa`
+		 * Meta `idempotencyKey` (the `Idempotency-Key` header): a repeat returns the same order.
+		 * @returns 202 Order with `status: "PENDING"`
+		 * @throws AUTH_TOKEN_MISSING (401), VALIDATION_ERROR (422), ORDERS_PRODUCT_UNAVAILABLE (422),
+		 *   ORDERS_CURRENCY_MISMATCH (422), ORDERS_TOTAL_TOO_LARGE (422), ORDERS_IDEMPOTENCY_KEY_REUSED (422)
+		 * @emits order.created
+		 */
+		create: {
+			params: {
+				$$strict: true,
+				items: {
+					type: "array",
+					min: 1,
+					max: 50,
+					unique: false,
+					items: {
+						type: "object",
+						strict: true,
+						props: {
+							productId: { type: "uuid" },
+							quantity: { type: "number", integer: true, min: 1, max: 1000 }
+						}
+					}
+				},
+				paymentMethod: { type: "string", min: 1, max: 100, pattern: /^[A-Za-z0-9_]+$/ }
+			},
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ items: { productId: string; quantity: number }[]; paymentMethod: string }>
+			): Promise<Order> {
+				const user = requireUser(ctx);
+				const { items, paymentMethod } = ctx.params;
+				const ids = items.map(i => i.productId);
+				const dup = ids.filter((id, i) => ids.indexOf(id) !== i);
+				if (dup.length > 0)
+					throw new Errors.ValidationError("Each product may appear once", "VALIDATION_ERROR", [
+						{ type: "unique", field: "items", message: "Each product may appear once", actual: dup }
+					]);
+				const key = ctx.meta.idempotencyKey ?? null;
+				const hash = requestHash(items, paymentMethod);
+				if (key) {
+					const prior = (await this.sequelize.query(
+						"SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2",
+						{ bind: [user.id, key], type: QueryTypes.SELECT }
+					)) as OrderRow[];
+					if (prior[0]) {
+						if (prior[0].request_hash !== hash) throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
+						ctx.meta.$statusCode = 202;
+						return toOrderView(prior[0]);
+					}
+				}
+
+				const products: Product[] = await ctx.call("products.resolve", { ids });
+				const byId = new Map(products.map(p => [p.id, p]));
+				const missing = ids.filter(id => !byId.get(id)?.active);
+				if (missing.length > 0) throw shopError("ORDERS_PRODUCT_UNAVAILABLE", undefined, { productIds: missing });
+				const currencies = new Set(products.map(p => p.currency));
+				if (currencies.size > 1) throw shopError("ORDERS_CURRENCY_MISMATCH", undefined, { currencies: [...currencies] });
+				const lines: OrderItem[] = items.map(i => {
+					const p = byId.get(i.productId)!;
+					return { productId: p.id, sku: p.sku, name: p.name, quantity: i.quantity, unitPrice: p.price, lineTotal: p.price * i.quantity };
+				});
+				const total = lines.reduce((s, l) => s + l.lineTotal, 0);
+				if (total > MAX_TOTAL) throw shopError("ORDERS_TOTAL_TOO_LARGE", undefined, { total, max: MAX_TOTAL });
+				const currency = [...currencies][0]!;
+				const orderId = crypto.randomUUID();
+				const sagaId = crypto.randomUUID();
+
+				let row: OrderRow;
+				try {
+					row = await this.sequelize.transaction(async t => {
+						const rows = (await this.sequelize.query(
+							`INSERT INTO orders (id, user_id, customer_email, status, items, total, currency, payment_method,
+								idempotency_key, request_hash, saga_id)
+							 VALUES ($1, $2, $3, 'PENDING', $4::jsonb, $5, $6, $7, $8, $9, $10) RETURNING *`,
+							{
+								bind: [orderId, user.id, user.email, JSON.stringify(lines), total, currency, paymentMethod, key, hash, sagaId],
+								type: QueryTypes.SELECT,
+								transaction: t
+							}
+						)) as OrderRow[];
+						const data: OrderSagaData = {
+							orderId,
+							items: items.map(i => ({ productId: i.productId, quantity: i.quantity })),
+							amount: total,
+							currency,
+							paymentMethod
+						};
+						await this.createSaga("order", data, {
+							id: sagaId,
+							deadlineMs: config().sagaDeadlineMs,
+							requestId: ctx.requestID ?? null,
+							transaction: t
+						});
+						return rows[0]!;
+					});
+				} catch (err) {
+					// Two requests with one Idempotency-Key raced: the loser answers the winner's order.
+					if (key && (err as { name?: string }).name === "SequelizeUniqueConstraintError") {
+						const prior = (await this.sequelize.query(
+							"SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2",
+							{ bind: [user.id, key], type: QueryTypes.SELECT }
+						)) as OrderRow[];
+						if (prior[0] && prior[0].request_hash === hash) {
+							ctx.meta.$statusCode = 202;
+							return toOrderView(prior[0]);
+						}
+						throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
+					}
+					throw err;
+				}
+				this.launchSaga(sagaId);
+				await ctx.emit("order.created", { order: { ...toOrderView(row), customerEmail: row.customer_email } });
+				ctx.meta.$statusCode = 202;
+				return toOrderView(row);
+			}
+		},
+
+		/**
+		 * One order of the caller (admins: any order).
+		 * @returns Order
+		 * @throws ORDERS_NOT_FOUND (404) also for another customer's order
+		 */
+		get: {
+			params: { $$strict: true, id: { type: "uuid" } },
+			async handler(this: OrdersThis, ctx: ShopContext<{ id: string }>): Promise<Order> {
+				return toOrderView(await this.findOwnOrder(ctx, ctx.params.id));
+			}
+		},
+
+		/**
+		 * The caller's orders, newest first.
+		 * @returns `{ rows: Order[], total, page, pageSize, totalPages }`
+		 */
+		list: {
+			params: { $$strict: true, ...pageParams },
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ page: number; pageSize: number }>
+			): Promise<{ rows: Order[]; total: number; page: number; pageSize: number; totalPages: number }> {
+				const user = requireUser(ctx);
+				const { page, pageSize } = ctx.params;
+				const rows = (await this.sequelize.query(
+					"SELECT *, count(*) OVER () AS full_count FROM orders WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
+					{ bind: [user.id, pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
+				)) as (OrderRow & { full_count: string })[];
+				let total = rows[0] ? Number(rows[0].full_count) : 0;
+				if (!rows[0] && page > 1) {
+					const c = (await this.sequelize.query("SELECT count(*) AS n FROM orders WHERE user_id = $1", {
+						bind: [user.id],
+						type: QueryTypes.SELECT
+					})) as { n: string }[];
+					total = Number(c[0]?.n ?? 0);
+				}
+				return { rows: rows.map(toOrderView), total, page, pageSize, totalPages: Math.ceil(total / pageSize) };
+			}
+		},
+
+		/**
+		 * Asks to cancel an order that is not yet confirmed. The saga sees the request before its
+		 * pivot and compensates; the order then ends `CANCELLED` / `CANCELLED_BY_CUSTOMER`.
+		 * Cancelling a cancelled order answers it as it is.
+		 * @returns 202 Order (`cancelRequested: true`)
+		 * @throws ORDERS_NOT_FOUND (404), ORDERS_NOT_CANCELLABLE (409) once confirmed or confirming
+		 */
+		cancel: {
+			params: { $$strict: true, id: { type: "uuid" } },
+			async handler(this: OrdersThis, ctx: ShopContext<{ id: string }>): Promise<Order> {
+				const own = await this.findOwnOrder(ctx, ctx.params.id);
+				if (own.status === "CANCELLED") {
+					ctx.meta.$statusCode = 202;
+					return toOrderView(own);
+				}
+				const rows = (await this.sequelize.query(
+					`UPDATE orders SET cancel_requested = true, updated_at = now()
+					 WHERE id = $1 AND status IN ('PENDING', 'STOCK_RESERVED', 'PAID') RETURNING *`,
+					{ bind: [own.id], type: QueryTypes.SELECT }
+				)) as OrderRow[];
+				if (!rows[0]) {
+					const now = await this.findOrder(own.id);
+					if (now?.status === "CANCELLED") {
+						ctx.meta.$statusCode = 202;
+						return toOrderView(now);
+					}
+					throw shopError("ORDERS_NOT_CANCELLABLE", undefined, { id: own.id, status: now?.status });
+				}
+				ctx.meta.$statusCode = 202;
+				return toOrderView(rows[0]);
+			}
+		},
+
+		/**
+		 * Sagas for operators (admin), newest first, optionally by status.
+		 * @returns `{ rows: SagaView[], total, page, pageSize, totalPages }`
+		 */
+		listSagas: {
+			params: {
+				$$strict: true,
+				status: { type: "enum", values: ["RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED"], optional: true },
+				...pageParams
+			},
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ status?: SagaStatus; page: number; pageSize: number }>
+			): Promise<{ rows: SagaView[]; total: number; page: number; pageSize: number; totalPages: number }> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
+				const { status, page, pageSize } = ctx.params;
+				const rows = (await this.sequelize.query(
+					`SELECT id FROM sagas WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3`,
+					{ bind: [status ?? null, pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
+				)) as { id: string }[];
+				const count = (await this.sequelize.query(
+					"SELECT count(*) AS n FROM sagas WHERE ($1::text IS NULL OR status = $1)",
+					{ bind: [status ?? null], type: QueryTypes.SELECT }
+				)) as { n: string }[];
+				const total = Number(count[0]?.n ?? 0);
+				const sagas = await Promise.all(rows.map(r => this.getSaga(r.id)));
+				return {
+					rows: sagas.filter((s): s is SagaInstance => s !== null).map(s => this.sagaView(s)),
+					total,
+					page,
+					pageSize,
+					totalPages: Math.ceil(total / pageSize)
+				};
+			}
+		},
+
+		/**
+		 * Resumes a saga parked as FAILED (admin): backward if it can still compensate, else forward.
+		 * @returns 202 SagaView of the resumed saga
+		 * @throws SAGAS_NOT_FOUND (404), SAGAS_NOT_PARKED (409)
+		 */
+		redriveSaga: {
+			params: { $$strict: true, id: { type: "uuid" } },
+			async handler(this: OrdersThis, ctx: ShopContext<{ id: string }>): Promise<SagaView> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
+				const saga = await this.getSaga(ctx.params.id);
+				if (!saga) throw shopError("SAGAS_NOT_FOUND");
+				if (saga.status !== "FAILED") throw shopError("SAGAS_NOT_PARKED", undefined, { status: saga.status });
+				// Parked while compensating: finish compensating. Parked going forward (after the
+				// pivot, nothing can be undone): go forward again.
+				const next: SagaStatus = saga.failureReason !== null ? "COMPENSATING" : "RUNNING";
+				const rows = (await this.sequelize.query(
+					`UPDATE sagas SET status = $2, updated_at = now(), lease_owner = $3,
+						lease_expires_at = now() + interval '30 seconds',
+						deadline_at = CASE WHEN $2 = 'RUNNING' THEN greatest(deadline_at, now() + ($4 || ' milliseconds')::interval) ELSE deadline_at END
+					 WHERE id = $1 AND status = 'FAILED' RETURNING id`,
+					{ bind: [saga.id, next, this.broker.nodeID, String(config().sagaDeadlineMs)], type: QueryTypes.SELECT }
+				)) as { id: string }[];
+				if (!rows[0]) throw shopError("SAGAS_NOT_PARKED");
+				this.launchSaga(saga.id);
+				ctx.meta.$statusCode = 202;
+				return this.sagaView({ ...saga, status: next });
+			}
+		}
+	},
+
+	methods: {
+		async findOrder(this: OrdersThis, id: string, t?: Transaction): Promise<OrderRow | null> {
+			const rows = (await this.sequelize.query("SELECT * FROM orders WHERE id = $1", {
+				bind: [id],
+				type: QueryTypes.SELECT,
+				transaction: t
+			})) as OrderRow[];
+			return rows[0] ?? null;
+		},
+
+		/** The order if the caller owns it or is an admin (internal calls: any); else 404. */
+		async findOwnOrder(this: OrdersThis, ctx: ShopContext, id: string): Promise<OrderRow> {
+			const row = await this.findOrder(id);
+			const user = ctx.meta.user;
+			if (!row || (user && user.role !== "admin" && row.user_id !== user.id))
+				throw shopError("ORDERS_NOT_FOUND", undefined, { id });
+			return row;
+		},
+
+		sagaView(this: OrdersThis, s: SagaInstance): SagaView {
+			const def = this.schema.sagas?.[s.name];
+			return {
+				id: s.id,
+				name: s.name,
+				version: s.version,
+				status: s.status,
+				currentStep: s.currentStep,
+				currentStepName: def?.steps[s.currentStep]?.name ?? null,
+				orderId: typeof s.data.orderId === "string" ? s.data.orderId : null,
+				failureReason: s.failureReason,
+				attempts: s.attempts,
+				errors: s.errors,
+				deadlineAt: new Date(s.deadlineAt).toISOString(),
+				createdAt: new Date(s.createdAt).toISOString(),
+				updatedAt: new Date(s.updatedAt).toISOString()
+			};
+		},
+
+		/** Saga step `confirmOrder`: the pivot. Refused when the customer asked to cancel. */
+		async passPivot(this: OrdersThis, saga: SagaInstance<OrderSagaData>): Promise<{ status: OrderStatus }> {
+			const rows = (await this.sequelize.query(
+				`UPDATE orders SET status = 'CONFIRMING', updated_at = now()
+				 WHERE id = $1 AND NOT cancel_requested AND status IN ('PENDING', 'STOCK_RESERVED', 'PAID', 'CONFIRMING')
+				 RETURNING id`,
+				{ bind: [saga.data.orderId], type: QueryTypes.SELECT }
+			)) as { id: string }[];
+			if (!rows[0]) throw shopError("ORDERS_CANCEL_REQUESTED", undefined, { orderId: saga.data.orderId });
+			return { status: "CONFIRMING" };
+		},
+
+		/** Saga hook: mirrors progress on the order (in the saga's transaction). */
+		async onOrderStep(this: OrdersThis, saga: SagaInstance<OrderSagaData>, step: string, t: Transaction): Promise<void> {
+			const status = step === "reserveStock" ? "STOCK_RESERVED" : step === "chargePayment" ? "PAID" : null;
+			if (!status) return;
+			await this.sequelize.query(
+				`UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 AND status NOT IN ('CONFIRMING', 'CONFIRMED', 'CANCELLED')`,
+				{ bind: [saga.data.orderId, status], transaction: t }
+			);
+		},
+
+		async onOrderConfirmed(this: OrdersThis, saga: SagaInstance<OrderSagaData>, t: Transaction): Promise<void> {
+			await this.sequelize.query(`UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1`, {
+				bind: [saga.data.orderId],
+				transaction: t
+			});
+		},
+
+		async onOrderCancelled(
+			this: OrdersThis,
+			saga: SagaInstance<OrderSagaData>,
+			reason: string | null,
+			t: Transaction
+		): Promise<void> {
+			await this.sequelize.query(
+				`UPDATE orders SET status = 'CANCELLED', cancellation_reason = $2, updated_at = now() WHERE id = $1`,
+				{ bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"], transaction: t }
+			);
+		},
+
+		/** After a saga's final commit: tell the rest of the shop. */
+		async sagaAfterCommit(this: OrdersThis, saga: SagaInstance<OrderSagaData>): Promise<void> {
+			if (saga.status === "COMPLETED") await this.emitOrderEvent("order.confirmed", saga.data.orderId);
+			else if (saga.status === "COMPENSATED") await this.emitOrderEvent("order.cancelled", saga.data.orderId);
+		},
+
+		async emitOrderEvent(this: OrdersThis, event: string, orderId: string): Promise<void> {
+			const row = await this.findOrder(orderId);
+			if (!row) return;
+			await this.broker.emit(event, { order: { ...toOrderView(row), customerEmail: row.customer_email } });
+		}
+	}
+};
+
+export default OrdersService;

@@ -1,0 +1,296 @@
+/**
+ * `payments`: a simulated card processor with test tokens, the way real processors offer test
+ * cards, and an append-only ledger in its own database.
+ *
+ * Test tokens (`paymentMethod`):
+ * | token | outcome |
+ * |---|---|
+ * | `tok_visa`, `tok_mastercard`, `tok_amex` | approved: the amount is captured |
+ * | `tok_chargeDeclined` | declined, `declineCode: "card_declined"` |
+ * | `tok_chargeDeclinedInsufficientFunds` | declined, `declineCode: "insufficient_funds"` |
+ * | `tok_processorUnavailable` | the processor is down: `PAYMENTS_PROCESSOR_UNAVAILABLE` (retryable) |
+ * | anything else | `PAYMENTS_INVALID_METHOD` (422) |
+ *
+ * `charge` captures at once (authorise-and-capture in one call). `charge` and `refund` are
+ * idempotent by order id: one payment per order, a repeat answers the first outcome. A `refund`
+ * that arrives before its `charge` leaves a `VOIDED` tombstone so the late charge is refused.
+ * Money: integer cents with an ISO 4217 currency.
+ *
+ * Events emitted: `payment.captured`, `payment.declined`, `payment.refunded`, each with the payment.
+ */
+import crypto from "node:crypto";
+import type { Service, ServiceSchema } from "moleculer";
+import { QueryTypes, type Transaction } from "sequelize";
+import type { ShopContext, ShopServiceSchema } from "../lib/context";
+import { shopError } from "../lib/errors";
+import { paymentsMigrations } from "../migrations/payments";
+import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
+
+export type PaymentStatus = "CAPTURED" | "DECLINED" | "REFUNDED" | "VOIDED";
+
+/** A payment as the API shows it. */
+export interface Payment {
+	id: string;
+	orderId: string;
+	/** Integer cents. */
+	amount: number;
+	/** ISO 4217. */
+	currency: string;
+	method: string;
+	status: PaymentStatus;
+	declineCode: string | null;
+	createdAt: string;
+	updatedAt: string;
+}
+
+type Outcome = { approve: true } | { approve: false; declineCode: string } | { unavailable: true };
+
+/** The simulated processor's answer for a token, or null for an unknown token. */
+export function processorOutcome(token: string): Outcome | null {
+	switch (token) {
+		case "tok_visa":
+		case "tok_mastercard":
+		case "tok_amex":
+			return { approve: true };
+		case "tok_chargeDeclined":
+			return { approve: false, declineCode: "card_declined" };
+		case "tok_chargeDeclinedInsufficientFunds":
+			return { approve: false, declineCode: "insufficient_funds" };
+		case "tok_processorUnavailable":
+			return { unavailable: true };
+		default:
+			return null;
+	}
+}
+
+interface PaymentRow {
+	id: string;
+	order_id: string;
+	amount: number;
+	currency: string;
+	method: string;
+	status: PaymentStatus;
+	decline_code: string | null;
+	created_at: Date;
+	updated_at: Date;
+}
+
+function defineModels(sequelize: Sequelize): { Payment: ModelStatic<Model> } {
+	const Payment = sequelize.define(
+		"Payment",
+		{
+			id: { type: DataTypes.UUID, primaryKey: true },
+			orderId: { type: DataTypes.UUID, allowNull: false },
+			amount: { type: DataTypes.INTEGER, allowNull: false },
+			currency: { type: DataTypes.CHAR(3), allowNull: false },
+			method: { type: DataTypes.TEXT, allowNull: false },
+			status: { type: DataTypes.TEXT, allowNull: false },
+			declineCode: { type: DataTypes.TEXT }
+		},
+		{ tableName: "payments" }
+	);
+	return { Payment };
+}
+type Models = ReturnType<typeof defineModels>;
+
+interface PaymentsMethods {
+	findPayment(orderId: string, t: Transaction): Promise<PaymentRow | null>;
+	insertPayment(
+		t: Transaction,
+		p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
+	): Promise<PaymentRow>;
+}
+type PaymentsThis = Service & DbMixinMethods<Models> & PaymentsMethods;
+
+const toView = (r: PaymentRow): Payment => ({
+	id: r.id,
+	orderId: r.order_id,
+	amount: r.amount,
+	currency: r.currency.trim(),
+	method: r.method,
+	status: r.status,
+	declineCode: r.decline_code,
+	createdAt: new Date(r.created_at).toISOString(),
+	updatedAt: new Date(r.updated_at).toISOString()
+});
+
+function declined(r: PaymentRow): Error {
+	return shopError("PAYMENTS_CARD_DECLINED", "The card was declined", {
+		orderId: r.order_id,
+		declineCode: r.decline_code
+	});
+}
+
+const PaymentsService: ShopServiceSchema<PaymentsThis> = {
+	name: "payments",
+	mixins: [DbMixin({ service: "payments", migrations: paymentsMigrations, models: defineModels, mainModel: "Payment" })],
+
+	actions: {
+		/**
+		 * Charges (authorises and captures) an order's amount. Idempotent by `orderId`.
+		 * @param amount - integer cents, 0 to 2 147 483 647
+		 * @param currency - ISO 4217
+		 * @param paymentMethod - a test token (see the table above)
+		 * @returns Payment with `status: "CAPTURED"`
+		 * @throws PAYMENTS_CARD_DECLINED (402, `data.declineCode`), PAYMENTS_INVALID_METHOD (422),
+		 *   PAYMENTS_PROCESSOR_UNAVAILABLE (503, retryable), PAYMENTS_CONFLICT (409) when the order's
+		 *   payment was refunded/voided or had another amount
+		 * @emits payment.captured | payment.declined
+		 */
+		charge: {
+			visibility: "public",
+			params: {
+				$$strict: true,
+				orderId: { type: "uuid" },
+				amount: { type: "number", integer: true, min: 0, max: 2_147_483_647 },
+				currency: { type: "string", pattern: /^[A-Z]{3}$/ },
+				paymentMethod: { type: "string", min: 1, max: 100 }
+			},
+			async handler(
+				this: PaymentsThis,
+				ctx: ShopContext<{ orderId: string; amount: number; currency: string; paymentMethod: string }>
+			): Promise<Payment> {
+				const { orderId, amount, currency, paymentMethod } = ctx.params;
+				const outcome = processorOutcome(paymentMethod);
+				if (!outcome) throw shopError("PAYMENTS_INVALID_METHOD", undefined, { paymentMethod });
+				const result = await this.sequelize.transaction(async t => {
+					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", { bind: [orderId], transaction: t });
+					const existing = await this.findPayment(orderId, t);
+					if (existing) return { row: existing, fresh: false };
+					if ("unavailable" in outcome)
+						throw shopError("PAYMENTS_PROCESSOR_UNAVAILABLE", undefined, { orderId });
+					const row = await this.insertPayment(t, {
+						order_id: orderId,
+						amount,
+						currency,
+						method: paymentMethod,
+						status: outcome.approve ? "CAPTURED" : "DECLINED",
+						decline_code: outcome.approve ? null : outcome.declineCode
+					});
+					if (row.status === "CAPTURED")
+						await this.sequelize.query(
+							`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
+							{ bind: [row.id, orderId, amount, currency], transaction: t }
+						);
+					return { row, fresh: true };
+				});
+				const { row, fresh } = result;
+				if (fresh) await ctx.emit(row.status === "CAPTURED" ? "payment.captured" : "payment.declined", toView(row));
+				if (row.status === "DECLINED") throw declined(row);
+				if (row.status !== "CAPTURED")
+					throw shopError("PAYMENTS_CONFLICT", `The order's payment is ${row.status}`, { orderId, status: row.status });
+				if (row.amount !== amount || row.currency.trim() !== currency)
+					throw shopError("PAYMENTS_CONFLICT", "The order was charged another amount", { orderId });
+				return toView(row);
+			}
+		},
+
+		/**
+		 * Refunds an order's captured payment in full (saga compensation). Idempotent. Refunding
+		 * an order never charged (or declined) is a no-op success.
+		 * @returns Payment with status `REFUNDED`, `DECLINED` or `VOIDED` (nothing had been charged)
+		 * @emits payment.refunded (only when money moves)
+		 */
+		refund: {
+			visibility: "public",
+			params: { $$strict: true, orderId: { type: "uuid" } },
+			async handler(this: PaymentsThis, ctx: ShopContext<{ orderId: string }>): Promise<Payment> {
+				const { orderId } = ctx.params;
+				const result = await this.sequelize.transaction(async t => {
+					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", { bind: [orderId], transaction: t });
+					const existing = await this.findPayment(orderId, t);
+					if (!existing) {
+						const row = await this.insertPayment(t, {
+							order_id: orderId,
+							amount: 0,
+							currency: "XXX",
+							method: "none",
+							status: "VOIDED",
+							decline_code: null
+						});
+						return { row, refunded: false };
+					}
+					if (existing.status !== "CAPTURED") return { row: existing, refunded: false };
+					const rows = (await this.sequelize.query(
+						`UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE id = $1 RETURNING *`,
+						{ bind: [existing.id], type: QueryTypes.SELECT, transaction: t }
+					)) as PaymentRow[];
+					await this.sequelize.query(
+						`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
+						{ bind: [existing.id, orderId, existing.amount, existing.currency], transaction: t }
+					);
+					return { row: rows[0]!, refunded: true };
+				});
+				const payment = toView(result.row);
+				if (result.refunded) await ctx.emit("payment.refunded", payment);
+				return payment;
+			}
+		},
+
+		/**
+		 * An order's payment (operators, tests; not published over REST).
+		 * @returns Payment or null
+		 */
+		get: {
+			visibility: "public",
+			params: { $$strict: true, orderId: { type: "uuid" } },
+			async handler(this: PaymentsThis, ctx: ShopContext<{ orderId: string }>): Promise<Payment | null> {
+				const row = await this.sequelize.transaction(t => this.findPayment(ctx.params.orderId, t));
+				return row ? toView(row) : null;
+			}
+		},
+
+		/**
+		 * Ledger totals in cents per currency: `{ captured, refunded }` (operators, invariant checks).
+		 * @returns `{ [currency]: { captured, refunded } }`
+		 */
+		totals: {
+			visibility: "public",
+			params: {},
+			async handler(this: PaymentsThis): Promise<Record<string, { captured: number; refunded: number }>> {
+				const rows = (await this.sequelize.query(
+					`SELECT currency, kind, sum(amount)::bigint AS total FROM ledger_entries GROUP BY currency, kind`,
+					{ type: QueryTypes.SELECT }
+				)) as { currency: string; kind: string; total: string }[];
+				const out: Record<string, { captured: number; refunded: number }> = {};
+				for (const r of rows) {
+					const c = (out[r.currency.trim()] ??= { captured: 0, refunded: 0 });
+					if (r.kind === "CAPTURE") c.captured = Number(r.total);
+					else c.refunded = Number(r.total);
+				}
+				return out;
+			}
+		}
+	},
+
+	methods: {
+		async findPayment(this: PaymentsThis, orderId: string, t: Transaction): Promise<PaymentRow | null> {
+			const rows = (await this.sequelize.query("SELECT * FROM payments WHERE order_id = $1", {
+				bind: [orderId],
+				type: QueryTypes.SELECT,
+				transaction: t
+			})) as PaymentRow[];
+			return rows[0] ?? null;
+		},
+
+		async insertPayment(
+			this: PaymentsThis,
+			t: Transaction,
+			p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
+		): Promise<PaymentRow> {
+			const rows = (await this.sequelize.query(
+				`INSERT INTO payments (id, order_id, amount, currency, method, status, decline_code)
+				 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
+				{
+					bind: [crypto.randomUUID(), p.order_id, p.amount, p.currency, p.method, p.status, p.decline_code],
+					type: QueryTypes.SELECT,
+					transaction: t
+				}
+			)) as PaymentRow[];
+			return rows[0]!;
+		}
+	}
+};
+
+export default PaymentsService;

@@ -1,0 +1,266 @@
+/**
+ * `users`: accounts and authentication.
+ *
+ * Passwords are hashed with Argon2id (the `argon2` package, RFC 9106 parameters of its defaults);
+ * access tokens are HS256 JWTs (`jsonwebtoken`) signed with `JWT_SECRET`, verified with the
+ * algorithm pinned (so `alg: none` and RS/HS confusion are refused). Roles: `customer`, `admin`.
+ * On first start the administrator `ADMIN_EMAIL` is seeded (password `ADMIN_PASSWORD`, or a
+ * generated one printed once).
+ *
+ * Events emitted: `user.registered` `{ id, email, name, role }`.
+ */
+import crypto from "node:crypto";
+import argon2 from "argon2";
+import jwt from "jsonwebtoken";
+import type { Service, ServiceSchema } from "moleculer";
+import { DataTypes, type Model, type ModelStatic, type Sequelize, UniqueConstraintError } from "sequelize";
+import { config } from "../lib/config";
+import type { AuthUser, ShopContext, ShopServiceSchema } from "../lib/context";
+import { shopError } from "../lib/errors";
+import { usersMigrations } from "../migrations/users";
+import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+
+interface UserRow {
+	id: string;
+	email: string;
+	name: string;
+	passwordHash: string;
+	role: "customer" | "admin";
+	createdAt: Date;
+	updatedAt: Date;
+}
+
+/** A user as the API shows it (never the password hash). */
+export type PublicUser = AuthUser;
+
+/** `{ user, token }` answered by register and login. */
+export interface AuthResult {
+	user: PublicUser;
+	/** Bearer access token (JWT, HS256), valid `JWT_EXPIRES_IN` seconds (default 3600). */
+	token: string;
+}
+
+function defineModels(sequelize: Sequelize): { User: ModelStatic<Model<UserRow>> } {
+	const User = sequelize.define<Model<UserRow>>(
+		"User",
+		{
+			id: { type: DataTypes.UUID, primaryKey: true },
+			email: { type: DataTypes.TEXT, allowNull: false },
+			name: { type: DataTypes.TEXT, allowNull: false },
+			passwordHash: { type: DataTypes.TEXT, allowNull: false },
+			role: { type: DataTypes.TEXT, allowNull: false },
+			createdAt: { type: DataTypes.DATE },
+			updatedAt: { type: DataTypes.DATE }
+		},
+		{ tableName: "users" }
+	);
+	return { User };
+}
+type Models = ReturnType<typeof defineModels>;
+
+interface UsersMethods {
+	hashPassword(password: string): Promise<string>;
+	issueToken(user: PublicUser): string;
+	toPublic(row: UserRow): PublicUser;
+	createUser(
+		email: string,
+		password: string,
+		name: string,
+		role: "customer" | "admin"
+	): Promise<PublicUser>;
+	seedAdministrator(): Promise<void>;
+}
+type UsersThis = Service & DbMixinMethods<Models> & UsersMethods & { dummyHash: Promise<string> };
+
+const emailRule = { type: "email", normalize: true, max: 254 } as const;
+
+const UsersService: ShopServiceSchema<UsersThis> = {
+	name: "users",
+	mixins: [DbMixin({ service: "users", migrations: usersMigrations, models: defineModels, mainModel: "User" })],
+
+	actions: {
+		/**
+		 * Registers a customer.
+		 * @param email - unique, case-insensitive (stored lower-case)
+		 * @param password - 8 to 128 characters
+		 * @param name - 1 to 100 characters
+		 * @returns 201 `{ user: { id, email, name, role: "customer" }, token }`
+		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422)
+		 * @emits user.registered
+		 */
+		register: {
+			params: {
+				$$strict: true,
+				email: emailRule,
+				password: { type: "string", min: 8, max: 128 },
+				name: { type: "string", trim: true, min: 1, max: 100 }
+			},
+			async handler(
+				this: UsersThis,
+				ctx: ShopContext<{ email: string; password: string; name: string }>
+			): Promise<AuthResult> {
+				const user = await this.createUser(ctx.params.email, ctx.params.password, ctx.params.name, "customer");
+				ctx.meta.$statusCode = 201;
+				await ctx.emit("user.registered", user);
+				return { user, token: this.issueToken(user) };
+			}
+		},
+
+		/**
+		 * Exchanges credentials for a token.
+		 * @returns `{ user, token }`
+		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail or a wrong password alike
+		 */
+		login: {
+			params: {
+				$$strict: true,
+				email: emailRule,
+				password: { type: "string", min: 1, max: 128 }
+			},
+			async handler(
+				this: UsersThis,
+				ctx: ShopContext<{ email: string; password: string }>
+			): Promise<AuthResult> {
+				const row = await this.models.User.findOne({ where: { email: ctx.params.email.toLowerCase() } });
+				const data = row?.get({ plain: true });
+				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
+				const hash = data?.passwordHash ?? (await this.dummyHash);
+				const ok = await argon2.verify(hash, ctx.params.password).catch(() => false);
+				if (!data || !ok) throw shopError("USERS_INVALID_CREDENTIALS");
+				const user = this.toPublic(data);
+				return { user, token: this.issueToken(user) };
+			}
+		},
+
+		/**
+		 * The authenticated caller.
+		 * @returns `{ id, email, name, role }`
+		 * @throws AUTH_TOKEN_MISSING (401) when called without a user
+		 */
+		me: {
+			params: {},
+			async handler(this: UsersThis, ctx: ShopContext): Promise<PublicUser> {
+				const me = ctx.meta.user;
+				if (!me) throw shopError("AUTH_TOKEN_MISSING");
+				const row = await this.models.User.findByPk(me.id);
+				if (!row) throw shopError("AUTH_TOKEN_INVALID", "The token's user no longer exists");
+				return this.toPublic(row.get({ plain: true }));
+			}
+		},
+
+		/**
+		 * Resolves a bearer token to its user, for the gateway. Not published over REST.
+		 * @param token - the JWT
+		 * @returns `{ id, email, name, role }`
+		 * @throws AUTH_TOKEN_INVALID (401): bad signature, wrong algorithm, expired, unknown user
+		 */
+		resolveToken: {
+			visibility: "public",
+			cache: { keys: ["token"], ttl: 30 },
+			params: { token: { type: "string", min: 1, max: 4096 } },
+			async handler(this: UsersThis, ctx: ShopContext<{ token: string }>): Promise<PublicUser> {
+				let sub: unknown;
+				try {
+					const payload = jwt.verify(ctx.params.token, config().jwtSecret, {
+						algorithms: ["HS256"],
+						issuer: "moleculer-shop"
+					});
+					sub = typeof payload === "object" ? payload.sub : undefined;
+				} catch {
+					throw shopError("AUTH_TOKEN_INVALID");
+				}
+				if (typeof sub !== "string" || !/^[0-9a-f-]{36}$/.test(sub)) throw shopError("AUTH_TOKEN_INVALID");
+				const row = await this.models.User.findByPk(sub);
+				if (!row) throw shopError("AUTH_TOKEN_INVALID");
+				return this.toPublic(row.get({ plain: true }));
+			}
+		},
+
+		/**
+		 * A user by id, for other services (e.g. notifications' recipient). Not published.
+		 * @returns `{ id, email, name, role }`
+		 * @throws USERS_NOT_FOUND (404)
+		 */
+		get: {
+			visibility: "public",
+			params: { id: { type: "uuid" } },
+			async handler(this: UsersThis, ctx: ShopContext<{ id: string }>): Promise<PublicUser> {
+				const row = await this.models.User.findByPk(ctx.params.id);
+				if (!row) throw shopError("USERS_NOT_FOUND");
+				return this.toPublic(row.get({ plain: true }));
+			}
+		}
+	},
+
+	methods: {
+		async hashPassword(password: string): Promise<string> {
+			return argon2.hash(password, { type: argon2.argon2id });
+		},
+
+		issueToken(this: UsersThis, user: PublicUser): string {
+			return jwt.sign({ role: user.role }, config().jwtSecret, {
+				algorithm: "HS256",
+				subject: user.id,
+				issuer: "moleculer-shop",
+				expiresIn: config().jwtExpiresInSeconds
+			});
+		},
+
+		toPublic(row: UserRow): PublicUser {
+			return { id: row.id, email: row.email, name: row.name, role: row.role };
+		},
+
+		async createUser(
+			this: UsersThis,
+			email: string,
+			password: string,
+			name: string,
+			role: "customer" | "admin"
+		): Promise<PublicUser> {
+			const passwordHash = await this.hashPassword(password);
+			try {
+				const row = await this.models.User.create({
+					id: crypto.randomUUID(),
+					email: email.toLowerCase(),
+					name,
+					passwordHash,
+					role
+				} as UserRow);
+				return this.toPublic(row.get({ plain: true }));
+			} catch (err) {
+				if (err instanceof UniqueConstraintError) throw shopError("USERS_EMAIL_TAKEN");
+				throw err;
+			}
+		},
+
+		/** Creates the administrator once; prints a generated password on that first start. */
+		async seedAdministrator(this: UsersThis): Promise<void> {
+			const c = config();
+			const existing = await this.models.User.findOne({ where: { email: c.adminEmail } });
+			if (existing) return;
+			const password = c.adminPassword ?? crypto.randomBytes(12).toString("base64url");
+			try {
+				await this.createUser(c.adminEmail, password, "Administrator", "admin");
+			} catch (err) {
+				if ((err as { type?: string }).type === "USERS_EMAIL_TAKEN") return; // another node won
+				throw err;
+			}
+			if (c.adminPassword) this.logger.info(`Administrator ${c.adminEmail} created (ADMIN_PASSWORD).`);
+			else
+				this.logger.warn(
+					`Administrator created: ${c.adminEmail} / ${password}  (shown once; set ADMIN_PASSWORD to choose it)`
+				);
+		}
+	},
+
+	created(this: UsersThis): void {
+		this.dummyHash = argon2.hash(crypto.randomBytes(16).toString("hex"), { type: argon2.argon2id });
+		this.dummyHash.catch(() => undefined);
+	},
+
+	async afterConnected(this: UsersThis): Promise<void> {
+		await this.seedAdministrator();
+	}
+};
+
+export default UsersService;
