@@ -14,7 +14,7 @@
  * Events emitted: `stock.reserved` `{ orderId, items }`, `stock.released` `{ orderId, items }`,
  * `stock.committed` `{ orderId, items }`, `stock.changed` `{ productId, onHand, reserved, available }`.
  */
-import type { Service, ServiceSchema } from "moleculer";
+import type { Service } from "moleculer";
 import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { DEMO_CATALOG } from "../lib/demo-catalog";

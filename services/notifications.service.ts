@@ -8,7 +8,7 @@
  * Events emitted: `notification.created` with the notification.
  */
 import crypto from "node:crypto";
-import type { Service, ServiceSchema } from "moleculer";
+import type { Service } from "moleculer";
 import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";

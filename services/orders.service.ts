@@ -20,7 +20,7 @@
  * `order` is the order view plus `customerEmail`.
  */
 import crypto from "node:crypto";
-import { Errors, type Service, type ServiceSchema } from "moleculer";
+import { Errors, type Service } from "moleculer";
 import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
 import { config } from "../lib/config";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";

@@ -19,7 +19,7 @@
  * Events emitted: `payment.captured`, `payment.declined`, `payment.refunded`, each with the payment.
  */
 import crypto from "node:crypto";
-import type { Service, ServiceSchema } from "moleculer";
+import type { Service } from "moleculer";
 import { QueryTypes, type Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";

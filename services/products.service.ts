@@ -7,7 +7,7 @@
  * Events emitted: `product.created` and `product.updated` with the product.
  */
 import crypto from "node:crypto";
-import type { Service, ServiceSchema } from "moleculer";
+import type { Service } from "moleculer";
 import { DataTypes, Op, type Model, type ModelStatic, type Sequelize, UniqueConstraintError } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { DEMO_CATALOG } from "../lib/demo-catalog";

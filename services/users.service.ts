@@ -12,7 +12,7 @@
 import crypto from "node:crypto";
 import argon2 from "argon2";
 import jwt from "jsonwebtoken";
-import type { Service, ServiceSchema } from "moleculer";
+import type { Service } from "moleculer";
 import { DataTypes, type Model, type ModelStatic, type Sequelize, UniqueConstraintError } from "sequelize";
 import { config } from "../lib/config";
 import type { AuthUser, ShopContext, ShopServiceSchema } from "../lib/context";

@@ -33,7 +33,6 @@ export async function startTestBroker(
 	process.env.ADMIN_PASSWORD = process.env.ADMIN_PASSWORD ?? "admin-password-1";
 	for (const [k, v] of Object.entries(opts.env ?? {})) process.env[k] = v;
 	resetConfig();
-	// eslint-disable-next-line @typescript-eslint/no-require-imports
 	const brokerConfig = require("../../moleculer.config") as BrokerOptions;
 	const broker = new ServiceBroker({
 		...brokerConfig,
@@ -44,7 +43,6 @@ export async function startTestBroker(
 		...opts.broker
 	});
 	for (const name of services) {
-		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const mod = require(`../../services/${name}.service`);
 		broker.createService(mod.default ?? mod);
 	}
