@@ -48,7 +48,15 @@ export async function startShop(opts: StartShopOptions = {}): Promise<RunningSho
 		// The broker config reads the (possibly updated) environment: load it now.
 		// eslint-disable-next-line @typescript-eslint/no-require-imports
 		const brokerConfig = require("../moleculer.config") as BrokerOptions;
-		const broker = new ServiceBroker({ ...brokerConfig, skipProcessEventRegistration: true, ...opts.broker });
+		const broker = new ServiceBroker({
+			...brokerConfig,
+			skipProcessEventRegistration: true,
+			...opts.broker,
+			// However the broker is stopped (signal, REPL `quit`), the embedded Postgres goes with it.
+			stopped: async () => {
+				if (postgres) await postgres.stop();
+			}
+		});
 		for (const name of SHOP_SERVICES) {
 			// eslint-disable-next-line @typescript-eslint/no-require-imports
 			const mod = require(path.join(__dirname, "..", "services", `${name}.service`));
