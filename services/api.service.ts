@@ -140,7 +140,11 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		// Security headers on every answer (helmet's defaults, CSP locked down for a JSON API).
 		use: [
 			helmet({
-				contentSecurityPolicy: { directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] } },
+				contentSecurityPolicy: {
+					useDefaults: false,
+					directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] }
+				},
+				frameguard: { action: "deny" },
 				strictTransportSecurity: config().production
 			})
 		],
