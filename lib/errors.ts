@@ -224,6 +224,19 @@ export function isErrorType(err: unknown, ...types: string[]): boolean {
  * `SERVICE_UNAVAILABLE` as a `ShopRetryableError`. Anything else falls back to Moleculer's own.
  */
 export class ShopErrorRegenerator extends Regenerator {
+	/**
+	 * Moleculer's `restore` copies `retryable` from the wire after `restoreCustomError`, which
+	 * would leave a shop error's `retryable` undefined (or contradicting its class) when the sender
+	 * left it out; the table decides it instead.
+	 */
+	override restore(plainError: Errors.PlainMoleculerError, payload: Record<string, any>): Error {
+		const err = super.restore(plainError, payload);
+		const type = plainError.type;
+		if (type && Object.prototype.hasOwnProperty.call(ERRORS, type))
+			(err as { retryable?: boolean }).retryable = ERRORS[type as ErrorType].retryable;
+		return err;
+	}
+
 	override restoreCustomError(plainError: Errors.PlainMoleculerError): Error {
 		const type = plainError.type;
 		if (type && Object.prototype.hasOwnProperty.call(ERRORS, type)) {

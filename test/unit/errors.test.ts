@@ -1,0 +1,225 @@
+import fs from "node:fs";
+import path from "node:path";
+import { Errors, ServiceBroker } from "moleculer";
+import {
+	ERRORS,
+	FRAMEWORK_ERROR_TYPES,
+	isErrorType,
+	ShopClientError,
+	ShopErrorRegenerator,
+	ShopRetryableError,
+	ShopServerError,
+	shopError,
+	type ErrorSpec,
+	type ErrorType
+} from "../../lib/errors";
+
+const table = Object.entries(ERRORS) as [ErrorType, ErrorSpec][];
+const allTypes = [...Object.keys(ERRORS), ...Object.keys(FRAMEWORK_ERROR_TYPES)];
+
+describe("the error table", () => {
+	it.each(allTypes)("%s is UPPER_SNAKE", type => {
+		expect(type).toMatch(/^[A-Z][A-Z0-9]*(_[A-Z0-9]+)+$/);
+	});
+
+	it("types are unique across ERRORS and FRAMEWORK_ERROR_TYPES", () => {
+		expect(new Set(allTypes).size).toBe(allTypes.length);
+		for (const type of Object.keys(FRAMEWORK_ERROR_TYPES))
+			expect(Object.prototype.hasOwnProperty.call(ERRORS, type)).toBe(false);
+	});
+
+	it.each([...table, ...Object.entries(FRAMEWORK_ERROR_TYPES)])(
+		"%s has a valid HTTP error status and a description",
+		(_type, spec) => {
+			expect(Number.isInteger(spec.code)).toBe(true);
+			expect(spec.code).toBeGreaterThanOrEqual(400);
+			expect(spec.code).toBeLessThanOrEqual(599);
+			expect(typeof spec.retryable).toBe("boolean");
+			expect(spec.description.length).toBeGreaterThan(0);
+		}
+	);
+
+	it("only server-side (5xx) or throttling errors are retryable", () => {
+		for (const [type, spec] of [...table, ...Object.entries(FRAMEWORK_ERROR_TYPES)])
+			if (spec.retryable)
+				expect([type, spec.code >= 500 || spec.code === 429]).toEqual([type, true]);
+	});
+
+	it("each application type is <AREA>_<REASON> with a known area", () => {
+		const areas = [
+			"REQUEST",
+			"AUTH",
+			"USERS",
+			"PRODUCTS",
+			"INVENTORY",
+			"PAYMENTS",
+			"ORDERS",
+			"SAGAS",
+			"SERVICE",
+			"INTERNAL"
+		];
+		for (const type of Object.keys(ERRORS))
+			expect([type, areas.includes(type.split("_")[0]!)]).toEqual([type, true]);
+	});
+
+	it("every type is documented in README.md's error table with its HTTP status", () => {
+		const readme = fs.readFileSync(path.join(__dirname, "..", "..", "README.md"), "utf8");
+		const rows = readme.split("\n").filter(l => l.trimStart().startsWith("|"));
+		const missing: string[] = [];
+		for (const [type, spec] of [...table, ...Object.entries(FRAMEWORK_ERROR_TYPES)]) {
+			if (!readme.includes(type)) {
+				missing.push(type);
+				continue;
+			}
+			const row = rows.find(r => r.includes(`\`${type}\``) || r.includes(`| ${type} |`));
+			if (!row || !new RegExp(`\\|\\s*${spec.code}\\s*\\|`).test(row))
+				missing.push(`${type} (${spec.code})`);
+		}
+		expect(missing).toEqual([]);
+	});
+});
+
+describe("shopError", () => {
+	it.each(table)("%s builds the class its spec calls for", (type, spec) => {
+		const err = shopError(type, "message", { k: 1 });
+		expect(err).toBeInstanceOf(Errors.MoleculerError);
+		expect(err).toMatchObject({
+			type,
+			code: spec.code,
+			message: "message",
+			data: { k: 1 },
+			retryable: spec.retryable
+		});
+		if (spec.retryable) {
+			expect(err).toBeInstanceOf(ShopRetryableError);
+			expect(err).toBeInstanceOf(Errors.MoleculerRetryableError);
+		} else if (spec.code < 500) {
+			expect(err).toBeInstanceOf(ShopClientError);
+			expect(err).toBeInstanceOf(Errors.MoleculerClientError);
+		} else {
+			expect(err).toBeInstanceOf(ShopServerError);
+			expect(err).not.toBeInstanceOf(Errors.MoleculerRetryableError);
+		}
+	});
+
+	it("uses the table's description when no message is given", () => {
+		expect(shopError("INVENTORY_OUT_OF_STOCK").message).toBe(
+			ERRORS.INVENTORY_OUT_OF_STOCK.description
+		);
+	});
+
+	it("gives 4xx the client class, 503s the retryable class, 500 the server class", () => {
+		const client = shopError("INVENTORY_OUT_OF_STOCK");
+		expect(client).toBeInstanceOf(ShopClientError);
+		expect(client).toMatchObject({ code: 409, retryable: false, name: "ShopClientError" });
+		const transient = shopError("SERVICE_UNAVAILABLE");
+		expect(transient).toBeInstanceOf(ShopRetryableError);
+		expect(transient).toMatchObject({ code: 503, retryable: true, name: "ShopRetryableError" });
+		const internal = shopError("INTERNAL_ERROR");
+		expect(internal).toBeInstanceOf(ShopServerError);
+		expect(internal).toMatchObject({ code: 500, retryable: false, name: "ShopServerError" });
+	});
+
+	it("isErrorType matches by type, also on plain objects", () => {
+		expect(isErrorType(shopError("PAYMENTS_CONFLICT"), "PAYMENTS_CONFLICT")).toBe(true);
+		expect(isErrorType({ type: "PAYMENTS_CONFLICT" }, "X", "PAYMENTS_CONFLICT")).toBe(true);
+		expect(isErrorType(shopError("PAYMENTS_CONFLICT"), "ORDERS_NOT_FOUND")).toBe(false);
+		expect(isErrorType(null, "PAYMENTS_CONFLICT")).toBe(false);
+		expect(isErrorType("PAYMENTS_CONFLICT", "PAYMENTS_CONFLICT")).toBe(false);
+	});
+});
+
+describe("ShopErrorRegenerator", () => {
+	let broker: ServiceBroker;
+	let regenerator: ShopErrorRegenerator;
+
+	beforeAll(() => {
+		broker = new ServiceBroker({ logger: false, nodeID: "errors-test" });
+		regenerator = new ShopErrorRegenerator();
+		regenerator.init(broker);
+	});
+
+	/**
+	 * What an error looks like after crossing the transporter: a plain object. Only the fields
+	 * every sender sets; `retryable` and `nodeID` may be missing (older or foreign senders).
+	 */
+	function plain(over: Record<string, unknown>): Errors.PlainMoleculerError {
+		return {
+			name: "ShopClientError",
+			message: "Not enough stock",
+			code: 409,
+			type: "INVENTORY_OUT_OF_STOCK",
+			data: { productIds: ["p1"] },
+			...over
+		} as unknown as Errors.PlainMoleculerError;
+	}
+	const payload = { sender: "other-node" } as never;
+
+	it("restores INVENTORY_OUT_OF_STOCK as a non-retryable client error with its type and data", () => {
+		const err = regenerator.restore(plain({}), payload) as Errors.MoleculerError;
+		expect(err).toBeInstanceOf(ShopClientError);
+		expect(err).toMatchObject({
+			type: "INVENTORY_OUT_OF_STOCK",
+			code: 409,
+			retryable: false,
+			message: "Not enough stock",
+			data: { productIds: ["p1"] },
+			nodeID: "other-node"
+		});
+	});
+
+	it("restores the class from the type even when the wire says otherwise", () => {
+		const err = regenerator.restore(
+			plain({ name: "Error", retryable: true, code: 500 }),
+			payload
+		);
+		expect(err).toBeInstanceOf(ShopClientError);
+		expect(err).toMatchObject({ type: "INVENTORY_OUT_OF_STOCK", code: 409, retryable: false });
+	});
+
+	it("restores SERVICE_UNAVAILABLE as a retryable error", () => {
+		const err = regenerator.restore(
+			plain({
+				name: "ShopRetryableError",
+				code: 503,
+				type: "SERVICE_UNAVAILABLE",
+				message: "down",
+				data: {}
+			}),
+			payload
+		);
+		expect(err).toBeInstanceOf(ShopRetryableError);
+		expect(err).toBeInstanceOf(Errors.MoleculerRetryableError);
+		expect(err).toMatchObject({ type: "SERVICE_UNAVAILABLE", code: 503, retryable: true });
+	});
+
+	it("leaves Moleculer's own errors to Moleculer", () => {
+		const err = regenerator.restore(
+			plain({
+				name: "ValidationError",
+				code: 422,
+				type: "VALIDATION_ERROR",
+				data: [{ field: "x" }]
+			}),
+			payload
+		);
+		expect(err).toBeInstanceOf(Errors.ValidationError);
+		expect(err).not.toBeInstanceOf(ShopClientError);
+		expect(err).toMatchObject({ type: "VALIDATION_ERROR", code: 422 });
+	});
+
+	it("round-trips every application error through extractPlainError and restore", () => {
+		for (const [type, spec] of table) {
+			const original = shopError(type, `m-${type}`, { type });
+			const restored = regenerator.restore(regenerator.extractPlainError(original), payload);
+			expect(restored.constructor).toBe(original.constructor);
+			expect(restored).toMatchObject({
+				type,
+				code: spec.code,
+				retryable: spec.retryable,
+				message: `m-${type}`,
+				data: { type }
+			});
+		}
+	});
+});
