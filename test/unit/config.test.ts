@@ -1,0 +1,218 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { ConfigError, DATABASE_SERVICES, loadConfig } from "../../lib/config";
+
+describe("loadConfig", () => {
+	const secret = "s".repeat(32);
+	let dataDir: string;
+
+	beforeEach(() => {
+		dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "shop-config-"));
+	});
+	afterEach(() => {
+		fs.rmSync(dataDir, { recursive: true, force: true });
+	});
+
+	/** An environment with a temp DATA_DIR, so no test writes under the repository. */
+	const env = (
+		vars: Record<string, string | undefined> = {}
+	): Record<string, string | undefined> => ({
+		DATA_DIR: dataDir,
+		...vars
+	});
+
+	it("has the documented defaults", () => {
+		const c = loadConfig({ JWT_SECRET: secret });
+		expect(c).toMatchObject({
+			env: "development",
+			production: false,
+			port: 3000,
+			metricsPort: 3030,
+			nodeID: null,
+			transporter: null,
+			cacher: null,
+			databaseUrl: null,
+			serviceDatabaseUrls: {},
+			databasePrefix: "",
+			dataDir: path.resolve(".data"),
+			jwtSecret: secret,
+			jwtSecretGenerated: false,
+			jwtExpiresInSeconds: 3600,
+			adminEmail: "admin@example.com",
+			adminPassword: null,
+			tracingExporter: null,
+			jaegerEndpoint: null,
+			logLevel: "info",
+			bodyLimit: "1mb",
+			corsOrigins: "*"
+		});
+		expect(path.isAbsolute(c.dataDir)).toBe(true);
+	});
+
+	it("reads the documented variables", () => {
+		const c = loadConfig(
+			env({
+				NODE_ENV: "production",
+				PORT: "8080",
+				METRICS_PORT: "0",
+				NODE_ID: "node-1",
+				TRANSPORTER: "nats://127.0.0.1:4222",
+				CACHER: "redis://127.0.0.1:6379",
+				DATABASE_URL: "postgres://u:p@db:5432",
+				JWT_SECRET: secret,
+				ADMIN_EMAIL: "Boss@Example.COM",
+				ADMIN_PASSWORD: "long-enough",
+				TRACING_EXPORTER: "jaeger",
+				JAEGER_ENDPOINT: "http://127.0.0.1:14268/api/traces",
+				LOGLEVEL: "debug",
+				CORS_ORIGINS: "https://a.example, https://b.example"
+			})
+		);
+		expect(c).toMatchObject({
+			env: "production",
+			production: true,
+			port: 8080,
+			metricsPort: 0,
+			nodeID: "node-1",
+			transporter: "nats://127.0.0.1:4222",
+			cacher: "redis://127.0.0.1:6379",
+			databaseUrl: "postgres://u:p@db:5432",
+			dataDir,
+			adminEmail: "boss@example.com",
+			adminPassword: "long-enough",
+			tracingExporter: "jaeger",
+			jaegerEndpoint: "http://127.0.0.1:14268/api/traces",
+			logLevel: "debug",
+			corsOrigins: ["https://a.example", "https://b.example"]
+		});
+	});
+
+	it("treats blank variables as unset", () => {
+		const c = loadConfig(env({ PORT: "  ", JWT_SECRET: secret, TRANSPORTER: "" }));
+		expect(c).toMatchObject({ port: 3000, transporter: null });
+	});
+
+	it("generates a development JWT secret once per data dir and reuses it", () => {
+		const first = loadConfig(env());
+		expect(first.jwtSecretGenerated).toBe(true);
+		expect(first.jwtSecret.length).toBeGreaterThanOrEqual(32);
+		const file = path.join(dataDir, "jwt-secret");
+		expect(fs.readFileSync(file, "utf8").trim()).toBe(first.jwtSecret);
+		expect(fs.statSync(file).mode & 0o077).toBe(0);
+		expect(loadConfig(env()).jwtSecret).toBe(first.jwtSecret);
+
+		const otherDir = fs.mkdtempSync(path.join(os.tmpdir(), "shop-config-"));
+		try {
+			expect(loadConfig({ DATA_DIR: otherDir }).jwtSecret).not.toBe(first.jwtSecret);
+		} finally {
+			fs.rmSync(otherDir, { recursive: true, force: true });
+		}
+	});
+
+	it("an explicit JWT_SECRET wins over the generated one and writes nothing", () => {
+		const c = loadConfig(env({ JWT_SECRET: secret }));
+		expect(c).toMatchObject({ jwtSecret: secret, jwtSecretGenerated: false });
+		expect(fs.existsSync(path.join(dataDir, "jwt-secret"))).toBe(false);
+	});
+
+	it("requires JWT_SECRET when NODE_ENV=production, and generates none", () => {
+		expect(() => loadConfig(env({ NODE_ENV: "production" }))).toThrow(ConfigError);
+		expect(() => loadConfig(env({ NODE_ENV: "production" }))).toThrow(/JWT_SECRET/);
+		expect(fs.existsSync(path.join(dataDir, "jwt-secret"))).toBe(false);
+	});
+
+	it.each<[string, Record<string, string>, RegExp]>([
+		["a short JWT_SECRET", { JWT_SECRET: "s".repeat(31) }, /JWT_SECRET/],
+		[
+			"a short JWT_SECRET in production",
+			{ NODE_ENV: "production", JWT_SECRET: "short" },
+			/JWT_SECRET/
+		],
+		["a non-numeric PORT", { PORT: "abc" }, /PORT/],
+		["a negative PORT", { PORT: "-1" }, /PORT/],
+		["a fractional PORT", { PORT: "80.5" }, /PORT/],
+		["a PORT above 65535", { PORT: "65536" }, /PORT/],
+		["a bad METRICS_PORT", { METRICS_PORT: "x" }, /METRICS_PORT/],
+		["jaeger without JAEGER_ENDPOINT", { TRACING_EXPORTER: "jaeger" }, /JAEGER_ENDPOINT/],
+		["an unknown TRACING_EXPORTER", { TRACING_EXPORTER: "zipkin" }, /TRACING_EXPORTER/],
+		[
+			"a non-http JAEGER_ENDPOINT",
+			{ TRACING_EXPORTER: "jaeger", JAEGER_ENDPOINT: "udp://h:6832" },
+			/JAEGER_ENDPOINT/
+		],
+		["a redis TRANSPORTER", { TRANSPORTER: "redis://127.0.0.1:6379" }, /TRANSPORTER/],
+		["an amqp TRANSPORTER", { TRANSPORTER: "amqp://127.0.0.1:5672" }, /TRANSPORTER/],
+		["a TRANSPORTER that is no URL", { TRANSPORTER: "127.0.0.1:4222" }, /TRANSPORTER/],
+		["a nats CACHER", { CACHER: "nats://127.0.0.1:4222" }, /CACHER/],
+		["a mysql DATABASE_URL", { DATABASE_URL: "mysql://u:p@h/db" }, /DATABASE_URL/],
+		[
+			"a bad ORDERS_DATABASE_URL",
+			{ ORDERS_DATABASE_URL: "http://h/orders" },
+			/ORDERS_DATABASE_URL/
+		],
+		["an unsafe DATABASE_PREFIX", { DATABASE_PREFIX: "x; DROP" }, /DATABASE_PREFIX/],
+		["an unknown NODE_ENV", { NODE_ENV: "staging" }, /NODE_ENV/],
+		["an unknown LOGLEVEL", { LOGLEVEL: "verbose" }, /LOGLEVEL/],
+		["a short ADMIN_PASSWORD", { ADMIN_PASSWORD: "short" }, /ADMIN_PASSWORD/],
+		["a too short JWT_EXPIRES_IN", { JWT_EXPIRES_IN: "10" }, /JWT_EXPIRES_IN/]
+	])("throws ConfigError for %s", (_label, vars, message) => {
+		const run = (): unknown => loadConfig(env({ JWT_SECRET: secret, ...vars }));
+		expect(run).toThrow(ConfigError);
+		expect(run).toThrow(message);
+	});
+
+	it("accepts nats:// and tls:// transporters", () => {
+		expect(
+			loadConfig(env({ JWT_SECRET: secret, TRANSPORTER: "nats://n:4222" })).transporter
+		).toBe("nats://n:4222");
+		expect(
+			loadConfig(env({ JWT_SECRET: secret, TRANSPORTER: "tls://n:4222" })).transporter
+		).toBe("tls://n:4222");
+	});
+
+	it("returns a frozen config, serviceDatabaseUrls included", () => {
+		const c = loadConfig(env({ JWT_SECRET: secret, USERS_DATABASE_URL: "postgres://h/u" }));
+		expect(Object.isFrozen(c)).toBe(true);
+		expect(Object.isFrozen(c.serviceDatabaseUrls)).toBe(true);
+		expect(() => {
+			(c as { port: number }).port = 1;
+		}).toThrow(TypeError);
+		expect(() => {
+			(c.serviceDatabaseUrls as Record<string, string>).orders = "postgres://h/o";
+		}).toThrow(TypeError);
+		expect(c.port).toBe(3000);
+		expect(c.serviceDatabaseUrls).toEqual({ users: "postgres://h/u" });
+	});
+
+	it("puts each <SERVICE>_DATABASE_URL in serviceDatabaseUrls, and only those", () => {
+		const vars: Record<string, string> = {
+			JWT_SECRET: secret,
+			DATABASE_URL: "postgres://u:p@shared:5432"
+		};
+		for (const s of DATABASE_SERVICES)
+			vars[`${s.toUpperCase()}_DATABASE_URL`] = `postgresql://u:p@${s}-db:5432/${s}`;
+		const all = loadConfig(env(vars));
+		expect(Object.keys(all.serviceDatabaseUrls).sort()).toEqual([...DATABASE_SERVICES].sort());
+		for (const s of DATABASE_SERVICES)
+			expect(all.serviceDatabaseUrls[s]).toBe(`postgresql://u:p@${s}-db:5432/${s}`);
+		expect(all.databaseUrl).toBe("postgres://u:p@shared:5432");
+
+		const one = loadConfig(
+			env({ JWT_SECRET: secret, PAYMENTS_DATABASE_URL: "postgres://p@pay:5432/payments" })
+		);
+		expect(one.serviceDatabaseUrls).toEqual({ payments: "postgres://p@pay:5432/payments" });
+		expect(one.databaseUrl).toBeNull();
+	});
+
+	it("does not read process.env when given an env object", () => {
+		const saved = process.env.PORT;
+		process.env.PORT = "4444";
+		try {
+			expect(loadConfig(env({ JWT_SECRET: secret })).port).toBe(3000);
+		} finally {
+			if (saved === undefined) delete process.env.PORT;
+			else process.env.PORT = saved;
+		}
+	});
+});

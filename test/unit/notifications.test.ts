@@ -1,0 +1,210 @@
+import crypto from "node:crypto";
+import type { ServiceBroker } from "moleculer";
+import type { AuthUser } from "../../lib/context";
+import type { Notification } from "../../services/notifications.service";
+import type { Order } from "../../services/orders.service";
+import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
+
+interface NotificationPage {
+	rows: Notification[];
+	total: number;
+	page: number;
+	pageSize: number;
+	totalPages: number;
+}
+
+/** An order view as `orders` puts it in `order.confirmed` / `order.cancelled`, plus customerEmail. */
+function orderEvent(
+	user: AuthUser,
+	over: Partial<Order> = {}
+): { order: Order & { customerEmail: string } } {
+	const now = new Date().toISOString();
+	return {
+		order: {
+			id: crypto.randomUUID(),
+			userId: user.id,
+			status: "CONFIRMED",
+			items: [
+				{
+					productId: crypto.randomUUID(),
+					sku: "KB-MECH-87",
+					name: "Tenkeyless Mechanical Keyboard",
+					quantity: 2,
+					unitPrice: 8999,
+					lineTotal: 17998
+				},
+				{
+					productId: crypto.randomUUID(),
+					sku: "CB-USBC-2M",
+					name: "USB-C Cable 2 m",
+					quantity: 1,
+					unitPrice: 1499,
+					lineTotal: 1499
+				}
+			],
+			total: 19497,
+			currency: "USD",
+			paymentMethod: "tok_visa",
+			cancellationReason: null,
+			cancelRequested: false,
+			createdAt: now,
+			updatedAt: now,
+			...over,
+			customerEmail: user.email
+		}
+	};
+}
+
+describe("notifications", () => {
+	let t: TestBroker;
+	let broker: ServiceBroker;
+	/** `notification.created` events seen, by order id. */
+	const created: { id: string; orderId: string; kind: string }[] = [];
+
+	beforeAll(async () => {
+		t = await startTestBroker(["notifications"], {
+			extra: [
+				{
+					name: "notifications-listener",
+					events: {
+						"notification.created"(ctx: {
+							params: { id: string; orderId: string; kind: string };
+						}) {
+							created.push(ctx.params);
+						}
+					}
+				}
+			]
+		});
+		broker = t.broker;
+	});
+	afterAll(async () => t?.stop());
+
+	const list = (
+		user: AuthUser,
+		params: Record<string, unknown> = {}
+	): Promise<NotificationPage> => broker.call("notifications.list", params, { meta: { user } });
+	const forOrder = async (user: AuthUser, orderId: string): Promise<Notification[]> =>
+		(await list(user, { orderId, pageSize: 100 })).rows;
+
+	it("order.confirmed records one confirmation e-mail, even when the event comes twice", async () => {
+		const user = customer();
+		const e = orderEvent(user);
+		await Promise.all([broker.emit("order.confirmed", e), broker.emit("order.confirmed", e)]);
+		await broker.emit("order.confirmed", e);
+		const rows = await waitFor(
+			() => forOrder(user, e.order.id),
+			r => r.length > 0
+		);
+		expect(rows).toHaveLength(1);
+		expect(rows[0]).toEqual({
+			id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+			orderId: e.order.id,
+			kind: "ORDER_CONFIRMED",
+			recipient: user.email,
+			subject: `Order ${e.order.id.slice(0, 8)} confirmed`,
+			body: expect.stringContaining("Total: 194.97 USD"),
+			createdAt: expect.any(String)
+		});
+		expect(rows[0]!.body).toContain(
+			"2 x Tenkeyless Mechanical Keyboard (KB-MECH-87) 179.98 USD"
+		);
+		expect(created.filter(c => c.orderId === e.order.id)).toEqual([
+			{ id: rows[0]!.id, orderId: e.order.id, kind: "ORDER_CONFIRMED" }
+		]);
+	});
+
+	it("order.cancelled records one cancellation e-mail with the reason, even when the event comes twice", async () => {
+		const user = customer();
+		const e = orderEvent(user, { status: "CANCELLED", cancellationReason: "PAYMENT_DECLINED" });
+		await broker.emit("order.cancelled", e);
+		await broker.emit("order.cancelled", e);
+		const rows = await waitFor(
+			() => forOrder(user, e.order.id),
+			r => r.length > 0
+		);
+		expect(rows).toHaveLength(1);
+		expect(rows[0]).toMatchObject({
+			orderId: e.order.id,
+			kind: "ORDER_CANCELLED",
+			subject: `Order ${e.order.id.slice(0, 8)} cancelled`
+		});
+		expect(rows[0]!.body).toContain("PAYMENT_DECLINED");
+	});
+
+	it("keeps one record per (order, kind): a confirmation and a cancellation of one order are two", async () => {
+		const user = customer();
+		const e = orderEvent(user);
+		await Promise.all([
+			broker.emit("order.confirmed", e),
+			broker.emit("order.cancelled", e),
+			broker.emit("order.confirmed", e),
+			broker.emit("order.cancelled", e)
+		]);
+		const rows = await waitFor(
+			() => forOrder(user, e.order.id),
+			r => r.length >= 2
+		);
+		expect(rows.map(r => r.kind).sort()).toEqual(["ORDER_CANCELLED", "ORDER_CONFIRMED"]);
+	});
+
+	it("list shows only the caller's own notifications, newest first, paged", async () => {
+		const alice = customer();
+		const bob = customer();
+		const aliceOrders = [orderEvent(alice), orderEvent(alice), orderEvent(alice)];
+		for (const e of aliceOrders) await broker.emit("order.confirmed", e);
+		const bobOrder = orderEvent(bob);
+		await broker.emit("order.confirmed", bobOrder);
+
+		const mine = await waitFor(
+			() => list(alice),
+			p => p.total >= 3
+		);
+		expect(mine.total).toBe(3);
+		expect(mine.rows.map(r => r.orderId)).toEqual(aliceOrders.map(e => e.order.id).reverse());
+		expect(mine.rows.every(r => r.recipient === alice.email)).toBe(true);
+
+		const theirs = await waitFor(
+			() => list(bob),
+			p => p.total >= 1
+		);
+		expect(theirs.rows.map(r => r.orderId)).toEqual([bobOrder.order.id]);
+		// Another user's order id as a filter shows nothing, not their notification.
+		await expect(list(alice, { orderId: bobOrder.order.id })).resolves.toMatchObject({
+			rows: [],
+			total: 0
+		});
+		// Not even an admin sees other users' notifications through list: it is the caller's own.
+		await expect(list(admin, { orderId: bobOrder.order.id })).resolves.toMatchObject({
+			total: 0
+		});
+
+		const page2 = await list(alice, { page: 2, pageSize: 2 });
+		expect(page2).toMatchObject({ page: 2, pageSize: 2, total: 3, totalPages: 2 });
+		expect(page2.rows.map(r => r.orderId)).toEqual([aliceOrders[0]!.order.id]);
+	});
+
+	it("list requires a user: AUTH_TOKEN_MISSING 401", async () => {
+		await expect(broker.call("notifications.list", {})).rejects.toMatchObject({
+			type: "AUTH_TOKEN_MISSING",
+			code: 401
+		});
+		await expect(
+			broker.call("notifications.list", {}, { meta: { user: null } })
+		).rejects.toMatchObject({
+			type: "AUTH_TOKEN_MISSING",
+			code: 401
+		});
+	});
+
+	it("list validates its query: VALIDATION_ERROR 422", async () => {
+		await expect(list(customer(), { orderId: "nope" })).rejects.toMatchObject({
+			type: "VALIDATION_ERROR",
+			code: 422,
+			data: [expect.objectContaining({ field: "orderId" })]
+		});
+		await expect(list(customer(), { pageSize: 1000 })).rejects.toMatchObject({
+			type: "VALIDATION_ERROR"
+		});
+	});
+});
