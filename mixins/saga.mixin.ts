@@ -20,7 +20,12 @@
  * that keeps failing parks the saga as `FAILED` with its error history.
  *
  * Steps after the last compensable one (the pivot) cannot be undone: their transient failures are
- * retried and, if they persist, the saga is parked `FAILED` rather than compensated.
+ * retried and, if they persist, the saga is parked `FAILED` rather than compensated; the deadline
+ * no longer applies to them. A step's retry policy is the only retry layer: its calls are made
+ * with the broker's retry policy off (`retries: 0`).
+ *
+ * Stopping the service starts no further step: the calls in flight are awaited and recorded, and
+ * the saga stays `RUNNING`/`COMPENSATING`, to be resumed with `runSaga`.
  *
  * Statuses: `RUNNING` → `COMPLETED`, or `RUNNING` → `COMPENSATING` → `COMPENSATED`, or `FAILED`
  * (parked). Every status change and step outcome is committed before the next call is made.
@@ -300,15 +305,31 @@ const LEASE_MS = 30_000;
  * service's migrations.
  */
 export function SagaMixin(): Partial<ServiceSchema> {
+	/**
+	 * On stop: running sagas start no further step or attempt; the ones in flight are awaited so
+	 * their outcome is recorded (the next durable point), and the sagas stay RUNNING/COMPENSATING,
+	 * to be resumed with `runSaga` (bounded by the broker's shutdown).
+	 */
+	async function drainSagas(this: any): Promise<void> {
+		this.$sagaStopping = true;
+		await Promise.allSettled([...this.$sagasInFlight]);
+	}
+
 	return {
-		created(this: any): void {
-			this.$sagasInFlight = new Set<Promise<unknown>>();
+		merged(schema: ServiceSchema): void {
+			// Moleculer runs `stopped` handlers in reverse merge order, and DbMixin's (moleculer-db)
+			// closes the database. Keep the drain last so that it runs first, whatever the order
+			// of the mixins, while the saga log can still be written.
+			const handlers = ([] as unknown[]).concat(schema.stopped ?? []).filter(h => h !== drainSagas);
+			schema.stopped = [...handlers, drainSagas] as ServiceSchema["stopped"];
 		},
 
-		async stopped(this: any): Promise<void> {
-			// Let running sagas reach their next durable point (bounded by the broker's shutdown).
-			await Promise.allSettled([...this.$sagasInFlight]);
+		created(this: any): void {
+			this.$sagasInFlight = new Set<Promise<unknown>>();
+			this.$sagaStopping = false;
 		},
+
+		stopped: drainSagas,
 
 		methods: {
 			async createSaga(
@@ -410,7 +431,8 @@ export function SagaMixin(): Partial<ServiceSchema> {
 			async sagaForward(this: any, def: SagaDefinition, saga: SagaInstance): Promise<SagaInstance> {
 				for (let i = saga.currentStep; i < def.steps.length; i++) {
 					const step = def.steps[i]!;
-					if (Date.now() >= saga.deadlineAt.getTime()) {
+					// After the pivot the saga can only go forward, deadline or not.
+					if (!sagaIsAfterPivot(def, i) && Date.now() >= saga.deadlineAt.getTime()) {
 						const rec: SagaErrorRecord = {
 							step: step.name,
 							phase: "forward",
@@ -424,6 +446,8 @@ export function SagaMixin(): Partial<ServiceSchema> {
 					const policy = step.retry ?? def.retry;
 					let attempt = 0;
 					for (;;) {
+						// Stopping: leave the saga RUNNING here, to be resumed.
+						if (this.$sagaStopping) return saga;
 						attempt++;
 						const logId: number = await this.sagaLogStart(saga, i, step.name, "forward", attempt);
 						const key = `${saga.id}:${step.name}`;
@@ -462,6 +486,8 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				if (!step.action) throw new Error(`Step ${step.name} has no action`);
 				return this.broker.call(step.action, params, {
 					timeout: step.timeout ?? def.stepTimeoutMs,
+					// The step's retry policy is the only retry layer: no broker retries inside it.
+					retries: 0,
 					requestID: saga.requestId ?? undefined,
 					meta: { idempotencyKey: key }
 				});
@@ -560,6 +586,8 @@ export function SagaMixin(): Partial<ServiceSchema> {
 					const policy = step.retry ?? def.retry;
 					let attempt = 0;
 					for (;;) {
+						// Stopping: leave the saga COMPENSATING here, to be resumed.
+						if (this.$sagaStopping) return saga;
 						attempt++;
 						const logId: number = await this.sagaLogStart(saga, i, step.name, "compensate", attempt);
 						const key = `${saga.id}:${step.name}:compensate`;
@@ -567,6 +595,7 @@ export function SagaMixin(): Partial<ServiceSchema> {
 							const params = step.compensation.params(saga.data, key);
 							const result = await this.broker.call(step.compensation.action, params, {
 								timeout: step.timeout ?? def.stepTimeoutMs,
+								retries: 0,
 								requestID: saga.requestId ?? undefined,
 								meta: { idempotencyKey: key }
 							});

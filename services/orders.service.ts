@@ -573,8 +573,12 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			reason: string | null,
 			t: Transaction
 		): Promise<void> {
+			// A cancel the customer was told was accepted (202) is the reason, whatever else the
+			// saga ran into meanwhile (e.g. a processor outage it was still retrying).
 			await this.sequelize.query(
-				`UPDATE orders SET status = 'CANCELLED', cancellation_reason = $2, updated_at = now() WHERE id = $1`,
+				`UPDATE orders SET status = 'CANCELLED', updated_at = now(),
+					cancellation_reason = CASE WHEN cancel_requested THEN 'CANCELLED_BY_CUSTOMER' ELSE $2 END
+				 WHERE id = $1`,
 				{ bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"], transaction: t }
 			);
 		},

@@ -19,12 +19,19 @@ export interface TestBroker {
 /**
  * Starts a broker (no transporter) holding `services`, each on its own fresh database.
  * @param env - extra environment for this suite (e.g. `{ SAGA_DEADLINE_MS: "2000" }`)
+ * @param prefix - reuse the databases of an earlier broker (its `prefix`), e.g. to restart a node
+ *   on the same state; default: a fresh prefix
  */
 export async function startTestBroker(
 	services: ServiceName[],
-	opts: { env?: Record<string, string>; broker?: Partial<BrokerOptions>; extra?: Partial<ServiceSchema>[] } = {}
+	opts: {
+		env?: Record<string, string>;
+		broker?: Partial<BrokerOptions>;
+		extra?: Partial<ServiceSchema>[];
+		prefix?: string;
+	} = {}
 ): Promise<TestBroker> {
-	const prefix = `t${crypto.randomBytes(4).toString("hex")}_`;
+	const prefix = opts.prefix ?? `t${crypto.randomBytes(4).toString("hex")}_`;
 	process.env.DATABASE_PREFIX = prefix;
 	process.env.METRICS_PORT = "0";
 	process.env.PORT = process.env.PORT ?? "0";
