@@ -4,7 +4,16 @@ import js from "@eslint/js";
 import tseslint from "typescript-eslint";
 
 export default tseslint.config(
-	{ ignores: ["dist/**", "node_modules/**", "coverage/**", ".data/**", "jest.config.js", "eslint.config.mjs"] },
+	{
+		ignores: [
+			"dist/**",
+			"node_modules/**",
+			"coverage/**",
+			".data/**",
+			"jest.config.js",
+			"eslint.config.mjs"
+		]
+	},
 	js.configs.recommended,
 	...tseslint.configs.recommended,
 	{
@@ -17,12 +26,18 @@ export default tseslint.config(
 			"@typescript-eslint/no-misused-promises": ["error", { checksVoidReturn: false }],
 			"@typescript-eslint/await-thenable": "error",
 			"@typescript-eslint/no-explicit-any": "off",
-			"@typescript-eslint/no-unused-vars": ["error", { argsIgnorePattern: "^_", varsIgnorePattern: "^_" }],
+			"@typescript-eslint/no-unused-vars": [
+				"error",
+				{ argsIgnorePattern: "^_", varsIgnorePattern: "^_" }
+			],
 			"no-console": "off"
 		}
 	},
 	{
 		files: ["test/**/*.ts", "bench/**/*.ts"],
-		rules: { "@typescript-eslint/no-require-imports": "off", "@typescript-eslint/no-non-null-assertion": "off" }
+		rules: {
+			"@typescript-eslint/no-require-imports": "off",
+			"@typescript-eslint/no-non-null-assertion": "off"
+		}
 	}
 );

@@ -18,7 +18,13 @@ function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
 	if (c.tracingExporter === "jaeger")
 		return {
 			enabled: true,
-			exporter: { type: "Jaeger", options: { endpoint: c.jaegerEndpoint ?? undefined, sampler: { type: "Const", options: { decision: 1 } } } }
+			exporter: {
+				type: "Jaeger",
+				options: {
+					endpoint: c.jaegerEndpoint ?? undefined,
+					sampler: { type: "Const", options: { decision: 1 } }
+				}
+			}
 		};
 	return { enabled: false };
 }
@@ -43,7 +49,12 @@ const brokerConfig: BrokerOptions = {
 
 	logger: {
 		type: "Console",
-		options: { colors: !c.production && process.stdout.isTTY, moduleColors: false, formatter: "short", autoPadding: false }
+		options: {
+			colors: !c.production && process.stdout.isTTY,
+			moduleColors: false,
+			formatter: "short",
+			autoPadding: false
+		}
 	},
 	logLevel: c.logLevel,
 
@@ -55,7 +66,10 @@ const brokerConfig: BrokerOptions = {
 		: null,
 
 	cacher: c.cacher
-		? { type: "Redis", options: { prefix: "shop-cache", ttl: 300, redis: redisOptions(c.cacher) } }
+		? {
+				type: "Redis",
+				options: { prefix: "shop-cache", ttl: 300, redis: redisOptions(c.cacher) }
+			}
 		: { type: "Memory", options: { ttl: 300, clone: true } },
 
 	serializer: "JSON",
@@ -101,7 +115,10 @@ const brokerConfig: BrokerOptions = {
 
 	metrics: {
 		enabled: c.metricsPort > 0,
-		reporter: c.metricsPort > 0 ? [{ type: "Prometheus", options: { port: c.metricsPort, path: "/metrics" } }] : []
+		reporter:
+			c.metricsPort > 0
+				? [{ type: "Prometheus", options: { port: c.metricsPort, path: "/metrics" } }]
+				: []
 	},
 
 	tracing: tracingExporter(),

@@ -8,13 +8,22 @@ import { startEmbeddedPostgres } from "../lib/embedded-postgres";
 async function main(): Promise<void> {
 	const c = config();
 	if (c.databaseUrl) {
-		console.log(`DATABASE_URL is already set (${new URL(c.databaseUrl).host}); nothing to start.`);
+		console.log(
+			`DATABASE_URL is already set (${new URL(c.databaseUrl).host}); nothing to start.`
+		);
 		return;
 	}
-	const pg = await startEmbeddedPostgres({ dataDir: c.dataDir, port: c.embeddedPostgresPort, onProgress: m => console.log(`[db] ${m}`) });
+	const pg = await startEmbeddedPostgres({
+		dataDir: c.dataDir,
+		port: c.embeddedPostgresPort,
+		onProgress: m => console.log(`[db] ${m}`)
+	});
 	console.log(`DATABASE_URL=${pg.url}`);
 	const stop = (): void => {
-		pg.stop().then(() => process.exit(0), () => process.exit(1));
+		pg.stop().then(
+			() => process.exit(0),
+			() => process.exit(1)
+		);
 	};
 	process.on("SIGINT", stop);
 	process.on("SIGTERM", stop);

@@ -6,10 +6,16 @@ import { startShop } from "../lib/shop";
 
 startShop({ onProgress: m => console.log(`[shop] ${m}`) })
 	.then(async shop => {
-		console.log(`[shop] API on ${shop.url}/api — type "help" for REPL commands, "quit" to stop.`);
-		const repl = shop.broker.repl() as unknown as { on?(e: string, f: () => void): void } | undefined;
+		console.log(
+			`[shop] API on ${shop.url}/api — type "help" for REPL commands, "quit" to stop.`
+		);
+		const repl = shop.broker.repl() as unknown as
+			{ on?(e: string, f: () => void): void } | undefined;
 		repl?.on?.("exit", () => {
-			shop.stop().then(() => process.exit(0), () => process.exit(1));
+			shop.stop().then(
+				() => process.exit(0),
+				() => process.exit(1)
+			);
 		});
 	})
 	.catch(err => {

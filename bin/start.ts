@@ -13,7 +13,8 @@ async function main(): Promise<void> {
 	log(`API      ${shop.url}/api/products`);
 	log(`Health   ${shop.url}/health  ${shop.url}/ready`);
 	if (c.metricsPort > 0) log(`Metrics  http://127.0.0.1:${c.metricsPort}/metrics`);
-	if (c.jwtSecretGenerated) log(`JWT_SECRET not set: using a development secret kept in ${c.dataDir}/jwt-secret`);
+	if (c.jwtSecretGenerated)
+		log(`JWT_SECRET not set: using a development secret kept in ${c.dataDir}/jwt-secret`);
 
 	let stopping = false;
 	const stop = (signal: string): void => {

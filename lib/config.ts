@@ -105,7 +105,9 @@ function url(env: Env, name: string, protocols: string[]): string | null {
 		throw new ConfigError(`${name} is not a URL: "${raw}"`);
 	}
 	if (!protocols.includes(parsed.protocol))
-		throw new ConfigError(`${name} must use ${protocols.join(" or ")}, got "${parsed.protocol}"`);
+		throw new ConfigError(
+			`${name} must use ${protocols.join(" or ")}, got "${parsed.protocol}"`
+		);
 	return raw;
 }
 

@@ -31,4 +31,9 @@ export type ShopContext<P = Record<string, unknown>> = Context<P, ShopMeta>;
 export type ShopSettings = ServiceSettingSchema & Record<string, unknown>;
 
 /** A service schema whose handlers and methods see `TThis` (the service plus its mixins). */
-export type ShopServiceSchema<TThis> = ServiceSchema<ShopSettings, Record<string, any>, Record<string, any>, TThis>;
+export type ShopServiceSchema<TThis> = ServiceSchema<
+	ShopSettings,
+	Record<string, any>,
+	Record<string, any>,
+	TThis
+>;

@@ -52,7 +52,10 @@ export async function ensureDatabase(url: string): Promise<void> {
 	if (!/^[A-Za-z0-9_]+$/.test(name)) throw new Error(`Unsafe database name "${name}"`);
 	const admin = new URL(url);
 	admin.pathname = "/postgres";
-	const client = new Client({ connectionString: admin.toString(), connectionTimeoutMillis: 5000 });
+	const client = new Client({
+		connectionString: admin.toString(),
+		connectionTimeoutMillis: 5000
+	});
 	await client.connect();
 	try {
 		const found = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [name]);
@@ -86,7 +89,10 @@ export function createSequelize(url: string, opts: Partial<SequelizeOptions> = {
  * two nodes starting together never run them twice.
  * @returns the names of the migrations applied now.
  */
-export async function migrate(sequelize: Sequelize, migrations: readonly Migration[]): Promise<string[]> {
+export async function migrate(
+	sequelize: Sequelize,
+	migrations: readonly Migration[]
+): Promise<string[]> {
 	const umzug = new Umzug({
 		migrations: [...migrations]
 			.sort((a, b) => a.name.localeCompare(b.name))

@@ -25,7 +25,11 @@ export interface ErrorSpec {
 
 /** The application's error table: `type` → spec. */
 export const ERRORS = {
-	REQUEST_INVALID_JSON: { code: 400, retryable: false, description: "The body is not valid JSON." },
+	REQUEST_INVALID_JSON: {
+		code: 400,
+		retryable: false,
+		description: "The body is not valid JSON."
+	},
 	REQUEST_BODY_NOT_OBJECT: {
 		code: 400,
 		retryable: false,
@@ -37,7 +41,11 @@ export const ERRORS = {
 		description: "A request header such as Idempotency-Key or X-Request-ID is malformed."
 	},
 	REQUEST_NOT_FOUND: { code: 404, retryable: false, description: "No such route." },
-	REQUEST_BODY_TOO_LARGE: { code: 413, retryable: false, description: "The body is over the limit." },
+	REQUEST_BODY_TOO_LARGE: {
+		code: 413,
+		retryable: false,
+		description: "The body is over the limit."
+	},
 	REQUEST_UNSUPPORTED_MEDIA_TYPE: {
 		code: 415,
 		retryable: false,
@@ -50,7 +58,11 @@ export const ERRORS = {
 		retryable: false,
 		description: "The bearer token is malformed, expired, badly signed or for an unknown user."
 	},
-	AUTH_FORBIDDEN: { code: 403, retryable: false, description: "The caller's role may not do this." },
+	AUTH_FORBIDDEN: {
+		code: 403,
+		retryable: false,
+		description: "The caller's role may not do this."
+	},
 	USERS_EMAIL_TAKEN: { code: 409, retryable: false, description: "The e-mail is registered." },
 	USERS_INVALID_CREDENTIALS: {
 		code: 401,
@@ -92,7 +104,11 @@ export const ERRORS = {
 		retryable: true,
 		description: "The (simulated) card processor is temporarily unavailable."
 	},
-	ORDERS_NOT_FOUND: { code: 404, retryable: false, description: "No such order for this caller." },
+	ORDERS_NOT_FOUND: {
+		code: 404,
+		retryable: false,
+		description: "No such order for this caller."
+	},
 	ORDERS_NOT_CANCELLABLE: {
 		code: 409,
 		retryable: false,

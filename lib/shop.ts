@@ -8,7 +8,15 @@ import { config, resetConfig } from "./config";
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from "./embedded-postgres";
 
 /** Every service of the shop, in start order (the gateway last). */
-export const SHOP_SERVICES = ["users", "products", "inventory", "payments", "orders", "notifications", "api"] as const;
+export const SHOP_SERVICES = [
+	"users",
+	"products",
+	"inventory",
+	"payments",
+	"orders",
+	"notifications",
+	"api"
+] as const;
 
 export interface RunningShop {
 	broker: ServiceBroker;
@@ -31,10 +39,16 @@ export interface StartShopOptions {
  * Starts the embedded Postgres if no database is configured and publishes its URL as
  * `DATABASE_URL` for the rest of the process.
  */
-export async function ensureDatabaseServer(onProgress?: (m: string) => void): Promise<EmbeddedPostgresHandle | null> {
+export async function ensureDatabaseServer(
+	onProgress?: (m: string) => void
+): Promise<EmbeddedPostgresHandle | null> {
 	const c = config();
 	if (c.databaseUrl) return null;
-	const pg = await startEmbeddedPostgres({ dataDir: c.dataDir, port: c.embeddedPostgresPort, onProgress });
+	const pg = await startEmbeddedPostgres({
+		dataDir: c.dataDir,
+		port: c.embeddedPostgresPort,
+		onProgress
+	});
 	process.env.DATABASE_URL = pg.url;
 	resetConfig();
 	return pg;
@@ -64,7 +78,12 @@ export async function startShop(opts: StartShopOptions = {}): Promise<RunningSho
 		}
 		progress("Starting services (migrations and demo data on first start)...");
 		await broker.start();
-		const port = (broker.getLocalService("api") as unknown as { server?: { address(): { port: number } } })?.server?.address()?.port ?? config().port;
+		const port =
+			(
+				broker.getLocalService("api") as unknown as {
+					server?: { address(): { port: number } };
+				}
+			)?.server?.address()?.port ?? config().port;
 		return {
 			broker,
 			postgres,

@@ -61,7 +61,12 @@ declare module "moleculer" {
 		/** Called with the merged schema before the service is created. */
 		merged?: ((schema: ServiceSchema) => void) | ((schema: ServiceSchema) => void)[];
 		/** DbMixin's private wiring. */
-		$db?: { sequelize: Sequelize; models: ModelMap; url: string; migrations: readonly Migration[] };
+		$db?: {
+			sequelize: Sequelize;
+			models: ModelMap;
+			url: string;
+			migrations: readonly Migration[];
+		};
 	}
 }
 
@@ -112,7 +117,9 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 						await db.sequelize.query("SELECT 1");
 						const pending = await pendingMigrations(db.sequelize, db.migrations);
 						if (pending.length > 0)
-							throw shopError("SERVICE_UNAVAILABLE", "Migrations pending", { pending });
+							throw shopError("SERVICE_UNAVAILABLE", "Migrations pending", {
+								pending
+							});
 						return { database: "ok", pendingMigrations: 0 };
 					} catch (err) {
 						if ((err as { type?: string }).type === "SERVICE_UNAVAILABLE") throw err;

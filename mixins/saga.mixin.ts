@@ -192,7 +192,12 @@ export interface SagaMixinMethods {
 	createSaga(
 		name: string,
 		data: SagaData,
-		opts: { id?: string; deadlineMs: number; requestId?: string | null; transaction?: Transaction }
+		opts: {
+			id?: string;
+			deadlineMs: number;
+			requestId?: string | null;
+			transaction?: Transaction;
+		}
 	): Promise<SagaInstance>;
 	/** Drives a saga to its end (or to parking). Never throws: failures are recorded. */
 	runSaga(id: string): Promise<SagaInstance | null>;
@@ -266,7 +271,11 @@ export function isTransientError(err: unknown): boolean {
 }
 
 /** Delay before attempt `attempt` (2, 3, ...): full jitter over an exponential cap, in ms. */
-export function backoffDelay(policy: SagaRetryPolicy, attempt: number, random = Math.random): number {
+export function backoffDelay(
+	policy: SagaRetryPolicy,
+	attempt: number,
+	random = Math.random
+): number {
 	const cap = Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** Math.max(0, attempt - 2));
 	return Math.floor(random() * cap);
 }
@@ -320,7 +329,9 @@ export function SagaMixin(): Partial<ServiceSchema> {
 			// Moleculer runs `stopped` handlers in reverse merge order, and DbMixin's (moleculer-db)
 			// closes the database. Keep the drain last so that it runs first, whatever the order
 			// of the mixins, while the saga log can still be written.
-			const handlers = ([] as unknown[]).concat(schema.stopped ?? []).filter(h => h !== drainSagas);
+			const handlers = ([] as unknown[])
+				.concat(schema.stopped ?? [])
+				.filter(h => h !== drainSagas);
 			schema.stopped = [...handlers, drainSagas] as ServiceSchema["stopped"];
 		},
 
@@ -371,7 +382,9 @@ export function SagaMixin(): Partial<ServiceSchema> {
 			},
 
 			launchSaga(this: any, id: string): void {
-				const p: Promise<unknown> = this.runSaga(id).finally(() => this.$sagasInFlight.delete(p));
+				const p: Promise<unknown> = this.runSaga(id).finally(() =>
+					this.$sagasInFlight.delete(p)
+				);
 				this.$sagasInFlight.add(p);
 			},
 
@@ -407,7 +420,9 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				const def = (this.schema.sagas ?? {})[name] as SagaDefinition | undefined;
 				if (!def) throw new Error(`Unknown saga "${name}"`);
 				if (version !== undefined && def.version !== version)
-					throw new Error(`Saga "${name}" v${version} is not deployed here (have v${def.version})`);
+					throw new Error(
+						`Saga "${name}" v${version} is not deployed here (have v${def.version})`
+					);
 				return def;
 			},
 
@@ -417,7 +432,8 @@ export function SagaMixin(): Partial<ServiceSchema> {
 					if (!saga) return null;
 					const def: SagaDefinition = this.sagaDefinition(saga.name, saga.version);
 					if (saga.status === "RUNNING") saga = await this.sagaForward(def, saga);
-					if (saga && saga.status === "COMPENSATING") saga = await this.sagaCompensate(def, saga);
+					if (saga && saga.status === "COMPENSATING")
+						saga = await this.sagaCompensate(def, saga);
 					return saga;
 				} catch (err) {
 					// Only infrastructure failures (the orchestrator's own database) reach here; the
@@ -428,7 +444,11 @@ export function SagaMixin(): Partial<ServiceSchema> {
 			},
 
 			/** Runs the forward steps from `currentStep`. */
-			async sagaForward(this: any, def: SagaDefinition, saga: SagaInstance): Promise<SagaInstance> {
+			async sagaForward(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance
+			): Promise<SagaInstance> {
 				for (let i = saga.currentStep; i < def.steps.length; i++) {
 					const step = def.steps[i]!;
 					// After the pivot the saga can only go forward, deadline or not.
@@ -449,12 +469,26 @@ export function SagaMixin(): Partial<ServiceSchema> {
 						// Stopping: leave the saga RUNNING here, to be resumed.
 						if (this.$sagaStopping) return saga;
 						attempt++;
-						const logId: number = await this.sagaLogStart(saga, i, step.name, "forward", attempt);
+						const logId: number = await this.sagaLogStart(
+							saga,
+							i,
+							step.name,
+							"forward",
+							attempt
+						);
 						const key = `${saga.id}:${step.name}`;
 						try {
 							const result = await this.sagaInvoke(def, step, saga, key);
 							const patch = step.result ? step.result(saga.data, result) : {};
-							saga = await this.sagaLogSuccess(def, saga, logId, i, step.name, result, patch);
+							saga = await this.sagaLogSuccess(
+								def,
+								saga,
+								logId,
+								i,
+								step.name,
+								result,
+								patch
+							);
 							break;
 						} catch (err) {
 							const rec = errorRecord(step.name, "forward", err);
@@ -511,7 +545,15 @@ export function SagaMixin(): Partial<ServiceSchema> {
 					 INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
 					 SELECT id, $2, $3, $5, 'STARTED', $4 FROM s RETURNING id`,
 					{
-						bind: [saga.id, index, stepName, attempt, phase, this.broker.nodeID, String(LEASE_MS)],
+						bind: [
+							saga.id,
+							index,
+							stepName,
+							attempt,
+							phase,
+							this.broker.nodeID,
+							String(LEASE_MS)
+						],
 						type: QueryTypes.SELECT
 					}
 				)) as { id: string }[];
@@ -546,7 +588,12 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				return { ...saga, data, currentStep: index + 1 };
 			},
 
-			async sagaLogFailure(this: any, saga: SagaInstance, logId: number, rec: SagaErrorRecord): Promise<void> {
+			async sagaLogFailure(
+				this: any,
+				saga: SagaInstance,
+				logId: number,
+				rec: SagaErrorRecord
+			): Promise<void> {
 				await (this.sequelize as Sequelize).query(
 					`WITH s AS (UPDATE saga_steps SET status = 'FAILED', error = $2::jsonb, finished_at = now()
 						WHERE id = $1 RETURNING saga_id)
@@ -570,15 +617,28 @@ export function SagaMixin(): Partial<ServiceSchema> {
 						updated_at = now() WHERE id = $1`,
 					{ bind: [saga.id, reason, failedIndex, JSON.stringify(rec)] }
 				);
-				return { ...saga, status: "COMPENSATING", failureReason: reason, currentStep: failedIndex };
+				return {
+					...saga,
+					status: "COMPENSATING",
+					failureReason: reason,
+					currentStep: failedIndex
+				};
 			},
 
 			/** Compensates every started step, newest first, skipping those already compensated. */
-			async sagaCompensate(this: any, def: SagaDefinition, saga: SagaInstance): Promise<SagaInstance> {
+			async sagaCompensate(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance
+			): Promise<SagaInstance> {
 				const log: SagaStepLogEntry[] = await this.getSagaSteps(saga.id);
-				const started = new Set(log.filter(l => l.phase === "forward").map(l => l.stepIndex));
+				const started = new Set(
+					log.filter(l => l.phase === "forward").map(l => l.stepIndex)
+				);
 				const done = new Set(
-					log.filter(l => l.phase === "compensate" && l.status === "SUCCEEDED").map(l => l.stepIndex)
+					log
+						.filter(l => l.phase === "compensate" && l.status === "SUCCEEDED")
+						.map(l => l.stepIndex)
 				);
 				for (let i = Math.min(saga.currentStep, def.steps.length - 1); i >= 0; i--) {
 					const step = def.steps[i]!;
@@ -589,16 +649,26 @@ export function SagaMixin(): Partial<ServiceSchema> {
 						// Stopping: leave the saga COMPENSATING here, to be resumed.
 						if (this.$sagaStopping) return saga;
 						attempt++;
-						const logId: number = await this.sagaLogStart(saga, i, step.name, "compensate", attempt);
+						const logId: number = await this.sagaLogStart(
+							saga,
+							i,
+							step.name,
+							"compensate",
+							attempt
+						);
 						const key = `${saga.id}:${step.name}:compensate`;
 						try {
 							const params = step.compensation.params(saga.data, key);
-							const result = await this.broker.call(step.compensation.action, params, {
-								timeout: step.timeout ?? def.stepTimeoutMs,
-								retries: 0,
-								requestID: saga.requestId ?? undefined,
-								meta: { idempotencyKey: key }
-							});
+							const result = await this.broker.call(
+								step.compensation.action,
+								params,
+								{
+									timeout: step.timeout ?? def.stepTimeoutMs,
+									retries: 0,
+									requestID: saga.requestId ?? undefined,
+									meta: { idempotencyKey: key }
+								}
+							);
 							await (this.sequelize as Sequelize).query(
 								`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
 								{ bind: [logId, JSON.stringify(result ?? null)] }
@@ -633,7 +703,8 @@ export function SagaMixin(): Partial<ServiceSchema> {
 						`UPDATE sagas SET status = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1`,
 						{ bind: [saga.id, status], transaction: t }
 					);
-					if (status === "COMPLETED" && def.onCompleted) await this[def.onCompleted](done, t);
+					if (status === "COMPLETED" && def.onCompleted)
+						await this[def.onCompleted](done, t);
 					if (status === "COMPENSATED" && def.onCompensated)
 						await this[def.onCompensated](done, reason, t);
 				});
@@ -642,7 +713,12 @@ export function SagaMixin(): Partial<ServiceSchema> {
 			},
 
 			/** Parks the saga as FAILED: an operator must look at it (dead letter). */
-			async sagaPark(this: any, def: SagaDefinition, saga: SagaInstance, rec: SagaErrorRecord): Promise<SagaInstance> {
+			async sagaPark(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance,
+				rec: SagaErrorRecord
+			): Promise<SagaInstance> {
 				const seq = this.sequelize as Sequelize;
 				const parked = { ...saga, status: "FAILED" as const };
 				await seq.transaction(async t => {
@@ -652,7 +728,9 @@ export function SagaMixin(): Partial<ServiceSchema> {
 					);
 					if (def.onFailed) await this[def.onFailed](parked, t);
 				});
-				this.logger.error(`Saga ${saga.id} parked as FAILED at ${rec.step} (${rec.phase}): ${rec.type} ${rec.message}`);
+				this.logger.error(
+					`Saga ${saga.id} parked as FAILED at ${rec.step} (${rec.phase}): ${rec.type} ${rec.message}`
+				);
 				await this.sagaAfterCommit(parked);
 				return parked;
 			},

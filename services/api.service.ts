@@ -77,7 +77,14 @@ export interface ErrorBody {
  * In production a 5xx keeps only name, message, code and type.
  */
 export function toErrorBody(err: unknown, production: boolean): ErrorBody {
-	const e = (err ?? {}) as { name?: string; message?: string; code?: unknown; status?: unknown; type?: unknown; data?: unknown };
+	const e = (err ?? {}) as {
+		name?: string;
+		message?: string;
+		code?: unknown;
+		status?: unknown;
+		type?: unknown;
+		data?: unknown;
+	};
 	const known = (type: keyof typeof ERRORS, data?: unknown): ErrorBody => ({
 		name: "ShopClientError",
 		message: ERRORS[type].description,
@@ -114,16 +121,32 @@ export function toErrorBody(err: unknown, production: boolean): ErrorBody {
 			return known("REQUEST_RATE_LIMITED");
 	}
 	const type = typeof e.type === "string" ? e.type : "";
-	const spec =
-		(ERRORS as Record<string, { code: number }>)[type] ?? FRAMEWORK_ERROR_TYPES[type];
-	const rawCode = typeof e.code === "number" ? e.code : typeof e.status === "number" ? e.status : 500;
+	const spec = (ERRORS as Record<string, { code: number }>)[type] ?? FRAMEWORK_ERROR_TYPES[type];
+	const rawCode =
+		typeof e.code === "number" ? e.code : typeof e.status === "number" ? e.status : 500;
 	const code = spec ? spec.code : rawCode >= 400 && rawCode < 600 ? rawCode : 500;
 	if (!spec && code >= 500) {
 		return production || !type
-			? { name: "InternalError", message: "Internal server error", code: 500, type: "INTERNAL_ERROR" }
-			: { name: "InternalError", message: "Internal server error", code, type: "INTERNAL_ERROR", data: { cause: e.name } };
+			? {
+					name: "InternalError",
+					message: "Internal server error",
+					code: 500,
+					type: "INTERNAL_ERROR"
+				}
+			: {
+					name: "InternalError",
+					message: "Internal server error",
+					code,
+					type: "INTERNAL_ERROR",
+					data: { cause: e.name }
+				};
 	}
-	const body: ErrorBody = { name: String(e.name ?? "Error"), message: String(e.message ?? ""), code, type: type || "INTERNAL_ERROR" };
+	const body: ErrorBody = {
+		name: String(e.name ?? "Error"),
+		message: String(e.message ?? ""),
+		code,
+		type: type || "INTERNAL_ERROR"
+	};
 	if (e.data !== undefined && !(production && code >= 500)) body.data = e.data;
 	return body;
 }
@@ -159,7 +182,8 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		/** Accepts a well-formed client request id; otherwise Moleculer generates one. */
 		rootCallOptions(options: { requestID?: string }, req: IncomingMessage): void {
 			const id = options.requestID;
-			if (id !== undefined && (typeof id !== "string" || !REQUEST_ID_RE.test(id))) delete options.requestID;
+			if (id !== undefined && (typeof id !== "string" || !REQUEST_ID_RE.test(id)))
+				delete options.requestID;
 			void req;
 		},
 		logRequest: "debug",
@@ -182,19 +206,33 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				mergeParams: true,
 				callOptions: { timeout: 10_000 },
 				/** Content type, body shape and Idempotency-Key, before auth and the call. */
-				onBeforeCall(this: ApiThis, ctx: Context<unknown, Record<string, unknown>>, _route: unknown, req: Req): void {
-					const hasBody = Number(req.headers["content-length"] ?? 0) > 0 || req.headers["transfer-encoding"] !== undefined;
+				onBeforeCall(
+					this: ApiThis,
+					ctx: Context<unknown, Record<string, unknown>>,
+					_route: unknown,
+					req: Req
+				): void {
+					const hasBody =
+						Number(req.headers["content-length"] ?? 0) > 0 ||
+						req.headers["transfer-encoding"] !== undefined;
 					if (hasBody) {
 						const ct = String(req.headers["content-type"] ?? "").toLowerCase();
 						if (!/^application\/(?:[a-z0-9.+-]*\+)?json\s*(?:;|$)/.test(ct))
 							throw shopError("REQUEST_UNSUPPORTED_MEDIA_TYPE");
-						if (req.body === null || typeof req.body !== "object" || Array.isArray(req.body))
+						if (
+							req.body === null ||
+							typeof req.body !== "object" ||
+							Array.isArray(req.body)
+						)
 							throw shopError("REQUEST_BODY_NOT_OBJECT");
 					}
 					const key = req.headers["idempotency-key"];
 					if (key !== undefined) {
 						if (typeof key !== "string" || !IDEMPOTENCY_KEY_RE.test(key))
-							throw shopError("REQUEST_INVALID_ID", "Idempotency-Key must be 1-255 of A-Z a-z 0-9 . _ : -");
+							throw shopError(
+								"REQUEST_INVALID_ID",
+								"Idempotency-Key must be 1-255 of A-Z a-z 0-9 . _ : -"
+							);
 						ctx.meta.idempotencyKey = key;
 					}
 				},
@@ -211,20 +249,34 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 					/** Liveness: the process answers. */
 					"GET health"(this: ApiThis, _req: Req, res: Res): void {
 						res.setHeader("Content-Type", "application/json; charset=utf-8");
-						res.end(JSON.stringify({ status: "ok", nodeID: this.broker.nodeID, uptime: Math.round(process.uptime()) }));
+						res.end(
+							JSON.stringify({
+								status: "ok",
+								nodeID: this.broker.nodeID,
+								uptime: Math.round(process.uptime())
+							})
+						);
 					},
 					/** Readiness: the transporter (if any) and every service's database answer. */
 					async "GET ready"(this: ApiThis, req: Req, res: Res): Promise<void> {
 						const checks: Record<string, string> = {};
-						const transit = (this.broker as unknown as { transit?: { connected: boolean } }).transit;
+						const transit = (
+							this.broker as unknown as { transit?: { connected: boolean } }
+						).transit;
 						if (transit) checks.transporter = transit.connected ? "ok" : "disconnected";
 						await Promise.all(
 							DATABASE_SERVICES.map(async s => {
 								try {
-									await req.$ctx.call(`${s}.readiness`, {}, { timeout: 2000, retries: 0 });
+									await req.$ctx.call(
+										`${s}.readiness`,
+										{},
+										{ timeout: 2000, retries: 0 }
+									);
 									checks[s] = "ok";
 								} catch (err) {
-									checks[s] = String((err as { type?: string }).type ?? "UNAVAILABLE");
+									checks[s] = String(
+										(err as { type?: string }).type ?? "UNAVAILABLE"
+									);
 								}
 							})
 						);
@@ -260,15 +312,23 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			const m = BEARER_RE.exec(header);
 			if (!m) throw shopError("AUTH_TOKEN_INVALID");
 			try {
-				return await ctx.call<AuthUser, { token: string }>("users.resolveToken", { token: m[1]! });
+				return await ctx.call<AuthUser, { token: string }>("users.resolveToken", {
+					token: m[1]!
+				});
 			} catch (err) {
-				if ((err as { type?: string }).type === "VALIDATION_ERROR") throw shopError("AUTH_TOKEN_INVALID");
+				if ((err as { type?: string }).type === "VALIDATION_ERROR")
+					throw shopError("AUTH_TOKEN_INVALID");
 				throw err;
 			}
 		},
 
 		/** Enforces the alias's `auth`. @throws AUTH_TOKEN_MISSING (401), AUTH_FORBIDDEN (403) */
-		authorize(this: ApiThis, ctx: Context<unknown, { user?: AuthUser | null }>, _route: unknown, req: Req): void {
+		authorize(
+			this: ApiThis,
+			ctx: Context<unknown, { user?: AuthUser | null }>,
+			_route: unknown,
+			req: Req
+		): void {
 			const need = req.$alias?.auth;
 			if (!need) return;
 			const user = ctx.meta.user;
@@ -279,7 +339,8 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		/** Writes an error in the CONTRACT's form; logs 5xx with their cause, server-side only. */
 		sendErrorBody(this: ApiThis, req: Req, res: Res, err: unknown): void {
 			const body = toErrorBody(err, config().production);
-			if (body.code >= 500) this.logger.error(`${req.method} ${req.url} -> ${body.code}`, err);
+			if (body.code >= 500)
+				this.logger.error(`${req.method} ${req.url} -> ${body.code}`, err);
 			if (res.headersSent) {
 				res.end();
 				return;

@@ -15,7 +15,14 @@
  * `stock.committed` `{ orderId, items }`, `stock.changed` `{ productId, onHand, reserved, available }`.
  */
 import type { Service } from "moleculer";
-import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
+import {
+	DataTypes,
+	QueryTypes,
+	type Model,
+	type ModelStatic,
+	type Sequelize,
+	type Transaction
+} from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { DEMO_CATALOG } from "../lib/demo-catalog";
 import { shopError } from "../lib/errors";
@@ -101,7 +108,14 @@ const orderIdParams = { $$strict: true, orderId: { type: "uuid" } } as const;
 
 const InventoryService: ShopServiceSchema<InventoryThis> = {
 	name: "inventory",
-	mixins: [DbMixin({ service: "inventory", migrations: inventoryMigrations, models: defineModels, mainModel: "Stock" })],
+	mixins: [
+		DbMixin({
+			service: "inventory",
+			migrations: inventoryMigrations,
+			models: defineModels,
+			mainModel: "Stock"
+		})
+	],
 
 	actions: {
 		/**
@@ -111,9 +125,15 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		 */
 		get: {
 			params: { $$strict: true, productId: { type: "uuid" } },
-			async handler(this: InventoryThis, ctx: ShopContext<{ productId: string }>): Promise<StockLevel> {
+			async handler(
+				this: InventoryThis,
+				ctx: ShopContext<{ productId: string }>
+			): Promise<StockLevel> {
 				const row = await this.models.Stock.findByPk(ctx.params.productId);
-				if (!row) throw shopError("INVENTORY_NOT_FOUND", undefined, { productId: ctx.params.productId });
+				if (!row)
+					throw shopError("INVENTORY_NOT_FOUND", undefined, {
+						productId: ctx.params.productId
+					});
 				return view(row.get({ plain: true }));
 			}
 		},
@@ -135,13 +155,17 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				this: InventoryThis,
 				ctx: ShopContext<{ productId: string; onHand: number }>
 			): Promise<StockLevel> {
-				if (ctx.meta.user && ctx.meta.user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
 				const { productId, onHand } = ctx.params;
 				const result = await this.sequelize.transaction(async t => {
 					const locked = await this.lockStock([productId], t);
 					const current = locked.get(productId);
 					if (current && onHand < current.reserved)
-						throw shopError("INVENTORY_BELOW_RESERVED", undefined, { reserved: current.reserved, onHand });
+						throw shopError("INVENTORY_BELOW_RESERVED", undefined, {
+							reserved: current.reserved,
+							onHand
+						});
 					await this.sequelize.query(
 						`INSERT INTO stock (product_id, on_hand, reserved) VALUES ($1, $2, 0)
 						 ON CONFLICT (product_id) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()`,
@@ -201,14 +225,29 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						t
 					);
 					const short = items
-						.map(i => ({ productId: i.productId, requested: i.quantity, available: locked.has(i.productId) ? locked.get(i.productId)!.onHand - locked.get(i.productId)!.reserved : 0 }))
+						.map(i => ({
+							productId: i.productId,
+							requested: i.quantity,
+							available: locked.has(i.productId)
+								? locked.get(i.productId)!.onHand -
+									locked.get(i.productId)!.reserved
+								: 0
+						}))
 						.filter(s => s.available < s.requested);
 					if (short.length > 0) {
 						await this.sequelize.query(
 							`INSERT INTO reservations (order_id, status, items, reason) VALUES ($1, 'REJECTED', $2::jsonb, $3::jsonb)`,
-							{ bind: [orderId, JSON.stringify(items), JSON.stringify(short)], transaction: t }
+							{
+								bind: [orderId, JSON.stringify(items), JSON.stringify(short)],
+								transaction: t
+							}
 						);
-						const rejected: ReservationRow = { orderId, status: "REJECTED", items, reason: short };
+						const rejected: ReservationRow = {
+							orderId,
+							status: "REJECTED",
+							items,
+							reason: short
+						};
 						return { existing: rejected, fresh: true };
 					}
 					for (const i of items) {
@@ -231,10 +270,17 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						items: r.reason ?? []
 					});
 				if (r.status === "RELEASED")
-					throw shopError("INVENTORY_RESERVATION_CONFLICT", "The order's reservation was released", { orderId });
+					throw shopError(
+						"INVENTORY_RESERVATION_CONFLICT",
+						"The order's reservation was released",
+						{ orderId }
+					);
 				if (outcome.fresh) {
 					await ctx.emit("stock.reserved", { orderId, items });
-					await this.emitStockChanged(ctx, items.map(i => i.productId));
+					await this.emitStockChanged(
+						ctx,
+						items.map(i => i.productId)
+					);
 				}
 				return { orderId: r.orderId, status: r.status, items: r.items };
 			}
@@ -250,7 +296,10 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		release: {
 			visibility: "public",
 			params: orderIdParams,
-			async handler(this: InventoryThis, ctx: ShopContext<{ orderId: string }>): Promise<ReservationView> {
+			async handler(
+				this: InventoryThis,
+				ctx: ShopContext<{ orderId: string }>
+			): Promise<ReservationView> {
 				return this.transition(ctx, "RELEASED");
 			}
 		},
@@ -264,7 +313,10 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		commit: {
 			visibility: "public",
 			params: orderIdParams,
-			async handler(this: InventoryThis, ctx: ShopContext<{ orderId: string }>): Promise<ReservationView> {
+			async handler(
+				this: InventoryThis,
+				ctx: ShopContext<{ orderId: string }>
+			): Promise<ReservationView> {
 				return this.transition(ctx, "COMMITTED");
 			}
 		},
@@ -276,8 +328,13 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		getReservation: {
 			visibility: "public",
 			params: orderIdParams,
-			async handler(this: InventoryThis, ctx: ShopContext<{ orderId: string }>): Promise<ReservationView | null> {
-				const r = await this.sequelize.transaction(t => this.findReservation(ctx.params.orderId, t, false));
+			async handler(
+				this: InventoryThis,
+				ctx: ShopContext<{ orderId: string }>
+			): Promise<ReservationView | null> {
+				const r = await this.sequelize.transaction(t =>
+					this.findReservation(ctx.params.orderId, t, false)
+				);
 				return r && { orderId: r.orderId, status: r.status, items: r.items };
 			}
 		}
@@ -285,7 +342,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 
 	methods: {
 		/** Locks the stock rows of `productIds` in ascending id order; returns those that exist. */
-		async lockStock(this: InventoryThis, productIds: string[], t: Transaction): Promise<Map<string, StockRow>> {
+		async lockStock(
+			this: InventoryThis,
+			productIds: string[],
+			t: Transaction
+		): Promise<Map<string, StockRow>> {
 			const ids = [...new Set(productIds)].sort();
 			const rows = (await this.sequelize.query(
 				`SELECT product_id AS "productId", on_hand AS "onHand", reserved FROM stock
@@ -316,24 +377,46 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		): Promise<ReservationView> {
 			const { orderId } = ctx.params;
 			const outcome = await this.sequelize.transaction(async t => {
-				await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", { bind: [orderId], transaction: t });
+				await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
+					bind: [orderId],
+					transaction: t
+				});
 				const r = await this.findReservation(orderId, t, true);
 				if (!r) {
 					if (to === "COMMITTED")
-						throw shopError("INVENTORY_RESERVATION_CONFLICT", "No reservation for this order", { orderId });
+						throw shopError(
+							"INVENTORY_RESERVATION_CONFLICT",
+							"No reservation for this order",
+							{ orderId }
+						);
 					// Compensation before (or instead of) the step: leave a tombstone.
 					await this.sequelize.query(
 						`INSERT INTO reservations (order_id, status, items) VALUES ($1, 'RELEASED', '[]'::jsonb)`,
 						{ bind: [orderId], transaction: t }
 					);
-					return { view: { orderId, status: "RELEASED" as const, items: [] }, changed: false };
+					return {
+						view: { orderId, status: "RELEASED" as const, items: [] },
+						changed: false
+					};
 				}
-				const current: ReservationView = { orderId: r.orderId, status: r.status, items: r.items };
+				const current: ReservationView = {
+					orderId: r.orderId,
+					status: r.status,
+					items: r.items
+				};
 				if (r.status === to) return { view: current, changed: false };
-				if (r.status === "REJECTED" && to === "RELEASED") return { view: current, changed: false };
+				if (r.status === "REJECTED" && to === "RELEASED")
+					return { view: current, changed: false };
 				if (r.status !== "RESERVED")
-					throw shopError("INVENTORY_RESERVATION_CONFLICT", `The reservation is ${r.status}`, { orderId, status: r.status });
-				await this.lockStock(r.items.map(i => i.productId), t);
+					throw shopError(
+						"INVENTORY_RESERVATION_CONFLICT",
+						`The reservation is ${r.status}`,
+						{ orderId, status: r.status }
+					);
+				await this.lockStock(
+					r.items.map(i => i.productId),
+					t
+				);
 				for (const i of normaliseItems(r.items)) {
 					await this.sequelize.query(
 						to === "COMMITTED"
@@ -353,12 +436,19 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					orderId,
 					items: outcome.view.items
 				});
-				await this.emitStockChanged(ctx, outcome.view.items.map(i => i.productId));
+				await this.emitStockChanged(
+					ctx,
+					outcome.view.items.map(i => i.productId)
+				);
 			}
 			return outcome.view;
 		},
 
-		async emitStockChanged(this: InventoryThis, ctx: ShopContext, productIds: string[]): Promise<void> {
+		async emitStockChanged(
+			this: InventoryThis,
+			ctx: ShopContext,
+			productIds: string[]
+		): Promise<void> {
 			const rows = await this.models.Stock.findAll({ where: { productId: productIds } });
 			for (const r of rows) await ctx.emit("stock.changed", view(r.get({ plain: true })));
 		}

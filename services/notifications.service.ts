@@ -62,11 +62,17 @@ type Models = ReturnType<typeof defineModels>;
 type NotificationsThis = Service &
 	DbMixinMethods<Models> & { record(kind: NotificationKind, e: OrderEvent): Promise<void> };
 
-const money = (cents: number, currency: string): string => `${(cents / 100).toFixed(2)} ${currency}`;
+const money = (cents: number, currency: string): string =>
+	`${(cents / 100).toFixed(2)} ${currency}`;
 
 /** The e-mail's subject and body for an order event. */
-export function renderEmail(kind: NotificationKind, order: Order): { subject: string; body: string } {
-	const lines = order.items.map(i => `  ${i.quantity} x ${i.name} (${i.sku}) ${money(i.lineTotal, order.currency)}`).join("\n");
+export function renderEmail(
+	kind: NotificationKind,
+	order: Order
+): { subject: string; body: string } {
+	const lines = order.items
+		.map(i => `  ${i.quantity} x ${i.name} (${i.sku}) ${money(i.lineTotal, order.currency)}`)
+		.join("\n");
 	if (kind === "ORDER_CONFIRMED")
 		return {
 			subject: `Order ${order.id.slice(0, 8)} confirmed`,
@@ -98,26 +104,52 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 		list: {
 			params: {
 				$$strict: true,
-				page: { type: "number", integer: true, min: 1, max: 100_000, convert: true, default: 1 },
-				pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+				page: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: 100_000,
+					convert: true,
+					default: 1
+				},
+				pageSize: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: 100,
+					convert: true,
+					default: 20
+				},
 				orderId: { type: "uuid", optional: true }
 			},
 			async handler(
 				this: NotificationsThis,
 				ctx: ShopContext<{ page: number; pageSize: number; orderId?: string }>
-			): Promise<{ rows: Notification[]; total: number; page: number; pageSize: number; totalPages: number }> {
+			): Promise<{
+				rows: Notification[];
+				total: number;
+				page: number;
+				pageSize: number;
+				totalPages: number;
+			}> {
 				const user = ctx.meta.user;
 				if (!user) throw shopError("AUTH_TOKEN_MISSING");
 				const { page, pageSize, orderId } = ctx.params;
 				const where = "user_id = $1 AND ($2::uuid IS NULL OR order_id = $2)";
 				const rows = (await this.sequelize.query(
 					`SELECT * FROM notifications WHERE ${where} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4`,
-					{ bind: [user.id, orderId ?? null, pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
+					{
+						bind: [user.id, orderId ?? null, pageSize, (page - 1) * pageSize],
+						type: QueryTypes.SELECT
+					}
 				)) as NotificationRow[];
-				const count = (await this.sequelize.query(`SELECT count(*) AS n FROM notifications WHERE ${where}`, {
-					bind: [user.id, orderId ?? null],
-					type: QueryTypes.SELECT
-				})) as { n: string }[];
+				const count = (await this.sequelize.query(
+					`SELECT count(*) AS n FROM notifications WHERE ${where}`,
+					{
+						bind: [user.id, orderId ?? null],
+						type: QueryTypes.SELECT
+					}
+				)) as { n: string }[];
 				const total = Number(count[0]?.n ?? 0);
 				return {
 					rows: rows.map(r => ({
@@ -155,18 +187,35 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 
 	methods: {
 		/** Inserts the notification once per (order, kind); a repeat is ignored. */
-		async record(this: NotificationsThis, kind: NotificationKind, e: OrderEvent): Promise<void> {
+		async record(
+			this: NotificationsThis,
+			kind: NotificationKind,
+			e: OrderEvent
+		): Promise<void> {
 			const order = e.order;
 			const { subject, body } = renderEmail(kind, order);
 			const rows = (await this.sequelize.query(
 				`INSERT INTO notifications (id, user_id, order_id, kind, recipient, subject, body)
 				 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, kind) DO NOTHING RETURNING id`,
 				{
-					bind: [crypto.randomUUID(), order.userId, order.id, kind, order.customerEmail, subject, body],
+					bind: [
+						crypto.randomUUID(),
+						order.userId,
+						order.id,
+						kind,
+						order.customerEmail,
+						subject,
+						body
+					],
 					type: QueryTypes.SELECT
 				}
 			)) as { id: string }[];
-			if (rows[0]) await this.broker.emit("notification.created", { id: rows[0].id, orderId: order.id, kind });
+			if (rows[0])
+				await this.broker.emit("notification.created", {
+					id: rows[0].id,
+					orderId: order.id,
+					kind
+				});
 		}
 	}
 };

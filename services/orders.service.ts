@@ -21,7 +21,14 @@
  */
 import crypto from "node:crypto";
 import { Errors, type Service } from "moleculer";
-import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize, type Transaction } from "sequelize";
+import {
+	DataTypes,
+	QueryTypes,
+	type Model,
+	type ModelStatic,
+	type Sequelize,
+	type Transaction
+} from "sequelize";
 import { config } from "../lib/config";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
@@ -37,7 +44,8 @@ import {
 } from "../mixins/saga.mixin";
 import type { Product } from "./products.service";
 
-export type OrderStatus = "PENDING" | "STOCK_RESERVED" | "PAID" | "CONFIRMING" | "CONFIRMED" | "CANCELLED";
+export type OrderStatus =
+	"PENDING" | "STOCK_RESERVED" | "PAID" | "CONFIRMING" | "CONFIRMED" | "CANCELLED";
 
 /** A line of an order, priced from the catalog at order time. */
 export interface OrderItem {
@@ -145,12 +153,21 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 			{
 				name: "chargePayment",
 				action: "payments.charge",
-				params: d => ({ orderId: d.orderId, amount: d.amount, currency: d.currency, paymentMethod: d.paymentMethod }),
+				params: d => ({
+					orderId: d.orderId,
+					amount: d.amount,
+					currency: d.currency,
+					paymentMethod: d.paymentMethod
+				}),
 				result: (_d, r) => ({ paymentId: (r as { id?: string }).id }),
 				compensation: { action: "payments.refund", params: d => ({ orderId: d.orderId }) }
 			},
 			{ name: "confirmOrder", method: "passPivot" },
-			{ name: "commitStock", action: "inventory.commit", params: d => ({ orderId: d.orderId }) }
+			{
+				name: "commitStock",
+				action: "inventory.commit",
+				params: d => ({ orderId: d.orderId })
+			}
 		],
 		onStepSucceeded: "onOrderStep",
 		onCompleted: "onOrderConfirmed",
@@ -159,9 +176,14 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 }
 
 /** A stable hash of what an order request asks for (Idempotency-Key reuse detection). */
-export function requestHash(items: { productId: string; quantity: number }[], paymentMethod: string): string {
+export function requestHash(
+	items: { productId: string; quantity: number }[],
+	paymentMethod: string
+): string {
 	const canonical = JSON.stringify({
-		items: [...items].sort((a, b) => a.productId.localeCompare(b.productId)).map(i => [i.productId, i.quantity]),
+		items: [...items]
+			.sort((a, b) => a.productId.localeCompare(b.productId))
+			.map(i => [i.productId, i.quantity]),
 		paymentMethod
 	});
 	return crypto.createHash("sha256").update(canonical).digest("hex");
@@ -187,7 +209,10 @@ interface OrdersMethods {
 	findOwnOrder(ctx: ShopContext, id: string): Promise<OrderRow>;
 	emitOrderEvent(event: string, orderId: string): Promise<void>;
 }
-type OrdersThis = Service & DbMixinMethods<Models> & SagaMixinMethods & OrdersMethods & { sagaView(s: SagaInstance): SagaView };
+type OrdersThis = Service &
+	DbMixinMethods<Models> &
+	SagaMixinMethods &
+	OrdersMethods & { sagaView(s: SagaInstance): SagaView };
 
 export const toOrderView = (r: OrderRow): Order => ({
 	id: r.id,
@@ -233,7 +258,12 @@ export interface SagaView {
 const OrdersService: ShopServiceSchema<OrdersThis> = {
 	name: "orders",
 	mixins: [
-		DbMixin({ service: "orders", migrations: ordersMigrations, models: defineModels, mainModel: "Order" }),
+		DbMixin({
+			service: "orders",
+			migrations: ordersMigrations,
+			models: defineModels,
+			mainModel: "Order"
+		}),
 		SagaMixin()
 	],
 
@@ -271,16 +301,28 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			},
 			async handler(
 				this: OrdersThis,
-				ctx: ShopContext<{ items: { productId: string; quantity: number }[]; paymentMethod: string }>
+				ctx: ShopContext<{
+					items: { productId: string; quantity: number }[];
+					paymentMethod: string;
+				}>
 			): Promise<Order> {
 				const user = requireUser(ctx);
 				const { items, paymentMethod } = ctx.params;
 				const ids = items.map(i => i.productId);
 				const dup = ids.filter((id, i) => ids.indexOf(id) !== i);
 				if (dup.length > 0)
-					throw new Errors.ValidationError("Each product may appear once", "VALIDATION_ERROR", [
-						{ type: "unique", field: "items", message: "Each product may appear once", actual: dup }
-					]);
+					throw new Errors.ValidationError(
+						"Each product may appear once",
+						"VALIDATION_ERROR",
+						[
+							{
+								type: "unique",
+								field: "items",
+								message: "Each product may appear once",
+								actual: dup
+							}
+						]
+					);
 				const key = ctx.meta.idempotencyKey ?? null;
 				const hash = requestHash(items, paymentMethod);
 				if (key) {
@@ -289,7 +331,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 						{ bind: [user.id, key], type: QueryTypes.SELECT }
 					)) as OrderRow[];
 					if (prior[0]) {
-						if (prior[0].request_hash !== hash) throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
+						if (prior[0].request_hash !== hash)
+							throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
 						ctx.meta.$statusCode = 202;
 						return toOrderView(prior[0]);
 					}
@@ -298,15 +341,29 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				const products: Product[] = await ctx.call("products.resolve", { ids });
 				const byId = new Map(products.map(p => [p.id, p]));
 				const missing = ids.filter(id => !byId.get(id)?.active);
-				if (missing.length > 0) throw shopError("ORDERS_PRODUCT_UNAVAILABLE", undefined, { productIds: missing });
+				if (missing.length > 0)
+					throw shopError("ORDERS_PRODUCT_UNAVAILABLE", undefined, {
+						productIds: missing
+					});
 				const currencies = new Set(products.map(p => p.currency));
-				if (currencies.size > 1) throw shopError("ORDERS_CURRENCY_MISMATCH", undefined, { currencies: [...currencies] });
+				if (currencies.size > 1)
+					throw shopError("ORDERS_CURRENCY_MISMATCH", undefined, {
+						currencies: [...currencies]
+					});
 				const lines: OrderItem[] = items.map(i => {
 					const p = byId.get(i.productId)!;
-					return { productId: p.id, sku: p.sku, name: p.name, quantity: i.quantity, unitPrice: p.price, lineTotal: p.price * i.quantity };
+					return {
+						productId: p.id,
+						sku: p.sku,
+						name: p.name,
+						quantity: i.quantity,
+						unitPrice: p.price,
+						lineTotal: p.price * i.quantity
+					};
 				});
 				const total = lines.reduce((s, l) => s + l.lineTotal, 0);
-				if (total > MAX_TOTAL) throw shopError("ORDERS_TOTAL_TOO_LARGE", undefined, { total, max: MAX_TOTAL });
+				if (total > MAX_TOTAL)
+					throw shopError("ORDERS_TOTAL_TOO_LARGE", undefined, { total, max: MAX_TOTAL });
 				const currency = [...currencies][0]!;
 				const orderId = crypto.randomUUID();
 				const sagaId = crypto.randomUUID();
@@ -319,14 +376,28 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 								idempotency_key, request_hash, saga_id)
 							 VALUES ($1, $2, $3, 'PENDING', $4::jsonb, $5, $6, $7, $8, $9, $10) RETURNING *`,
 							{
-								bind: [orderId, user.id, user.email, JSON.stringify(lines), total, currency, paymentMethod, key, hash, sagaId],
+								bind: [
+									orderId,
+									user.id,
+									user.email,
+									JSON.stringify(lines),
+									total,
+									currency,
+									paymentMethod,
+									key,
+									hash,
+									sagaId
+								],
 								type: QueryTypes.SELECT,
 								transaction: t
 							}
 						)) as OrderRow[];
 						const data: OrderSagaData = {
 							orderId,
-							items: items.map(i => ({ productId: i.productId, quantity: i.quantity })),
+							items: items.map(i => ({
+								productId: i.productId,
+								quantity: i.quantity
+							})),
 							amount: total,
 							currency,
 							paymentMethod
@@ -341,7 +412,10 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					});
 				} catch (err) {
 					// Two requests with one Idempotency-Key raced: the loser answers the winner's order.
-					if (key && (err as { name?: string }).name === "SequelizeUniqueConstraintError") {
+					if (
+						key &&
+						(err as { name?: string }).name === "SequelizeUniqueConstraintError"
+					) {
 						const prior = (await this.sequelize.query(
 							"SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2",
 							{ bind: [user.id, key], type: QueryTypes.SELECT }
@@ -355,7 +429,9 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					throw err;
 				}
 				this.launchSaga(sagaId);
-				await ctx.emit("order.created", { order: { ...toOrderView(row), customerEmail: row.customer_email } });
+				await ctx.emit("order.created", {
+					order: { ...toOrderView(row), customerEmail: row.customer_email }
+				});
 				ctx.meta.$statusCode = 202;
 				return toOrderView(row);
 			}
@@ -382,7 +458,13 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			async handler(
 				this: OrdersThis,
 				ctx: ShopContext<{ page: number; pageSize: number }>
-			): Promise<{ rows: Order[]; total: number; page: number; pageSize: number; totalPages: number }> {
+			): Promise<{
+				rows: Order[];
+				total: number;
+				page: number;
+				pageSize: number;
+				totalPages: number;
+			}> {
 				const user = requireUser(ctx);
 				const { page, pageSize } = ctx.params;
 				const rows = (await this.sequelize.query(
@@ -391,13 +473,22 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				)) as (OrderRow & { full_count: string })[];
 				let total = rows[0] ? Number(rows[0].full_count) : 0;
 				if (!rows[0] && page > 1) {
-					const c = (await this.sequelize.query("SELECT count(*) AS n FROM orders WHERE user_id = $1", {
-						bind: [user.id],
-						type: QueryTypes.SELECT
-					})) as { n: string }[];
+					const c = (await this.sequelize.query(
+						"SELECT count(*) AS n FROM orders WHERE user_id = $1",
+						{
+							bind: [user.id],
+							type: QueryTypes.SELECT
+						}
+					)) as { n: string }[];
 					total = Number(c[0]?.n ?? 0);
 				}
-				return { rows: rows.map(toOrderView), total, page, pageSize, totalPages: Math.ceil(total / pageSize) };
+				return {
+					rows: rows.map(toOrderView),
+					total,
+					page,
+					pageSize,
+					totalPages: Math.ceil(total / pageSize)
+				};
 			}
 		},
 
@@ -427,7 +518,10 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 						ctx.meta.$statusCode = 202;
 						return toOrderView(now);
 					}
-					throw shopError("ORDERS_NOT_CANCELLABLE", undefined, { id: own.id, status: now?.status });
+					throw shopError("ORDERS_NOT_CANCELLABLE", undefined, {
+						id: own.id,
+						status: now?.status
+					});
 				}
 				ctx.meta.$statusCode = 202;
 				return toOrderView(rows[0]);
@@ -441,18 +535,32 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		listSagas: {
 			params: {
 				$$strict: true,
-				status: { type: "enum", values: ["RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED"], optional: true },
+				status: {
+					type: "enum",
+					values: ["RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED"],
+					optional: true
+				},
 				...pageParams
 			},
 			async handler(
 				this: OrdersThis,
 				ctx: ShopContext<{ status?: SagaStatus; page: number; pageSize: number }>
-			): Promise<{ rows: SagaView[]; total: number; page: number; pageSize: number; totalPages: number }> {
-				if (ctx.meta.user && ctx.meta.user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
+			): Promise<{
+				rows: SagaView[];
+				total: number;
+				page: number;
+				pageSize: number;
+				totalPages: number;
+			}> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
 				const { status, page, pageSize } = ctx.params;
 				const rows = (await this.sequelize.query(
 					`SELECT id FROM sagas WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3`,
-					{ bind: [status ?? null, pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
+					{
+						bind: [status ?? null, pageSize, (page - 1) * pageSize],
+						type: QueryTypes.SELECT
+					}
 				)) as { id: string }[];
 				const count = (await this.sequelize.query(
 					"SELECT count(*) AS n FROM sagas WHERE ($1::text IS NULL OR status = $1)",
@@ -461,7 +569,9 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				const total = Number(count[0]?.n ?? 0);
 				const sagas = await Promise.all(rows.map(r => this.getSaga(r.id)));
 				return {
-					rows: sagas.filter((s): s is SagaInstance => s !== null).map(s => this.sagaView(s)),
+					rows: sagas
+						.filter((s): s is SagaInstance => s !== null)
+						.map(s => this.sagaView(s)),
 					total,
 					page,
 					pageSize,
@@ -478,10 +588,12 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		redriveSaga: {
 			params: { $$strict: true, id: { type: "uuid" } },
 			async handler(this: OrdersThis, ctx: ShopContext<{ id: string }>): Promise<SagaView> {
-				if (ctx.meta.user && ctx.meta.user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
 				const saga = await this.getSaga(ctx.params.id);
 				if (!saga) throw shopError("SAGAS_NOT_FOUND");
-				if (saga.status !== "FAILED") throw shopError("SAGAS_NOT_PARKED", undefined, { status: saga.status });
+				if (saga.status !== "FAILED")
+					throw shopError("SAGAS_NOT_PARKED", undefined, { status: saga.status });
 				// Parked while compensating: finish compensating. Parked going forward (after the
 				// pivot, nothing can be undone): go forward again.
 				const next: SagaStatus = saga.failureReason !== null ? "COMPENSATING" : "RUNNING";
@@ -490,7 +602,10 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 						lease_expires_at = now() + interval '30 seconds',
 						deadline_at = CASE WHEN $2 = 'RUNNING' THEN greatest(deadline_at, now() + ($4 || ' milliseconds')::interval) ELSE deadline_at END
 					 WHERE id = $1 AND status = 'FAILED' RETURNING id`,
-					{ bind: [saga.id, next, this.broker.nodeID, String(config().sagaDeadlineMs)], type: QueryTypes.SELECT }
+					{
+						bind: [saga.id, next, this.broker.nodeID, String(config().sagaDeadlineMs)],
+						type: QueryTypes.SELECT
+					}
 				)) as { id: string }[];
 				if (!rows[0]) throw shopError("SAGAS_NOT_PARKED");
 				this.launchSaga(saga.id);
@@ -539,20 +654,36 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		},
 
 		/** Saga step `confirmOrder`: the pivot. Refused when the customer asked to cancel. */
-		async passPivot(this: OrdersThis, saga: SagaInstance<OrderSagaData>): Promise<{ status: OrderStatus }> {
+		async passPivot(
+			this: OrdersThis,
+			saga: SagaInstance<OrderSagaData>
+		): Promise<{ status: OrderStatus }> {
 			const rows = (await this.sequelize.query(
 				`UPDATE orders SET status = 'CONFIRMING', updated_at = now()
 				 WHERE id = $1 AND NOT cancel_requested AND status IN ('PENDING', 'STOCK_RESERVED', 'PAID', 'CONFIRMING')
 				 RETURNING id`,
 				{ bind: [saga.data.orderId], type: QueryTypes.SELECT }
 			)) as { id: string }[];
-			if (!rows[0]) throw shopError("ORDERS_CANCEL_REQUESTED", undefined, { orderId: saga.data.orderId });
+			if (!rows[0])
+				throw shopError("ORDERS_CANCEL_REQUESTED", undefined, {
+					orderId: saga.data.orderId
+				});
 			return { status: "CONFIRMING" };
 		},
 
 		/** Saga hook: mirrors progress on the order (in the saga's transaction). */
-		async onOrderStep(this: OrdersThis, saga: SagaInstance<OrderSagaData>, step: string, t: Transaction): Promise<void> {
-			const status = step === "reserveStock" ? "STOCK_RESERVED" : step === "chargePayment" ? "PAID" : null;
+		async onOrderStep(
+			this: OrdersThis,
+			saga: SagaInstance<OrderSagaData>,
+			step: string,
+			t: Transaction
+		): Promise<void> {
+			const status =
+				step === "reserveStock"
+					? "STOCK_RESERVED"
+					: step === "chargePayment"
+						? "PAID"
+						: null;
 			if (!status) return;
 			await this.sequelize.query(
 				`UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 AND status NOT IN ('CONFIRMING', 'CONFIRMED', 'CANCELLED')`,
@@ -560,11 +691,18 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			);
 		},
 
-		async onOrderConfirmed(this: OrdersThis, saga: SagaInstance<OrderSagaData>, t: Transaction): Promise<void> {
-			await this.sequelize.query(`UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1`, {
-				bind: [saga.data.orderId],
-				transaction: t
-			});
+		async onOrderConfirmed(
+			this: OrdersThis,
+			saga: SagaInstance<OrderSagaData>,
+			t: Transaction
+		): Promise<void> {
+			await this.sequelize.query(
+				`UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1`,
+				{
+					bind: [saga.data.orderId],
+					transaction: t
+				}
+			);
 		},
 
 		async onOrderCancelled(
@@ -585,14 +723,18 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 
 		/** After a saga's final commit: tell the rest of the shop. */
 		async sagaAfterCommit(this: OrdersThis, saga: SagaInstance<OrderSagaData>): Promise<void> {
-			if (saga.status === "COMPLETED") await this.emitOrderEvent("order.confirmed", saga.data.orderId);
-			else if (saga.status === "COMPENSATED") await this.emitOrderEvent("order.cancelled", saga.data.orderId);
+			if (saga.status === "COMPLETED")
+				await this.emitOrderEvent("order.confirmed", saga.data.orderId);
+			else if (saga.status === "COMPENSATED")
+				await this.emitOrderEvent("order.cancelled", saga.data.orderId);
 		},
 
 		async emitOrderEvent(this: OrdersThis, event: string, orderId: string): Promise<void> {
 			const row = await this.findOrder(orderId);
 			if (!row) return;
-			await this.broker.emit(event, { order: { ...toOrderView(row), customerEmail: row.customer_email } });
+			await this.broker.emit(event, {
+				order: { ...toOrderView(row), customerEmail: row.customer_email }
+			});
 		}
 	}
 };

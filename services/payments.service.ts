@@ -124,7 +124,14 @@ function declined(r: PaymentRow): Error {
 
 const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	name: "payments",
-	mixins: [DbMixin({ service: "payments", migrations: paymentsMigrations, models: defineModels, mainModel: "Payment" })],
+	mixins: [
+		DbMixin({
+			service: "payments",
+			migrations: paymentsMigrations,
+			models: defineModels,
+			mainModel: "Payment"
+		})
+	],
 
 	actions: {
 		/**
@@ -149,13 +156,22 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 			},
 			async handler(
 				this: PaymentsThis,
-				ctx: ShopContext<{ orderId: string; amount: number; currency: string; paymentMethod: string }>
+				ctx: ShopContext<{
+					orderId: string;
+					amount: number;
+					currency: string;
+					paymentMethod: string;
+				}>
 			): Promise<Payment> {
 				const { orderId, amount, currency, paymentMethod } = ctx.params;
 				const outcome = processorOutcome(paymentMethod);
-				if (!outcome) throw shopError("PAYMENTS_INVALID_METHOD", undefined, { paymentMethod });
+				if (!outcome)
+					throw shopError("PAYMENTS_INVALID_METHOD", undefined, { paymentMethod });
 				const result = await this.sequelize.transaction(async t => {
-					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", { bind: [orderId], transaction: t });
+					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
+						bind: [orderId],
+						transaction: t
+					});
 					const existing = await this.findPayment(orderId, t);
 					if (existing) return { row: existing, fresh: false };
 					if ("unavailable" in outcome)
@@ -176,12 +192,21 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					return { row, fresh: true };
 				});
 				const { row, fresh } = result;
-				if (fresh) await ctx.emit(row.status === "CAPTURED" ? "payment.captured" : "payment.declined", toView(row));
+				if (fresh)
+					await ctx.emit(
+						row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
+						toView(row)
+					);
 				if (row.status === "DECLINED") throw declined(row);
 				if (row.status !== "CAPTURED")
-					throw shopError("PAYMENTS_CONFLICT", `The order's payment is ${row.status}`, { orderId, status: row.status });
+					throw shopError("PAYMENTS_CONFLICT", `The order's payment is ${row.status}`, {
+						orderId,
+						status: row.status
+					});
 				if (row.amount !== amount || row.currency.trim() !== currency)
-					throw shopError("PAYMENTS_CONFLICT", "The order was charged another amount", { orderId });
+					throw shopError("PAYMENTS_CONFLICT", "The order was charged another amount", {
+						orderId
+					});
 				return toView(row);
 			}
 		},
@@ -195,10 +220,16 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 		refund: {
 			visibility: "public",
 			params: { $$strict: true, orderId: { type: "uuid" } },
-			async handler(this: PaymentsThis, ctx: ShopContext<{ orderId: string }>): Promise<Payment> {
+			async handler(
+				this: PaymentsThis,
+				ctx: ShopContext<{ orderId: string }>
+			): Promise<Payment> {
 				const { orderId } = ctx.params;
 				const result = await this.sequelize.transaction(async t => {
-					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", { bind: [orderId], transaction: t });
+					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
+						bind: [orderId],
+						transaction: t
+					});
 					const existing = await this.findPayment(orderId, t);
 					if (!existing) {
 						const row = await this.insertPayment(t, {
@@ -218,7 +249,10 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					)) as PaymentRow[];
 					await this.sequelize.query(
 						`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
-						{ bind: [existing.id, orderId, existing.amount, existing.currency], transaction: t }
+						{
+							bind: [existing.id, orderId, existing.amount, existing.currency],
+							transaction: t
+						}
 					);
 					return { row: rows[0]!, refunded: true };
 				});
@@ -235,8 +269,13 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 		get: {
 			visibility: "public",
 			params: { $$strict: true, orderId: { type: "uuid" } },
-			async handler(this: PaymentsThis, ctx: ShopContext<{ orderId: string }>): Promise<Payment | null> {
-				const row = await this.sequelize.transaction(t => this.findPayment(ctx.params.orderId, t));
+			async handler(
+				this: PaymentsThis,
+				ctx: ShopContext<{ orderId: string }>
+			): Promise<Payment | null> {
+				const row = await this.sequelize.transaction(t =>
+					this.findPayment(ctx.params.orderId, t)
+				);
 				return row ? toView(row) : null;
 			}
 		},
@@ -248,7 +287,9 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 		totals: {
 			visibility: "public",
 			params: {},
-			async handler(this: PaymentsThis): Promise<Record<string, { captured: number; refunded: number }>> {
+			async handler(
+				this: PaymentsThis
+			): Promise<Record<string, { captured: number; refunded: number }>> {
 				const rows = (await this.sequelize.query(
 					`SELECT currency, kind, sum(amount)::bigint AS total FROM ledger_entries GROUP BY currency, kind`,
 					{ type: QueryTypes.SELECT }
@@ -265,7 +306,11 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	},
 
 	methods: {
-		async findPayment(this: PaymentsThis, orderId: string, t: Transaction): Promise<PaymentRow | null> {
+		async findPayment(
+			this: PaymentsThis,
+			orderId: string,
+			t: Transaction
+		): Promise<PaymentRow | null> {
 			const rows = (await this.sequelize.query("SELECT * FROM payments WHERE order_id = $1", {
 				bind: [orderId],
 				type: QueryTypes.SELECT,
@@ -283,7 +328,15 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				`INSERT INTO payments (id, order_id, amount, currency, method, status, decline_code)
 				 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
 				{
-					bind: [crypto.randomUUID(), p.order_id, p.amount, p.currency, p.method, p.status, p.decline_code],
+					bind: [
+						crypto.randomUUID(),
+						p.order_id,
+						p.amount,
+						p.currency,
+						p.method,
+						p.status,
+						p.decline_code
+					],
 					type: QueryTypes.SELECT,
 					transaction: t
 				}

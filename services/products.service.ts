@@ -8,7 +8,14 @@
  */
 import crypto from "node:crypto";
 import type { Service } from "moleculer";
-import { DataTypes, Op, type Model, type ModelStatic, type Sequelize, UniqueConstraintError } from "sequelize";
+import {
+	DataTypes,
+	Op,
+	type Model,
+	type ModelStatic,
+	type Sequelize,
+	UniqueConstraintError
+} from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { DEMO_CATALOG } from "../lib/demo-catalog";
 import { shopError } from "../lib/errors";
@@ -88,7 +95,12 @@ function requireAdmin(ctx: ShopContext): void {
 const ProductsService: ShopServiceSchema<ProductsThis> = {
 	name: "products",
 	mixins: [
-		DbMixin({ service: "products", migrations: productsMigrations, models: defineModels, mainModel: "Product" })
+		DbMixin({
+			service: "products",
+			migrations: productsMigrations,
+			models: defineModels,
+			mainModel: "Product"
+		})
 	],
 
 	actions: {
@@ -104,8 +116,22 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			cache: { keys: ["page", "pageSize", "search"], ttl: 60 },
 			params: {
 				$$strict: true,
-				page: { type: "number", integer: true, min: 1, max: 100_000, convert: true, default: 1 },
-				pageSize: { type: "number", integer: true, min: 1, max: 100, convert: true, default: 20 },
+				page: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: 100_000,
+					convert: true,
+					default: 1
+				},
+				pageSize: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: 100,
+					convert: true,
+					default: 20
+				},
 				search: { type: "string", trim: true, max: 100, optional: true }
 			},
 			async handler(
@@ -164,8 +190,13 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 		resolve: {
 			visibility: "public",
 			params: { ids: { type: "array", items: "uuid", min: 1, max: 100 } },
-			async handler(this: ProductsThis, ctx: ShopContext<{ ids: string[] }>): Promise<Product[]> {
-				const rows = await this.models.Product.findAll({ where: { id: { [Op.in]: ctx.params.ids } } });
+			async handler(
+				this: ProductsThis,
+				ctx: ShopContext<{ ids: string[] }>
+			): Promise<Product[]> {
+				const rows = await this.models.Product.findAll({
+					where: { id: { [Op.in]: ctx.params.ids } }
+				});
 				return rows.map(r => this.toView(r.get({ plain: true })));
 			}
 		},
@@ -193,20 +224,26 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			},
 			async handler(
 				this: ProductsThis,
-				ctx: ShopContext<Omit<ProductRow, "id" | "createdAt" | "updatedAt"> & { stock?: number }>
+				ctx: ShopContext<
+					Omit<ProductRow, "id" | "createdAt" | "updatedAt"> & { stock?: number }
+				>
 			): Promise<Product & { stock?: number }> {
 				requireAdmin(ctx);
 				const { stock, ...fields } = ctx.params;
 				let row: Model<ProductRow>;
 				try {
-					row = await this.models.Product.create({ id: crypto.randomUUID(), ...fields } as ProductRow);
+					row = await this.models.Product.create({
+						id: crypto.randomUUID(),
+						...fields
+					} as ProductRow);
 				} catch (err) {
 					if (err instanceof UniqueConstraintError) throw shopError("PRODUCTS_SKU_TAKEN");
 					throw err;
 				}
 				await this.clearCache();
 				const product = this.toView(row.get({ plain: true }));
-				if (stock !== undefined) await ctx.call("inventory.setStock", { productId: product.id, onHand: stock });
+				if (stock !== undefined)
+					await ctx.call("inventory.setStock", { productId: product.id, onHand: stock });
 				ctx.meta.$statusCode = 201;
 				await ctx.emit("product.created", product);
 				return stock === undefined ? product : { ...product, stock };
@@ -230,7 +267,11 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			},
 			async handler(
 				this: ProductsThis,
-				ctx: ShopContext<{ id: string } & Partial<Pick<ProductRow, "name" | "description" | "price" | "active">>>
+				ctx: ShopContext<
+					{ id: string } & Partial<
+						Pick<ProductRow, "name" | "description" | "price" | "active">
+					>
+				>
 			): Promise<Product> {
 				requireAdmin(ctx);
 				const { id, ...changes } = ctx.params;
@@ -275,8 +316,11 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			})) as ProductRow[],
 			{ ignoreDuplicates: true, returning: ["id"] }
 		);
-		const inserted = created.filter(r => r.get("id") !== null && r.get("id") !== undefined).length;
-		if (inserted > 0) this.logger.info(`Demo catalog: ${DEMO_CATALOG.length} products present.`);
+		const inserted = created.filter(
+			r => r.get("id") !== null && r.get("id") !== undefined
+		).length;
+		if (inserted > 0)
+			this.logger.info(`Demo catalog: ${DEMO_CATALOG.length} products present.`);
 		await this.clearCache();
 	}
 };

@@ -13,7 +13,13 @@ import crypto from "node:crypto";
 import argon2 from "argon2";
 import jwt from "jsonwebtoken";
 import type { Service } from "moleculer";
-import { DataTypes, type Model, type ModelStatic, type Sequelize, UniqueConstraintError } from "sequelize";
+import {
+	DataTypes,
+	type Model,
+	type ModelStatic,
+	type Sequelize,
+	UniqueConstraintError
+} from "sequelize";
 import { config } from "../lib/config";
 import type { AuthUser, ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
@@ -76,7 +82,14 @@ const emailRule = { type: "email", normalize: true, max: 254 } as const;
 
 const UsersService: ShopServiceSchema<UsersThis> = {
 	name: "users",
-	mixins: [DbMixin({ service: "users", migrations: usersMigrations, models: defineModels, mainModel: "User" })],
+	mixins: [
+		DbMixin({
+			service: "users",
+			migrations: usersMigrations,
+			models: defineModels,
+			mainModel: "User"
+		})
+	],
 
 	actions: {
 		/**
@@ -99,7 +112,12 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				this: UsersThis,
 				ctx: ShopContext<{ email: string; password: string; name: string }>
 			): Promise<AuthResult> {
-				const user = await this.createUser(ctx.params.email, ctx.params.password, ctx.params.name, "customer");
+				const user = await this.createUser(
+					ctx.params.email,
+					ctx.params.password,
+					ctx.params.name,
+					"customer"
+				);
 				ctx.meta.$statusCode = 201;
 				await ctx.emit("user.registered", user);
 				return { user, token: this.issueToken(user) };
@@ -121,7 +139,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				this: UsersThis,
 				ctx: ShopContext<{ email: string; password: string }>
 			): Promise<AuthResult> {
-				const row = await this.models.User.findOne({ where: { email: ctx.params.email.toLowerCase() } });
+				const row = await this.models.User.findOne({
+					where: { email: ctx.params.email.toLowerCase() }
+				});
 				const data = row?.get({ plain: true });
 				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
 				const hash = data?.passwordHash ?? (await this.dummyHash);
@@ -143,7 +163,8 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				const me = ctx.meta.user;
 				if (!me) throw shopError("AUTH_TOKEN_MISSING");
 				const row = await this.models.User.findByPk(me.id);
-				if (!row) throw shopError("AUTH_TOKEN_INVALID", "The token's user no longer exists");
+				if (!row)
+					throw shopError("AUTH_TOKEN_INVALID", "The token's user no longer exists");
 				return this.toPublic(row.get({ plain: true }));
 			}
 		},
@@ -158,7 +179,10 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			visibility: "public",
 			cache: { keys: ["token"], ttl: 30 },
 			params: { token: { type: "string", min: 1, max: 4096 } },
-			async handler(this: UsersThis, ctx: ShopContext<{ token: string }>): Promise<PublicUser> {
+			async handler(
+				this: UsersThis,
+				ctx: ShopContext<{ token: string }>
+			): Promise<PublicUser> {
 				let sub: unknown;
 				try {
 					const payload = jwt.verify(ctx.params.token, config().jwtSecret, {
@@ -169,7 +193,8 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				} catch {
 					throw shopError("AUTH_TOKEN_INVALID");
 				}
-				if (typeof sub !== "string" || !/^[0-9a-f-]{36}$/.test(sub)) throw shopError("AUTH_TOKEN_INVALID");
+				if (typeof sub !== "string" || !/^[0-9a-f-]{36}$/.test(sub))
+					throw shopError("AUTH_TOKEN_INVALID");
 				const row = await this.models.User.findByPk(sub);
 				if (!row) throw shopError("AUTH_TOKEN_INVALID");
 				return this.toPublic(row.get({ plain: true }));
@@ -245,7 +270,8 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				if ((err as { type?: string }).type === "USERS_EMAIL_TAKEN") return; // another node won
 				throw err;
 			}
-			if (c.adminPassword) this.logger.info(`Administrator ${c.adminEmail} created (ADMIN_PASSWORD).`);
+			if (c.adminPassword)
+				this.logger.info(`Administrator ${c.adminEmail} created (ADMIN_PASSWORD).`);
 			else
 				this.logger.warn(
 					`Administrator created: ${c.adminEmail} / ${password}  (shown once; set ADMIN_PASSWORD to choose it)`
@@ -254,7 +280,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 	},
 
 	created(this: UsersThis): void {
-		this.dummyHash = argon2.hash(crypto.randomBytes(16).toString("hex"), { type: argon2.argon2id });
+		this.dummyHash = argon2.hash(crypto.randomBytes(16).toString("hex"), {
+			type: argon2.argon2id
+		});
 		this.dummyHash.catch(() => undefined);
 	},
 

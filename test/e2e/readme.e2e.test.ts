@@ -31,7 +31,11 @@ describe("README walkthrough", () => {
 		const block = walkthroughBlock(readme);
 		expect(block).toContain("API=http://localhost:3000/api");
 		const script = block.replace("http://localhost:3000/api", `${shop.url}/api`);
-		const run = spawnSync("bash", ["-c", script], { encoding: "utf8", timeout: 60_000, env: { ...process.env } });
+		const run = spawnSync("bash", ["-c", script], {
+			encoding: "utf8",
+			timeout: 60_000,
+			env: { ...process.env }
+		});
 		expect(run.error).toBeUndefined();
 		expect(run.status).toBe(0);
 		const out = run.stdout;

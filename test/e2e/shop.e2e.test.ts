@@ -6,7 +6,11 @@ import { api, startShopProcess, type ShopProcess } from "../support/shop-process
 
 const ADMIN = { email: "admin@example.com", password: "e2e-admin-password" };
 
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
+async function until<T>(
+	fn: () => Promise<T>,
+	ok: (v: T) => boolean,
+	timeoutMs = 20_000
+): Promise<T> {
 	const end = Date.now() + timeoutMs;
 	let v = await fn();
 	while (!ok(v) && Date.now() < end) {
@@ -25,7 +29,9 @@ describe("the shop over REST (npm start form)", () => {
 	const timings: Record<string, number> = {};
 
 	const register = async (email: string): Promise<{ token: string; id: string }> => {
-		const r = await api(base, "POST", "/api/users/register", { body: { email, password: "correct horse battery", name: email.split("@")[0] } });
+		const r = await api(base, "POST", "/api/users/register", {
+			body: { email, password: "correct horse battery", name: email.split("@")[0] }
+		});
 		expect(r.status).toBe(201);
 		return { token: r.body.token, id: r.body.user.id };
 	};
@@ -34,11 +40,16 @@ describe("the shop over REST (npm start form)", () => {
 			() => api(base, "GET", `/api/orders/${id}`, { token }),
 			r => r.body?.status === "CONFIRMED" || r.body?.status === "CANCELLED"
 		);
-	const stockOf = async (productId: string) => (await api(base, "GET", `/api/inventory/${productId}`)).body;
+	const stockOf = async (productId: string) =>
+		(await api(base, "GET", `/api/inventory/${productId}`)).body;
 
 	beforeAll(async () => {
 		shop = await startShopProcess({
-			env: { NODE_ENV: "production", JWT_SECRET: "e2e-secret-e2e-secret-e2e-secret-0123456", ADMIN_PASSWORD: ADMIN.password }
+			env: {
+				NODE_ENV: "production",
+				JWT_SECRET: "e2e-secret-e2e-secret-e2e-secret-0123456",
+				ADMIN_PASSWORD: ADMIN.password
+			}
 		});
 		timings.firstStartMs = shop.startupMs;
 		base = shop.url;
@@ -69,11 +80,18 @@ describe("the shop over REST (npm start form)", () => {
 	});
 
 	it("logs in, answers me, and lists and searches the demo catalog", async () => {
-		const login = await api(base, "POST", "/api/users/login", { body: { email: "ANN@example.com", password: "correct horse battery" } });
+		const login = await api(base, "POST", "/api/users/login", {
+			body: { email: "ANN@example.com", password: "correct horse battery" }
+		});
 		expect(login.status).toBe(200);
 		expect(login.body.user).toMatchObject({ email: "ann@example.com", role: "customer" });
 		const me = await api(base, "GET", "/api/users/me", { token: login.body.token });
-		expect(me.body).toEqual({ id: ann.id, email: "ann@example.com", name: "ann", role: "customer" });
+		expect(me.body).toEqual({
+			id: ann.id,
+			email: "ann@example.com",
+			name: "ann",
+			role: "customer"
+		});
 		const page = await api(base, "GET", "/api/products?page=1&pageSize=5");
 		expect(page.status).toBe(200);
 		expect(page.body).toMatchObject({ page: 1, pageSize: 5 });
@@ -91,17 +109,26 @@ describe("the shop over REST (npm start form)", () => {
 			body: { items: [{ productId: mug.id, quantity: 3 }], paymentMethod: "tok_visa" }
 		});
 		expect(placed.status).toBe(202);
-		expect(placed.body).toMatchObject({ status: "PENDING", total: mug.price * 3, currency: "USD" });
+		expect(placed.body).toMatchObject({
+			status: "PENDING",
+			total: mug.price * 3,
+			currency: "USD"
+		});
 		const done = await finalOrder(ann.token, placed.body.id);
 		expect(done.body.status).toBe("CONFIRMED");
-		expect(await stockOf(mug.id)).toEqual({ productId: mug.id, onHand: before.onHand - 3, reserved: 0, available: before.onHand - 3 });
+		expect(await stockOf(mug.id)).toEqual({
+			productId: mug.id,
+			onHand: before.onHand - 3,
+			reserved: 0,
+			available: before.onHand - 3
+		});
 		const notes = await until(
 			() => api(base, "GET", "/api/notifications", { token: ann.token }),
 			r => r.body.rows.some((n: { orderId: string }) => n.orderId === placed.body.id)
 		);
-		expect(notes.body.rows.filter((n: { orderId: string }) => n.orderId === placed.body.id)).toEqual([
-			expect.objectContaining({ kind: "ORDER_CONFIRMED", orderId: placed.body.id })
-		]);
+		expect(
+			notes.body.rows.filter((n: { orderId: string }) => n.orderId === placed.body.id)
+		).toEqual([expect.objectContaining({ kind: "ORDER_CONFIRMED", orderId: placed.body.id })]);
 	});
 
 	it("cancels an order beyond stock as OUT_OF_STOCK and leaves the stock unchanged", async () => {
@@ -109,11 +136,17 @@ describe("the shop over REST (npm start form)", () => {
 		const before = await stockOf(chair.id);
 		const placed = await api(base, "POST", "/api/orders", {
 			token: ann.token,
-			body: { items: [{ productId: chair.id, quantity: before.available + 1 }], paymentMethod: "tok_visa" }
+			body: {
+				items: [{ productId: chair.id, quantity: before.available + 1 }],
+				paymentMethod: "tok_visa"
+			}
 		});
 		expect(placed.status).toBe(202);
 		const done = await finalOrder(ann.token, placed.body.id);
-		expect(done.body).toMatchObject({ status: "CANCELLED", cancellationReason: "OUT_OF_STOCK" });
+		expect(done.body).toMatchObject({
+			status: "CANCELLED",
+			cancellationReason: "OUT_OF_STOCK"
+		});
 		expect(await stockOf(chair.id)).toEqual(before);
 	});
 
@@ -122,16 +155,24 @@ describe("the shop over REST (npm start form)", () => {
 		const before = await stockOf(cable.id);
 		const placed = await api(base, "POST", "/api/orders", {
 			token: bob.token,
-			body: { items: [{ productId: cable.id, quantity: 2 }], paymentMethod: "tok_chargeDeclined" }
+			body: {
+				items: [{ productId: cable.id, quantity: 2 }],
+				paymentMethod: "tok_chargeDeclined"
+			}
 		});
 		const done = await finalOrder(bob.token, placed.body.id);
-		expect(done.body).toMatchObject({ status: "CANCELLED", cancellationReason: "PAYMENT_DECLINED" });
+		expect(done.body).toMatchObject({
+			status: "CANCELLED",
+			cancellationReason: "PAYMENT_DECLINED"
+		});
 		expect(await stockOf(cable.id)).toEqual(before);
 		const notes = await until(
 			() => api(base, "GET", "/api/notifications", { token: bob.token }),
 			r => r.body.rows.some((n: { orderId: string }) => n.orderId === placed.body.id)
 		);
-		expect(notes.body.rows.find((n: { orderId: string }) => n.orderId === placed.body.id).kind).toBe("ORDER_CANCELLED");
+		expect(
+			notes.body.rows.find((n: { orderId: string }) => n.orderId === placed.body.id).kind
+		).toBe("ORDER_CANCELLED");
 	});
 
 	it("returns the same order for a repeated Idempotency-Key", async () => {
@@ -143,13 +184,19 @@ describe("the shop over REST (npm start form)", () => {
 		expect(a.status).toBe(202);
 		expect(b.status).toBe(202);
 		expect(b.body.id).toBe(a.body.id);
-		const other = await api(base, "POST", "/api/orders", { token: bob.token, body: { ...body, paymentMethod: "tok_mastercard" }, headers });
+		const other = await api(base, "POST", "/api/orders", {
+			token: bob.token,
+			body: { ...body, paymentMethod: "tok_mastercard" },
+			headers
+		});
 		expect(other.status).toBe(422);
 		expect(other.body.type).toBe("ORDERS_IDEMPOTENCY_KEY_REUSED");
 	});
 
 	it("guards access: 401 without a token, 404 for another customer's order, 403 for customers on admin routes", async () => {
-		const noToken = await api(base, "POST", "/api/orders", { body: { items: [], paymentMethod: "tok_visa" } });
+		const noToken = await api(base, "POST", "/api/orders", {
+			body: { items: [], paymentMethod: "tok_visa" }
+		});
 		expect(noToken.status).toBe(401);
 		expect(noToken.body.type).toBe("AUTH_TOKEN_MISSING");
 		const anns = await api(base, "GET", "/api/orders", { token: ann.token });
@@ -157,48 +204,81 @@ describe("the shop over REST (npm start form)", () => {
 		const asBob = await api(base, "GET", `/api/orders/${id}`, { token: bob.token });
 		expect(asBob.status).toBe(404);
 		expect(asBob.body.type).toBe("ORDERS_NOT_FOUND");
-		expect((await api(base, "GET", `/api/orders/${id}`, { token: adminToken })).status).toBe(200);
+		expect((await api(base, "GET", `/api/orders/${id}`, { token: adminToken })).status).toBe(
+			200
+		);
 		const forbidden = await api(base, "GET", "/api/admin/sagas", { token: ann.token });
 		expect(forbidden.status).toBe(403);
 		expect(forbidden.body.type).toBe("AUTH_FORBIDDEN");
-		const sagas = await api(base, "GET", "/api/admin/sagas?status=COMPLETED", { token: adminToken });
+		const sagas = await api(base, "GET", "/api/admin/sagas?status=COMPLETED", {
+			token: adminToken
+		});
 		expect(sagas.status).toBe(200);
 		expect(sagas.body.rows.length).toBeGreaterThan(0);
-		const forged = await api(base, "GET", "/api/users/me", { token: ann.token.slice(0, -2) + (ann.token.endsWith("A") ? "BB" : "AA") });
+		const forged = await api(base, "GET", "/api/users/me", {
+			token: ann.token.slice(0, -2) + (ann.token.endsWith("A") ? "BB" : "AA")
+		});
 		expect(forged.status).toBe(401);
 		expect(forged.body.type).toBe("AUTH_TOKEN_INVALID");
 	});
 
 	it("answers bad input with a 4xx in the contract's form, without internals", async () => {
-		const badJson = await api(base, "POST", "/api/users/login", { raw: '{"email":', headers: { "Content-Type": "application/json" } });
+		const badJson = await api(base, "POST", "/api/users/login", {
+			raw: '{"email":',
+			headers: { "Content-Type": "application/json" }
+		});
 		expect(badJson.status).toBe(400);
 		expect(badJson.body).toMatchObject({ code: 400, type: "REQUEST_INVALID_JSON" });
-		const invalid = await api(base, "POST", "/api/users/register", { body: { email: "not-an-email", password: "x", name: "" } });
+		const invalid = await api(base, "POST", "/api/users/register", {
+			body: { email: "not-an-email", password: "x", name: "" }
+		});
 		expect(invalid.status).toBe(422);
 		expect(invalid.body.type).toBe("VALIDATION_ERROR");
-		expect(invalid.body.data.map((d: { field: string }) => d.field).sort()).toEqual(["email", "name", "password"]);
-		for (const path of ["/api/inventory/reserve", "/api/payments/charge", "/api/$node/list", "/api/users/resolveToken", "/nope"]) {
+		expect(invalid.body.data.map((d: { field: string }) => d.field).sort()).toEqual([
+			"email",
+			"name",
+			"password"
+		]);
+		for (const path of [
+			"/api/inventory/reserve",
+			"/api/payments/charge",
+			"/api/$node/list",
+			"/api/users/resolveToken",
+			"/nope"
+		]) {
 			const r = await api(base, "POST", path, { body: {} });
 			expect([r.status, r.body.type]).toEqual([404, "REQUEST_NOT_FOUND"]);
 		}
-		const text = await api(base, "POST", "/api/users/login", { raw: "email=a", headers: { "Content-Type": "text/plain" } });
+		const text = await api(base, "POST", "/api/users/login", {
+			raw: "email=a",
+			headers: { "Content-Type": "text/plain" }
+		});
 		expect([text.status, text.body.type]).toEqual([415, "REQUEST_UNSUPPORTED_MEDIA_TYPE"]);
 		const arr = await api(base, "POST", "/api/users/login", { body: [1, 2] });
 		expect([arr.status, arr.body.type]).toEqual([400, "REQUEST_BODY_NOT_OBJECT"]);
-		const big = await api(base, "POST", "/api/users/login", { raw: JSON.stringify({ email: "a@b.co", password: "x".repeat(1_100_000) }), headers: { "Content-Type": "application/json" } });
+		const big = await api(base, "POST", "/api/users/login", {
+			raw: JSON.stringify({ email: "a@b.co", password: "x".repeat(1_100_000) }),
+			headers: { "Content-Type": "application/json" }
+		});
 		expect([big.status, big.body.type]).toEqual([413, "REQUEST_BODY_TOO_LARGE"]);
 		for (const r of [badJson, invalid, text, arr, big]) {
-			expect(Object.keys(r.body).sort()).toEqual(expect.arrayContaining(["code", "message", "name", "type"]));
+			expect(Object.keys(r.body).sort()).toEqual(
+				expect.arrayContaining(["code", "message", "name", "type"])
+			);
 			expect(JSON.stringify(r.body)).not.toMatch(/stack|\/work\/|node_modules|at .*\.js/);
 		}
 	});
 
 	it("accepts, returns and generates X-Request-ID", async () => {
-		const mine = await api(base, "GET", "/api/products?pageSize=1", { headers: { "X-Request-ID": "req-e2e-42" } });
+		const mine = await api(base, "GET", "/api/products?pageSize=1", {
+			headers: { "X-Request-ID": "req-e2e-42" }
+		});
 		expect(mine.headers.get("x-request-id")).toBe("req-e2e-42");
 		const generated = await api(base, "GET", "/api/products?pageSize=1");
 		expect(generated.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
-		const hostile = await api(base, "GET", "/api/products?pageSize=1", { headers: { "X-Request-ID": "a b\tc" } });
+		const hostile = await api(base, "GET", "/api/products?pageSize=1", {
+			headers: { "X-Request-ID": "a b\tc" }
+		});
 		expect(hostile.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
 		expect(mine.headers.get("x-content-type-options")).toBe("nosniff");
 		expect(mine.headers.get("x-powered-by")).toBeNull();
@@ -207,11 +287,22 @@ describe("the shop over REST (npm start form)", () => {
 	it("never oversells: 50 simultaneous one-unit orders for 20 in stock end 20 CONFIRMED, 30 OUT_OF_STOCK", async () => {
 		const created = await api(base, "POST", "/api/products", {
 			token: adminToken,
-			body: { sku: "E2E-RACE-1", name: "Limited Edition Keycap", description: "Twenty made.", price: 2500, currency: "USD", stock: 20 }
+			body: {
+				sku: "E2E-RACE-1",
+				name: "Limited Edition Keycap",
+				description: "Twenty made.",
+				price: 2500,
+				currency: "USD",
+				stock: 20
+			}
 		});
 		expect(created.status).toBe(201);
 		const productId = created.body.id;
-		const customers = [ann, bob, ...(await Promise.all([1, 2, 3].map(i => register(`race${i}@example.com`))))];
+		const customers = [
+			ann,
+			bob,
+			...(await Promise.all([1, 2, 3].map(i => register(`race${i}@example.com`))))
+		];
 		const placed = await Promise.all(
 			Array.from({ length: 50 }, (_, i) =>
 				api(base, "POST", "/api/orders", {
@@ -221,13 +312,22 @@ describe("the shop over REST (npm start form)", () => {
 			)
 		);
 		expect(placed.map(p => p.status)).toEqual(Array(50).fill(202));
-		const finals = await Promise.all(placed.map((p, i) => finalOrder(customers[i % customers.length]!.token, p.body.id)));
+		const finals = await Promise.all(
+			placed.map((p, i) => finalOrder(customers[i % customers.length]!.token, p.body.id))
+		);
 		const confirmed = finals.filter(f => f.body.status === "CONFIRMED");
 		const cancelled = finals.filter(f => f.body.status === "CANCELLED");
 		expect(confirmed).toHaveLength(20);
 		expect(cancelled).toHaveLength(30);
-		expect(new Set(cancelled.map(c => c.body.cancellationReason))).toEqual(new Set(["OUT_OF_STOCK"]));
-		expect(await stockOf(productId)).toEqual({ productId, onHand: 0, reserved: 0, available: 0 });
+		expect(new Set(cancelled.map(c => c.body.cancellationReason))).toEqual(
+			new Set(["OUT_OF_STOCK"])
+		);
+		expect(await stockOf(productId)).toEqual({
+			productId,
+			onHand: 0,
+			reserved: 0,
+			available: 0
+		});
 	}, 90_000);
 
 	it("keeps its data across a restart without re-initialising Postgres", async () => {
@@ -235,13 +335,20 @@ describe("the shop over REST (npm start form)", () => {
 		expect(shop.output()).toContain("Initialising Postgres");
 		const code = await shop.stop();
 		expect(code).toBe(0);
-		shop = await startShopProcess({ dataDir: shop.dataDir, env: { NODE_ENV: "production", JWT_SECRET: shop.env.JWT_SECRET!, ADMIN_PASSWORD: ADMIN.password } });
+		shop = await startShopProcess({
+			dataDir: shop.dataDir,
+			env: {
+				NODE_ENV: "production",
+				JWT_SECRET: shop.env.JWT_SECRET!,
+				ADMIN_PASSWORD: ADMIN.password
+			}
+		});
 		timings.secondStartMs = shop.startupMs;
 		base = shop.url;
 		expect(shop.output()).not.toContain("Initialising Postgres");
 		const again = await api(base, "GET", "/api/orders", { token: ann.token });
-		expect(again.body.rows.map((o: { id: string; status: string }) => [o.id, o.status])).toEqual(
-			orders.body.rows.map((o: { id: string; status: string }) => [o.id, o.status])
-		);
+		expect(
+			again.body.rows.map((o: { id: string; status: string }) => [o.id, o.status])
+		).toEqual(orders.body.rows.map((o: { id: string; status: string }) => [o.id, o.status]));
 	}, 120_000);
 });

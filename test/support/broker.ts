@@ -7,7 +7,8 @@ import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer
 import { resetConfig } from "../../lib/config";
 import type { AuthUser } from "../../lib/context";
 
-export type ServiceName = "api" | "users" | "products" | "inventory" | "payments" | "orders" | "notifications";
+export type ServiceName =
+	"api" | "users" | "products" | "inventory" | "payments" | "orders" | "notifications";
 
 export interface TestBroker {
 	broker: ServiceBroker;
@@ -60,7 +61,12 @@ export async function startTestBroker(
 
 /** A customer identity for `ctx.meta.user` in direct broker calls. */
 export function customer(id: string = crypto.randomUUID()): AuthUser {
-	return { id, email: `c-${id.slice(0, 8)}@example.com`, name: "Test Customer", role: "customer" };
+	return {
+		id,
+		email: `c-${id.slice(0, 8)}@example.com`,
+		name: "Test Customer",
+		role: "customer"
+	};
 }
 
 export const admin: AuthUser = {
@@ -71,7 +77,12 @@ export const admin: AuthUser = {
 };
 
 /** Polls `fn` until `until(value)` holds or `timeoutMs` passes; returns the last value. */
-export async function waitFor<T>(fn: () => Promise<T>, until: (v: T) => boolean, timeoutMs = 15_000, everyMs = 50): Promise<T> {
+export async function waitFor<T>(
+	fn: () => Promise<T>,
+	until: (v: T) => boolean,
+	timeoutMs = 15_000,
+	everyMs = 50
+): Promise<T> {
 	const end = Date.now() + timeoutMs;
 	let v = await fn();
 	while (!until(v) && Date.now() < end) {

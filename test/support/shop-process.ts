@@ -28,7 +28,8 @@ export async function startShopProcess(
 	opts: { dataDir?: string; env?: Record<string, string>; timeoutMs?: number } = {}
 ): Promise<ShopProcess> {
 	const entry = path.join(ROOT, "dist", "bin", "start.js");
-	if (!fs.existsSync(entry)) throw new Error(`${entry} is missing: run "npm run build" first (npm test does)`);
+	if (!fs.existsSync(entry))
+		throw new Error(`${entry} is missing: run "npm run build" first (npm test does)`);
 	const dataDir = opts.dataDir ?? fs.mkdtempSync(path.join(os.tmpdir(), "shop-e2e-"));
 	fs.chmodSync(dataDir, 0o755);
 	const port = await freePort();
@@ -42,13 +43,20 @@ export async function startShopProcess(
 		LOGLEVEL: "info",
 		...opts.env
 	};
-	const child = spawn(process.execPath, [entry], { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+	const child = spawn(process.execPath, [entry], {
+		cwd: ROOT,
+		env,
+		stdio: ["ignore", "pipe", "pipe"]
+	});
 	let out = "";
 	child.stdout!.on("data", d => (out += d.toString()));
 	child.stderr!.on("data", d => (out += d.toString()));
 	const t0 = Date.now();
 	await new Promise<void>((resolve, reject) => {
-		const timer = setTimeout(() => reject(new Error(`shop did not start in time:\n${out}`)), opts.timeoutMs ?? 90_000);
+		const timer = setTimeout(
+			() => reject(new Error(`shop did not start in time:\n${out}`)),
+			opts.timeoutMs ?? 90_000
+		);
 		const onData = (): void => {
 			if (out.includes("[shop] Ready in")) {
 				clearTimeout(timer);
