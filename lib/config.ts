@@ -65,6 +65,20 @@ export interface ShopConfig {
 	readonly sagaDeadlineMs: number;
 	/** Timeout of one saga step call, in ms. */
 	readonly sagaStepTimeoutMs: number;
+	/** How long a node's claim on a running saga lasts without renewal, in ms (crash recovery). */
+	readonly sagaLeaseMs: number;
+	/** How often an orders node looks for sagas whose lease expired, in ms. */
+	readonly sagaRecoveryIntervalMs: number;
+	/** Time-to-live of a stock reservation that is neither committed nor released, in ms. */
+	readonly reservationTtlMs: number;
+	/** How often inventory releases expired reservations, in ms. */
+	readonly reservationSweepIntervalMs: number;
+	/**
+	 * Injected faults for failure tests (ignored when NODE_ENV=production), from `SAGA_FAULTS`:
+	 * comma-separated `crash-before:<step>` / `crash-after:<step>` (the process SIGKILLs itself
+	 * right before invoking, or right after recording the outcome of, that saga step).
+	 */
+	readonly sagaFaults: readonly { kind: "crash-before" | "crash-after"; step: string }[];
 	/** Largest accepted JSON body, as a body-parser limit string. */
 	readonly bodyLimit: string;
 	/** CORS allowed origins (`*` or a comma-separated list). */
@@ -130,6 +144,20 @@ function developmentSecret(dataDir: string): string {
 			return fs.readFileSync(file, "utf8").trim();
 		}
 	}
+}
+
+function parseFaults(raw: string | null): ShopConfig["sagaFaults"] {
+	if (!raw) return [];
+	return Object.freeze(
+		raw.split(",").map(part => {
+			const m = /^(crash-before|crash-after):([A-Za-z0-9_]+)$/.exec(part.trim());
+			if (!m)
+				throw new ConfigError(
+					`SAGA_FAULTS: bad entry "${part}" (want crash-before:<step> or crash-after:<step>)`
+				);
+			return Object.freeze({ kind: m[1] as "crash-before" | "crash-after", step: m[2]! });
+		})
+	);
 }
 
 /** Parses and validates an environment into a frozen config. Throws `ConfigError`. */
@@ -201,6 +229,11 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		logLevel,
 		sagaDeadlineMs: int(env, "SAGA_DEADLINE_MS", 30_000, 1_000, 24 * 3600_000),
 		sagaStepTimeoutMs: int(env, "SAGA_STEP_TIMEOUT_MS", 5_000, 100, 600_000),
+		sagaLeaseMs: int(env, "SAGA_LEASE_MS", 15_000, 200, 3600_000),
+		sagaRecoveryIntervalMs: int(env, "SAGA_RECOVERY_INTERVAL_MS", 5_000, 50, 3600_000),
+		reservationTtlMs: int(env, "RESERVATION_TTL_MS", 120_000, 500, 7 * 24 * 3600_000),
+		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
+		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),
 		bodyLimit: str(env, "BODY_LIMIT") ?? "1mb",
 		corsOrigins: cors === "*" ? "*" : cors.split(",").map(s => s.trim())
 	});
