@@ -87,8 +87,18 @@ export interface SagaDefinition<D extends SagaData = SagaData> {
 	readonly failureReason: (error: SagaErrorRecord) => string;
 	/** Default step call timeout in ms. */
 	readonly stepTimeoutMs: number;
-	/** Default retry policy of steps and compensations. */
+	/** Default retry policy of forward steps. */
 	readonly retry: SagaRetryPolicy;
+	/**
+	 * Retry policy of compensations (default: `retry` with at least 8 attempts). Compensations
+	 * retry every error, business or not: undoing must eventually succeed, or the saga is parked.
+	 */
+	readonly compensationRetry?: SagaRetryPolicy;
+	/**
+	 * A service method run before every forward step up to the pivot, `(saga) => void`; throwing a
+	 * business error there compensates (e.g. the customer asked to cancel).
+	 */
+	readonly beforeStep?: string;
 	readonly onStepSucceeded?: string;
 	readonly onCompleted?: string;
 	readonly onCompensated?: string;
@@ -201,16 +211,48 @@ export interface SagaMixinMethods {
 	): Promise<SagaInstance>;
 	/** Drives a saga to its end (or to parking). Never throws: failures are recorded. */
 	runSaga(id: string): Promise<SagaInstance | null>;
-	/** Starts `runSaga` in the background, tracked so that stopping the service waits for it. */
-	launchSaga(id: string): void;
+	/**
+	 * Starts `runSaga` in the background, tracked so that stopping the service waits for it.
+	 * `fresh` (a saga just created) also emits `saga.started`.
+	 */
+	launchSaga(id: string, opts?: { fresh?: boolean }): void;
+	/**
+	 * Claims up to `limit` sagas whose lease expired (their node died or stopped) and runs them.
+	 * Runs on start and every `recoveryIntervalMs`. @returns the ids claimed
+	 */
+	recoverSagas(limit?: number): Promise<string[]>;
 	getSaga(id: string): Promise<SagaInstance | null>;
 	getSagaSteps(id: string): Promise<SagaStepLogEntry[]>;
+	/** The definition of saga `name`: that version, or the highest deployed. Throws if absent. */
+	sagaDefinition(name: string, version?: number): SagaDefinition;
 }
 
 declare module "moleculer" {
 	interface ServiceSchema {
-		/** Saga definitions of a service using SagaMixin, by name. */
-		sagas?: Record<string, SagaDefinition<any>>;
+		/**
+		 * Saga definitions of a service using SagaMixin, by name: one definition, or every version
+		 * still deployed (sagas in flight finish on the version they started with; new ones use the
+		 * highest).
+		 */
+		sagas?: Record<string, SagaDefinition<any> | readonly SagaDefinition<any>[]>;
+	}
+}
+
+/** Options of `SagaMixin`. Times in ms. */
+export interface SagaMixinOptions {
+	/** How long a claim on a saga lasts without renewal (renewed at every step attempt). */
+	readonly leaseMs?: number;
+	/** How often to look for sagas whose lease expired; 0 turns periodic recovery off. */
+	readonly recoveryIntervalMs?: number;
+	/** Injected faults (tests): SIGKILL this process before/after a named step. */
+	readonly faults?: readonly { kind: "crash-before" | "crash-after"; step: string }[];
+}
+
+/** Thrown when this node no longer holds a saga's lease: it stops driving that saga. */
+export class SagaLeaseLostError extends Error {
+	constructor(sagaId: string) {
+		super(`Lease of saga ${sagaId} lost to another node`);
+		this.name = "SagaLeaseLostError";
 	}
 }
 
@@ -306,22 +348,58 @@ export function sagaIsAfterPivot(def: SagaDefinition<any>, i: number): boolean {
 
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
 
-/** Lease length in ms: a saga whose lease expired is considered orphaned (crash recovery). */
-const LEASE_MS = 30_000;
+/** Every deployed version of a schema's saga `name`. */
+function versionsOf(schema: ServiceSchema, name: string): readonly SagaDefinition[] {
+	const entry = schema.sagas?.[name];
+	if (!entry) return [];
+	return (Array.isArray(entry) ? entry : [entry]) as readonly SagaDefinition[];
+}
 
 /**
  * The saga mixin. Needs `DbMixin` (for `this.sequelize`) and the `sagaMigrations` in the
  * service's migrations.
+ *
+ * Crash recovery and ownership: every saga carries a lease (`lease_owner`, `lease_expires_at`).
+ * The node driving a saga renews it at every step attempt, and every write it makes is fenced on
+ * still owning it (`WHERE lease_owner = me`): a node that lost its lease stops. On start and
+ * every `recoveryIntervalMs`, a node claims sagas whose lease expired with
+ * `SELECT ... FOR UPDATE SKIP LOCKED` (so two nodes never claim the same one) and resumes them
+ * forward or backward from their step log. A step that was STARTED without a recorded outcome is
+ * invoked again with the same idempotency key: participants answer a repeat with the first outcome.
+ *
+ * Events emitted (after the transition commits): `saga.started`, `saga.stepCompleted`,
+ * `saga.compensating`, `saga.completed`, `saga.compensated`, `saga.failed`, each
+ * `{ sagaId, name, version, status, step?, failureReason?, data }`.
  */
-export function SagaMixin(): Partial<ServiceSchema> {
+export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
+	const leaseMs = opts.leaseMs ?? 15_000;
+	const recoveryIntervalMs = opts.recoveryIntervalMs ?? 5_000;
+	const faults = opts.faults ?? [];
+
 	/**
 	 * On stop: running sagas start no further step or attempt; the ones in flight are awaited so
-	 * their outcome is recorded (the next durable point), and the sagas stay RUNNING/COMPENSATING,
-	 * to be resumed with `runSaga` (bounded by the broker's shutdown).
+	 * their outcome is recorded (the next durable point); then this node gives up its leases, so
+	 * another node resumes those sagas at once (bounded by the broker's shutdown).
 	 */
 	async function drainSagas(this: any): Promise<void> {
+		if (this.$sagaStopping) return; // stopped twice: the first drain did it all
 		this.$sagaStopping = true;
+		if (this.$sagaRecoveryTimer && this.$sagaRecoveryTimer !== true)
+			clearInterval(this.$sagaRecoveryTimer);
 		await Promise.allSettled([...this.$sagasInFlight]);
+		await (this.sequelize as Sequelize)
+			.query(
+				`UPDATE sagas SET lease_expires_at = now() WHERE lease_owner = $1 AND status IN ('RUNNING','COMPENSATING')`,
+				{ bind: [this.$sagaOwner] }
+			)
+			.catch((err: unknown) => this.logger.warn("Could not hand back saga leases", err));
+	}
+
+	function crashIf(kind: "crash-before" | "crash-after", step: string): void {
+		if (faults.some(f => f.kind === kind && f.step === step)) {
+			// A real crash: no cleanup, no flushed buffers, no graceful stop.
+			process.kill(process.pid, "SIGKILL");
+		}
 	}
 
 	return {
@@ -337,7 +415,25 @@ export function SagaMixin(): Partial<ServiceSchema> {
 
 		created(this: any): void {
 			this.$sagasInFlight = new Set<Promise<unknown>>();
+			/** Sagas this instance is driving now: one run per saga per node. */
+			this.$sagaRuns = new Map<string, Promise<SagaInstance | null>>();
 			this.$sagaStopping = false;
+			this.$sagaRecovering = false;
+			// A fresh owner token per service instance: a restarted node with the same nodeID
+			// does not mistake the dead process's leases for its own.
+			this.$sagaOwner = `${this.broker.nodeID}:${crypto.randomBytes(4).toString("hex")}`;
+		},
+
+		started(this: any): void {
+			// Recovery waits for the whole broker: resuming a saga before its participants are
+			// registered would only burn its retries.
+			if (this.broker.started) this.sagaStartRecovery();
+		},
+
+		events: {
+			"$broker.started"(this: any): void {
+				this.sagaStartRecovery();
+			}
 		},
 
 		stopped: drainSagas,
@@ -356,8 +452,7 @@ export function SagaMixin(): Partial<ServiceSchema> {
 			): Promise<SagaInstance> {
 				const def = this.sagaDefinition(name) as SagaDefinition;
 				const id = opts.id ?? crypto.randomUUID();
-				const seq = this.sequelize as Sequelize;
-				const rows = (await seq.query(
+				const rows = (await (this.sequelize as Sequelize).query(
 					`INSERT INTO sagas (id, name, version, status, current_step, data, deadline_at, request_id,
 						lease_owner, lease_expires_at)
 					 VALUES ($1, $2, $3, 'RUNNING', 0, $4::jsonb, now() + ($5 || ' milliseconds')::interval, $6,
@@ -371,8 +466,8 @@ export function SagaMixin(): Partial<ServiceSchema> {
 							JSON.stringify(data),
 							String(opts.deadlineMs),
 							opts.requestId ?? null,
-							this.broker.nodeID,
-							String(LEASE_MS)
+							this.$sagaOwner,
+							String(leaseMs)
 						],
 						type: QueryTypes.SELECT,
 						transaction: opts.transaction
@@ -381,11 +476,55 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				return toInstance(rows[0]!);
 			},
 
-			launchSaga(this: any, id: string): void {
-				const p: Promise<unknown> = this.runSaga(id).finally(() =>
-					this.$sagasInFlight.delete(p)
-				);
+			/** A recovery pass now, then every `recoveryIntervalMs` until the service stops. */
+			sagaStartRecovery(this: any): void {
+				if (this.$sagaRecoveryTimer || this.$sagaStopping) return;
+				const tick = (): void => {
+					this.recoverSagas().catch((err: unknown) =>
+						this.logger.warn("Saga recovery pass failed", err)
+					);
+				};
+				tick();
+				if (recoveryIntervalMs > 0) {
+					this.$sagaRecoveryTimer = setInterval(tick, recoveryIntervalMs);
+					this.$sagaRecoveryTimer.unref?.();
+				} else this.$sagaRecoveryTimer = true;
+			},
+
+			launchSaga(this: any, id: string, launch: { fresh?: boolean } = {}): void {
+				const p: Promise<unknown> = (async () => {
+					if (launch.fresh) {
+						const saga: SagaInstance | null = await this.getSaga(id).catch(() => null);
+						if (saga) await this.sagaEmit("saga.started", saga);
+					}
+					return this.runSaga(id);
+				})().finally(() => this.$sagasInFlight.delete(p));
 				this.$sagasInFlight.add(p);
+			},
+
+			async recoverSagas(this: any, limit = 50): Promise<string[]> {
+				if (this.$sagaStopping || this.$sagaRecovering) return [];
+				this.$sagaRecovering = true;
+				try {
+					const rows = (await (this.sequelize as Sequelize).query(
+						`UPDATE sagas SET lease_owner = $1, lease_expires_at = now() + ($2 || ' milliseconds')::interval
+						 WHERE id IN (
+							SELECT id FROM sagas
+							WHERE status IN ('RUNNING','COMPENSATING')
+							  AND (lease_expires_at IS NULL OR lease_expires_at < now())
+							ORDER BY updated_at LIMIT $3
+							FOR UPDATE SKIP LOCKED)
+						 RETURNING id`,
+						{ bind: [this.$sagaOwner, String(leaseMs), limit], type: QueryTypes.SELECT }
+					)) as { id: string }[];
+					for (const r of rows) {
+						this.logger.info(`Recovering saga ${r.id} (its lease had expired)`);
+						this.launchSaga(r.id);
+					}
+					return rows.map(r => r.id);
+				} finally {
+					this.$sagaRecovering = false;
+				}
 			},
 
 			async getSaga(this: any, id: string): Promise<SagaInstance | null> {
@@ -416,31 +555,86 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				}));
 			},
 
+			/**
+			 * The definition of saga `name`: the given version, or the highest deployed.
+			 * @throws Error when that version is not deployed on this node
+			 */
 			sagaDefinition(this: any, name: string, version?: number): SagaDefinition {
-				const def = (this.schema.sagas ?? {})[name] as SagaDefinition | undefined;
-				if (!def) throw new Error(`Unknown saga "${name}"`);
-				if (version !== undefined && def.version !== version)
+				const all = versionsOf(this.schema, name);
+				if (all.length === 0) throw new Error(`Unknown saga "${name}"`);
+				if (version === undefined)
+					return all.reduce((a, b) => (b.version > a.version ? b : a));
+				const def = all.find(d => d.version === version);
+				if (!def)
 					throw new Error(
-						`Saga "${name}" v${version} is not deployed here (have v${def.version})`
+						`Saga "${name}" v${version} is not deployed here (have v${all.map(d => d.version).join(", v")})`
 					);
 				return def;
 			},
 
-			async runSaga(this: any, id: string): Promise<SagaInstance | null> {
+			/**
+			 * Claims the saga (it is unowned, its lease expired, or this node owns it) and renews
+			 * the lease. @returns the saga, or null when another node holds it or it has ended
+			 */
+			async sagaClaim(this: any, id: string): Promise<SagaInstance | null> {
+				const rows = (await (this.sequelize as Sequelize).query(
+					`UPDATE sagas SET lease_owner = $2, lease_expires_at = now() + ($3 || ' milliseconds')::interval
+					 WHERE id = $1 AND status IN ('RUNNING','COMPENSATING')
+					   AND (lease_owner = $2 OR lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < now())
+					 RETURNING *`,
+					{ bind: [id, this.$sagaOwner, String(leaseMs)], type: QueryTypes.SELECT }
+				)) as SagaRow[];
+				return rows[0] ? toInstance(rows[0]) : null;
+			},
+
+			/**
+			 * Drives a saga to its end, to parking, or to the next durable point when this node
+			 * stops. Never throws: an orchestrator-side failure (its own database, a lost lease)
+			 * leaves the saga resumable by recovery.
+			 * @returns the saga as this run left it, or null when it was not driven
+			 */
+			runSaga(this: any, id: string): Promise<SagaInstance | null> {
+				const running = this.$sagaRuns.get(id);
+				if (running) return running;
+				const run: Promise<SagaInstance | null> = this.sagaDrive(id).finally(() =>
+					this.$sagaRuns.delete(id)
+				);
+				this.$sagaRuns.set(id, run);
+				return run;
+			},
+
+			async sagaDrive(this: any, id: string): Promise<SagaInstance | null> {
 				try {
-					let saga: SagaInstance | null = await this.getSaga(id);
-					if (!saga) return null;
+					let saga: SagaInstance | null = await this.sagaClaim(id);
+					if (!saga) {
+						const current: SagaInstance | null = await this.getSaga(id);
+						// Ended sagas answer as they are; a saga held by another node is left to it.
+						return current && !["RUNNING", "COMPENSATING"].includes(current.status)
+							? current
+							: null;
+					}
 					const def: SagaDefinition = this.sagaDefinition(saga.name, saga.version);
 					if (saga.status === "RUNNING") saga = await this.sagaForward(def, saga);
-					if (saga && saga.status === "COMPENSATING")
+					if (saga && saga.status === "COMPENSATING" && !this.$sagaStopping)
 						saga = await this.sagaCompensate(def, saga);
 					return saga;
 				} catch (err) {
-					// Only infrastructure failures (the orchestrator's own database) reach here; the
-					// saga stays RUNNING/COMPENSATING with its lease, to be resumed by recovery.
-					this.logger.error(`Saga ${id} stopped on an infrastructure error`, err);
+					if (err instanceof SagaLeaseLostError) this.logger.warn(err.message);
+					else this.logger.error(`Saga ${id} stopped on an orchestrator error`, err);
 					return null;
 				}
+			},
+
+			/** Whether the deadline has passed (it applies only up to the pivot). */
+			sagaDeadlinePassed(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance,
+				i: number
+			): boolean {
+				return (
+					!sagaIsAfterPivot(def, i) && Date.now() >= new Date(saga.deadlineAt).getTime()
+				);
 			},
 
 			/** Runs the forward steps from `currentStep`. */
@@ -449,26 +643,38 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				def: SagaDefinition,
 				saga: SagaInstance
 			): Promise<SagaInstance> {
+				const deadlineRecord = (step: string): SagaErrorRecord => ({
+					step,
+					phase: "forward",
+					type: "SAGA_DEADLINE_EXCEEDED",
+					code: null,
+					message: "The saga's deadline passed",
+					at: new Date().toISOString()
+				});
 				for (let i = saga.currentStep; i < def.steps.length; i++) {
 					const step = def.steps[i]!;
-					// After the pivot the saga can only go forward, deadline or not.
-					if (!sagaIsAfterPivot(def, i) && Date.now() >= saga.deadlineAt.getTime()) {
-						const rec: SagaErrorRecord = {
-							step: step.name,
-							phase: "forward",
-							type: "SAGA_DEADLINE_EXCEEDED",
-							code: null,
-							message: "The saga's deadline passed",
-							at: new Date().toISOString()
-						};
-						return this.sagaBeginCompensation(def, saga, rec, i);
-					}
 					const policy = step.retry ?? def.retry;
 					let attempt = 0;
 					for (;;) {
 						// Stopping: leave the saga RUNNING here, to be resumed.
 						if (this.$sagaStopping) return saga;
+						if (this.sagaDeadlinePassed(def, saga, i))
+							return this.sagaBeginCompensation(
+								def,
+								saga,
+								deadlineRecord(step.name),
+								i
+							);
 						attempt++;
+						if (def.beforeStep && !sagaIsAfterPivot(def, i)) {
+							try {
+								await this[def.beforeStep](saga);
+							} catch (err) {
+								const rec = errorRecord(step.name, "forward", err);
+								await this.sagaAppendError(saga, rec);
+								return this.sagaBeginCompensation(def, saga, rec, i);
+							}
+						}
 						const logId: number = await this.sagaLogStart(
 							saga,
 							i,
@@ -476,20 +682,11 @@ export function SagaMixin(): Partial<ServiceSchema> {
 							"forward",
 							attempt
 						);
+						crashIf("crash-before", step.name);
 						const key = `${saga.id}:${step.name}`;
+						let result: unknown;
 						try {
-							const result = await this.sagaInvoke(def, step, saga, key);
-							const patch = step.result ? step.result(saga.data, result) : {};
-							saga = await this.sagaLogSuccess(
-								def,
-								saga,
-								logId,
-								i,
-								step.name,
-								result,
-								patch
-							);
-							break;
+							result = await this.sagaInvoke(def, step, saga, key);
 						} catch (err) {
 							const rec = errorRecord(step.name, "forward", err);
 							await this.sagaLogFailure(saga, logId, rec);
@@ -503,6 +700,22 @@ export function SagaMixin(): Partial<ServiceSchema> {
 							if (sagaIsAfterPivot(def, i)) return this.sagaPark(def, saga, rec);
 							return this.sagaBeginCompensation(def, saga, rec, i);
 						}
+						// Recording the outcome is the orchestrator's own business: a failure here
+						// is not the step's; it leaves the saga to recovery, which re-invokes the
+						// step with the same idempotency key.
+						const patch = step.result ? step.result(saga.data, result) : {};
+						saga = await this.sagaLogSuccess(
+							def,
+							saga,
+							logId,
+							i,
+							step.name,
+							result,
+							patch
+						);
+						crashIf("crash-after", step.name);
+						await this.sagaEmit("saga.stepCompleted", saga, { step: step.name });
+						break;
 					}
 				}
 				return this.sagaFinish(def, saga, "COMPLETED", null);
@@ -527,6 +740,24 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				});
 			},
 
+			/** Runs `sql` fenced on this node's lease; throws SagaLeaseLostError if it was lost. */
+			async sagaFenced(
+				this: any,
+				saga: SagaInstance,
+				sql: string,
+				bind: unknown[],
+				transaction?: Transaction
+			): Promise<Record<string, unknown>[]> {
+				const rows = (await (this.sequelize as Sequelize).query(sql, {
+					bind: [saga.id, this.$sagaOwner, ...bind],
+					type: QueryTypes.SELECT,
+					transaction
+				})) as Record<string, unknown>[];
+				if (rows.length === 0) throw new SagaLeaseLostError(saga.id);
+				return rows;
+			},
+
+			/** Records a step attempt's intent (STARTED) and renews the lease, in one statement. */
 			async sagaLogStart(
 				this: any,
 				saga: SagaInstance,
@@ -535,28 +766,17 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				phase: "forward" | "compensate",
 				attempt: number
 			): Promise<number> {
-				const seq = this.sequelize as Sequelize;
-				const rows = (await seq.query(
+				const rows = await this.sagaFenced(
+					saga,
 					`WITH s AS (
-						UPDATE sagas SET current_step = CASE WHEN $5 = 'forward' THEN $2 ELSE current_step END,
+						UPDATE sagas SET current_step = CASE WHEN $6 = 'forward' THEN $3 ELSE current_step END,
 							attempts = attempts + 1, updated_at = now(),
-							lease_owner = $6, lease_expires_at = now() + ($7 || ' milliseconds')::interval
-						WHERE id = $1 RETURNING id)
+							lease_expires_at = now() + ($7 || ' milliseconds')::interval
+						WHERE id = $1 AND lease_owner = $2 RETURNING id)
 					 INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
-					 SELECT id, $2, $3, $5, 'STARTED', $4 FROM s RETURNING id`,
-					{
-						bind: [
-							saga.id,
-							index,
-							stepName,
-							attempt,
-							phase,
-							this.broker.nodeID,
-							String(LEASE_MS)
-						],
-						type: QueryTypes.SELECT
-					}
-				)) as { id: string }[];
+					 SELECT id, $3, $4, $6, 'STARTED', $5 FROM s RETURNING id`,
+					[index, stepName, attempt, phase, String(leaseMs)]
+				);
 				if (phase === "forward") saga.currentStep = index;
 				return Number(rows[0]!.id);
 			},
@@ -574,13 +794,16 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				const seq = this.sequelize as Sequelize;
 				const data = { ...saga.data, ...patch };
 				await seq.transaction(async t => {
+					await this.sagaFenced(
+						saga,
+						`UPDATE sagas SET current_step = $3, data = $4::jsonb, updated_at = now()
+						 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+						[index + 1, JSON.stringify(data)],
+						t
+					);
 					await seq.query(
 						`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
 						{ bind: [logId, JSON.stringify(result ?? null)], transaction: t }
-					);
-					await seq.query(
-						`UPDATE sagas SET current_step = $2, data = $3::jsonb, updated_at = now() WHERE id = $1`,
-						{ bind: [saga.id, index + 1, JSON.stringify(data)], transaction: t }
 					);
 					const next = { ...saga, data, currentStep: index + 1 };
 					if (def.onStepSucceeded) await this[def.onStepSucceeded](next, stepName, t);
@@ -594,13 +817,35 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				logId: number,
 				rec: SagaErrorRecord
 			): Promise<void> {
-				await (this.sequelize as Sequelize).query(
-					`WITH s AS (UPDATE saga_steps SET status = 'FAILED', error = $2::jsonb, finished_at = now()
-						WHERE id = $1 RETURNING saga_id)
-					 UPDATE sagas SET errors = errors || jsonb_build_array($2::jsonb), updated_at = now()
-					 WHERE id = (SELECT saga_id FROM s)`,
-					{ bind: [logId, JSON.stringify(rec)] }
+				const seq = this.sequelize as Sequelize;
+				await seq.transaction(async t => {
+					await this.sagaFenced(
+						saga,
+						`UPDATE sagas SET errors = errors || jsonb_build_array($3::jsonb), updated_at = now()
+						 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+						[JSON.stringify(rec)],
+						t
+					);
+					await seq.query(
+						`UPDATE saga_steps SET status = 'FAILED', error = $2::jsonb, finished_at = now() WHERE id = $1`,
+						{ bind: [logId, JSON.stringify(rec)], transaction: t }
+					);
+				});
+			},
+
+			/** Adds an error to the saga's history (a refusal before any step was invoked). */
+			async sagaAppendError(
+				this: any,
+				saga: SagaInstance,
+				rec: SagaErrorRecord
+			): Promise<void> {
+				await this.sagaFenced(
+					saga,
+					`UPDATE sagas SET errors = errors || jsonb_build_array($3::jsonb), updated_at = now()
+					 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+					[JSON.stringify(rec)]
 				);
+				saga.errors.push(rec);
 			},
 
 			async sagaBeginCompensation(
@@ -611,18 +856,21 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				failedIndex: number
 			): Promise<SagaInstance> {
 				const reason = def.failureReason(rec);
-				await (this.sequelize as Sequelize).query(
-					`UPDATE sagas SET status = 'COMPENSATING', failure_reason = $2, current_step = $3,
-						errors = CASE WHEN errors @> jsonb_build_array($4::jsonb) THEN errors ELSE errors || jsonb_build_array($4::jsonb) END,
-						updated_at = now() WHERE id = $1`,
-					{ bind: [saga.id, reason, failedIndex, JSON.stringify(rec)] }
+				await this.sagaFenced(
+					saga,
+					`UPDATE sagas SET status = 'COMPENSATING', failure_reason = $3, current_step = $4,
+						errors = CASE WHEN errors @> jsonb_build_array($5::jsonb) THEN errors ELSE errors || jsonb_build_array($5::jsonb) END,
+						updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+					[reason, failedIndex, JSON.stringify(rec)]
 				);
-				return {
+				const next: SagaInstance = {
 					...saga,
 					status: "COMPENSATING",
 					failureReason: reason,
 					currentStep: failedIndex
 				};
+				await this.sagaEmit("saga.compensating", next, { step: rec.step });
+				return next;
 			},
 
 			/** Compensates every started step, newest first, skipping those already compensated. */
@@ -640,10 +888,13 @@ export function SagaMixin(): Partial<ServiceSchema> {
 						.filter(l => l.phase === "compensate" && l.status === "SUCCEEDED")
 						.map(l => l.stepIndex)
 				);
+				const policy: SagaRetryPolicy = def.compensationRetry ?? {
+					...def.retry,
+					maxAttempts: Math.max(8, def.retry.maxAttempts)
+				};
 				for (let i = Math.min(saga.currentStep, def.steps.length - 1); i >= 0; i--) {
 					const step = def.steps[i]!;
 					if (!step.compensation || !started.has(i) || done.has(i)) continue;
-					const policy = step.retry ?? def.retry;
 					let attempt = 0;
 					for (;;) {
 						// Stopping: leave the saga COMPENSATING here, to be resumed.
@@ -657,23 +908,15 @@ export function SagaMixin(): Partial<ServiceSchema> {
 							attempt
 						);
 						const key = `${saga.id}:${step.name}:compensate`;
+						let result: unknown;
 						try {
 							const params = step.compensation.params(saga.data, key);
-							const result = await this.broker.call(
-								step.compensation.action,
-								params,
-								{
-									timeout: step.timeout ?? def.stepTimeoutMs,
-									retries: 0,
-									requestID: saga.requestId ?? undefined,
-									meta: { idempotencyKey: key }
-								}
-							);
-							await (this.sequelize as Sequelize).query(
-								`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
-								{ bind: [logId, JSON.stringify(result ?? null)] }
-							);
-							break;
+							result = await this.broker.call(step.compensation.action, params, {
+								timeout: step.timeout ?? def.stepTimeoutMs,
+								retries: 0,
+								requestID: saga.requestId ?? undefined,
+								meta: { idempotencyKey: key }
+							});
 						} catch (err) {
 							const rec = errorRecord(step.name, "compensate", err);
 							await this.sagaLogFailure(saga, logId, rec);
@@ -684,6 +927,11 @@ export function SagaMixin(): Partial<ServiceSchema> {
 							}
 							return this.sagaPark(def, saga, rec);
 						}
+						await (this.sequelize as Sequelize).query(
+							`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
+							{ bind: [logId, JSON.stringify(result ?? null)] }
+						);
+						break;
 					}
 				}
 				return this.sagaFinish(def, saga, "COMPENSATED", saga.failureReason);
@@ -699,15 +947,22 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				const seq = this.sequelize as Sequelize;
 				const done = { ...saga, status };
 				await seq.transaction(async t => {
-					await seq.query(
-						`UPDATE sagas SET status = $2, lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1`,
-						{ bind: [saga.id, status], transaction: t }
+					await this.sagaFenced(
+						saga,
+						`UPDATE sagas SET status = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+						 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+						[status],
+						t
 					);
 					if (status === "COMPLETED" && def.onCompleted)
 						await this[def.onCompleted](done, t);
 					if (status === "COMPENSATED" && def.onCompensated)
 						await this[def.onCompensated](done, reason, t);
 				});
+				await this.sagaEmit(
+					status === "COMPLETED" ? "saga.completed" : "saga.compensated",
+					done
+				);
 				await this.sagaAfterCommit(done);
 				return done;
 			},
@@ -722,17 +977,43 @@ export function SagaMixin(): Partial<ServiceSchema> {
 				const seq = this.sequelize as Sequelize;
 				const parked = { ...saga, status: "FAILED" as const };
 				await seq.transaction(async t => {
-					await seq.query(
-						`UPDATE sagas SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL, updated_at = now() WHERE id = $1`,
-						{ bind: [saga.id], transaction: t }
+					await this.sagaFenced(
+						saga,
+						`UPDATE sagas SET status = 'FAILED', lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+						 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+						[],
+						t
 					);
 					if (def.onFailed) await this[def.onFailed](parked, t);
 				});
 				this.logger.error(
 					`Saga ${saga.id} parked as FAILED at ${rec.step} (${rec.phase}): ${rec.type} ${rec.message}`
 				);
+				await this.sagaEmit("saga.failed", parked, { step: rec.step });
 				await this.sagaAfterCommit(parked);
 				return parked;
+			},
+
+			/** Emits a saga lifecycle event; a failure to emit is logged, never thrown. */
+			async sagaEmit(
+				this: any,
+				event: string,
+				saga: SagaInstance,
+				extra: Record<string, unknown> = {}
+			): Promise<void> {
+				try {
+					await this.broker.emit(event, {
+						sagaId: saga.id,
+						name: saga.name,
+						version: saga.version,
+						status: saga.status,
+						failureReason: saga.failureReason,
+						data: saga.data,
+						...extra
+					});
+				} catch (err) {
+					this.logger.warn(`Could not emit ${event}`, err);
+				}
 			},
 
 			/** Called after a saga's final transaction commits; services override to emit events. */

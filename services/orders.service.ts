@@ -134,6 +134,8 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 		version: 1,
 		stepTimeoutMs: c.sagaStepTimeoutMs,
 		retry: { maxAttempts: 5, baseDelayMs: 100, maxDelayMs: 2_000 },
+		compensationRetry: { maxAttempts: 10, baseDelayMs: 200, maxDelayMs: 5_000 },
+		beforeStep: "refuseIfCancelRequested",
 		businessErrors: [
 			"INVENTORY_OUT_OF_STOCK",
 			"INVENTORY_RESERVATION_CONFLICT",
@@ -264,7 +266,11 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			models: defineModels,
 			mainModel: "Order"
 		}),
-		SagaMixin()
+		SagaMixin({
+			leaseMs: config().sagaLeaseMs,
+			recoveryIntervalMs: config().sagaRecoveryIntervalMs,
+			faults: config().sagaFaults
+		})
 	],
 
 	sagas: { order: orderSaga() },
@@ -428,7 +434,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					}
 					throw err;
 				}
-				this.launchSaga(sagaId);
+				this.launchSaga(sagaId, { fresh: true });
 				await ctx.emit("order.created", {
 					order: { ...toOrderView(row), customerEmail: row.customer_email }
 				});
@@ -598,12 +604,11 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				// pivot, nothing can be undone): go forward again.
 				const next: SagaStatus = saga.failureReason !== null ? "COMPENSATING" : "RUNNING";
 				const rows = (await this.sequelize.query(
-					`UPDATE sagas SET status = $2, updated_at = now(), lease_owner = $3,
-						lease_expires_at = now() + interval '30 seconds',
-						deadline_at = CASE WHEN $2 = 'RUNNING' THEN greatest(deadline_at, now() + ($4 || ' milliseconds')::interval) ELSE deadline_at END
+					`UPDATE sagas SET status = $2, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+						deadline_at = CASE WHEN $2 = 'RUNNING' THEN greatest(deadline_at, now() + ($3 || ' milliseconds')::interval) ELSE deadline_at END
 					 WHERE id = $1 AND status = 'FAILED' RETURNING id`,
 					{
-						bind: [saga.id, next, this.broker.nodeID, String(config().sagaDeadlineMs)],
+						bind: [saga.id, next, String(config().sagaDeadlineMs)],
 						type: QueryTypes.SELECT
 					}
 				)) as { id: string }[];
@@ -635,7 +640,12 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		},
 
 		sagaView(this: OrdersThis, s: SagaInstance): SagaView {
-			const def = this.schema.sagas?.[s.name];
+			let def: SagaDefinition | undefined;
+			try {
+				def = this.sagaDefinition(s.name, s.version);
+			} catch {
+				def = undefined; // a version not deployed on this node
+			}
 			return {
 				id: s.id,
 				name: s.name,
@@ -651,6 +661,25 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				createdAt: new Date(s.createdAt).toISOString(),
 				updatedAt: new Date(s.updatedAt).toISOString()
 			};
+		},
+
+		/**
+		 * Saga `beforeStep` hook: a customer's cancel stops the saga before its next step (so a
+		 * cancelled order is not charged first and refunded after).
+		 * @throws ORDERS_CANCEL_REQUESTED
+		 */
+		async refuseIfCancelRequested(
+			this: OrdersThis,
+			saga: SagaInstance<OrderSagaData>
+		): Promise<void> {
+			const rows = (await this.sequelize.query(
+				"SELECT cancel_requested FROM orders WHERE id = $1",
+				{ bind: [saga.data.orderId], type: QueryTypes.SELECT }
+			)) as { cancel_requested: boolean }[];
+			if (rows[0]?.cancel_requested)
+				throw shopError("ORDERS_CANCEL_REQUESTED", undefined, {
+					orderId: saga.data.orderId
+				});
 		},
 
 		/** Saga step `confirmOrder`: the pivot. Refused when the customer asked to cancel. */

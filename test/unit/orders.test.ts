@@ -426,7 +426,7 @@ describe("orders", () => {
 	 * pivot before the cancel lands. The cancel is then accepted whatever the scheduling, and once
 	 * the lock is released the saga runs on and must end CANCELLED / CANCELLED_BY_CUSTOMER.
 	 */
-	it("a customer cancel before the pivot ends CANCELLED_BY_CUSTOMER, refunding and releasing", async () => {
+	it("a customer cancel before the pivot ends CANCELLED_BY_CUSTOMER: nothing charged, stock released", async () => {
 		const p = await newProduct(5, 700);
 		const user = customer();
 		const lock = await lockStock(p.id);
@@ -444,8 +444,8 @@ describe("orders", () => {
 			status: "CANCELLED",
 			cancellationReason: "CANCELLED_BY_CUSTOMER"
 		});
-		// The saga charged before it reached the pivot, which refused to confirm: refunded.
-		expect(await paymentOf(order.id)).toMatchObject({ status: "REFUNDED", amount: 1_400 });
+		// The saga saw the cancel before its next step: the card was never charged.
+		expect(await paymentOf(order.id)).toBeNull();
 		expect(await stockOf(p.id)).toEqual({
 			productId: p.id,
 			onHand: 5,
@@ -455,7 +455,8 @@ describe("orders", () => {
 		expect(await sagaOf(order.id, "COMPENSATED")).toMatchObject({
 			failureReason: "CANCELLED_BY_CUSTOMER",
 			errors: [
-				expect.objectContaining({ step: "confirmOrder", type: "ORDERS_CANCEL_REQUESTED" })
+				// Seen before reserveStock or before chargePayment, depending on scheduling.
+				expect.objectContaining({ type: "ORDERS_CANCEL_REQUESTED" })
 			]
 		});
 		// Cancelling a cancelled order answers it as it is.
@@ -466,27 +467,26 @@ describe("orders", () => {
 	});
 
 	/*
-	 * Same lock, with a processor that is down: the saga retries the charge with backoff and then
-	 * compensates because of the outage. The customer's cancel was accepted before, so it is the
-	 * order's reason, and nothing is captured.
+	 * A processor that is down: the saga retries the charge with backoff. The customer cancels once
+	 * the first attempt has failed; the saga sees the cancel before its next attempt (or, if all
+	 * attempts ran out first, compensates for the outage) and the order ends
+	 * CANCELLED_BY_CUSTOMER either way, with nothing captured: the refund leaves a VOIDED record.
 	 */
 	it("a cancel accepted while the payment is being retried ends CANCELLED_BY_CUSTOMER, nothing captured", async () => {
 		const p = await newProduct(5, 300);
 		const user = customer();
-		const lock = await lockStock(p.id);
-		let order: Order;
-		try {
-			order = await place(
-				user,
-				[{ productId: p.id, quantity: 1 }],
-				"tok_processorUnavailable"
-			);
-			expect(await as(user, "orders.cancel", { id: order.id })).toMatchObject({
-				cancelRequested: true
-			});
-		} finally {
-			await lock.commit();
-		}
+		const order = await place(
+			user,
+			[{ productId: p.id, quantity: 1 }],
+			"tok_processorUnavailable"
+		);
+		await waitFor(
+			() => sagaOf(order.id),
+			s => (s?.errors ?? []).some(e => e.type === "PAYMENTS_PROCESSOR_UNAVAILABLE")
+		);
+		expect(await as(user, "orders.cancel", { id: order.id })).toMatchObject({
+			cancelRequested: true
+		});
 		expect(await settled(user, order.id)).toMatchObject({
 			status: "CANCELLED",
 			cancellationReason: "CANCELLED_BY_CUSTOMER"
@@ -494,10 +494,10 @@ describe("orders", () => {
 		expect(await stockOf(p.id)).toMatchObject({ onHand: 5, reserved: 0 });
 		expect((await paymentOf(order.id))?.status).toBe("VOIDED");
 		const saga = await sagaOf(order.id, "COMPENSATED");
-		// The order saga's retry policy, 5 attempts, and no more (no broker retries inside them).
-		expect(saga?.errors.filter(e => e.type === "PAYMENTS_PROCESSOR_UNAVAILABLE")).toHaveLength(
-			5
-		);
+		// At most the order saga's 5 attempts (no broker retries inside them).
+		const outages = saga?.errors.filter(e => e.type === "PAYMENTS_PROCESSOR_UNAVAILABLE") ?? [];
+		expect(outages.length).toBeGreaterThanOrEqual(1);
+		expect(outages.length).toBeLessThanOrEqual(5);
 	});
 
 	it("refuses to cancel a confirmed order: ORDERS_NOT_CANCELLABLE 409", async () => {
