@@ -139,6 +139,11 @@ export const ERRORS = {
 		retryable: false,
 		description: "The Idempotency-Key was used before with a different request body."
 	},
+	IDEMPOTENCY_KEY_CONFLICT: {
+		code: 409,
+		retryable: false,
+		description: "The idempotency key was used before for another action."
+	},
 	SAGAS_NOT_FOUND: { code: 404, retryable: false, description: "No such saga." },
 	SAGAS_NOT_PARKED: {
 		code: 409,

@@ -11,12 +11,22 @@
  * | `tok_processorUnavailable` | the processor is down: `PAYMENTS_PROCESSOR_UNAVAILABLE` (retryable) |
  * | anything else | `PAYMENTS_INVALID_METHOD` (422) |
  *
- * `charge` captures at once (authorise-and-capture in one call). `charge` and `refund` are
- * idempotent by order id: one payment per order, a repeat answers the first outcome. A `refund`
- * that arrives before its `charge` leaves a `VOIDED` tombstone so the late charge is refused.
+ * `charge` captures at once (authorise-and-capture in one call). Idempotency, in two layers:
+ * - by idempotency key (`ctx.meta.idempotencyKey`, see `IdempotencyMixin`): `charge` and `refund`
+ *   apply a key at most once, its record committed in the same transaction as the payment and
+ *   ledger rows; a repeat of the key answers the first outcome, a decline included (the `DECLINED`
+ *   payment is kept and `PAYMENTS_CARD_DECLINED` replays), even if the payment moved on since
+ *   (a charge's key still answers `CAPTURED` after a refund); a transient failure
+ *   (`PAYMENTS_PROCESSOR_UNAVAILABLE`) stores nothing, so a retry with the key charges; a key
+ *   used for another action is refused with `IDEMPOTENCY_KEY_CONFLICT`. An unknown token is
+ *   refused before anything runs (`PAYMENTS_INVALID_METHOD`, not stored);
+ * - by order id, underneath: one payment per order, a repeat answers its current outcome. A
+ *   `refund` that arrives before its `charge` leaves a `VOIDED` tombstone so the late charge is
+ *   refused.
  * Money: integer cents with an ISO 4217 currency.
  *
- * Events emitted: `payment.captured`, `payment.declined`, `payment.refunded`, each with the payment.
+ * Events emitted (only when the effect happens, never on a replay): `payment.captured`,
+ * `payment.declined`, `payment.refunded`, each with the payment.
  */
 import crypto from "node:crypto";
 import type { Service } from "moleculer";
@@ -25,6 +35,12 @@ import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
 import { paymentsMigrations } from "../migrations/payments";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import {
+	IdempotencyMixin,
+	idempotencyMigrations,
+	type IdempotencyMixinMethods,
+	type IdempotentOutcome
+} from "../mixins/idempotency.mixin";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 
 export type PaymentStatus = "CAPTURED" | "DECLINED" | "REFUNDED" | "VOIDED";
@@ -101,7 +117,7 @@ interface PaymentsMethods {
 		p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
 	): Promise<PaymentRow>;
 }
-type PaymentsThis = Service & DbMixinMethods<Models> & PaymentsMethods;
+type PaymentsThis = Service & DbMixinMethods<Models> & IdempotencyMixinMethods & PaymentsMethods;
 
 const toView = (r: PaymentRow): Payment => ({
 	id: r.id,
@@ -122,27 +138,58 @@ function declined(r: PaymentRow): Error {
 	});
 }
 
+/**
+ * What `charge` answers for the order's payment `r`: the capture, its decline, or a conflict
+ * (refunded/voided, or charged another amount).
+ */
+function chargeOutcome(
+	r: PaymentRow,
+	amount: number,
+	currency: string
+): IdempotentOutcome<Payment> {
+	const orderId = r.order_id;
+	if (r.status === "DECLINED") return { error: declined(r) };
+	if (r.status !== "CAPTURED")
+		return {
+			error: shopError("PAYMENTS_CONFLICT", `The order's payment is ${r.status}`, {
+				orderId,
+				status: r.status
+			})
+		};
+	if (r.amount !== amount || r.currency.trim() !== currency)
+		return {
+			error: shopError("PAYMENTS_CONFLICT", "The order was charged another amount", {
+				orderId
+			})
+		};
+	return { response: toView(r) };
+}
+
 const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	name: "payments",
 	mixins: [
 		DbMixin({
 			service: "payments",
-			migrations: paymentsMigrations,
+			migrations: [...paymentsMigrations, ...idempotencyMigrations],
 			models: defineModels,
 			mainModel: "Payment"
-		})
+		}),
+		IdempotencyMixin()
 	],
 
 	actions: {
 		/**
-		 * Charges (authorises and captures) an order's amount. Idempotent by `orderId`.
+		 * Charges (authorises and captures) an order's amount. Idempotent by
+		 * `ctx.meta.idempotencyKey` (the first outcome, a decline included, is replayed) and by
+		 * `orderId`.
 		 * @param amount - integer cents, 0 to 2 147 483 647
 		 * @param currency - ISO 4217
 		 * @param paymentMethod - a test token (see the table above)
 		 * @returns Payment with `status: "CAPTURED"`
 		 * @throws PAYMENTS_CARD_DECLINED (402, `data.declineCode`), PAYMENTS_INVALID_METHOD (422),
 		 *   PAYMENTS_PROCESSOR_UNAVAILABLE (503, retryable), PAYMENTS_CONFLICT (409) when the order's
-		 *   payment was refunded/voided or had another amount
+		 *   payment was refunded/voided or had another amount, IDEMPOTENCY_KEY_CONFLICT (409) when
+		 *   the key was used for another action
 		 * @emits payment.captured | payment.declined
 		 */
 		charge: {
@@ -167,13 +214,13 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				const outcome = processorOutcome(paymentMethod);
 				if (!outcome)
 					throw shopError("PAYMENTS_INVALID_METHOD", undefined, { paymentMethod });
-				const result = await this.sequelize.transaction(async t => {
+				return this.withIdempotency(ctx, "payments.charge", async t => {
 					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
 						bind: [orderId],
 						transaction: t
 					});
 					const existing = await this.findPayment(orderId, t);
-					if (existing) return { row: existing, fresh: false };
+					if (existing) return chargeOutcome(existing, amount, currency);
 					if ("unavailable" in outcome)
 						throw shopError("PAYMENTS_PROCESSOR_UNAVAILABLE", undefined, { orderId });
 					const row = await this.insertPayment(t, {
@@ -189,32 +236,25 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 							`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
 							{ bind: [row.id, orderId, amount, currency], transaction: t }
 						);
-					return { row, fresh: true };
+					return {
+						...chargeOutcome(row, amount, currency),
+						afterCommit: async () => {
+							await ctx.emit(
+								row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
+								toView(row)
+							);
+						}
+					};
 				});
-				const { row, fresh } = result;
-				if (fresh)
-					await ctx.emit(
-						row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
-						toView(row)
-					);
-				if (row.status === "DECLINED") throw declined(row);
-				if (row.status !== "CAPTURED")
-					throw shopError("PAYMENTS_CONFLICT", `The order's payment is ${row.status}`, {
-						orderId,
-						status: row.status
-					});
-				if (row.amount !== amount || row.currency.trim() !== currency)
-					throw shopError("PAYMENTS_CONFLICT", "The order was charged another amount", {
-						orderId
-					});
-				return toView(row);
 			}
 		},
 
 		/**
-		 * Refunds an order's captured payment in full (saga compensation). Idempotent. Refunding
-		 * an order never charged (or declined) is a no-op success.
+		 * Refunds an order's captured payment in full (saga compensation). Idempotent by
+		 * `ctx.meta.idempotencyKey` and by `orderId`. Refunding an order never charged (or
+		 * declined) is a no-op success.
 		 * @returns Payment with status `REFUNDED`, `DECLINED` or `VOIDED` (nothing had been charged)
+		 * @throws IDEMPOTENCY_KEY_CONFLICT (409) when the key was used for another action
 		 * @emits payment.refunded (only when money moves)
 		 */
 		refund: {
@@ -225,7 +265,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<Payment> {
 				const { orderId } = ctx.params;
-				const result = await this.sequelize.transaction(async t => {
+				return this.withIdempotency(ctx, "payments.refund", async t => {
 					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
 						bind: [orderId],
 						transaction: t
@@ -240,9 +280,9 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 							status: "VOIDED",
 							decline_code: null
 						});
-						return { row, refunded: false };
+						return { response: toView(row) };
 					}
-					if (existing.status !== "CAPTURED") return { row: existing, refunded: false };
+					if (existing.status !== "CAPTURED") return { response: toView(existing) };
 					const rows = (await this.sequelize.query(
 						`UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE id = $1 RETURNING *`,
 						{ bind: [existing.id], type: QueryTypes.SELECT, transaction: t }
@@ -254,11 +294,14 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 							transaction: t
 						}
 					);
-					return { row: rows[0]!, refunded: true };
+					const payment = toView(rows[0]!);
+					return {
+						response: payment,
+						afterCommit: async () => {
+							await ctx.emit("payment.refunded", payment);
+						}
+					};
 				});
-				const payment = toView(result.row);
-				if (result.refunded) await ctx.emit("payment.refunded", payment);
-				return payment;
 			}
 		},
 

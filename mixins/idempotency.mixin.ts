@@ -1,0 +1,241 @@
+/**
+ * `IdempotencyMixin()`: a participant applies an idempotency key at most once and answers every
+ * repeat of that key with the first outcome, success or business error.
+ *
+ * Sources: Stripe's idempotent requests (https://docs.stripe.com/api/idempotent_requests), which
+ * save the status and body of the first request made with a key once the endpoint started
+ * executing, success or failure, and answer retries with it; and the IETF HTTPAPI draft "The
+ * Idempotency-Key HTTP Header Field" (draft-ietf-httpapi-idempotency-key-header), where one key
+ * names one request and a key reused for a different request is an error. Deliberate differences:
+ * a repeat that arrives while the first call is running waits for it (an advisory lock) instead
+ * of being refused with 409; transient and 5xx failures are NOT saved (Stripe saves 500s), so the
+ * saga's retry with the same key runs again; a key reused for another ACTION is refused with
+ * `IDEMPOTENCY_KEY_CONFLICT` (409), but the params of a repeat are not compared (no fingerprint:
+ * the saga derives a step's params from its stored data, so they never differ); records are kept
+ * forever (no 24-hour pruning yet; `created_at` is indexed for it).
+ *
+ * The key is `ctx.meta.idempotencyKey` (the order saga sends `<sagaId>:<stepName>` and, for a
+ * compensation, `<sagaId>:<stepName>:compensate`). Its record lives in the service's own database,
+ * table `idempotency_keys`, and is written in the SAME transaction as the effect it guards (the
+ * transactional habit of eShop's request idempotency): either both commit or neither does, so a
+ * crash between "did it" and "remembered it" cannot happen.
+ *
+ * What is stored:
+ * - success: `outcome = 'OK'`, `response` = the action's answer (it must be JSON-safe: a replay
+ *   answers the stored JSON, and so does the first call, so both are identical);
+ * - a non-transient 4xx shop error (e.g. `INVENTORY_OUT_OF_STOCK`, `PAYMENTS_CARD_DECLINED`):
+ *   `outcome = 'ERROR'`, `response = { type, code, message, data }`; a repeat rebuilds it with
+ *   `shopError(type, message, data)`;
+ * - nothing for transient errors (`isTransientError`: retryable, timeouts, the processor being
+ *   down), 5xx and unexpected errors: the transaction rolls back and a retry with the same key
+ *   runs again.
+ *
+ * Caveat: Moleculer copies `ctx.meta` into nested calls, so an action running under a key that
+ * calls ANOTHER participant must give that call its own key.
+ *
+ * Needs `DbMixin` (for `this.sequelize`) and `idempotencyMigrations` in the service's migrations.
+ */
+import type { ServiceSchema } from "moleculer";
+import { Errors } from "moleculer";
+import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import type { ShopContext } from "../lib/context";
+import type { Migration } from "../lib/database";
+import { ERRORS, shopError, type ErrorData, type ErrorType } from "../lib/errors";
+import { isTransientError } from "./saga.mixin";
+
+/** The `idempotency_keys` table, to include in the service's migrations. */
+export const idempotencyMigrations: readonly Migration[] = [
+	{
+		name: "910-create-idempotency-keys",
+		up: `
+CREATE TABLE idempotency_keys (
+	key text PRIMARY KEY,
+	action text NOT NULL,
+	outcome text NOT NULL CHECK (outcome IN ('OK', 'ERROR')),
+	response jsonb,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX idempotency_keys_created_idx ON idempotency_keys (created_at);`,
+		down: "DROP TABLE idempotency_keys;"
+	}
+];
+
+/**
+ * What `work` decides, inside the transaction:
+ * - `{ response }`: success; the transaction commits and `response` is the action's answer;
+ * - `{ error }`: a business failure whose effects must be kept (the `REJECTED` reservation, the
+ *   `DECLINED` payment); the transaction commits, then `error` is thrown. It must be a
+ *   non-transient 4xx shop error; anything else rolls the transaction back and is thrown as is.
+ *
+ * `afterCommit` runs once the transaction committed, and only when `work` ran (never on a replay):
+ * the place to emit events. Its failure is logged, not thrown (the outcome is already decided).
+ */
+export type IdempotentOutcome<R> =
+	| { response: R; afterCommit?: () => Promise<void> }
+	| { error: Error; afterCommit?: () => Promise<void> };
+
+/** What the mixin adds to `this`. */
+export interface IdempotencyMixinMethods {
+	/**
+	 * Runs `work` at most once per `ctx.meta.idempotencyKey`, in one transaction with its record.
+	 *
+	 * Without a key it just runs `work` in a transaction (with the same `{ response } | { error }`
+	 * handling). With a key, in ONE transaction: takes an advisory lock on the key (concurrent
+	 * calls with one key wait for each other), looks the key up, and
+	 * - found for the same action: answers the stored response, or throws the stored error;
+	 * - found for another action: throws `IDEMPOTENCY_KEY_CONFLICT` (409), nothing runs;
+	 * - not found: runs `work` (inside a savepoint), stores its outcome, commits, answers it.
+	 *   A non-transient 4xx shop error THROWN by `work` rolls back to the savepoint (its partial
+	 *   effects are undone) and is stored and rethrown like a returned `{ error }`.
+	 *
+	 * @param ctx - the action's context; `ctx.meta.idempotencyKey` is the key (a non-empty string)
+	 * @param action - the action's full name, e.g. `payments.charge`: a key belongs to one action
+	 * @param work - the effect; runs with the transaction to use for every query
+	 * @returns the first outcome's response (JSON-safe; as stored)
+	 * @throws the first outcome's business error (rebuilt with `shopError`), IDEMPOTENCY_KEY_CONFLICT
+	 *   (409), REQUEST_INVALID_ID (400) for a key that is not a non-empty string, and whatever
+	 *   transient or unexpected error `work` throws (nothing stored)
+	 */
+	withIdempotency<R>(
+		ctx: ShopContext<any>,
+		action: string,
+		work: (t: Transaction) => Promise<IdempotentOutcome<R>>
+	): Promise<R>;
+}
+
+/** The advisory-lock namespace of keys (the two-int form), apart from the services' own locks. */
+const KEY_LOCK_SPACE = 0x1de7;
+
+interface KeyRecord {
+	action: string;
+	outcome: "OK" | "ERROR";
+	response: unknown;
+}
+
+interface StoredError {
+	type: string;
+	code: number;
+	message: string;
+	data?: ErrorData;
+}
+
+/** A non-transient 4xx error of the shop's table: a business outcome worth remembering. */
+export function isStorableError(err: unknown): err is Error & { type: ErrorType } {
+	if (typeof err !== "object" || err === null) return false;
+	const type = (err as { type?: unknown }).type;
+	if (typeof type !== "string" || !Object.prototype.hasOwnProperty.call(ERRORS, type))
+		return false;
+	return ERRORS[type as ErrorType].code < 500 && !isTransientError(err);
+}
+
+function storedError(err: Error & { type: ErrorType }): StoredError {
+	const e = err as Error & { type: ErrorType; data?: ErrorData };
+	return {
+		type: e.type,
+		code: ERRORS[e.type].code,
+		message: e.message,
+		...(e.data === undefined ? {} : { data: e.data })
+	};
+}
+
+function rebuildError(stored: StoredError): Error {
+	if (Object.prototype.hasOwnProperty.call(ERRORS, stored.type))
+		return shopError(stored.type as ErrorType, stored.message, stored.data);
+	// A type no longer in the table (stored by an older version): keep its wire form.
+	return new Errors.MoleculerClientError(stored.message, stored.code, stored.type, stored.data);
+}
+
+/** A JSON-safe copy: what a replay will answer. */
+const asStored = <R>(response: R): R =>
+	response === undefined ? response : (JSON.parse(JSON.stringify(response)) as R);
+
+export function IdempotencyMixin(): Partial<ServiceSchema> {
+	return {
+		methods: {
+			async withIdempotency<R>(
+				this: any,
+				ctx: ShopContext<any>,
+				action: string,
+				work: (t: Transaction) => Promise<IdempotentOutcome<R>>
+			): Promise<R> {
+				const seq = this.sequelize as Sequelize;
+				const key: unknown = ctx.meta?.idempotencyKey;
+				if (key !== undefined && key !== null && (typeof key !== "string" || key === ""))
+					throw shopError("REQUEST_INVALID_ID", "The idempotency key must be a string", {
+						action
+					});
+
+				type Decided =
+					{ replay: KeyRecord } | { replay: null; outcome: IdempotentOutcome<R> };
+				const decided: Decided = await seq.transaction(async (t): Promise<Decided> => {
+					if (typeof key !== "string") {
+						const outcome = await work(t);
+						// Keep the effects of a business failure; roll back anything else.
+						if ("error" in outcome && !isStorableError(outcome.error))
+							throw outcome.error;
+						return { replay: null, outcome };
+					}
+					await seq.query("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", {
+						bind: [KEY_LOCK_SPACE, key],
+						transaction: t
+					});
+					const found = (await seq.query(
+						"SELECT action, outcome, response FROM idempotency_keys WHERE key = $1",
+						{ bind: [key], type: QueryTypes.SELECT, transaction: t }
+					)) as KeyRecord[];
+					if (found[0]) {
+						if (found[0].action !== action)
+							throw shopError(
+								"IDEMPOTENCY_KEY_CONFLICT",
+								`The idempotency key was used for ${found[0].action}`,
+								{ key, action, firstAction: found[0].action }
+							);
+						return { replay: found[0] };
+					}
+					let outcome: IdempotentOutcome<R>;
+					try {
+						// A savepoint: a business error thrown by `work` undoes its partial effects
+						// but not the lock, and the error is still remembered below.
+						outcome = await seq.transaction({ transaction: t }, sp => work(sp));
+					} catch (err) {
+						if (!isStorableError(err)) throw err;
+						outcome = { error: err };
+					}
+					if ("error" in outcome) {
+						if (!isStorableError(outcome.error)) throw outcome.error;
+						await seq.query(
+							`INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, 'ERROR', $3::jsonb)`,
+							{
+								bind: [key, action, JSON.stringify(storedError(outcome.error))],
+								transaction: t
+							}
+						);
+						return { replay: null, outcome };
+					}
+					const response = asStored(outcome.response);
+					await seq.query(
+						`INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, 'OK', $3::jsonb)`,
+						{ bind: [key, action, JSON.stringify(response ?? null)], transaction: t }
+					);
+					return { replay: null, outcome: { ...outcome, response } };
+				});
+
+				if (decided.replay) {
+					const rec = decided.replay;
+					if (rec.outcome === "ERROR") throw rebuildError(rec.response as StoredError);
+					return rec.response as R;
+				}
+				const { outcome } = decided;
+				if (outcome.afterCommit) {
+					try {
+						await outcome.afterCommit();
+					} catch (err) {
+						this.logger.warn(`${action}: after-commit work failed`, err);
+					}
+				}
+				if ("error" in outcome) throw outcome.error;
+				return outcome.response;
+			}
+		}
+	};
+}
