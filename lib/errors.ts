@@ -88,6 +88,11 @@ export const ERRORS = {
 		retryable: false,
 		description: "The reservation is in a state that forbids this (e.g. commit after release)."
 	},
+	INVENTORY_RESERVATION_EXPIRED: {
+		code: 409,
+		retryable: false,
+		description: "The reservation expired and its units were taken before the commit."
+	},
 	PAYMENTS_CARD_DECLINED: { code: 402, retryable: false, description: "The card was declined." },
 	PAYMENTS_INVALID_METHOD: {
 		code: 422,

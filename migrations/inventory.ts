@@ -1,4 +1,4 @@
-/** Schema of the `inventory` database. */
+/** Schema of the `inventory` database (plus `idempotencyMigrations`, added by the service). */
 import type { Migration } from "../lib/database";
 
 export const inventoryMigrations: readonly Migration[] = [
@@ -24,5 +24,19 @@ CREATE TABLE reservations (
 );
 CREATE INDEX reservations_expiry_idx ON reservations (expires_at) WHERE status = 'RESERVED';`,
 		down: "DROP TABLE reservations; DROP TABLE stock;"
+	},
+	{
+		// Reservations carry a TTL (001 already has `expires_at` and its index): the sweeper
+		// marks the lapsed ones EXPIRED. Down turns them into RELEASED (their units were given back).
+		name: "002-reservation-expired-status",
+		up: `
+ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
+ALTER TABLE reservations ADD CONSTRAINT reservations_status_check
+	CHECK (status IN ('RESERVED', 'COMMITTED', 'RELEASED', 'REJECTED', 'EXPIRED'));`,
+		down: `
+UPDATE reservations SET status = 'RELEASED', updated_at = now() WHERE status = 'EXPIRED';
+ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
+ALTER TABLE reservations ADD CONSTRAINT reservations_status_check
+	CHECK (status IN ('RESERVED', 'COMMITTED', 'RELEASED', 'REJECTED'));`
 	}
 ];

@@ -7,12 +7,38 @@
  * Coffman et al. 1971). Check constraints keep `0 <= reserved <= onHand` in the database itself:
  * stock can never go negative, whatever the code does.
  *
- * `reserve`, `release` and `commit` are idempotent by order id: a repeat answers the first
- * outcome. A `release` that arrives before its `reserve` (the saga's compensation overtook a lost
- * step) leaves a `RELEASED` tombstone, so the late `reserve` is refused instead of locking stock.
+ * Idempotency, in two layers:
+ * - by idempotency key (`ctx.meta.idempotencyKey`, see `IdempotencyMixin`): `reserve`, `release`
+ *   and `commit` apply a key at most once, and its record commits in the same transaction as the
+ *   effect; a repeat of the key answers the first outcome (even if the reservation moved on
+ *   since), including a business error (`INVENTORY_OUT_OF_STOCK` replays as such); a key used
+ *   for another action is refused with `IDEMPOTENCY_KEY_CONFLICT`;
+ * - by order id, underneath: a repeat answers the reservation's current outcome. A `release` that
+ *   arrives before its `reserve` (the saga's compensation overtook a lost step) leaves a
+ *   `RELEASED` tombstone, so the late `reserve` is refused instead of locking stock.
  *
- * Events emitted: `stock.reserved` `{ orderId, items }`, `stock.released` `{ orderId, items }`,
- * `stock.committed` `{ orderId, items }`, `stock.changed` `{ productId, onHand, reserved, available }`.
+ * Reservations carry a TTL (a semantic lock, in the sense of Garcia-Molina & Salem's sagas: the
+ * units are held for the order only so long): `reserve` sets `expires_at = now() +
+ * RESERVATION_TTL_MS`. A sweeper (every `RESERVATION_SWEEP_INTERVAL_MS`, one sweep at a time per
+ * node, none while stopping; `releaseExpired` runs one on demand) claims `RESERVED` reservations
+ * past their `expires_at` with `FOR UPDATE SKIP LOCKED` (so nodes sweeping together never take the
+ * same one, nor wait on a reservation a call is changing), locks their stock rows in ascending
+ * product-id order like `reserve`, gives the units back (`reserved -= quantity`) and marks them
+ * `EXPIRED`. Expiry takes effect when swept: until then a late `commit` still finds the units
+ * held. After expiry:
+ * - `release` is a no-op success answering status `EXPIRED`;
+ * - `commit` takes the units again if they are still available (`onHand -= quantity`, status
+ *   `COMMITTED`, answered and emitted as a commit), else fails with
+ *   `INVENTORY_RESERVATION_EXPIRED` (409) and changes nothing;
+ * - `reserve` of the same order fails with `INVENTORY_RESERVATION_EXPIRED`.
+ *
+ * Reservation statuses: `RESERVED` → `COMMITTED` | `RELEASED` | `EXPIRED` (→ `COMMITTED`), or
+ * `REJECTED` (out of stock), or a `RELEASED` tombstone.
+ *
+ * Events emitted (only when the effect happens, never on a replay): `stock.reserved`
+ * `{ orderId, items }`, `stock.released` `{ orderId, items }` (`{ orderId, items, reason: "EXPIRED" }`
+ * when the sweeper released it), `stock.committed` `{ orderId, items }`, `stock.changed`
+ * `{ productId, onHand, reserved, available }`.
  */
 import type { Service } from "moleculer";
 import {
@@ -23,11 +49,18 @@ import {
 	type Sequelize,
 	type Transaction
 } from "sequelize";
+import { config } from "../lib/config";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { DEMO_CATALOG } from "../lib/demo-catalog";
 import { shopError } from "../lib/errors";
 import { inventoryMigrations } from "../migrations/inventory";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import {
+	IdempotencyMixin,
+	idempotencyMigrations,
+	type IdempotencyMixinMethods,
+	type IdempotentOutcome
+} from "../mixins/idempotency.mixin";
 
 /** Stock of one product. Units are whole items. */
 export interface StockLevel {
@@ -43,24 +76,37 @@ export interface ReservationItem {
 	quantity: number;
 }
 
-export type ReservationStatus = "RESERVED" | "COMMITTED" | "RELEASED" | "REJECTED";
+export type ReservationStatus = "RESERVED" | "COMMITTED" | "RELEASED" | "REJECTED" | "EXPIRED";
 
 /** The outcome of reserve/release/commit. */
 export interface ReservationView {
 	orderId: string;
 	status: ReservationStatus;
 	items: ReservationItem[];
+	/** ISO 8601: when a `RESERVED` reservation lapses; null for tombstones and rejections. */
+	expiresAt: string | null;
 }
 
 /** A reservation as stored; `reason` lists the shortfall of a REJECTED one. */
-interface ReservationRow extends ReservationView {
+interface ReservationRow {
+	orderId: string;
+	status: ReservationStatus;
+	items: ReservationItem[];
 	reason?: unknown;
+	expiresAt: Date | null;
 }
 
 interface StockRow {
 	productId: string;
 	onHand: number;
 	reserved: number;
+}
+
+/** The shortfall of one item: what `INVENTORY_OUT_OF_STOCK` / `_EXPIRED` list in `data.items`. */
+interface Shortfall {
+	productId: string;
+	requested: number;
+	available: number;
 }
 
 function defineModels(sequelize: Sequelize): { Stock: ModelStatic<Model<StockRow>> } {
@@ -80,19 +126,45 @@ type Models = ReturnType<typeof defineModels>;
 interface InventoryMethods {
 	lockStock(productIds: string[], t: Transaction): Promise<Map<string, StockRow>>;
 	findReservation(orderId: string, t: Transaction, lock: boolean): Promise<ReservationRow | null>;
-	emitStockChanged(ctx: ShopContext, productIds: string[]): Promise<void>;
+	emitStockChanged(ctx: ShopContext | null, productIds: string[]): Promise<void>;
 	transition(
 		ctx: ShopContext<{ orderId: string }>,
 		to: "COMMITTED" | "RELEASED"
 	): Promise<ReservationView>;
+	releaseExpiredReservations(): Promise<number>;
+	sweepExpired(): Promise<number>;
+	sweepExpiredBatch(limit: number): Promise<{ orderId: string; items: ReservationItem[] }[]>;
+	scheduleSweep(): void;
 }
-type InventoryThis = Service & DbMixinMethods<Models> & InventoryMethods;
+/** The sweeper's state on `this`. */
+interface SweeperState {
+	$reservationTtlMs: number;
+	$sweepIntervalMs: number;
+	$sweepTimer: NodeJS.Timeout | null;
+	$sweepInFlight: Promise<number> | null;
+	$sweepStopping: boolean;
+}
+type InventoryThis = Service &
+	DbMixinMethods<Models> &
+	IdempotencyMixinMethods &
+	InventoryMethods &
+	SweeperState;
+
+/** How many expired reservations one sweep transaction claims. */
+const SWEEP_BATCH = 100;
 
 const view = (r: StockRow): StockLevel => ({
 	productId: r.productId,
 	onHand: r.onHand,
 	reserved: r.reserved,
 	available: r.onHand - r.reserved
+});
+
+const reservationView = (r: ReservationRow): ReservationView => ({
+	orderId: r.orderId,
+	status: r.status,
+	items: r.items,
+	expiresAt: r.expiresAt ? new Date(r.expiresAt).toISOString() : null
 });
 
 /** Merges duplicate product ids and sorts by product id (the lock order). */
@@ -104,6 +176,52 @@ export function normaliseItems(items: ReservationItem[]): ReservationItem[] {
 		.map(([productId, quantity]) => ({ productId, quantity }));
 }
 
+/** The items that `locked` stock cannot cover from what is available. */
+function shortfall(items: ReservationItem[], locked: Map<string, StockRow>): Shortfall[] {
+	return items
+		.map(i => {
+			const s = locked.get(i.productId);
+			return {
+				productId: i.productId,
+				requested: i.quantity,
+				available: s ? s.onHand - s.reserved : 0
+			};
+		})
+		.filter(s => s.available < s.requested);
+}
+
+/** What `reserve` answers for an order that already has a reservation row. */
+function existingReservationOutcome(r: ReservationRow): IdempotentOutcome<ReservationView> {
+	const { orderId } = r;
+	switch (r.status) {
+		case "REJECTED":
+			return {
+				error: shopError("INVENTORY_OUT_OF_STOCK", "Not enough stock for this order", {
+					orderId,
+					items: (r.reason ?? []) as unknown[]
+				})
+			};
+		case "RELEASED":
+			return {
+				error: shopError(
+					"INVENTORY_RESERVATION_CONFLICT",
+					"The order's reservation was released",
+					{ orderId }
+				)
+			};
+		case "EXPIRED":
+			return {
+				error: shopError(
+					"INVENTORY_RESERVATION_EXPIRED",
+					"The order's reservation expired",
+					{ orderId }
+				)
+			};
+		default:
+			return { response: reservationView(r) };
+	}
+}
+
 const orderIdParams = { $$strict: true, orderId: { type: "uuid" } } as const;
 
 const InventoryService: ShopServiceSchema<InventoryThis> = {
@@ -111,10 +229,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 	mixins: [
 		DbMixin({
 			service: "inventory",
-			migrations: inventoryMigrations,
+			migrations: [...inventoryMigrations, ...idempotencyMigrations],
 			models: defineModels,
 			mainModel: "Stock"
-		})
+		}),
+		IdempotencyMixin()
 	],
 
 	actions: {
@@ -180,12 +299,15 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		},
 
 		/**
-		 * Reserves all items for an order, or none. Idempotent by `orderId`.
+		 * Reserves all items for an order, or none, for `RESERVATION_TTL_MS`. Idempotent by
+		 * `ctx.meta.idempotencyKey` (first outcome replayed) and by `orderId`.
 		 * @param items - 1 to 100 `{ productId, quantity }`; duplicates are summed
-		 * @returns `{ orderId, status: "RESERVED", items }`
-		 * @throws INVENTORY_OUT_OF_STOCK (409, `data.items` lists `{ productId, requested, available }`),
-		 *   INVENTORY_RESERVATION_CONFLICT (409) when the order's reservation was already released
-		 * @emits stock.reserved
+		 * @returns `{ orderId, status: "RESERVED", items, expiresAt }` (`expiresAt` ISO 8601)
+		 * @throws INVENTORY_OUT_OF_STOCK (409, `data.items` lists `{ productId, requested, available }`;
+		 *   the order's `REJECTED` reservation is kept, so a repeat answers the same),
+		 *   INVENTORY_RESERVATION_CONFLICT (409) when the order's reservation was already released,
+		 *   INVENTORY_RESERVATION_EXPIRED (409) when it expired, IDEMPOTENCY_KEY_CONFLICT (409)
+		 * @emits stock.reserved, stock.changed
 		 */
 		reserve: {
 			visibility: "public",
@@ -212,29 +334,21 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			): Promise<ReservationView> {
 				const { orderId } = ctx.params;
 				const items = normaliseItems(ctx.params.items);
-				const outcome = await this.sequelize.transaction(async t => {
+				return this.withIdempotency(ctx, "inventory.reserve", async t => {
 					// Serialise all calls for this order on its reservation row (or its absence).
 					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
 						bind: [orderId],
 						transaction: t
 					});
 					const existing = await this.findReservation(orderId, t, true);
-					if (existing) return { existing, fresh: false };
+					if (existing) return existingReservationOutcome(existing);
 					const locked = await this.lockStock(
 						items.map(i => i.productId),
 						t
 					);
-					const short = items
-						.map(i => ({
-							productId: i.productId,
-							requested: i.quantity,
-							available: locked.has(i.productId)
-								? locked.get(i.productId)!.onHand -
-									locked.get(i.productId)!.reserved
-								: 0
-						}))
-						.filter(s => s.available < s.requested);
+					const short = shortfall(items, locked);
 					if (short.length > 0) {
+						// Kept (committed with the key): a repeat answers the same refusal.
 						await this.sequelize.query(
 							`INSERT INTO reservations (order_id, status, items, reason) VALUES ($1, 'REJECTED', $2::jsonb, $3::jsonb)`,
 							{
@@ -242,13 +356,13 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 								transaction: t
 							}
 						);
-						const rejected: ReservationRow = {
+						return existingReservationOutcome({
 							orderId,
 							status: "REJECTED",
 							items,
-							reason: short
-						};
-						return { existing: rejected, fresh: true };
+							reason: short,
+							expiresAt: null
+						});
 					}
 					for (const i of items) {
 						await this.sequelize.query(
@@ -256,42 +370,43 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							{ bind: [i.productId, i.quantity], transaction: t }
 						);
 					}
-					await this.sequelize.query(
-						`INSERT INTO reservations (order_id, status, items) VALUES ($1, 'RESERVED', $2::jsonb)`,
-						{ bind: [orderId, JSON.stringify(items)], transaction: t }
-					);
-					const reserved: ReservationRow = { orderId, status: "RESERVED", items };
-					return { existing: reserved, fresh: true };
+					const rows = (await this.sequelize.query(
+						`INSERT INTO reservations (order_id, status, items, expires_at)
+						 VALUES ($1, 'RESERVED', $2::jsonb, now() + $3::integer * interval '1 millisecond')
+						 RETURNING expires_at AS "expiresAt"`,
+						{
+							bind: [orderId, JSON.stringify(items), this.$reservationTtlMs],
+							type: QueryTypes.SELECT,
+							transaction: t
+						}
+					)) as { expiresAt: Date }[];
+					return {
+						response: reservationView({
+							orderId,
+							status: "RESERVED",
+							items,
+							expiresAt: rows[0]!.expiresAt
+						}),
+						afterCommit: async () => {
+							await ctx.emit("stock.reserved", { orderId, items });
+							await this.emitStockChanged(
+								ctx,
+								items.map(i => i.productId)
+							);
+						}
+					};
 				});
-				const r: ReservationRow = outcome.existing;
-				if (r.status === "REJECTED")
-					throw shopError("INVENTORY_OUT_OF_STOCK", "Not enough stock for this order", {
-						orderId,
-						items: r.reason ?? []
-					});
-				if (r.status === "RELEASED")
-					throw shopError(
-						"INVENTORY_RESERVATION_CONFLICT",
-						"The order's reservation was released",
-						{ orderId }
-					);
-				if (outcome.fresh) {
-					await ctx.emit("stock.reserved", { orderId, items });
-					await this.emitStockChanged(
-						ctx,
-						items.map(i => i.productId)
-					);
-				}
-				return { orderId: r.orderId, status: r.status, items: r.items };
 			}
 		},
 
 		/**
-		 * Releases an order's reservation (saga compensation). Idempotent; releasing an order
-		 * that reserved nothing is a no-op success that also blocks a later `reserve`.
-		 * @returns `{ orderId, status, items }` (`RELEASED`, or `REJECTED` if nothing was reserved)
-		 * @throws INVENTORY_RESERVATION_CONFLICT (409) if already committed
-		 * @emits stock.released
+		 * Releases an order's reservation (saga compensation). Idempotent (by key and by order);
+		 * releasing an order that reserved nothing is a no-op success that also blocks a later
+		 * `reserve`; releasing an expired reservation is a no-op success.
+		 * @returns `{ orderId, status, items, expiresAt }` (`RELEASED`; `REJECTED` if nothing was
+		 *   reserved; `EXPIRED` if the TTL had already given the units back)
+		 * @throws INVENTORY_RESERVATION_CONFLICT (409) if already committed, IDEMPOTENCY_KEY_CONFLICT (409)
+		 * @emits stock.released, stock.changed
 		 */
 		release: {
 			visibility: "public",
@@ -305,10 +420,14 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		},
 
 		/**
-		 * Commits an order's reservation: the units leave `onHand` and `reserved`. Idempotent.
-		 * @returns `{ orderId, status: "COMMITTED", items }`
-		 * @throws INVENTORY_RESERVATION_CONFLICT (409) if released, rejected or never made
-		 * @emits stock.committed
+		 * Commits an order's reservation: the units leave `onHand` and `reserved`. Idempotent (by
+		 * key and by order). An EXPIRED reservation is committed if its units are still
+		 * available (taken from `onHand` directly), else refused.
+		 * @returns `{ orderId, status: "COMMITTED", items, expiresAt }`
+		 * @throws INVENTORY_RESERVATION_CONFLICT (409) if released, rejected or never made,
+		 *   INVENTORY_RESERVATION_EXPIRED (409, `data.items` lists the shortfall) if it expired and
+		 *   its units are gone, IDEMPOTENCY_KEY_CONFLICT (409)
+		 * @emits stock.committed, stock.changed
 		 */
 		commit: {
 			visibility: "public",
@@ -322,8 +441,22 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		},
 
 		/**
+		 * Runs one sweep of expired reservations now (operators and tests; not published over
+		 * REST). Waits for a sweep already running on this node, then runs its own.
+		 * @returns `{ released }`: how many reservations this sweep expired
+		 * @emits stock.released (`reason: "EXPIRED"`), stock.changed
+		 */
+		releaseExpired: {
+			visibility: "public",
+			params: { $$strict: true },
+			async handler(this: InventoryThis): Promise<{ released: number }> {
+				return { released: await this.releaseExpiredReservations() };
+			}
+		},
+
+		/**
 		 * An order's reservation, for operators and tests (not published over REST).
-		 * @returns `{ orderId, status, items }` or null
+		 * @returns `{ orderId, status, items, expiresAt }` or null
 		 */
 		getReservation: {
 			visibility: "public",
@@ -335,7 +468,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				const r = await this.sequelize.transaction(t =>
 					this.findReservation(ctx.params.orderId, t, false)
 				);
-				return r && { orderId: r.orderId, status: r.status, items: r.items };
+				return r && reservationView(r);
 			}
 		}
 	},
@@ -363,20 +496,25 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			lock: boolean
 		): Promise<ReservationRow | null> {
 			const rows = (await this.sequelize.query(
-				`SELECT order_id AS "orderId", status, items, reason FROM reservations WHERE order_id = $1${lock ? " FOR UPDATE" : ""}`,
+				`SELECT order_id AS "orderId", status, items, reason, expires_at AS "expiresAt"
+				 FROM reservations WHERE order_id = $1${lock ? " FOR UPDATE" : ""}`,
 				{ bind: [orderId], type: QueryTypes.SELECT, transaction: t }
 			)) as ReservationRow[];
 			return rows[0] ?? null;
 		},
 
-		/** RESERVED → COMMITTED or RELEASED, under the same locks as `reserve`. */
+		/**
+		 * RESERVED → COMMITTED or RELEASED (and EXPIRED → COMMITTED when the units are still
+		 * there), under the same locks as `reserve`, at most once per idempotency key.
+		 */
 		async transition(
 			this: InventoryThis,
 			ctx: ShopContext<{ orderId: string }>,
 			to: "COMMITTED" | "RELEASED"
 		): Promise<ReservationView> {
 			const { orderId } = ctx.params;
-			const outcome = await this.sequelize.transaction(async t => {
+			const action = to === "COMMITTED" ? "inventory.commit" : "inventory.release";
+			return this.withIdempotency(ctx, action, async t => {
 				await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
 					bind: [orderId],
 					transaction: t
@@ -395,18 +533,51 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						{ bind: [orderId], transaction: t }
 					);
 					return {
-						view: { orderId, status: "RELEASED" as const, items: [] },
-						changed: false
+						response: { orderId, status: "RELEASED", items: [], expiresAt: null }
 					};
 				}
-				const current: ReservationView = {
-					orderId: r.orderId,
-					status: r.status,
-					items: r.items
+				const current = reservationView(r);
+				if (r.status === to) return { response: current };
+				if ((r.status === "REJECTED" || r.status === "EXPIRED") && to === "RELEASED")
+					return { response: current };
+				const items = normaliseItems(r.items);
+				const done = {
+					response: { ...current, status: to },
+					afterCommit: async () => {
+						await ctx.emit(to === "COMMITTED" ? "stock.committed" : "stock.released", {
+							orderId,
+							items: r.items
+						});
+						await this.emitStockChanged(
+							ctx,
+							items.map(i => i.productId)
+						);
+					}
 				};
-				if (r.status === to) return { view: current, changed: false };
-				if (r.status === "REJECTED" && to === "RELEASED")
-					return { view: current, changed: false };
+				if (r.status === "EXPIRED" && to === "COMMITTED") {
+					// The TTL gave the units back: take them again if nobody else has.
+					const locked = await this.lockStock(
+						items.map(i => i.productId),
+						t
+					);
+					const short = shortfall(items, locked);
+					if (short.length > 0)
+						throw shopError(
+							"INVENTORY_RESERVATION_EXPIRED",
+							"The reservation expired and its units are no longer available",
+							{ orderId, items: short }
+						);
+					for (const i of items)
+						await this.sequelize.query(
+							"UPDATE stock SET on_hand = on_hand - $2, updated_at = now() WHERE product_id = $1",
+							{ bind: [i.productId, i.quantity], transaction: t }
+						);
+					await this.sequelize.query(
+						"UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1",
+						{ bind: [orderId], transaction: t }
+					);
+					return done;
+				}
 				if (r.status !== "RESERVED")
 					throw shopError(
 						"INVENTORY_RESERVATION_CONFLICT",
@@ -414,10 +585,10 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						{ orderId, status: r.status }
 					);
 				await this.lockStock(
-					r.items.map(i => i.productId),
+					items.map(i => i.productId),
 					t
 				);
-				for (const i of normaliseItems(r.items)) {
+				for (const i of items) {
 					await this.sequelize.query(
 						to === "COMMITTED"
 							? "UPDATE stock SET on_hand = on_hand - $2, reserved = reserved - $2, updated_at = now() WHERE product_id = $1"
@@ -429,29 +600,134 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
 					{ bind: [orderId, to], transaction: t }
 				);
-				return { view: { ...current, status: to }, changed: true };
+				return done;
 			});
-			if (outcome.changed) {
-				await ctx.emit(to === "COMMITTED" ? "stock.committed" : "stock.released", {
-					orderId,
-					items: outcome.view.items
-				});
-				await this.emitStockChanged(
-					ctx,
-					outcome.view.items.map(i => i.productId)
-				);
+		},
+
+		/**
+		 * One sweep, never two at once on this node: waits for a sweep in flight, then runs.
+		 * @returns how many reservations this sweep expired
+		 */
+		async releaseExpiredReservations(this: InventoryThis): Promise<number> {
+			while (this.$sweepInFlight) await this.$sweepInFlight.catch(() => undefined);
+			const run = this.sweepExpired();
+			this.$sweepInFlight = run;
+			try {
+				return await run;
+			} finally {
+				if (this.$sweepInFlight === run) this.$sweepInFlight = null;
 			}
-			return outcome.view;
+		},
+
+		/** Expires due reservations batch by batch (one transaction each); emits after each commit. */
+		async sweepExpired(this: InventoryThis): Promise<number> {
+			let released = 0;
+			for (;;) {
+				const batch = await this.sweepExpiredBatch(SWEEP_BATCH);
+				released += batch.length;
+				for (const r of batch)
+					await this.broker.emit("stock.released", {
+						orderId: r.orderId,
+						items: r.items,
+						reason: "EXPIRED"
+					});
+				if (batch.length > 0)
+					await this.emitStockChanged(
+						null,
+						batch.flatMap(r => r.items.map(i => i.productId))
+					);
+				if (batch.length < SWEEP_BATCH || this.$sweepStopping) return released;
+			}
+		},
+
+		/**
+		 * Claims up to `limit` RESERVED reservations past their `expires_at` (`SKIP LOCKED`: those
+		 * another transaction holds are left for the next sweep), gives their units back and
+		 * marks them EXPIRED, in one transaction. Stock rows are locked in ascending product-id
+		 * order, after the reservation rows, as `reserve` and `release`/`commit` do.
+		 */
+		async sweepExpiredBatch(
+			this: InventoryThis,
+			limit: number
+		): Promise<{ orderId: string; items: ReservationItem[] }[]> {
+			return this.sequelize.transaction(async t => {
+				const due = (await this.sequelize.query(
+					`SELECT order_id AS "orderId", items FROM reservations
+					 WHERE status = 'RESERVED' AND expires_at <= now()
+					 ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
+					{ bind: [limit], type: QueryTypes.SELECT, transaction: t }
+				)) as { orderId: string; items: ReservationItem[] }[];
+				if (due.length === 0) return [];
+				const totals = normaliseItems(due.flatMap(r => r.items));
+				await this.lockStock(
+					totals.map(i => i.productId),
+					t
+				);
+				for (const i of totals)
+					await this.sequelize.query(
+						"UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE product_id = $1",
+						{ bind: [i.productId, i.quantity], transaction: t }
+					);
+				await this.sequelize.query(
+					`UPDATE reservations SET status = 'EXPIRED', updated_at = now()
+					 WHERE order_id = ANY($1::uuid[])`,
+					{ bind: [due.map(r => r.orderId)], transaction: t }
+				);
+				return due;
+			});
+		},
+
+		/** Arms the sweeper's next run (a timeout re-armed after each sweep: runs never overlap). */
+		scheduleSweep(this: InventoryThis): void {
+			if (this.$sweepStopping) return;
+			this.$sweepTimer = setTimeout(() => {
+				this.$sweepTimer = null;
+				if (this.$sweepStopping) return;
+				void this.releaseExpiredReservations()
+					.catch(err => this.logger.warn("Sweeping expired reservations failed", err))
+					.finally(() => this.scheduleSweep());
+			}, this.$sweepIntervalMs);
 		},
 
 		async emitStockChanged(
 			this: InventoryThis,
-			ctx: ShopContext,
+			ctx: ShopContext | null,
 			productIds: string[]
 		): Promise<void> {
-			const rows = await this.models.Stock.findAll({ where: { productId: productIds } });
-			for (const r of rows) await ctx.emit("stock.changed", view(r.get({ plain: true })));
+			const ids = [...new Set(productIds)];
+			const rows = await this.models.Stock.findAll({ where: { productId: ids } });
+			for (const r of rows) {
+				const level = view(r.get({ plain: true }));
+				if (ctx) await ctx.emit("stock.changed", level);
+				else await this.broker.emit("stock.changed", level);
+			}
 		}
+	},
+
+	created(this: InventoryThis): void {
+		const c = config();
+		this.$reservationTtlMs = c.reservationTtlMs;
+		this.$sweepIntervalMs = c.reservationSweepIntervalMs;
+		this.$sweepTimer = null;
+		this.$sweepInFlight = null;
+		this.$sweepStopping = false;
+	},
+
+	/** Starts the sweeper (after DbMixin's `started` connected the database). */
+	started(this: InventoryThis): void {
+		this.$sweepStopping = false;
+		this.scheduleSweep();
+	},
+
+	/**
+	 * Stops the sweeper and waits for a sweep in flight, before DbMixin's `stopped` closes the
+	 * database (Moleculer runs the schema's own `stopped` before its mixins').
+	 */
+	async stopped(this: InventoryThis): Promise<void> {
+		this.$sweepStopping = true;
+		if (this.$sweepTimer) clearTimeout(this.$sweepTimer);
+		this.$sweepTimer = null;
+		await this.$sweepInFlight?.catch(() => undefined);
 	},
 
 	/** Seeds the demo catalog's initial stock; existing records are left as they are. */
