@@ -1,7 +1,8 @@
 import crypto from "node:crypto";
-import type { ServiceBroker } from "moleculer";
+import type { Context, ServiceBroker } from "moleculer";
 import { DEMO_CATALOG } from "../../lib/demo-catalog";
-import { startTestBroker, admin, customer, type TestBroker } from "../support/broker";
+import type { ReservationView, StockLevel } from "../../services/inventory.service";
+import { startTestBroker, admin, customer, waitFor, type TestBroker } from "../support/broker";
 
 describe("inventory", () => {
 	let t: TestBroker;
@@ -203,6 +204,295 @@ describe("inventory", () => {
 		await expect(broker.call("inventory.get", { productId: product() })).rejects.toMatchObject({
 			type: "INVENTORY_NOT_FOUND",
 			code: 404
+		});
+	});
+});
+
+describe("inventory: reservations carry a TTL", () => {
+	const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
+	/** Long enough that "not yet due" holds on a busy machine; 500 ms is the smallest allowed. */
+	const TTL_MS = 1_000;
+	/** Events emitted by inventory: name and payload. */
+	type StockEvent = { orderId?: string; items?: unknown; reason?: string };
+	const listener = (events: { name: string; payload: StockEvent }[]) => ({
+		name: "stock-listener",
+		events: {
+			"stock.*"(this: unknown, ctx: Context<StockEvent>) {
+				events.push({ name: String(ctx.eventName), payload: ctx.params });
+			}
+		}
+	});
+	const saved = {
+		ttl: process.env.RESERVATION_TTL_MS,
+		sweep: process.env.RESERVATION_SWEEP_INTERVAL_MS
+	};
+	afterAll(() => {
+		for (const [k, v] of [
+			["RESERVATION_TTL_MS", saved.ttl],
+			["RESERVATION_SWEEP_INTERVAL_MS", saved.sweep]
+		] as const)
+			if (v === undefined) delete process.env[k];
+			else process.env[k] = v;
+	});
+
+	describe("swept by inventory.releaseExpired (the timer is far away)", () => {
+		let t: TestBroker;
+		let broker: ServiceBroker;
+		const events: { name: string; payload: StockEvent }[] = [];
+
+		beforeAll(async () => {
+			t = await startTestBroker(["inventory"], {
+				env: {
+					RESERVATION_TTL_MS: String(TTL_MS),
+					RESERVATION_SWEEP_INTERVAL_MS: "3600000"
+				},
+				extra: [listener(events)]
+			});
+			broker = t.broker;
+		});
+		afterAll(async () => t?.stop());
+
+		async function newProduct(onHand: number): Promise<string> {
+			const productId = crypto.randomUUID();
+			await broker.call("inventory.setStock", { productId, onHand });
+			return productId;
+		}
+		const reserve = (orderId: string, productId: string, quantity: number) =>
+			broker.call<ReservationView, object>("inventory.reserve", {
+				orderId,
+				items: [{ productId, quantity }]
+			});
+		const level = (productId: string) =>
+			broker.call<StockLevel, object>("inventory.get", { productId });
+		const reservation = (orderId: string) =>
+			broker.call<ReservationView | null, object>("inventory.getReservation", { orderId });
+		const sweep = () => broker.call<{ released: number }>("inventory.releaseExpired");
+		const eventsOf = (orderId: string) =>
+			events.filter(e => e.payload.orderId === orderId).map(e => [e.name, e.payload.reason]);
+		/** Reserves and lets the reservation expire by a sweep. */
+		async function expired(productId: string, quantity: number): Promise<string> {
+			const orderId = crypto.randomUUID();
+			await reserve(orderId, productId, quantity);
+			await sleep(TTL_MS + 150);
+			expect(await sweep()).toEqual({ released: 1 });
+			return orderId;
+		}
+
+		it("reserve sets expiresAt = now + RESERVATION_TTL_MS; releaseExpired gives the units back after it, not before", async () => {
+			const productId = await newProduct(5);
+			const orderId = crypto.randomUUID();
+			const startedAt = Date.now();
+			const r = await reserve(orderId, productId, 3);
+			const expiresAt = Date.parse(r.expiresAt!);
+			expect(expiresAt).toBeGreaterThanOrEqual(startedAt + TTL_MS - 1_000);
+			expect(expiresAt).toBeLessThanOrEqual(Date.now() + TTL_MS + 1_000);
+
+			// Not yet due: untouched.
+			expect(await sweep()).toEqual({ released: 0 });
+			expect(await level(productId)).toMatchObject({ reserved: 3, available: 2 });
+
+			await sleep(TTL_MS + 150);
+			expect(await sweep()).toEqual({ released: 1 });
+			expect(await level(productId)).toEqual({
+				productId,
+				onHand: 5,
+				reserved: 0,
+				available: 5
+			});
+			expect(await reservation(orderId)).toMatchObject({ status: "EXPIRED" });
+			expect(eventsOf(orderId)).toEqual([
+				["stock.reserved", undefined],
+				["stock.released", "EXPIRED"]
+			]);
+			expect(
+				events.find(e => e.name === "stock.released" && e.payload.orderId === orderId)
+			).toMatchObject({ payload: { items: [{ productId, quantity: 3 }] } });
+			// Released once: a second sweep finds nothing.
+			expect(await sweep()).toEqual({ released: 0 });
+			expect(await level(productId)).toMatchObject({ reserved: 0 });
+		});
+
+		it("release after expiry is a no-op success (EXPIRED), units untouched, no second event", async () => {
+			const productId = await newProduct(4);
+			const orderId = await expired(productId, 2);
+			await expect(broker.call("inventory.release", { orderId })).resolves.toMatchObject({
+				orderId,
+				status: "EXPIRED"
+			});
+			await expect(broker.call("inventory.release", { orderId })).resolves.toMatchObject({
+				status: "EXPIRED"
+			});
+			expect(await level(productId)).toEqual({
+				productId,
+				onHand: 4,
+				reserved: 0,
+				available: 4
+			});
+			expect(eventsOf(orderId)).toEqual([
+				["stock.reserved", undefined],
+				["stock.released", "EXPIRED"]
+			]);
+			// An expired order cannot reserve again.
+			await expect(reserve(orderId, productId, 2)).rejects.toMatchObject({
+				type: "INVENTORY_RESERVATION_EXPIRED",
+				code: 409
+			});
+		});
+
+		it("commit after expiry takes the units again when they are available", async () => {
+			const productId = await newProduct(5);
+			const orderId = await expired(productId, 2);
+			await expect(broker.call("inventory.commit", { orderId })).resolves.toMatchObject({
+				orderId,
+				status: "COMMITTED",
+				items: [{ productId, quantity: 2 }]
+			});
+			expect(await level(productId)).toEqual({
+				productId,
+				onHand: 3,
+				reserved: 0,
+				available: 3
+			});
+			expect(await reservation(orderId)).toMatchObject({ status: "COMMITTED" });
+			// Idempotent like any commit; and a release after it is refused.
+			await expect(broker.call("inventory.commit", { orderId })).resolves.toMatchObject({
+				status: "COMMITTED"
+			});
+			expect(await level(productId)).toMatchObject({ onHand: 3 });
+			await expect(broker.call("inventory.release", { orderId })).rejects.toMatchObject({
+				type: "INVENTORY_RESERVATION_CONFLICT"
+			});
+			expect(eventsOf(orderId).map(([name]) => name)).toEqual([
+				"stock.reserved",
+				"stock.released",
+				"stock.committed"
+			]);
+		});
+
+		it("commit after expiry fails with INVENTORY_RESERVATION_EXPIRED when the units are gone, changing nothing", async () => {
+			const productId = await newProduct(2);
+			const orderId = await expired(productId, 2);
+			// Someone else takes one of the two units meanwhile.
+			const other = crypto.randomUUID();
+			await reserve(other, productId, 1);
+			await expect(broker.call("inventory.commit", { orderId })).rejects.toMatchObject({
+				type: "INVENTORY_RESERVATION_EXPIRED",
+				code: 409,
+				retryable: false,
+				data: { orderId, items: [{ productId, requested: 2, available: 1 }] }
+			});
+			expect(await level(productId)).toEqual({
+				productId,
+				onHand: 2,
+				reserved: 1,
+				available: 1
+			});
+			expect(await reservation(orderId)).toMatchObject({ status: "EXPIRED" });
+			expect(eventsOf(orderId).map(([name]) => name)).not.toContain("stock.committed");
+			// Leave nothing to expire into the next test's counts.
+			await broker.call("inventory.release", { orderId: other });
+		});
+
+		it("two nodes sweeping at once release each expired reservation exactly once", async () => {
+			const second = await startTestBroker(["inventory"], {
+				prefix: t.prefix,
+				env: {
+					RESERVATION_TTL_MS: String(TTL_MS),
+					RESERVATION_SWEEP_INTERVAL_MS: "3600000"
+				}
+			});
+			try {
+				const a = await newProduct(100);
+				const b = await newProduct(100);
+				const orders = Array.from({ length: 60 }, () => crypto.randomUUID());
+				await Promise.all(
+					orders.map((orderId, i) =>
+						broker.call("inventory.reserve", {
+							orderId,
+							items: [
+								{ productId: i % 2 ? a : b, quantity: 1 },
+								{ productId: i % 2 ? b : a, quantity: 1 }
+							]
+						})
+					)
+				);
+				expect(await level(a)).toMatchObject({ reserved: 60 });
+				await sleep(TTL_MS + 150);
+				const sweeps = await Promise.all([
+					sweep(),
+					second.broker.call<{ released: number }>("inventory.releaseExpired"),
+					sweep(),
+					second.broker.call<{ released: number }>("inventory.releaseExpired")
+				]);
+				expect(sweeps.reduce((n, s) => n + s.released, 0)).toBe(60);
+				expect(await level(a)).toEqual({
+					productId: a,
+					onHand: 100,
+					reserved: 0,
+					available: 100
+				});
+				expect(await level(b)).toMatchObject({ onHand: 100, reserved: 0 });
+				const statuses = await Promise.all(orders.map(o => reservation(o)));
+				expect(new Set(statuses.map(s => s?.status))).toEqual(new Set(["EXPIRED"]));
+			} finally {
+				await second.stop();
+			}
+		});
+	});
+
+	describe("swept by the timer", () => {
+		let t: TestBroker;
+		let broker: ServiceBroker;
+		const events: { name: string; payload: StockEvent }[] = [];
+
+		beforeAll(async () => {
+			t = await startTestBroker(["inventory"], {
+				env: { RESERVATION_TTL_MS: "500", RESERVATION_SWEEP_INTERVAL_MS: "100" },
+				extra: [listener(events)]
+			});
+			broker = t.broker;
+		});
+		afterAll(async () => t?.stop());
+
+		it("releases an expired reservation without anyone calling releaseExpired", async () => {
+			const productId = crypto.randomUUID();
+			await broker.call("inventory.setStock", { productId, onHand: 3 });
+			const orderId = crypto.randomUUID();
+			await broker.call("inventory.reserve", {
+				orderId,
+				items: [{ productId, quantity: 3 }]
+			});
+			expect(
+				await broker.call<StockLevel, object>("inventory.get", { productId })
+			).toMatchObject({ reserved: 3 });
+			const r = await waitFor(
+				() =>
+					broker.call<ReservationView | null, object>("inventory.getReservation", {
+						orderId
+					}),
+				v => v?.status === "EXPIRED",
+				5_000
+			);
+			expect(r).toMatchObject({ status: "EXPIRED" });
+			expect(await broker.call<StockLevel, object>("inventory.get", { productId })).toEqual({
+				productId,
+				onHand: 3,
+				reserved: 0,
+				available: 3
+			});
+			await waitFor(
+				async () => events.filter(e => e.payload.orderId === orderId).length,
+				n => n >= 2,
+				2_000
+			);
+			expect(
+				events
+					.filter(e => e.payload.orderId === orderId)
+					.map(e => [e.name, e.payload.reason])
+			).toEqual([
+				["stock.reserved", undefined],
+				["stock.released", "EXPIRED"]
+			]);
 		});
 	});
 });
