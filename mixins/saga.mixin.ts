@@ -244,8 +244,19 @@ export interface SagaMixinOptions {
 	readonly leaseMs?: number;
 	/** How often to look for sagas whose lease expired; 0 turns periodic recovery off. */
 	readonly recoveryIntervalMs?: number;
-	/** Injected faults (tests): SIGKILL this process before/after a named step. */
-	readonly faults?: readonly { kind: "crash-before" | "crash-after"; step: string }[];
+	/**
+	 * Injected faults (failure tests): crash before invoking, or right after recording, a step.
+	 * A list (`SAGA_FAULTS`), or a predicate asked at every such point.
+	 */
+	readonly faults?:
+		| readonly { kind: "crash-before" | "crash-after"; step: string }[]
+		| ((point: {
+				kind: "crash-before" | "crash-after";
+				step: string;
+				sagaId: string;
+		  }) => boolean);
+	/** What a crash is; default: the process SIGKILLs itself (no cleanup, nothing flushed). */
+	readonly crash?: () => void;
 }
 
 /** Thrown when this node no longer holds a saga's lease: it stops driving that saga. */
@@ -395,11 +406,13 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			.catch((err: unknown) => this.logger.warn("Could not hand back saga leases", err));
 	}
 
-	function crashIf(kind: "crash-before" | "crash-after", step: string): void {
-		if (faults.some(f => f.kind === kind && f.step === step)) {
-			// A real crash: no cleanup, no flushed buffers, no graceful stop.
-			process.kill(process.pid, "SIGKILL");
-		}
+	const crash = opts.crash ?? (() => process.kill(process.pid, "SIGKILL"));
+	function crashIf(kind: "crash-before" | "crash-after", step: string, sagaId: string): void {
+		const hit =
+			typeof faults === "function"
+				? faults({ kind, step, sagaId })
+				: faults.some(f => f.kind === kind && f.step === step);
+		if (hit) crash();
 	}
 
 	return {
@@ -682,7 +695,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							"forward",
 							attempt
 						);
-						crashIf("crash-before", step.name);
+						crashIf("crash-before", step.name, saga.id);
 						const key = `${saga.id}:${step.name}`;
 						let result: unknown;
 						try {
@@ -713,7 +726,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							result,
 							patch
 						);
-						crashIf("crash-after", step.name);
+						crashIf("crash-after", step.name, saga.id);
 						await this.sagaEmit("saga.stepCompleted", saga, { step: step.name });
 						break;
 					}

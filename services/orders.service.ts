@@ -40,7 +40,9 @@ import {
 	type SagaErrorRecord,
 	type SagaInstance,
 	type SagaMixinMethods,
-	type SagaStatus
+	type SagaMixinOptions,
+	type SagaStatus,
+	type SagaStepLogEntry
 } from "../mixins/saga.mixin";
 import type { Product } from "./products.service";
 
@@ -133,7 +135,9 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 		name: "order",
 		version: 1,
 		stepTimeoutMs: c.sagaStepTimeoutMs,
-		retry: { maxAttempts: 5, baseDelayMs: 100, maxDelayMs: 2_000 },
+		// Transient failures (a participant down, timeouts) are retried until the saga's deadline
+		// before the pivot (the attempt cap is far beyond it), and 100 times after it.
+		retry: { maxAttempts: 100, baseDelayMs: 100, maxDelayMs: 2_000 },
 		compensationRetry: { maxAttempts: 10, baseDelayMs: 200, maxDelayMs: 5_000 },
 		beforeStep: "refuseIfCancelRequested",
 		businessErrors: [
@@ -257,21 +261,35 @@ export interface SagaView {
 	updatedAt: string;
 }
 
+/**
+ * The orders service schema. `sagaOptions` override the saga mixin's (failure tests inject
+ * crashes and short leases this way); by default they come from the config.
+ */
+export function createOrdersService(
+	sagaOptions: SagaMixinOptions = {}
+): ShopServiceSchema<OrdersThis> {
+	return {
+		...OrdersService,
+		mixins: [
+			DbMixin({
+				service: "orders",
+				migrations: ordersMigrations,
+				models: defineModels,
+				mainModel: "Order"
+			}),
+			SagaMixin({
+				leaseMs: config().sagaLeaseMs,
+				recoveryIntervalMs: config().sagaRecoveryIntervalMs,
+				faults: config().sagaFaults,
+				...sagaOptions
+			})
+		],
+		sagas: { order: orderSaga() }
+	};
+}
+
 const OrdersService: ShopServiceSchema<OrdersThis> = {
 	name: "orders",
-	mixins: [
-		DbMixin({
-			service: "orders",
-			migrations: ordersMigrations,
-			models: defineModels,
-			mainModel: "Order"
-		}),
-		SagaMixin({
-			leaseMs: config().sagaLeaseMs,
-			recoveryIntervalMs: config().sagaRecoveryIntervalMs,
-			faults: config().sagaFaults
-		})
-	],
 
 	sagas: { order: orderSaga() },
 
@@ -587,6 +605,25 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		},
 
 		/**
+		 * One saga with its step log, for operators (admin).
+		 * @returns SagaView plus `steps: [{ stepIndex, stepName, phase, status, attempt, result, error, startedAt, finishedAt }]`
+		 * @throws SAGAS_NOT_FOUND (404), AUTH_FORBIDDEN (403)
+		 */
+		getSaga: {
+			params: { $$strict: true, id: { type: "uuid" } },
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ id: string }>
+			): Promise<SagaView & { steps: SagaStepLogEntry[] }> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
+				const saga = await this.getSaga(ctx.params.id);
+				if (!saga) throw shopError("SAGAS_NOT_FOUND");
+				return { ...this.sagaView(saga), steps: await this.getSagaSteps(saga.id) };
+			}
+		},
+
+		/**
 		 * Resumes a saga parked as FAILED (admin): backward if it can still compensate, else forward.
 		 * @returns 202 SagaView of the resumed saga
 		 * @throws SAGAS_NOT_FOUND (404), SAGAS_NOT_PARKED (409)
@@ -768,4 +805,4 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 	}
 };
 
-export default OrdersService;
+export default createOrdersService();

@@ -28,7 +28,7 @@ export async function startTestBroker(
 	opts: {
 		env?: Record<string, string>;
 		broker?: Partial<BrokerOptions>;
-		extra?: Partial<ServiceSchema>[];
+		extra?: object[];
 		prefix?: string;
 	} = {}
 ): Promise<TestBroker> {
