@@ -132,6 +132,8 @@ export interface SagaInstance<D extends SagaData = SagaData> {
 	leaseExpiresAt: Date | null;
 	deadlineAt: Date;
 	requestId: string | null;
+	/** Times an operator redrove the saga (part of its step keys). */
+	redrives: number;
 	createdAt: Date;
 	updatedAt: Date;
 }
@@ -190,8 +192,26 @@ CREATE TABLE saga_steps (
 );
 CREATE INDEX saga_steps_saga_idx ON saga_steps (saga_id, id);`,
 		down: "DROP TABLE saga_steps; DROP TABLE sagas;"
+	},
+	{
+		name: "901-saga-redrives",
+		up: "ALTER TABLE sagas ADD COLUMN redrives integer NOT NULL DEFAULT 0;",
+		down: "ALTER TABLE sagas DROP COLUMN redrives;"
 	}
 ];
+
+/**
+ * The idempotency key of a step call: `<sagaId>:<step>` (`:compensate` for its compensation),
+ * plus `:r<N>` once an operator has redriven the saga N times, so a redriven step is really
+ * tried again instead of replaying the outcome that parked it.
+ */
+export function sagaStepKey(
+	saga: Pick<SagaInstance, "id" | "redrives">,
+	step: string,
+	compensate = false
+): string {
+	return `${saga.id}:${step}${compensate ? ":compensate" : ""}${saga.redrives > 0 ? `:r${saga.redrives}` : ""}`;
+}
 
 /** What the mixin adds to `this`. */
 export interface SagaMixinMethods {
@@ -281,6 +301,7 @@ interface SagaRow {
 	lease_expires_at: Date | null;
 	deadline_at: Date;
 	request_id: string | null;
+	redrives?: number;
 	created_at: Date;
 	updated_at: Date;
 }
@@ -300,6 +321,7 @@ function toInstance(r: SagaRow): SagaInstance {
 		leaseExpiresAt: r.lease_expires_at,
 		deadlineAt: r.deadline_at,
 		requestId: r.request_id,
+		redrives: r.redrives ?? 0,
 		createdAt: r.created_at,
 		updatedAt: r.updated_at
 	};
@@ -696,7 +718,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							attempt
 						);
 						crashIf("crash-before", step.name, saga.id);
-						const key = `${saga.id}:${step.name}`;
+						const key = sagaStepKey(saga, step.name);
 						let result: unknown;
 						try {
 							result = await this.sagaInvoke(def, step, saga, key);
@@ -920,7 +942,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							"compensate",
 							attempt
 						);
-						const key = `${saga.id}:${step.name}:compensate`;
+						const key = sagaStepKey(saga, step.name, true);
 						let result: unknown;
 						try {
 							const params = step.compensation.params(saga.data, key);

@@ -642,6 +642,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				const next: SagaStatus = saga.failureReason !== null ? "COMPENSATING" : "RUNNING";
 				const rows = (await this.sequelize.query(
 					`UPDATE sagas SET status = $2, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+						redrives = redrives + 1,
 						deadline_at = CASE WHEN $2 = 'RUNNING' THEN greatest(deadline_at, now() + ($3 || ' milliseconds')::interval) ELSE deadline_at END
 					 WHERE id = $1 AND status = 'FAILED' RETURNING id`,
 					{

@@ -238,6 +238,7 @@ describe("two orchestrators racing for an orphaned saga", () => {
 		// One broker with every service; the orders service never runs its own sagas (no recovery,
 		// and the saga is created as if its node had died).
 		const main = await startTestBroker(["products", "inventory", "payments", "notifications"], {
+			env: { SAGA_DEADLINE_MS: "60000" },
 			broker: { middlewares: [plan.middleware()] },
 			extra: [
 				createOrdersService({
@@ -262,10 +263,6 @@ describe("two orchestrators racing for an orphaned saga", () => {
 			},
 			{ meta: { user: admin } }
 		);
-		const orders = main.broker.getLocalService("orders") as unknown as {
-			recoverSagas(): Promise<string[]>;
-			runSaga(id: string): Promise<unknown>;
-		};
 		const placed: Order = await main.broker.call(
 			"orders.create",
 			{ items: [{ productId: p.id, quantity: 1 }], paymentMethod: "tok_visa" },
@@ -294,8 +291,12 @@ describe("two orchestrators racing for an orphaned saga", () => {
 		});
 		brokers.push(a, b);
 		await new Promise(r => setTimeout(r, Math.max(0, orphanedAt - Date.now())));
-		const ra = a.broker.getLocalService("orders") as unknown as typeof orders;
-		const rb = b.broker.getLocalService("orders") as unknown as typeof orders;
+		type Orchestrator = {
+			recoverSagas(): Promise<string[]>;
+			runSaga(id: string): Promise<unknown>;
+		};
+		const ra = a.broker.getLocalService("orders") as unknown as Orchestrator;
+		const rb = b.broker.getLocalService("orders") as unknown as Orchestrator;
 		const [claimedA, claimedB] = await Promise.all([ra.recoverSagas(), rb.recoverSagas()]);
 		// Exactly one of them claimed it.
 		expect([...claimedA, ...claimedB].filter(id => id === saga.id)).toHaveLength(1);
