@@ -8,9 +8,11 @@
 import type { BrokerOptions } from "moleculer";
 import { config } from "./lib/config";
 import { ShopErrorRegenerator } from "./lib/errors";
+import { replCommands } from "./lib/repl-commands";
 import { isTransientError } from "./mixins/saga.mixin";
 
 const c = config();
+type ReplCustomCommands = NonNullable<NonNullable<BrokerOptions["replOptions"]>["customCommands"]>;
 
 function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
 	if (c.tracingExporter === "console")
@@ -125,7 +127,7 @@ const brokerConfig: BrokerOptions = {
 
 	middlewares: [],
 
-	replOptions: { customCommands: [] }
+	replOptions: { customCommands: replCommands as unknown as ReplCustomCommands }
 };
 
 export = brokerConfig;

@@ -553,6 +553,33 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		},
 
 		/**
+		 * The newest orders of every customer, for operators (REPL `orders recent`; not published).
+		 * @param limit - 1 to 100 (default 10)
+		 * @returns Order[] newest first
+		 */
+		recent: {
+			visibility: "public",
+			params: {
+				$$strict: true,
+				limit: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: 100,
+					convert: true,
+					default: 10
+				}
+			},
+			async handler(this: OrdersThis, ctx: ShopContext<{ limit: number }>): Promise<Order[]> {
+				const rows = (await this.sequelize.query(
+					"SELECT * FROM orders ORDER BY created_at DESC, id LIMIT $1",
+					{ bind: [ctx.params.limit], type: QueryTypes.SELECT }
+				)) as OrderRow[];
+				return rows.map(toOrderView);
+			}
+		},
+
+		/**
 		 * Sagas for operators (admin), newest first, optionally by status.
 		 * @returns `{ rows: SagaView[], total, page, pageSize, totalPages }`
 		 */

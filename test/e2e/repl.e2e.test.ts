@@ -66,6 +66,21 @@ it("answers REPL calls and stops on quit", async () => {
 			await new Promise(r => setTimeout(r, 100));
 		}
 		expect(confirmed).toMatch(/status: 'CONFIRMED'/);
+		// Operator commands.
+		const sagas = await send("saga list --status COMPLETED", /saga\(s\) with status COMPLETED/);
+		const sagaLine = sagas.split("\n").find(l => l.includes(`order ${id}`));
+		expect(sagaLine).toMatch(/COMPLETED/);
+		const sagaId = /^([0-9a-f-]{36})/.exec(sagaLine!.trim())?.[1];
+		const shown = await send(`saga show ${sagaId}`, /"steps"[\s\S]*commitStock[\s\S]*\n\}/);
+		expect(shown).toMatch(/"status": "COMPLETED"/);
+		expect(shown).toMatch(/"stepName": "reserveStock"/);
+		const redrive = await send(`saga redrive ${sagaId}`, />> /);
+		expect(redrive).toMatch(/SAGAS_NOT_PARKED/);
+		const level = await send(`stock ${MUG}`, /"available"/);
+		expect(level).toMatch(new RegExp(`"productId": "${MUG}"`));
+		const recent = await send("orders recent --limit 1", /item\(s\)/);
+		expect(recent).toContain(id!);
+		expect(recent).toMatch(/CONFIRMED/);
 		const exited = new Promise<number | null>(r => child.once("exit", code => r(code)));
 		child.stdin.write("quit\n");
 		expect(await exited).toBe(0);
