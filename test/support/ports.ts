@@ -1,15 +1,2 @@
-import net from "node:net";
-
-/** A TCP port free on 127.0.0.1 right now (the OS picks it). */
-export function freePort(): Promise<number> {
-	return new Promise((resolve, reject) => {
-		const srv = net.createServer();
-		srv.unref();
-		srv.on("error", reject);
-		srv.listen(0, "127.0.0.1", () => {
-			const addr = srv.address();
-			const port = typeof addr === "object" && addr ? addr.port : 0;
-			srv.close(() => resolve(port));
-		});
-	});
-}
+/** A TCP port free on 127.0.0.1 right now (the OS picks it); shared with bin/cluster.ts. */
+export { freePort } from "../../lib/local-servers";

@@ -1,0 +1,232 @@
+/**
+ * `npm run cluster`: a local multi-node shop, one `moleculer-runner` process per service over NATS.
+ *
+ * - Transporter: `TRANSPORTER` when set, else a `nats-server` from PATH started here on
+ *   127.0.0.1:4222 (or a free port when 4222 is taken).
+ * - Postgres: `DATABASE_URL` when set, else the embedded one under `DATA_DIR`, run as its own
+ *   child process the way `npm run db` runs it (`dist/bin/db.js`), so that its exit hooks never
+ *   race this supervisor's orderly shutdown.
+ * - Cacher: Redis when `CACHER` is set (every node gets the environment), else in-memory per node.
+ * - Gateway on `PORT` (3000); node `i` serves `/metrics` on `METRICS_PORT + i` (0: off).
+ * - `--replicas inventory=2,payments=2` runs more than one node for a service.
+ *
+ * Prints every node's output prefixed with its nodeID, then `[cluster] Ready in ...`. Ctrl-C (or
+ * SIGTERM) stops the nodes (gateway first), then the nats-server and Postgres started here.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import path from "node:path";
+import { config, ConfigError } from "../lib/config";
+import {
+	projectRoot,
+	SHOP_SERVICES,
+	startCluster,
+	type Cluster,
+	type ShopService
+} from "../lib/cluster";
+import {
+	freePort,
+	isPortFree,
+	startNatsServer,
+	waitForExit,
+	type ServerProcess
+} from "../lib/local-servers";
+
+const USAGE = "usage: npm run cluster [-- --replicas <service>=<n>[,<service>=<n>...]]";
+
+class UsageError extends Error {}
+
+interface DatabaseProcess {
+	readonly url: string;
+	readonly child: ChildProcess;
+	stop(): Promise<void>;
+}
+
+/**
+ * `npm run db` as a child process: the embedded Postgres under DATA_DIR (first start initialises
+ * it); resolves with its DATABASE_URL once it prints it.
+ */
+function startDatabaseProcess(log: (m: string) => void): Promise<DatabaseProcess> {
+	const child = spawn(process.execPath, [path.join(projectRoot(), "dist", "bin", "db.js")], {
+		env: process.env,
+		stdio: ["ignore", "pipe", "pipe"],
+		detached: true
+	});
+	let out = "";
+	return new Promise((resolve, reject) => {
+		const onData = (d: Buffer): void => {
+			out += d.toString();
+			const lines = out.split("\n");
+			out = lines.pop() ?? "";
+			for (const line of lines) {
+				const m = /^DATABASE_URL=(\S+)$/.exec(line);
+				if (m) {
+					log(`Postgres (npm run db) pid ${child.pid} on ${new URL(m[1]!).host}`);
+					resolve({
+						url: m[1]!,
+						child,
+						stop: async () => {
+							if (child.exitCode === null && child.signalCode === null)
+								child.kill("SIGINT");
+							await waitForExit(child, 15_000);
+						}
+					});
+				} else if (line.trim()) log(line.replace(/^\[db\] /, ""));
+			}
+		};
+		child.stdout!.on("data", onData);
+		child.stderr!.on("data", onData);
+		child.once("exit", code => reject(new Error(`npm run db exited with ${code}: ${out}`)));
+	});
+}
+
+/** `--replicas inventory=2,orders=2` (or `--replicas=...`) into `{ inventory: 2, orders: 2 }`. */
+function parseArgs(argv: readonly string[]): Partial<Record<ShopService, number>> {
+	const replicas: Partial<Record<ShopService, number>> = {};
+	for (let i = 0; i < argv.length; i++) {
+		const arg = argv[i]!;
+		let value: string | undefined;
+		if (arg === "--replicas") value = argv[++i];
+		else if (arg.startsWith("--replicas=")) value = arg.slice("--replicas=".length);
+		else throw new UsageError(`unknown argument "${arg}"\n${USAGE}`);
+		if (!value) throw new UsageError(`--replicas needs a value\n${USAGE}`);
+		for (const part of value.split(",")) {
+			const m = /^([a-z]+)=([1-9])$/.exec(part.trim());
+			if (!m || !(SHOP_SERVICES as readonly string[]).includes(m[1]!))
+				throw new UsageError(
+					`bad replica count "${part}" (want <service>=1..9; services: ${SHOP_SERVICES.join(", ")})`
+				);
+			if (m[1] === "api")
+				throw new UsageError("the gateway (api) runs once: it listens on PORT");
+			replicas[m[1] as ShopService] = Number(m[2]);
+		}
+	}
+	return replicas;
+}
+
+async function main(): Promise<void> {
+	const t0 = Date.now();
+	const log = (m: string): void => console.log(`[cluster] ${m}`);
+	const replicas = parseArgs(process.argv.slice(2));
+	const c = config();
+
+	let nats: ServerProcess | null = null;
+	let postgres: DatabaseProcess | null = null;
+	let cluster: Cluster | null = null;
+	/** A signal during start-up is acted on when the current step ends (nothing half-started leaks). */
+	let phase: "starting" | "running" | "stopping" = "starting";
+	let stopRequested = false;
+	const stopping = (): boolean => phase === "stopping";
+	const stopAll = async (): Promise<void> => {
+		phase = "stopping";
+		if (cluster) await cluster.stop();
+		if (nats) await nats.stop();
+		if (postgres) await postgres.stop();
+	};
+	const stopAndExit = (): void => {
+		stopAll().then(
+			() => {
+				log("Stopped.");
+				process.exit(0);
+			},
+			err => {
+				console.error("[cluster] stopping failed:", err);
+				process.exit(1);
+			}
+		);
+	};
+	const onSignal = (signal: string): void => {
+		if (phase === "stopping") return log(`${signal}: already stopping, please wait...`);
+		if (phase === "starting") {
+			stopRequested = true;
+			return log(`${signal}: stopping once the current start-up step ends...`);
+		}
+		log(`${signal}: stopping the nodes (gateway first, in-flight requests drain)...`);
+		stopAndExit();
+	};
+	for (const s of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(s, () => onSignal(s));
+	// Exiting without an orderly stop (a crash): the servers started here go too (the nodes are
+	// killed by lib/cluster.ts); Postgres gets SIGINT so that it shuts down cleanly.
+	process.on("exit", () => {
+		if (nats?.child.exitCode === null) nats.child.kill("SIGKILL");
+		if (postgres?.child.exitCode === null) postgres.child.kill("SIGINT");
+	});
+	/** Whether a signal came during the last start-up step (then everything is being stopped). */
+	const interrupted = (): boolean => {
+		if (stopRequested) stopAndExit();
+		return stopRequested;
+	};
+
+	try {
+		let transporter = c.transporter;
+		if (!transporter) {
+			const port = (await isPortFree(4222)) ? 4222 : await freePort();
+			nats = await startNatsServer({ port });
+			transporter = nats.url;
+			log(`nats-server pid ${nats.pid} on ${transporter}`);
+		}
+		if (interrupted()) return;
+		let databaseUrl = c.databaseUrl;
+		if (!databaseUrl) {
+			postgres = await startDatabaseProcess(log);
+			databaseUrl = postgres.url;
+		}
+		if (interrupted()) return;
+
+		const port = c.port > 0 ? c.port : await freePort();
+		const nodeIDs = SHOP_SERVICES.flatMap(s =>
+			Array.from({ length: replicas[s] ?? 1 }, (_, i) => `${s}-${i + 1}`)
+		);
+		const nodeEnv: Record<string, Record<string, string>> = {};
+		nodeIDs.forEach((id, i) => {
+			nodeEnv[id] = { METRICS_PORT: String(c.metricsPort > 0 ? c.metricsPort + i : 0) };
+		});
+		const width = Math.max(...nodeIDs.map(id => id.length));
+		log(`Starting ${nodeIDs.length} nodes: ${nodeIDs.join(", ")}`);
+		cluster = await startCluster({
+			transporter,
+			databaseUrl,
+			replicas,
+			baseEnv: process.env,
+			nodeEnv,
+			port,
+			onOutput: (nodeID, line) => console.log(`${nodeID.padEnd(width)} | ${line}`),
+			onUnexpectedExit: (node, exit) =>
+				log(
+					`${node.nodeID} (pid ${node.pid}) exited on its own: ${exit.signal ?? `code ${exit.code}`}`
+				)
+		});
+		if (interrupted()) return;
+		phase = "running";
+
+		log(
+			`Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${cluster.nodes.length} nodes over ${transporter}`
+		);
+		for (const n of cluster.nodes) log(`node ${n.nodeID} pid ${n.pid}`);
+		log(`API      ${cluster.url}/api/products`);
+		log(`Health   ${cluster.url}/health  ${cluster.url}/ready`);
+		if (c.metricsPort > 0)
+			log(
+				`Metrics  http://127.0.0.1:${c.metricsPort}/metrics .. :${c.metricsPort + nodeIDs.length - 1} (one port per node, in the order above)`
+			);
+		if (c.jwtSecretGenerated)
+			log(`JWT_SECRET not set: the nodes share the development secret in ${c.dataDir}`);
+		log(
+			`A REPL node: TRANSPORTER=${transporter} METRICS_PORT=0 npx moleculer-runner --repl --config dist/moleculer.config.js`
+		);
+		const also = [nats ? ", the nats-server" : "", postgres ? ", Postgres" : ""].join("");
+		log(`Ctrl-C stops every node${also}.`);
+	} catch (err) {
+		if (stopping()) return;
+		await stopAll().catch(() => undefined);
+		throw err;
+	}
+}
+
+main().catch(err => {
+	if (err instanceof UsageError || err instanceof ConfigError) {
+		console.error(`[cluster] ${err.message}`);
+		process.exit(2);
+	}
+	console.error("[cluster] failed to start:", err instanceof Error ? err.message : err);
+	process.exit(1);
+});
