@@ -89,8 +89,12 @@ const brokerConfig: BrokerOptions = {
 		check: (err: Error) => isTransientError(err)
 	},
 
-	heartbeatInterval: 5,
-	heartbeatTimeout: 15,
+	/**
+	 * A node that dies without saying goodbye (SIGKILL, power loss) leaves the registry after
+	 * `heartbeatTimeout` s; until then calls routed to it wait for `requestTimeout`.
+	 */
+	heartbeatInterval: 2,
+	heartbeatTimeout: 8,
 	contextParamsCloning: false,
 
 	/** Graceful shutdown: wait for in-flight requests before leaving. */

@@ -292,8 +292,8 @@ class ClusterImpl implements Cluster {
 			},
 			serializer: "JSON",
 			logger: false,
-			heartbeatInterval: 5,
-			heartbeatTimeout: 15,
+			heartbeatInterval: 2,
+			heartbeatTimeout: 8,
 			skipProcessEventRegistration: true,
 			metrics: { enabled: false },
 			tracing: { enabled: false }

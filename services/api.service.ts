@@ -107,8 +107,17 @@ export function toErrorBody(err: unknown, production: boolean): ErrorBody {
 			return known("REQUEST_INVALID_JSON");
 		// moleculer-web's own
 		case "NOT_FOUND":
-		case "SERVICE_NOT_FOUND":
 			return known("REQUEST_NOT_FOUND");
+		// Every route is an alias of a known action (mappingPolicy "restrict"), so a missing
+		// service behind one is an outage (its nodes died or left), not a missing resource.
+		case "SERVICE_NOT_FOUND":
+		case "SERVICE_UNAVAILABLE":
+			return {
+				name: "ServiceNotAvailableError",
+				message: FRAMEWORK_ERROR_TYPES.SERVICE_NOT_AVAILABLE!.description,
+				code: 503,
+				type: "SERVICE_NOT_AVAILABLE"
+			};
 		case "PAYLOAD_TOO_LARGE":
 			return known("REQUEST_BODY_TOO_LARGE");
 		case "INVALID_REQUEST_BODY":
@@ -294,6 +303,15 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		onError(this: ApiThis, req: Req, res: Res, err: unknown): void {
 			this.sendErrorBody(req, res, err);
 		}
+	},
+
+	actions: {
+		/**
+		 * moleculer-web's request handler (its schema, merged): never retried as a whole. The
+		 * calls it makes are retried by the broker's policy where that is safe; repeating the
+		 * entire request after a partial failure could repeat a non-idempotent write.
+		 */
+		rest: { retryPolicy: { enabled: false } }
 	},
 
 	methods: {

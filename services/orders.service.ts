@@ -305,6 +305,9 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		 * @emits order.created
 		 */
 		create: {
+			// Not retried by a caller's broker: a retry after a lost answer would place a second
+			// order. Clients repeat with the same Idempotency-Key instead (answered with the first).
+			retryPolicy: { enabled: false },
 			params: {
 				$$strict: true,
 				items: {
