@@ -5,16 +5,8 @@
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
+import { walkthroughBlock } from "../support/readme";
 import { startShopProcess, type ShopProcess } from "../support/shop-process";
-
-/** The first ```bash block after the "Walkthrough" heading. */
-export function walkthroughBlock(readme: string): string {
-	const start = readme.indexOf("## Walkthrough");
-	if (start < 0) throw new Error("README has no Walkthrough section");
-	const m = /```bash\n([\s\S]*?)```/.exec(readme.slice(start));
-	if (!m) throw new Error("README Walkthrough has no bash block");
-	return m[1]!;
-}
 
 describe("README walkthrough", () => {
 	let shop: ShopProcess;
