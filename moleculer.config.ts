@@ -15,20 +15,33 @@ const c = config();
 type ReplCustomCommands = NonNullable<NonNullable<BrokerOptions["replOptions"]>["customCommands"]>;
 
 function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
-	if (c.tracingExporter === "console")
-		return { enabled: true, exporter: { type: "Console", options: { width: 100 } } };
-	if (c.tracingExporter === "jaeger")
-		return {
-			enabled: true,
-			exporter: {
-				type: "Jaeger",
-				options: {
-					endpoint: c.jaegerEndpoint ?? undefined,
-					sampler: { type: "Const", options: { decision: 1 } }
-				}
-			}
-		};
-	return { enabled: false };
+	const exporter =
+		c.tracingExporter === "console"
+			? { type: "Console", options: { width: 100 } }
+			: c.tracingExporter === "jaeger"
+				? {
+						type: "Jaeger",
+						options: {
+							endpoint: c.jaegerEndpoint ?? undefined,
+							sampler: { type: "Const", options: { decision: 1 } }
+						}
+					}
+				: null;
+	if (!exporter) return { enabled: false };
+	/*
+	 * moleculer-runner overwrites every option, nested ones too, whose upper-cased path is set
+	 * in the environment (runner.js overwriteFromEnv): TRACING_EXPORTER=jaeger would replace
+	 * `tracing.exporter` by the string "jaeger", a Jaeger exporter with default options (UDP to
+	 * 127.0.0.1:6832, JAEGER_ENDPOINT ignored), so no span reached the collector. lib/config.ts
+	 * already read TRACING_EXPORTER: the option ignores assignments.
+	 */
+	const tracing = { enabled: true };
+	Object.defineProperty(tracing, "exporter", {
+		enumerable: true,
+		get: () => exporter,
+		set: () => undefined
+	});
+	return tracing;
 }
 
 /** ioredis options from a `redis://[:password@]host:port[/db]` URL. */
