@@ -79,6 +79,18 @@ export interface ShopConfig {
 	 * right before invoking, or right after recording the outcome of, that saga step).
 	 */
 	readonly sagaFaults: readonly { kind: "crash-before" | "crash-after"; step: string }[];
+	/** How often each emitting service's outbox relay looks for unsent events, in ms. */
+	readonly outboxPollMs: number;
+	/**
+	 * Injected outbox faults for failure tests (ignored when NODE_ENV=production), from
+	 * `OUTBOX_FAULTS`: `crash-before-publish` / `crash-after-publish` (the relay's process
+	 * SIGKILLs itself right before publishing an event, or after publishing and before marking it).
+	 */
+	readonly outboxFaults: readonly ("crash-before-publish" | "crash-after-publish")[];
+	/** Deliveries of a durable event before its consumer dead-letters it. */
+	readonly eventMaxDeliver: number;
+	/** How long JetStream waits for a consumer's ack before redelivering, in ms. */
+	readonly eventAckWaitMs: number;
 	/** Largest accepted JSON body, as a body-parser limit string. */
 	readonly bodyLimit: string;
 	/** CORS allowed origins (`*` or a comma-separated list). */
@@ -144,6 +156,20 @@ function developmentSecret(dataDir: string): string {
 			return fs.readFileSync(file, "utf8").trim();
 		}
 	}
+}
+
+function parseOutboxFaults(raw: string | null): ShopConfig["outboxFaults"] {
+	if (!raw) return [];
+	return Object.freeze(
+		raw.split(",").map(part => {
+			const f = part.trim();
+			if (f !== "crash-before-publish" && f !== "crash-after-publish")
+				throw new ConfigError(
+					`OUTBOX_FAULTS: bad entry "${part}" (want crash-before-publish or crash-after-publish)`
+				);
+			return f;
+		})
+	);
 }
 
 function parseFaults(raw: string | null): ShopConfig["sagaFaults"] {
@@ -234,6 +260,10 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		reservationTtlMs: int(env, "RESERVATION_TTL_MS", 120_000, 500, 7 * 24 * 3600_000),
 		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),
+		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10, 3600_000),
+		outboxFaults: production ? [] : parseOutboxFaults(str(env, "OUTBOX_FAULTS")),
+		eventMaxDeliver: int(env, "EVENT_MAX_DELIVER", 5, 1, 1_000),
+		eventAckWaitMs: int(env, "EVENT_ACK_WAIT_MS", 30_000, 1_000, 3600_000),
 		bodyLimit: str(env, "BODY_LIMIT") ?? "1mb",
 		corsOrigins: cors === "*" ? "*" : cors.split(",").map(s => s.trim())
 	});

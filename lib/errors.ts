@@ -150,6 +150,16 @@ export const ERRORS = {
 		description: "The idempotency key was used before for another action."
 	},
 	SAGAS_NOT_FOUND: { code: 404, retryable: false, description: "No such saga." },
+	EVENTS_DEAD_LETTER_NOT_FOUND: {
+		code: 404,
+		retryable: false,
+		description: "No such dead-lettered event."
+	},
+	EVENTS_REPLAY_FAILED: {
+		code: 409,
+		retryable: false,
+		description: "Replaying the dead-lettered event failed again; `data.error` says why."
+	},
 	SAGAS_NOT_PARKED: {
 		code: 409,
 		retryable: false,

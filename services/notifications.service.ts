@@ -3,17 +3,27 @@
  * cancelled (no mail is sent: the record is the outbox a mailer would read). One record per order
  * and kind, enforced by a unique index, so a repeated event has no second effect.
  *
- * Listens to: `order.confirmed`, `order.cancelled` (group `notifications`: one node of the group
- * handles each event).
+ * Consumes, durably (InboxMixin, mixins/events.mixin.ts: a JetStream durable consumer shared by
+ * the service's nodes, acknowledged after the transaction commits, an inbox against redelivery,
+ * dead letters after `EVENT_MAX_DELIVER` failed deliveries): `order.confirmed`, `order.cancelled`.
+ * Admin actions from the mixin: `listDeadLetters`, `replayDeadLetter`, `inboxStatus`.
  * Events emitted: `notification.created` with the notification.
  */
 import crypto from "node:crypto";
 import type { Service } from "moleculer";
-import { DataTypes, QueryTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
+import {
+	DataTypes,
+	QueryTypes,
+	type Model,
+	type ModelStatic,
+	type Sequelize,
+	type Transaction
+} from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
 import { notificationsMigrations } from "../migrations/notifications";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import { InboxMixin, inboxMigrations, type DomainEvent } from "../mixins/events.mixin";
 import type { Order } from "./orders.service";
 
 export type NotificationKind = "ORDER_CONFIRMED" | "ORDER_CANCELLED";
@@ -60,7 +70,9 @@ function defineModels(sequelize: Sequelize): { Notification: ModelStatic<Model> 
 }
 type Models = ReturnType<typeof defineModels>;
 type NotificationsThis = Service &
-	DbMixinMethods<Models> & { record(kind: NotificationKind, e: OrderEvent): Promise<void> };
+	DbMixinMethods<Models> & {
+		record(kind: NotificationKind, e: OrderEvent, t?: Transaction): Promise<void>;
+	};
 
 const money = (cents: number, currency: string): string =>
 	`${(cents / 100).toFixed(2)} ${currency}`;
@@ -89,11 +101,33 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 	mixins: [
 		DbMixin({
 			service: "notifications",
-			migrations: notificationsMigrations,
+			migrations: [...notificationsMigrations, ...inboxMigrations],
 			models: defineModels,
 			mainModel: "Notification"
-		})
+		}),
+		InboxMixin()
 	],
+
+	/**
+	 * Durable consumers (InboxMixin: JetStream, acknowledged after this transaction commits; the
+	 * inbox drops redeliveries): one e-mail record per confirmed or cancelled order.
+	 */
+	durableEvents: {
+		async "order.confirmed"(
+			this: NotificationsThis,
+			event: DomainEvent<OrderEvent>,
+			t: Transaction
+		): Promise<void> {
+			await this.record("ORDER_CONFIRMED", event.data, t);
+		},
+		async "order.cancelled"(
+			this: NotificationsThis,
+			event: DomainEvent<OrderEvent>,
+			t: Transaction
+		): Promise<void> {
+			await this.record("ORDER_CANCELLED", event.data, t);
+		}
+	},
 
 	actions: {
 		/**
@@ -170,29 +204,17 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 		}
 	},
 
-	events: {
-		"order.confirmed": {
-			group: "notifications",
-			async handler(this: NotificationsThis, ctx: ShopContext<OrderEvent>): Promise<void> {
-				await this.record("ORDER_CONFIRMED", ctx.params);
-			}
-		},
-		"order.cancelled": {
-			group: "notifications",
-			async handler(this: NotificationsThis, ctx: ShopContext<OrderEvent>): Promise<void> {
-				await this.record("ORDER_CANCELLED", ctx.params);
-			}
-		}
-	},
-
 	methods: {
 		/** Inserts the notification once per (order, kind); a repeat is ignored. */
 		async record(
 			this: NotificationsThis,
 			kind: NotificationKind,
-			e: OrderEvent
+			e: OrderEvent,
+			t?: Transaction
 		): Promise<void> {
 			const order = e.order;
+			if (!order || typeof order.id !== "string" || typeof order.userId !== "string")
+				throw new Error(`Malformed order event: ${JSON.stringify(e).slice(0, 200)}`);
 			const { subject, body } = renderEmail(kind, order);
 			const rows = (await this.sequelize.query(
 				`INSERT INTO notifications (id, user_id, order_id, kind, recipient, subject, body)
@@ -207,11 +229,12 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 						subject,
 						body
 					],
-					type: QueryTypes.SELECT
+					type: QueryTypes.SELECT,
+					transaction: t
 				}
 			)) as { id: string }[];
 			if (rows[0])
-				await this.broker.emit("notification.created", {
+				this.broker.emit("notification.created", {
 					id: rows[0].id,
 					orderId: order.id,
 					kind

@@ -16,8 +16,10 @@
  * with an ISO 4217 currency. A client `Idempotency-Key` (per caller) returns the same order on a
  * repeat (the IETF "Idempotency-Key HTTP Header Field" draft; Stripe's idempotent requests).
  *
- * Events emitted: `order.created`, `order.confirmed`, `order.cancelled`, each `{ order }` where
- * `order` is the order view plus `customerEmail`.
+ * Events emitted, durably (transactional outbox, mixins/events.mixin.ts: written in the same
+ * transaction as the order's change, published to JetStream by the relay): `order.created`,
+ * `order.confirmed`, `order.cancelled`, each `{ order }` where `order` is the order view plus
+ * `customerEmail`.
  */
 import crypto from "node:crypto";
 import { Errors, type Service } from "moleculer";
@@ -34,6 +36,7 @@ import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
 import { ordersMigrations } from "../migrations/orders";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
 import {
 	SagaMixin,
 	type SagaDefinition,
@@ -213,12 +216,25 @@ type Models = ReturnType<typeof defineModels>;
 interface OrdersMethods {
 	findOrder(id: string, t?: Transaction): Promise<OrderRow | null>;
 	findOwnOrder(ctx: ShopContext, id: string): Promise<OrderRow>;
-	emitOrderEvent(event: string, orderId: string): Promise<void>;
+	enqueueOrderEvent(
+		event: "order.confirmed" | "order.cancelled",
+		saga: SagaInstance<OrderSagaData>,
+		t: Transaction
+	): Promise<void>;
 }
 type OrdersThis = Service &
 	DbMixinMethods<Models> &
 	SagaMixinMethods &
+	OutboxMethods &
 	OrdersMethods & { sagaView(s: SagaInstance): SagaView };
+
+/**
+ * The body of the durable order events (`order.created`, `order.confirmed`, `order.cancelled`):
+ * `{ order: Order & { customerEmail } }`.
+ */
+export const orderEvent = (r: OrderRow): { order: Order & { customerEmail: string } } => ({
+	order: { ...toOrderView(r), customerEmail: r.customer_email }
+});
 
 export const toOrderView = (r: OrderRow): Order => ({
 	id: r.id,
@@ -273,10 +289,11 @@ export function createOrdersService(
 		mixins: [
 			DbMixin({
 				service: "orders",
-				migrations: ordersMigrations,
+				migrations: [...ordersMigrations, ...outboxMigrations],
 				models: defineModels,
 				mainModel: "Order"
 			}),
+			OutboxMixin(),
 			SagaMixin({
 				leaseMs: config().sagaLeaseMs,
 				recoveryIntervalMs: config().sagaRecoveryIntervalMs,
@@ -435,6 +452,10 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 							requestId: ctx.requestID ?? null,
 							transaction: t
 						});
+						await this.enqueueEvent(t, "order.created", orderEvent(rows[0]!), {
+							aggregateId: orderId,
+							requestId: ctx.requestID ?? null
+						});
 						return rows[0]!;
 					});
 				} catch (err) {
@@ -456,9 +477,6 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					throw err;
 				}
 				this.launchSaga(sagaId, { fresh: true });
-				await ctx.emit("order.created", {
-					order: { ...toOrderView(row), customerEmail: row.customer_email }
-				});
 				ctx.meta.$statusCode = 202;
 				return toOrderView(row);
 			}
@@ -800,6 +818,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					transaction: t
 				}
 			);
+			await this.enqueueOrderEvent("order.confirmed", saga, t);
 		},
 
 		async onOrderCancelled(
@@ -816,21 +835,21 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				 WHERE id = $1`,
 				{ bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"], transaction: t }
 			);
+			await this.enqueueOrderEvent("order.cancelled", saga, t);
 		},
 
-		/** After a saga's final commit: tell the rest of the shop. */
-		async sagaAfterCommit(this: OrdersThis, saga: SagaInstance<OrderSagaData>): Promise<void> {
-			if (saga.status === "COMPLETED")
-				await this.emitOrderEvent("order.confirmed", saga.data.orderId);
-			else if (saga.status === "COMPENSATED")
-				await this.emitOrderEvent("order.cancelled", saga.data.orderId);
-		},
-
-		async emitOrderEvent(this: OrdersThis, event: string, orderId: string): Promise<void> {
-			const row = await this.findOrder(orderId);
+		/** Writes `order.confirmed` / `order.cancelled` to the outbox, in the saga's final transaction. */
+		async enqueueOrderEvent(
+			this: OrdersThis,
+			event: "order.confirmed" | "order.cancelled",
+			saga: SagaInstance<OrderSagaData>,
+			t: Transaction
+		): Promise<void> {
+			const row = await this.findOrder(saga.data.orderId, t);
 			if (!row) return;
-			await this.broker.emit(event, {
-				order: { ...toOrderView(row), customerEmail: row.customer_email }
+			await this.enqueueEvent(t, event, orderEvent(row), {
+				aggregateId: row.id,
+				requestId: saga.requestId
 			});
 		}
 	}

@@ -55,6 +55,7 @@ describe("the error table", () => {
 			"PAYMENTS",
 			"ORDERS",
 			"SAGAS",
+			"EVENTS",
 			"IDEMPOTENCY",
 			"SERVICE",
 			"INTERNAL"

@@ -1,6 +1,7 @@
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { AuthUser } from "../../lib/context";
+import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
 import type { Notification } from "../../services/notifications.service";
 import type { Order } from "../../services/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
@@ -55,6 +56,22 @@ function orderEvent(
 	};
 }
 
+/** A durable event as the orders outbox relay would publish it. */
+function domainEvent(
+	name: "order.confirmed" | "order.cancelled",
+	data: { order: Order & { customerEmail: string } }
+): DomainEvent {
+	return {
+		id: crypto.randomUUID(),
+		name,
+		source: "orders",
+		aggregateId: data.order.id,
+		occurredAt: new Date().toISOString(),
+		requestId: null,
+		data
+	};
+}
+
 describe("notifications", () => {
 	let t: TestBroker;
 	let broker: ServiceBroker;
@@ -63,6 +80,7 @@ describe("notifications", () => {
 
 	beforeAll(async () => {
 		t = await startTestBroker(["notifications"], {
+			env: { EVENT_MAX_DELIVER: "3" },
 			extra: [
 				{
 					name: "notifications-listener",
@@ -80,6 +98,8 @@ describe("notifications", () => {
 	});
 	afterAll(async () => t?.stop());
 
+	const deliver = (e: DomainEvent): Promise<void> => deliverLocally(broker, e);
+
 	const list = (
 		user: AuthUser,
 		params: Record<string, unknown> = {}
@@ -90,8 +110,10 @@ describe("notifications", () => {
 	it("order.confirmed records one confirmation e-mail, even when the event comes twice", async () => {
 		const user = customer();
 		const e = orderEvent(user);
-		await Promise.all([broker.emit("order.confirmed", e), broker.emit("order.confirmed", e)]);
-		await broker.emit("order.confirmed", e);
+		// The same event delivered three times (redelivery), twice at once.
+		const ev = domainEvent("order.confirmed", e);
+		await Promise.all([deliver(ev), deliver(ev)]);
+		await deliver(ev);
 		const rows = await waitFor(
 			() => forOrder(user, e.order.id),
 			r => r.length > 0
@@ -117,8 +139,9 @@ describe("notifications", () => {
 	it("order.cancelled records one cancellation e-mail with the reason, even when the event comes twice", async () => {
 		const user = customer();
 		const e = orderEvent(user, { status: "CANCELLED", cancellationReason: "PAYMENT_DECLINED" });
-		await broker.emit("order.cancelled", e);
-		await broker.emit("order.cancelled", e);
+		// Two distinct events about one order (say, a re-emission): still one e-mail.
+		await deliver(domainEvent("order.cancelled", e));
+		await deliver(domainEvent("order.cancelled", e));
 		const rows = await waitFor(
 			() => forOrder(user, e.order.id),
 			r => r.length > 0
@@ -136,10 +159,10 @@ describe("notifications", () => {
 		const user = customer();
 		const e = orderEvent(user);
 		await Promise.all([
-			broker.emit("order.confirmed", e),
-			broker.emit("order.cancelled", e),
-			broker.emit("order.confirmed", e),
-			broker.emit("order.cancelled", e)
+			deliver(domainEvent("order.confirmed", e)),
+			deliver(domainEvent("order.cancelled", e)),
+			deliver(domainEvent("order.confirmed", e)),
+			deliver(domainEvent("order.cancelled", e))
 		]);
 		const rows = await waitFor(
 			() => forOrder(user, e.order.id),
@@ -152,9 +175,9 @@ describe("notifications", () => {
 		const alice = customer();
 		const bob = customer();
 		const aliceOrders = [orderEvent(alice), orderEvent(alice), orderEvent(alice)];
-		for (const e of aliceOrders) await broker.emit("order.confirmed", e);
+		for (const e of aliceOrders) await deliver(domainEvent("order.confirmed", e));
 		const bobOrder = orderEvent(bob);
-		await broker.emit("order.confirmed", bobOrder);
+		await deliver(domainEvent("order.confirmed", bobOrder));
 
 		const mine = await waitFor(
 			() => list(alice),
@@ -182,6 +205,106 @@ describe("notifications", () => {
 		const page2 = await list(alice, { page: 2, pageSize: 2 });
 		expect(page2).toMatchObject({ page: 2, pageSize: 2, total: 3, totalPages: 2 });
 		expect(page2.rows.map(r => r.orderId)).toEqual([aliceOrders[0]!.order.id]);
+	});
+
+	it("counts a redelivered event as a duplicate in its inbox, with no second effect", async () => {
+		const before: { processed: number; duplicates: number } = await broker.call(
+			"notifications.inboxStatus"
+		);
+		const user = customer();
+		const ev = domainEvent("order.confirmed", orderEvent(user));
+		await deliver(ev);
+		await deliver(ev);
+		await deliver(ev);
+		const after: { processed: number; duplicates: number } = await broker.call(
+			"notifications.inboxStatus"
+		);
+		expect(after.processed - before.processed).toBe(1);
+		expect(after.duplicates - before.duplicates).toBe(2);
+		expect(await forOrder(user, ev.aggregateId)).toHaveLength(1);
+	});
+
+	it("dead-letters an event its handler keeps failing on after EVENT_MAX_DELIVER deliveries; an admin replays it once fixed", async () => {
+		const user = customer();
+		const ev = domainEvent("order.confirmed", orderEvent(user));
+		// A fault in the consumer's own database: inserts for this order fail until it is lifted.
+		const db = (
+			broker.getLocalService("notifications") as unknown as {
+				sequelize: { query(sql: string): Promise<unknown> };
+			}
+		).sequelize;
+		await db.query(`
+			CREATE FUNCTION refuse_order() RETURNS trigger AS $$
+			BEGIN
+				IF NEW.order_id = '${ev.aggregateId}' THEN RAISE EXCEPTION 'refused by test'; END IF;
+				RETURN NEW;
+			END $$ LANGUAGE plpgsql;
+			CREATE TRIGGER refuse_order BEFORE INSERT ON notifications
+				FOR EACH ROW EXECUTE FUNCTION refuse_order();`);
+		const before: { redeliveries: number; deadLettered: number } = await broker.call(
+			"notifications.inboxStatus"
+		);
+		// Resolves: after 3 deliveries the consumer gives up on it (the relay is not blocked).
+		await deliver(ev);
+		const after: { redeliveries: number; deadLettered: number; deadLetters: number } =
+			await broker.call("notifications.inboxStatus");
+		expect(after.redeliveries - before.redeliveries).toBe(2);
+		expect(after.deadLettered - before.deadLettered).toBe(1);
+		expect(await forOrder(user, ev.aggregateId)).toEqual([]);
+
+		// The events behind it still flow.
+		const next = domainEvent("order.confirmed", orderEvent(user));
+		await deliver(next);
+		expect(await forOrder(user, next.aggregateId)).toHaveLength(1);
+
+		const letters: {
+			rows: { id: string; eventId: string; error: string; deliveries: number }[];
+		} = await broker.call("notifications.listDeadLetters", {}, { meta: { user: admin } });
+		const letter = letters.rows.find(r => r.eventId === ev.id)!;
+		expect(letter).toMatchObject({
+			deliveries: 3,
+			error: expect.stringContaining("refused by test")
+		});
+		await expect(
+			broker.call("notifications.listDeadLetters", {}, { meta: { user } })
+		).rejects.toMatchObject({ type: "AUTH_FORBIDDEN" });
+
+		// Replaying while the fault is still there fails, and keeps the letter.
+		await expect(
+			broker.call(
+				"notifications.replayDeadLetter",
+				{ id: letter.id },
+				{ meta: { user: admin } }
+			)
+		).rejects.toMatchObject({ type: "EVENTS_REPLAY_FAILED", code: 409 });
+		await db.query("DROP TRIGGER refuse_order ON notifications; DROP FUNCTION refuse_order();");
+		const replayed: { replayedAt: string | null } = await broker.call(
+			"notifications.replayDeadLetter",
+			{ id: letter.id },
+			{ meta: { user: admin } }
+		);
+		expect(replayed.replayedAt).toEqual(expect.any(String));
+		expect(await forOrder(user, ev.aggregateId)).toHaveLength(1);
+		// A second replay is a no-op; the pending list no longer shows it.
+		await broker.call(
+			"notifications.replayDeadLetter",
+			{ id: letter.id },
+			{ meta: { user: admin } }
+		);
+		expect(await forOrder(user, ev.aggregateId)).toHaveLength(1);
+		const pending: { rows: { id: string }[] } = await broker.call(
+			"notifications.listDeadLetters",
+			{},
+			{ meta: { user: admin } }
+		);
+		expect(pending.rows.map(r => r.id)).not.toContain(letter.id);
+		await expect(
+			broker.call(
+				"notifications.replayDeadLetter",
+				{ id: crypto.randomUUID() },
+				{ meta: { user: admin } }
+			)
+		).rejects.toMatchObject({ type: "EVENTS_DEAD_LETTER_NOT_FOUND", code: 404 });
 	});
 
 	it("list requires a user: AUTH_TOKEN_MISSING 401", async () => {

@@ -1,0 +1,160 @@
+/**
+ * The shop's durable event bus on NATS JetStream (the `nats` 2.x client): one stream of domain
+ * events, one dead-letter stream, durable pull consumers per (service, event).
+ *
+ * - Stream `SHOP_EVENTS`, subjects `shop.events.<event name>`, file storage, a duplicate window
+ *   (`Nats-Msg-Id` = the outbox row id), so a relay that re-sends after a crash is deduplicated by
+ *   the server.
+ * - Stream `SHOP_DLQ`, subjects `shop.dlq.<consumer>`: messages a consumer gave up on after
+ *   `maxDeliver` deliveries, with the error in headers.
+ * - Consumers: durable, explicit ack, `max_deliver`, `ack_wait`; acknowledged by the caller only
+ *   after its handler's transaction has committed (at-least-once; the inbox makes it effectively
+ *   once).
+ *
+ * Durability of acknowledged writes on power loss needs the server's `sync_interval: always`
+ * (deploy/nats/nats.conf, nats-server >= 2.10); see docs in README "Durable events".
+ */
+import {
+	AckPolicy,
+	DeliverPolicy,
+	StorageType,
+	connect,
+	headers as natsHeaders,
+	nanos,
+	type ConsumerConfig,
+	type JetStreamClient,
+	type JetStreamManager,
+	type NatsConnection
+} from "nats";
+
+/** Stream holding every domain event. */
+export const EVENTS_STREAM = "SHOP_EVENTS";
+/** Stream holding dead letters. */
+export const DLQ_STREAM = "SHOP_DLQ";
+/** How long the server remembers a `Nats-Msg-Id` to drop a re-sent duplicate, in ms. */
+export const DUPLICATE_WINDOW_MS = 10 * 60_000;
+
+/** The subject of domain event `name` (e.g. `order.confirmed` → `shop.events.order.confirmed`). */
+export function eventSubject(name: string): string {
+	return `shop.events.${name}`;
+}
+
+/** A durable consumer's name for (service, event): JetStream names allow no dots. */
+export function consumerName(service: string, event: string): string {
+	return `${service}__${event}`.replace(/[^A-Za-z0-9_-]/g, "_");
+}
+
+/** The dead-letter subject of a consumer. */
+export function deadLetterSubject(consumer: string): string {
+	return `shop.dlq.${consumer}`;
+}
+
+/** One NATS connection with its JetStream client and manager. */
+export interface JetStreamBus {
+	readonly nc: NatsConnection;
+	readonly js: JetStreamClient;
+	readonly jsm: JetStreamManager;
+	close(): Promise<void>;
+}
+
+/**
+ * Connects to NATS (reconnecting forever, like the Moleculer transporter) and makes sure both
+ * streams exist.
+ * @param url - `nats://host:port` (the `TRANSPORTER` setting)
+ * @param name - connection name shown in the server's monitoring (`/connz`)
+ */
+export async function connectJetStream(url: string, name: string): Promise<JetStreamBus> {
+	const u = new URL(url);
+	const nc = await connect({
+		servers: `${u.hostname}:${u.port || 4222}`,
+		user: u.username ? decodeURIComponent(u.username) : undefined,
+		pass: u.password ? decodeURIComponent(u.password) : undefined,
+		name,
+		maxReconnectAttempts: -1,
+		reconnectTimeWait: 500,
+		waitOnFirstConnect: true
+	});
+	const jsm = await nc.jetstreamManager();
+	await ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"]);
+	await ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"]);
+	return {
+		nc,
+		js: nc.jetstream(),
+		jsm,
+		close: async () => {
+			if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
+		}
+	};
+}
+
+async function ensureStream(
+	jsm: JetStreamManager,
+	stream: string,
+	subjects: string[]
+): Promise<void> {
+	try {
+		await jsm.streams.info(stream);
+	} catch {
+		try {
+			await jsm.streams.add({
+				name: stream,
+				subjects,
+				storage: StorageType.File,
+				duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+				max_age: nanos(7 * 24 * 3600_000)
+			});
+		} catch (err) {
+			// Another node created it meanwhile.
+			if (!/already in use|exists/i.test(String((err as Error).message))) throw err;
+		}
+	}
+}
+
+/** Options of a durable consumer. */
+export interface DurableConsumerOptions {
+	/** Deliveries before a message is dead-lettered. */
+	readonly maxDeliver: number;
+	/** How long the server waits for an ack before redelivering, in ms. */
+	readonly ackWaitMs: number;
+}
+
+/** Creates (or updates) the durable pull consumer of (service, event). @returns its name */
+export async function ensureConsumer(
+	jsm: JetStreamManager,
+	service: string,
+	event: string,
+	opts: DurableConsumerOptions
+): Promise<string> {
+	const durable = consumerName(service, event);
+	const cfg: Partial<ConsumerConfig> = {
+		durable_name: durable,
+		ack_policy: AckPolicy.Explicit,
+		deliver_policy: DeliverPolicy.All,
+		filter_subject: eventSubject(event),
+		// One more than ours: the handler dead-letters on delivery `maxDeliver` itself.
+		max_deliver: opts.maxDeliver + 1,
+		ack_wait: nanos(opts.ackWaitMs)
+	};
+	try {
+		await jsm.consumers.info(EVENTS_STREAM, durable);
+		await jsm.consumers.update(EVENTS_STREAM, durable, {
+			max_deliver: cfg.max_deliver,
+			ack_wait: cfg.ack_wait
+		});
+	} catch {
+		await jsm.consumers.add(EVENTS_STREAM, cfg).catch(async err => {
+			// Created by a replica meanwhile.
+			await jsm.consumers.info(EVENTS_STREAM, durable).catch(() => {
+				throw err;
+			});
+		});
+	}
+	return durable;
+}
+
+/** NATS message headers from a plain object. */
+export function toHeaders(values: Record<string, string>): ReturnType<typeof natsHeaders> {
+	const h = natsHeaders();
+	for (const [k, v] of Object.entries(values)) h.set(k, v);
+	return h;
+}
