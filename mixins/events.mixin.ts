@@ -282,6 +282,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 			this.$outboxRun = null;
 			this.$outboxAgain = false;
 			this.$outboxPublished = 0;
+			this.$outboxServerDuplicates = 0;
 			this.$outboxBus = null;
 			this.$outboxBusUrl = null;
 			register(this.broker, "gauge", "shop.outbox.pending", "Outbox rows not yet published");
@@ -314,8 +315,9 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 		actions: {
 			/**
 			 * Outbox lag of this service's database (operators, metrics).
-			 * @returns `{ pending, oldestPendingAgeMs, published, mode }`: rows not yet published,
-			 *   the age of the oldest in ms (0 when none), rows this node published since it started
+			 * @returns `{ pending, oldestPendingAgeMs, published, serverDuplicates, mode }`: rows not
+			 *   yet published, the age of the oldest in ms (0 when none), rows this node published
+			 *   since it started, and how many of those JetStream dropped as already stored (re-sends)
 			 */
 			outboxStatus: {
 				visibility: "public",
@@ -324,6 +326,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					pending: number;
 					oldestPendingAgeMs: number;
 					published: number;
+					serverDuplicates: number;
 					mode: "jetstream" | "local";
 				}> {
 					const [row] = (await (this.sequelize as Sequelize).query(
@@ -336,6 +339,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 						pending: row!.pending,
 						oldestPendingAgeMs: Number(row!.age),
 						published: this.$outboxPublished,
+						serverDuplicates: this.$outboxServerDuplicates,
 						mode: this.$outboxBus ? "jetstream" : "local"
 					};
 				}
@@ -471,14 +475,13 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 			async publishEvent(this: any, event: DomainEvent): Promise<void> {
 				const bus = this.$outboxBus as JetStreamBus | null;
 				if (bus) {
-					await bus.js.publish(
+					const ack = await bus.js.publish(
 						eventSubject(event.name),
 						Buffer.from(JSON.stringify(event)),
-						{
-							msgID: event.id,
-							timeout: 5_000
-						}
+						{ msgID: event.id, timeout: 5_000 }
 					);
+					// A re-send after a crash, dropped by the server's duplicate window.
+					if (ack.duplicate) this.$outboxServerDuplicates++;
 				} else {
 					await deliverLocally(this.broker, event);
 				}
