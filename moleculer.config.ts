@@ -147,4 +147,17 @@ const brokerConfig: BrokerOptions = {
 	replOptions: { customCommands: replCommands as unknown as ReplCustomCommands }
 };
 
+/**
+ * moleculer-runner (each node of `npm run cluster`, lib/cluster.ts) overwrites every root option
+ * whose upper-cased name is set in the environment: `CACHER=redis://...` would swap the cacher
+ * above for a bare Redis cacher (keys `MOL-shop-*` instead of `shop-cache-*`, no default TTL,
+ * ioredis' default retries). lib/config.ts already read CACHER: the option ignores assignments.
+ */
+const cacher = brokerConfig.cacher;
+Object.defineProperty(brokerConfig, "cacher", {
+	enumerable: true,
+	get: () => cacher,
+	set: () => undefined
+});
+
 export = brokerConfig;

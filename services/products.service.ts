@@ -1,13 +1,16 @@
 /**
  * `products`: the catalog. Reads are cached by the broker's cacher (memory, or Redis with
- * `CACHER`) and the cache is cleared on every node when a product changes. The demo catalog
- * (`lib/demo-catalog.ts`, 24 products) is seeded on first start, idempotently (by SKU).
+ * `CACHER`) and the cache is cleared on every node when a product changes: moleculer-db's
+ * `clearCache` cleans the writing node's cacher (with Redis: the one shared by every node) and
+ * broadcasts `cache.clean.products`, on which every other node cleans its own memory cacher (see
+ * `events`). The demo catalog (`lib/demo-catalog.ts`, 24 products) is seeded on first start,
+ * idempotently (by SKU).
  *
  * Money: `price` in integer cents of `currency` (ISO 4217).
  * Events emitted: `product.created` and `product.updated` with the product.
  */
 import crypto from "node:crypto";
-import type { Service } from "moleculer";
+import { Cachers, type Service } from "moleculer";
 import {
 	DataTypes,
 	Op,
@@ -283,6 +286,21 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 				await ctx.emit("product.updated", product);
 				return product;
 			}
+		}
+	},
+
+	events: {
+		/**
+		 * moleculer-db's `clearCache` broadcasts this to every products node after a write; it
+		 * already cleaned the sender's own cacher. A memory cacher is per node, so each other
+		 * node cleans its copy here. A Redis cacher is one store shared by every node and the
+		 * sender cleaned it already: nothing to do. Cleaning never broadcasts again (no loop).
+		 */
+		"cache.clean.products"(this: ProductsThis, ctx: ShopContext): Promise<void> | void {
+			const cacher = this.broker.cacher;
+			if (!cacher || ctx.nodeID === this.broker.nodeID) return;
+			if (!(cacher instanceof Cachers.Memory || cacher instanceof Cachers.MemoryLRU)) return;
+			return cacher.clean(`${this.fullName}.**`);
 		}
 	},
 
