@@ -22,6 +22,13 @@ export const DATABASE_SERVICES = [
 ] as const;
 export type DatabaseService = (typeof DATABASE_SERVICES)[number];
 
+/**
+ * Default of `RATE_LIMIT_MAX`: requests per client address per window (60 s by default), 100 a
+ * second on average. Generous on purpose: many clients can share one address (NAT, proxies), and
+ * a busy client polling its orders (test/e2e: 50 at once, every 100 ms) makes ~800 a minute.
+ */
+export const RATE_LIMIT_MAX_DEFAULT = 6000;
+
 export type TracingExporter = "console" | "jaeger" | null;
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace";
 
@@ -95,6 +102,14 @@ export interface ShopConfig {
 	readonly bodyLimit: string;
 	/** CORS allowed origins (`*` or a comma-separated list). */
 	readonly corsOrigins: string | string[];
+	/**
+	 * Requests one client address may make to `/api` per rate limit window (`RATE_LIMIT_MAX`);
+	 * 0 turns the rate limiter off. Counted in Redis (`cacher`'s URL, shared by every gateway)
+	 * when `CACHER` is set, else in the gateway's memory.
+	 */
+	readonly rateLimitMax: number;
+	/** Length of the rate limiter's fixed window, in ms (`RATE_LIMIT_WINDOW_MS`). */
+	readonly rateLimitWindowMs: number;
 }
 
 /** Thrown at start-up when the environment is invalid; the process should exit. */
@@ -265,7 +280,9 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		eventMaxDeliver: int(env, "EVENT_MAX_DELIVER", 5, 1, 1_000),
 		eventAckWaitMs: int(env, "EVENT_ACK_WAIT_MS", 30_000, 1_000, 3600_000),
 		bodyLimit: str(env, "BODY_LIMIT") ?? "1mb",
-		corsOrigins: cors === "*" ? "*" : cors.split(",").map(s => s.trim())
+		corsOrigins: cors === "*" ? "*" : cors.split(",").map(s => s.trim()),
+		rateLimitMax: int(env, "RATE_LIMIT_MAX", RATE_LIMIT_MAX_DEFAULT, 0, 1_000_000_000),
+		rateLimitWindowMs: int(env, "RATE_LIMIT_WINDOW_MS", 60_000, 1_000, 24 * 3600_000)
 	});
 }
 

@@ -16,14 +16,21 @@
  *   5xx carries no internals. Never a stack trace.
  * - `GET /health` (liveness) and `GET /ready` (readiness: transporter and every service's
  *   database), outside `/api`.
+ * - Rate limit on `/api` (moleculer-web's `rateLimit`): `RATE_LIMIT_MAX` requests per client
+ *   address (the TCP peer; `X-Forwarded-For` is not trusted) per `RATE_LIMIT_WINDOW_MS` fixed
+ *   window, counted in Redis (lib/rate-limit-store.ts, shared by every gateway) when `CACHER` is
+ *   set, else in this gateway's memory. `X-Rate-Limit-Limit/-Remaining/-Reset` (epoch ms) on every
+ *   `/api` answer; over the limit 429 `REQUEST_RATE_LIMITED` with `Retry-After` (seconds to the
+ *   window's end). The probes `/health` and `/ready` are never limited.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import helmet from "helmet";
 import type { Context, Service, ServiceSchema } from "moleculer";
-import ApiGateway from "moleculer-web";
+import ApiGateway, { type RateLimitSettings, type RateLimitStore } from "moleculer-web";
 import { config, DATABASE_SERVICES } from "../lib/config";
 import type { AuthUser, ShopServiceSchema } from "../lib/context";
 import { ERRORS, FRAMEWORK_ERROR_TYPES, shopError } from "../lib/errors";
+import { RedisRateLimitStore, type RedisRateLimitSettings } from "../lib/rate-limit-store";
 
 type Req = IncomingMessage & {
 	$ctx: Context<unknown, Record<string, unknown>>;
@@ -62,6 +69,41 @@ const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9._:-]{1,255}$/;
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/;
 
+/**
+ * moleculer-web's `rateLimit` of the `/api` route from the config; `undefined` (no limit) when
+ * `RATE_LIMIT_MAX` is 0. The key is the TCP peer's address: moleculer-web's default key prefers
+ * `X-Forwarded-For`, which any client can set to escape its limit.
+ */
+export function apiRateLimit(): RateLimitSettings | RedisRateLimitSettings | undefined {
+	const c = config();
+	if (c.rateLimitMax === 0) return undefined;
+	const settings: RateLimitSettings = {
+		window: c.rateLimitWindowMs,
+		limit: c.rateLimitMax,
+		headers: true,
+		key: (req: IncomingMessage) => req.socket.remoteAddress as string
+	};
+	if (!c.cacher) return settings;
+	return {
+		...settings,
+		StoreFactory: RedisRateLimitStore as unknown as typeof RateLimitStore,
+		redisUrl: c.cacher
+	};
+}
+
+/**
+ * Seconds until the rate limit window of an answer ends (`X-Rate-Limit-Reset`, epoch ms, set by
+ * moleculer-web), at least 1; 1 when the header is missing.
+ */
+export function retryAfterSeconds(
+	res: Pick<ServerResponse, "getHeader">,
+	now = Date.now()
+): number {
+	const reset = Number(res.getHeader("X-Rate-Limit-Reset"));
+	if (!Number.isFinite(reset) || reset <= 0) return 1;
+	return Math.max(1, Math.ceil((reset - now) / 1000));
+}
+
 /** The error body of the CONTRACT: `{ name, message, code, type, data }`. */
 export interface ErrorBody {
 	name: string;
@@ -92,6 +134,8 @@ export function toErrorBody(err: unknown, production: boolean): ErrorBody {
 		type,
 		...(data === undefined ? {} : { data })
 	});
+	// moleculer-web's rate limiter throws RateLimitExceeded without a type.
+	if (e.name === "RateLimitExceeded") return known("REQUEST_RATE_LIMITED");
 	// body-parser (http-errors) failures
 	switch (e.type) {
 		case "entity.parse.failed":
@@ -184,7 +228,13 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			origin: config().corsOrigins,
 			methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
 			allowedHeaders: ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
-			exposedHeaders: ["X-Request-ID", "Retry-After"],
+			exposedHeaders: [
+				"X-Request-ID",
+				"Retry-After",
+				"X-Rate-Limit-Limit",
+				"X-Rate-Limit-Remaining",
+				"X-Rate-Limit-Reset"
+			],
 			credentials: false,
 			maxAge: 600
 		},
@@ -214,6 +264,7 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				},
 				mergeParams: true,
 				callOptions: { timeout: 10_000 },
+				rateLimit: apiRateLimit(),
 				/** Content type, body shape and Idempotency-Key, before auth and the call. */
 				onBeforeCall(
 					this: ApiThis,
@@ -365,10 +416,28 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			}
 			const ctx = req.$ctx;
 			if (ctx?.requestID) res.setHeader("X-Request-ID", ctx.requestID);
-			if (body.code === 503 || body.code === 429) res.setHeader("Retry-After", "1");
+			if (body.type === "REQUEST_RATE_LIMITED") {
+				const retryAfter = retryAfterSeconds(res);
+				res.setHeader("Retry-After", String(retryAfter));
+				body.data = {
+					limit: config().rateLimitMax,
+					windowMs: config().rateLimitWindowMs,
+					retryAfter
+				};
+			} else if (body.code === 503 || body.code === 429) res.setHeader("Retry-After", "1");
 			res.statusCode = body.code;
 			res.setHeader("Content-Type", "application/json; charset=utf-8");
 			res.end(JSON.stringify(body));
+		}
+	},
+
+	/** Closes the Redis connections of the routes' rate limit stores. */
+	async stopped(this: ApiThis): Promise<void> {
+		const routes =
+			(this as unknown as { routes?: { rateLimit?: { store?: unknown } }[] }).routes ?? [];
+		for (const route of routes) {
+			const store = route.rateLimit?.store;
+			if (store instanceof RedisRateLimitStore) await store.close();
 		}
 	}
 };
