@@ -37,8 +37,9 @@
  *
  * Events emitted (only when the effect happens, never on a replay): `stock.reserved`
  * `{ orderId, items }`, `stock.released` `{ orderId, items }` (`{ orderId, items, reason: "EXPIRED" }`
- * when the sweeper released it), `stock.committed` `{ orderId, items }`, `stock.changed`
- * `{ productId, onHand, reserved, available }`.
+ * when the sweeper released it), `stock.committed` `{ orderId, items }` (plain Moleculer events,
+ * best effort); and, durably (transactional outbox, mixins/events.mixin.ts: written in the same
+ * transaction as the change), `stock.changed` `{ productId, onHand, reserved, available }`.
  */
 import type { Service } from "moleculer";
 import {
@@ -55,6 +56,7 @@ import { DEMO_CATALOG } from "../lib/demo-catalog";
 import { shopError } from "../lib/errors";
 import { inventoryMigrations } from "../migrations/inventory";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
 import {
 	IdempotencyMixin,
 	idempotencyMigrations,
@@ -126,7 +128,11 @@ type Models = ReturnType<typeof defineModels>;
 interface InventoryMethods {
 	lockStock(productIds: string[], t: Transaction): Promise<Map<string, StockRow>>;
 	findReservation(orderId: string, t: Transaction, lock: boolean): Promise<ReservationRow | null>;
-	emitStockChanged(ctx: ShopContext | null, productIds: string[]): Promise<void>;
+	enqueueStockChanged(
+		t: Transaction,
+		productIds: string[],
+		requestId: string | null
+	): Promise<void>;
 	transition(
 		ctx: ShopContext<{ orderId: string }>,
 		to: "COMMITTED" | "RELEASED"
@@ -147,6 +153,7 @@ interface SweeperState {
 type InventoryThis = Service &
 	DbMixinMethods<Models> &
 	IdempotencyMixinMethods &
+	OutboxMethods &
 	InventoryMethods &
 	SweeperState;
 
@@ -229,11 +236,12 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 	mixins: [
 		DbMixin({
 			service: "inventory",
-			migrations: [...inventoryMigrations, ...idempotencyMigrations],
+			migrations: [...inventoryMigrations, ...idempotencyMigrations, ...outboxMigrations],
 			models: defineModels,
 			mainModel: "Stock"
 		}),
-		IdempotencyMixin()
+		IdempotencyMixin(),
+		OutboxMixin()
 	],
 
 	actions: {
@@ -290,11 +298,10 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						 ON CONFLICT (product_id) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()`,
 						{ bind: [productId, onHand], transaction: t }
 					);
+					await this.enqueueStockChanged(t, [productId], ctx.requestID ?? null);
 					return { productId, onHand, reserved: current?.reserved ?? 0 };
 				});
-				const level = view(result);
-				await ctx.emit("stock.changed", level);
-				return level;
+				return view(result);
 			}
 		},
 
@@ -380,6 +387,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							transaction: t
 						}
 					)) as { expiresAt: Date }[];
+					await this.enqueueStockChanged(
+						t,
+						items.map(i => i.productId),
+						ctx.requestID ?? null
+					);
 					return {
 						response: reservationView({
 							orderId,
@@ -389,10 +401,6 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						}),
 						afterCommit: async () => {
 							await ctx.emit("stock.reserved", { orderId, items });
-							await this.emitStockChanged(
-								ctx,
-								items.map(i => i.productId)
-							);
 						}
 					};
 				});
@@ -548,10 +556,6 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							orderId,
 							items: r.items
 						});
-						await this.emitStockChanged(
-							ctx,
-							items.map(i => i.productId)
-						);
 					}
 				};
 				if (r.status === "EXPIRED" && to === "COMMITTED") {
@@ -576,6 +580,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						"UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1",
 						{ bind: [orderId], transaction: t }
 					);
+					await this.enqueueStockChanged(
+						t,
+						items.map(i => i.productId),
+						ctx.requestID ?? null
+					);
 					return done;
 				}
 				if (r.status !== "RESERVED")
@@ -599,6 +608,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				await this.sequelize.query(
 					"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
 					{ bind: [orderId, to], transaction: t }
+				);
+				await this.enqueueStockChanged(
+					t,
+					items.map(i => i.productId),
+					ctx.requestID ?? null
 				);
 				return done;
 			});
@@ -631,11 +645,6 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						items: r.items,
 						reason: "EXPIRED"
 					});
-				if (batch.length > 0)
-					await this.emitStockChanged(
-						null,
-						batch.flatMap(r => r.items.map(i => i.productId))
-					);
 				if (batch.length < SWEEP_BATCH || this.$sweepStopping) return released;
 			}
 		},
@@ -673,6 +682,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					 WHERE order_id = ANY($1::uuid[])`,
 					{ bind: [due.map(r => r.orderId)], transaction: t }
 				);
+				await this.enqueueStockChanged(
+					t,
+					totals.map(i => i.productId),
+					null
+				);
 				return due;
 			});
 		},
@@ -689,18 +703,27 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			}, this.$sweepIntervalMs);
 		},
 
-		async emitStockChanged(
+		/**
+		 * Writes one durable `stock.changed` event per product (its level after this transaction's
+		 * changes) to the outbox, in transaction `t`.
+		 */
+		async enqueueStockChanged(
 			this: InventoryThis,
-			ctx: ShopContext | null,
-			productIds: string[]
+			t: Transaction,
+			productIds: string[],
+			requestId: string | null
 		): Promise<void> {
-			const ids = [...new Set(productIds)];
-			const rows = await this.models.Stock.findAll({ where: { productId: ids } });
-			for (const r of rows) {
-				const level = view(r.get({ plain: true }));
-				if (ctx) await ctx.emit("stock.changed", level);
-				else await this.broker.emit("stock.changed", level);
-			}
+			const ids = [...new Set(productIds)].sort();
+			const rows = (await this.sequelize.query(
+				`SELECT product_id AS "productId", on_hand AS "onHand", reserved FROM stock
+				 WHERE product_id = ANY($1::uuid[]) ORDER BY product_id`,
+				{ bind: [ids], type: QueryTypes.SELECT, transaction: t }
+			)) as { productId: string; onHand: number; reserved: number }[];
+			for (const r of rows)
+				await this.enqueueEvent(t, "stock.changed", view(r), {
+					aggregateId: r.productId,
+					requestId
+				});
 		}
 	},
 

@@ -25,8 +25,9 @@
  *   refused.
  * Money: integer cents with an ISO 4217 currency.
  *
- * Events emitted (only when the effect happens, never on a replay): `payment.captured`,
- * `payment.declined`, `payment.refunded`, each with the payment.
+ * Events emitted (only when the effect happens, never on a replay), durably (transactional
+ * outbox, mixins/events.mixin.ts: written in the same transaction as the payment and its ledger
+ * entry): `payment.captured`, `payment.declined`, `payment.refunded`, each with the payment.
  */
 import crypto from "node:crypto";
 import type { Service } from "moleculer";
@@ -35,6 +36,7 @@ import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
 import { paymentsMigrations } from "../migrations/payments";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
 import {
 	IdempotencyMixin,
 	idempotencyMigrations,
@@ -117,7 +119,11 @@ interface PaymentsMethods {
 		p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
 	): Promise<PaymentRow>;
 }
-type PaymentsThis = Service & DbMixinMethods<Models> & IdempotencyMixinMethods & PaymentsMethods;
+type PaymentsThis = Service &
+	DbMixinMethods<Models> &
+	IdempotencyMixinMethods &
+	OutboxMethods &
+	PaymentsMethods;
 
 const toView = (r: PaymentRow): Payment => ({
 	id: r.id,
@@ -170,11 +176,12 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	mixins: [
 		DbMixin({
 			service: "payments",
-			migrations: [...paymentsMigrations, ...idempotencyMigrations],
+			migrations: [...paymentsMigrations, ...idempotencyMigrations, ...outboxMigrations],
 			models: defineModels,
 			mainModel: "Payment"
 		}),
-		IdempotencyMixin()
+		IdempotencyMixin(),
+		OutboxMixin()
 	],
 
 	actions: {
@@ -236,15 +243,13 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 							`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
 							{ bind: [row.id, orderId, amount, currency], transaction: t }
 						);
-					return {
-						...chargeOutcome(row, amount, currency),
-						afterCommit: async () => {
-							await ctx.emit(
-								row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
-								toView(row)
-							);
-						}
-					};
+					await this.enqueueEvent(
+						t,
+						row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
+						toView(row),
+						{ aggregateId: orderId, requestId: ctx.requestID ?? null }
+					);
+					return chargeOutcome(row, amount, currency);
 				});
 			}
 		},
@@ -295,12 +300,11 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 						}
 					);
 					const payment = toView(rows[0]!);
-					return {
-						response: payment,
-						afterCommit: async () => {
-							await ctx.emit("payment.refunded", payment);
-						}
-					};
+					await this.enqueueEvent(t, "payment.refunded", payment, {
+						aggregateId: orderId,
+						requestId: ctx.requestID ?? null
+					});
+					return { response: payment };
 				});
 			}
 		},
