@@ -17,10 +17,10 @@ type ReplCustomCommands = NonNullable<NonNullable<BrokerOptions["replOptions"]>[
 function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
 	const exporter =
 		c.tracingExporter === "console"
-			? { type: "Console", options: { width: 100 } }
+			? { type: "Console" as const, options: { width: 100 } }
 			: c.tracingExporter === "jaeger"
 				? {
-						type: "Jaeger",
+						type: "Jaeger" as const,
 						options: {
 							endpoint: c.jaegerEndpoint ?? undefined,
 							sampler: { type: "Const", options: { decision: 1 } }
@@ -28,20 +28,37 @@ function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
 					}
 				: null;
 	if (!exporter) return { enabled: false };
-	/*
-	 * moleculer-runner overwrites every option, nested ones too, whose upper-cased path is set
-	 * in the environment (runner.js overwriteFromEnv): TRACING_EXPORTER=jaeger would replace
-	 * `tracing.exporter` by the string "jaeger", a Jaeger exporter with default options (UDP to
-	 * 127.0.0.1:6832, JAEGER_ENDPOINT ignored), so no span reached the collector. lib/config.ts
-	 * already read TRACING_EXPORTER: the option ignores assignments.
-	 */
-	const tracing = { enabled: true };
-	Object.defineProperty(tracing, "exporter", {
-		enumerable: true,
-		get: () => exporter,
-		set: () => undefined
-	});
-	return tracing;
+	// TRACING_EXPORTER=jaeger would otherwise become `tracing.exporter: "jaeger"` under
+	// moleculer-runner: a Jaeger exporter with default options (UDP to 127.0.0.1:6832,
+	// JAEGER_ENDPOINT ignored), so no span reached the collector.
+	return pinned(
+		{
+			enabled: true,
+			exporter,
+			// Spans carry no action params or meta: they would ship passwords (users.login,
+			// users.register) and bearer tokens (users.resolveToken) to the collector.
+			tags: { action: { params: false, meta: false }, event: { params: false, meta: false } }
+		},
+		["exporter"]
+	);
+}
+
+/**
+ * Makes `keys` of `obj` ignore assignments. moleculer-runner overwrites every option, nested ones
+ * too, whose upper-cased path is set in the environment (runner.js `overwriteFromEnv`), with the
+ * bare value: `TRANSPORTER=nats://...` would drop our NATS options, `CACHER=redis://...` our Redis
+ * cacher's prefix, TTL and retries. lib/config.ts has already read those variables.
+ */
+function pinned<T extends object>(obj: T, keys: readonly (keyof T & string)[]): T {
+	for (const key of keys) {
+		const value = obj[key];
+		Object.defineProperty(obj, key, {
+			enumerable: true,
+			get: () => value,
+			set: () => undefined
+		});
+	}
+	return obj;
 }
 
 /** ioredis options from a `redis://[:password@]host:port[/db]` URL. */
@@ -147,17 +164,6 @@ const brokerConfig: BrokerOptions = {
 	replOptions: { customCommands: replCommands as unknown as ReplCustomCommands }
 };
 
-/**
- * moleculer-runner (each node of `npm run cluster`, lib/cluster.ts) overwrites every root option
- * whose upper-cased name is set in the environment: `CACHER=redis://...` would swap the cacher
- * above for a bare Redis cacher (keys `MOL-shop-*` instead of `shop-cache-*`, no default TTL,
- * ioredis' default retries). lib/config.ts already read CACHER: the option ignores assignments.
- */
-const cacher = brokerConfig.cacher;
-Object.defineProperty(brokerConfig, "cacher", {
-	enumerable: true,
-	get: () => cacher,
-	set: () => undefined
-});
+pinned(brokerConfig, ["transporter", "cacher"]);
 
 export = brokerConfig;

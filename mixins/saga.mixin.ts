@@ -132,6 +132,8 @@ export interface SagaInstance<D extends SagaData = SagaData> {
 	leaseExpiresAt: Date | null;
 	deadlineAt: Date;
 	requestId: string | null;
+	/** The tracing span that started the saga: its step calls are its children, in its trace. */
+	parentSpanId: string | null;
 	/** Times an operator redrove the saga (part of its step keys). */
 	redrives: number;
 	createdAt: Date;
@@ -197,8 +199,29 @@ CREATE INDEX saga_steps_saga_idx ON saga_steps (saga_id, id);`,
 		name: "901-saga-redrives",
 		up: "ALTER TABLE sagas ADD COLUMN redrives integer NOT NULL DEFAULT 0;",
 		down: "ALTER TABLE sagas DROP COLUMN redrives;"
+	},
+	{
+		name: "902-saga-parent-span",
+		up: "ALTER TABLE sagas ADD COLUMN parent_span_id text;",
+		down: "ALTER TABLE sagas DROP COLUMN parent_span_id;"
 	}
 ];
+
+/**
+ * Call options that keep a saga's step calls in the trace of the request that started it
+ * (Moleculer's trace id is the request id): children of its span when one was recorded.
+ */
+function sagaTraceOptions(saga: SagaInstance): {
+	requestID?: string;
+	parentSpan?: { id: string; traceID: string; sampled: boolean };
+} {
+	if (!saga.requestId) return {};
+	if (!saga.parentSpanId) return { requestID: saga.requestId };
+	return {
+		requestID: saga.requestId,
+		parentSpan: { id: saga.parentSpanId, traceID: saga.requestId, sampled: true }
+	};
+}
 
 /**
  * The idempotency key of a step call: `<sagaId>:<step>` (`:compensate` for its compensation),
@@ -226,6 +249,8 @@ export interface SagaMixinMethods {
 			id?: string;
 			deadlineMs: number;
 			requestId?: string | null;
+			/** The span that starts the saga (`ctx.span?.id`): its step calls become its children. */
+			parentSpanId?: string | null;
 			transaction?: Transaction;
 		}
 	): Promise<SagaInstance>;
@@ -301,6 +326,7 @@ interface SagaRow {
 	lease_expires_at: Date | null;
 	deadline_at: Date;
 	request_id: string | null;
+	parent_span_id?: string | null;
 	redrives?: number;
 	created_at: Date;
 	updated_at: Date;
@@ -321,6 +347,7 @@ function toInstance(r: SagaRow): SagaInstance {
 		leaseExpiresAt: r.lease_expires_at,
 		deadlineAt: r.deadline_at,
 		requestId: r.request_id,
+		parentSpanId: r.parent_span_id ?? null,
 		redrives: r.redrives ?? 0,
 		createdAt: r.created_at,
 		updatedAt: r.updated_at
@@ -482,6 +509,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					id?: string;
 					deadlineMs: number;
 					requestId?: string | null;
+					parentSpanId?: string | null;
 					transaction?: Transaction;
 				}
 			): Promise<SagaInstance> {
@@ -489,9 +517,9 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				const id = opts.id ?? crypto.randomUUID();
 				const rows = (await (this.sequelize as Sequelize).query(
 					`INSERT INTO sagas (id, name, version, status, current_step, data, deadline_at, request_id,
-						lease_owner, lease_expires_at)
+						lease_owner, lease_expires_at, parent_span_id)
 					 VALUES ($1, $2, $3, 'RUNNING', 0, $4::jsonb, now() + ($5 || ' milliseconds')::interval, $6,
-						$7, now() + ($8 || ' milliseconds')::interval)
+						$7, now() + ($8 || ' milliseconds')::interval, $9)
 					 RETURNING *`,
 					{
 						bind: [
@@ -502,7 +530,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							String(opts.deadlineMs),
 							opts.requestId ?? null,
 							this.$sagaOwner,
-							String(leaseMs)
+							String(leaseMs),
+							opts.parentSpanId ?? null
 						],
 						type: QueryTypes.SELECT,
 						transaction: opts.transaction
@@ -770,7 +799,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					timeout: step.timeout ?? def.stepTimeoutMs,
 					// The step's retry policy is the only retry layer: no broker retries inside it.
 					retries: 0,
-					requestID: saga.requestId ?? undefined,
+					...sagaTraceOptions(saga),
 					meta: { idempotencyKey: key }
 				});
 			},
@@ -949,7 +978,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							result = await this.broker.call(step.compensation.action, params, {
 								timeout: step.timeout ?? def.stepTimeoutMs,
 								retries: 0,
-								requestID: saga.requestId ?? undefined,
+								...sagaTraceOptions(saga),
 								meta: { idempotencyKey: key }
 							});
 						} catch (err) {

@@ -450,6 +450,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 							id: sagaId,
 							deadlineMs: config().sagaDeadlineMs,
 							requestId: ctx.requestID ?? null,
+							parentSpanId: ctx.span?.id ?? null,
 							transaction: t
 						});
 						await this.enqueueEvent(t, "order.created", orderEvent(rows[0]!), {
