@@ -106,7 +106,11 @@ const brokerConfig: BrokerOptions = {
 
 	serializer: "JSON",
 
-	/** A whole request, REST to answer; saga steps set their own per call. */
+	/**
+	 * One call attempt, in ms; saga steps set their own per call. With the retry policy below a
+	 * call that keeps timing out may take up to 4 attempts: actions that are not safe to repeat
+	 * (orders.create, users.register, products.create, the gateway's handler) disable retries.
+	 */
 	requestTimeout: 10_000,
 
 	/** Only transient failures are retried: retryable errors (timeouts, unavailable nodes). */

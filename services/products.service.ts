@@ -215,6 +215,8 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 		 * @emits product.created
 		 */
 		create: {
+			// Not retried by a caller's broker: a retry after a lost answer would fail as a duplicate.
+			retryPolicy: { enabled: false },
 			params: {
 				$$strict: true,
 				sku: { type: "string", trim: true, min: 1, max: 64, pattern: /^[A-Za-z0-9._-]+$/ },

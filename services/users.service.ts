@@ -102,6 +102,8 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		 * @emits user.registered
 		 */
 		register: {
+			// Not retried by a caller's broker: a retry after a lost answer would fail as a duplicate.
+			retryPolicy: { enabled: false },
 			params: {
 				$$strict: true,
 				email: emailRule,
