@@ -7,7 +7,9 @@
  * idempotently (by SKU).
  *
  * Money: `price` in integer cents of `currency` (ISO 4217).
- * Events emitted: `product.created` and `product.updated` with the product.
+ * Events emitted, durably (transactional outbox, mixins/events.mixin.ts: written in the same
+ * transaction as the change): `product.created` and `product.updated` with the product, and
+ * `product.priceChanged` `{ productId, oldPrice, newPrice, currency }` (cents) when the price moves.
  */
 import crypto from "node:crypto";
 import { Cachers, type Service } from "moleculer";
@@ -24,6 +26,7 @@ import { DEMO_CATALOG } from "../lib/demo-catalog";
 import { shopError } from "../lib/errors";
 import { productsMigrations } from "../migrations/products";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
+import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
 
 /** A product as the API shows it. */
 export interface Product {
@@ -80,7 +83,9 @@ function defineModels(sequelize: Sequelize): { Product: ModelStatic<Model<Produc
 	return { Product };
 }
 type Models = ReturnType<typeof defineModels>;
-type ProductsThis = Service & DbMixinMethods<Models> & { toView(row: ProductRow): Product };
+type ProductsThis = Service &
+	DbMixinMethods<Models> &
+	OutboxMethods & { toView(row: ProductRow): Product };
 
 /** Escapes LIKE wildcards so a search for `50%` matches the text `50%`. */
 function likePattern(search: string): string {
@@ -100,10 +105,11 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 	mixins: [
 		DbMixin({
 			service: "products",
-			migrations: productsMigrations,
+			migrations: [...productsMigrations, ...outboxMigrations],
 			models: defineModels,
 			mainModel: "Product"
-		})
+		}),
+		OutboxMixin()
 	],
 
 	actions: {
@@ -235,22 +241,28 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			): Promise<Product & { stock?: number }> {
 				requireAdmin(ctx);
 				const { stock, ...fields } = ctx.params;
-				let row: Model<ProductRow>;
+				let product: Product;
 				try {
-					row = await this.models.Product.create({
-						id: crypto.randomUUID(),
-						...fields
-					} as ProductRow);
+					product = await this.sequelize.transaction(async t => {
+						const row: Model<ProductRow> = await this.models.Product.create(
+							{ id: crypto.randomUUID(), ...fields } as ProductRow,
+							{ transaction: t }
+						);
+						const view = this.toView(row.get({ plain: true }));
+						await this.enqueueEvent(t, "product.created", view, {
+							aggregateId: view.id,
+							requestId: ctx.requestID ?? null
+						});
+						return view;
+					});
 				} catch (err) {
 					if (err instanceof UniqueConstraintError) throw shopError("PRODUCTS_SKU_TAKEN");
 					throw err;
 				}
 				await this.clearCache();
-				const product = this.toView(row.get({ plain: true }));
 				if (stock !== undefined)
 					await ctx.call("inventory.setStock", { productId: product.id, onHand: stock });
 				ctx.meta.$statusCode = 201;
-				await ctx.emit("product.created", product);
 				return stock === undefined ? product : { ...product, stock };
 			}
 		},
@@ -259,7 +271,7 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 		 * Changes a product (admin): any of name, description, price, active.
 		 * @returns Product
 		 * @throws PRODUCTS_NOT_FOUND (404), AUTH_FORBIDDEN (403), VALIDATION_ERROR (422)
-		 * @emits product.updated
+		 * @emits product.updated, product.priceChanged (when the price changes)
 		 */
 		update: {
 			params: {
@@ -280,12 +292,32 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			): Promise<Product> {
 				requireAdmin(ctx);
 				const { id, ...changes } = ctx.params;
-				const row = await this.models.Product.findByPk(id);
-				if (!row) throw shopError("PRODUCTS_NOT_FOUND", undefined, { id });
-				await row.update(changes);
+				const product = await this.sequelize.transaction(async t => {
+					const row = await this.models.Product.findByPk(id, {
+						transaction: t,
+						lock: t.LOCK.UPDATE
+					});
+					if (!row) throw shopError("PRODUCTS_NOT_FOUND", undefined, { id });
+					const before = this.toView(row.get({ plain: true }));
+					await row.update(changes, { transaction: t });
+					const after = this.toView(row.get({ plain: true }));
+					const opts = { aggregateId: id, requestId: ctx.requestID ?? null };
+					await this.enqueueEvent(t, "product.updated", after, opts);
+					if (after.price !== before.price)
+						await this.enqueueEvent(
+							t,
+							"product.priceChanged",
+							{
+								productId: id,
+								oldPrice: before.price,
+								newPrice: after.price,
+								currency: after.currency
+							},
+							opts
+						);
+					return after;
+				});
 				await this.clearCache();
-				const product = this.toView(row.get({ plain: true }));
-				await ctx.emit("product.updated", product);
 				return product;
 			}
 		}

@@ -313,6 +313,65 @@ describe("products", () => {
 		});
 	});
 
+	describe("durable events", () => {
+		it("writes product.created, product.updated and product.priceChanged to its outbox and publishes them", async () => {
+			const p = await create({ sku: sku("EVT"), name: "Evented Thing", price: 700 });
+			await broker.call("products.update", { id: p.id, name: "Renamed Thing" }, asAdmin);
+			await broker.call("products.update", { id: p.id, price: 650 }, asAdmin);
+			const sequelize = (
+				broker.getLocalService("products") as unknown as {
+					sequelize: { query(sql: string, o: object): Promise<unknown> };
+				}
+			).sequelize;
+			const rows = (await sequelize.query(
+				"SELECT name, data, published_at IS NOT NULL AS sent FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+				{ bind: [p.id], type: "SELECT" }
+			)) as { name: string; data: Record<string, unknown>; sent: boolean }[];
+			expect(rows.map(r => r.name)).toEqual([
+				"product.created",
+				"product.updated",
+				"product.updated",
+				"product.priceChanged"
+			]);
+			expect(rows[3]!.data).toEqual({
+				productId: p.id,
+				oldPrice: 700,
+				newPrice: 650,
+				currency: "USD"
+			});
+			// The relay publishes after each commit.
+			const status = await (async () => {
+				for (let i = 0; i < 100; i++) {
+					const s: { pending: number; mode: string } =
+						await broker.call("products.outboxStatus");
+					if (s.pending === 0) return s;
+					await new Promise(r => setTimeout(r, 20));
+				}
+				return broker.call("products.outboxStatus");
+			})();
+			expect(status).toMatchObject({ pending: 0, mode: "local" });
+		});
+
+		it("a failed change writes no event (same transaction)", async () => {
+			const taken = sku("DUP");
+			const first = await create({ sku: taken, name: "First", price: 100 });
+			await expect(create({ sku: taken, name: "Second", price: 100 })).rejects.toMatchObject({
+				type: "PRODUCTS_SKU_TAKEN"
+			});
+			const sequelize = (
+				broker.getLocalService("products") as unknown as {
+					sequelize: { query(sql: string, o: object): Promise<unknown> };
+				}
+			).sequelize;
+			const rows = (await sequelize.query(
+				"SELECT count(*)::int AS n FROM outbox WHERE name = 'product.created' AND data->>'sku' = $1",
+				{ bind: [taken], type: "SELECT" }
+			)) as { n: number }[];
+			expect(rows[0]!.n).toBe(1);
+			expect(first.sku).toBe(taken);
+		});
+	});
+
 	describe("update and the cache", () => {
 		/** The cacher's key of `products.get` for `id`, as its middleware computes it. */
 		const getCacheKey = (id: string): string =>
