@@ -687,7 +687,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 			 * @returns `{ rows: DeadLetter[], total, page, pageSize, totalPages }`
 			 */
 			listDeadLetters: {
-				visibility: "public",
+				visibility: "published",
 				params: {
 					$$strict: true,
 					page: {
@@ -738,7 +738,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 			 * @throws EVENTS_DEAD_LETTER_NOT_FOUND (404), EVENTS_REPLAY_FAILED (409, `data.error`)
 			 */
 			replayDeadLetter: {
-				visibility: "public",
+				visibility: "published",
 				params: { $$strict: true, id: { type: "uuid" } },
 				async handler(this: any, ctx: any): Promise<DeadLetter> {
 					if (ctx.meta.user && ctx.meta.user.role !== "admin")

@@ -62,8 +62,14 @@ export const API_ALIASES: Record<string, { action: string; auth?: AliasAuth }> =
 	"POST orders/:id/cancel": alias("orders.cancel", "customer"),
 	"GET notifications": alias("notifications.list", "customer"),
 	"GET admin/sagas": alias("orders.listSagas", "admin"),
-	"POST admin/sagas/:id/redrive": alias("orders.redriveSaga", "admin")
+	"POST admin/sagas/:id/redrive": alias("orders.redriveSaga", "admin"),
+	"GET admin/dead-letters": alias("notifications.listDeadLetters", "admin"),
+	"POST admin/dead-letters/:id/replay": alias("notifications.replayDeadLetter", "admin"),
+	"GET admin/outbox": alias("api.outbox", "admin")
 };
+
+/** The services with a transactional outbox (mixins/events.mixin.ts). */
+export const OUTBOX_SERVICES = ["orders", "inventory", "payments", "products"] as const;
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9._:-]{1,255}$/;
@@ -362,7 +368,30 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		 * calls it makes are retried by the broker's policy where that is safe; repeating the
 		 * entire request after a partial failure could repeat a non-idempotent write.
 		 */
-		rest: { retryPolicy: { enabled: false } }
+		rest: { retryPolicy: { enabled: false } },
+
+		/**
+		 * Outbox lag of every emitting service (admin, `GET /api/admin/outbox`).
+		 * @returns `{ [service]: { pending, oldestPendingAgeMs, published, serverDuplicates, mode }
+		 *   | { error: type } }` (pending rows, age of the oldest in ms)
+		 */
+		outbox: {
+			visibility: "published",
+			params: {},
+			async handler(this: ApiThis, ctx: Context): Promise<Record<string, unknown>> {
+				const out: Record<string, unknown> = {};
+				await Promise.all(
+					OUTBOX_SERVICES.map(async name => {
+						out[name] = await ctx
+							.call(`${name}.outboxStatus`, {}, { timeout: 5_000 })
+							.catch((err: { type?: string }) => ({
+								error: err.type ?? "SERVICE_UNAVAILABLE"
+							}));
+					})
+				);
+				return out;
+			}
+		}
 	},
 
 	methods: {

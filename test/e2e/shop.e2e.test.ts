@@ -215,6 +215,28 @@ describe("the shop over REST (npm start form)", () => {
 		});
 		expect(sagas.status).toBe(200);
 		expect(sagas.body.rows.length).toBeGreaterThan(0);
+		for (const path of ["/api/admin/outbox", "/api/admin/dead-letters"]) {
+			const asCustomer = await api(base, "GET", path, { token: ann.token });
+			expect([path, asCustomer.status]).toEqual([path, 403]);
+		}
+		const outbox = await api(base, "GET", "/api/admin/outbox", { token: adminToken });
+		expect(outbox.status).toBe(200);
+		for (const service of ["orders", "inventory", "payments", "products"])
+			expect(outbox.body[service]).toMatchObject({
+				pending: expect.any(Number),
+				oldestPendingAgeMs: expect.any(Number),
+				mode: "local"
+			});
+		const letters = await api(base, "GET", "/api/admin/dead-letters", { token: adminToken });
+		expect(letters.status).toBe(200);
+		expect(letters.body).toMatchObject({ rows: [], total: 0 });
+		const replay = await api(
+			base,
+			"POST",
+			"/api/admin/dead-letters/00000000-0000-4000-8000-000000000000/replay",
+			{ token: adminToken }
+		);
+		expect([replay.status, replay.body.type]).toEqual([404, "EVENTS_DEAD_LETTER_NOT_FOUND"]);
 		const forged = await api(base, "GET", "/api/users/me", {
 			token: ann.token.slice(0, -2) + (ann.token.endsWith("A") ? "BB" : "AA")
 		});
