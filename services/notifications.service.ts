@@ -233,12 +233,15 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 					transaction: t
 				}
 			)) as { id: string }[];
-			if (rows[0])
-				this.broker.emit("notification.created", {
-					id: rows[0].id,
-					orderId: order.id,
-					kind
-				});
+			const created = rows[0];
+			if (!created) return;
+			// A live, best-effort event, once the record is committed.
+			const emit = (): void =>
+				void this.broker
+					.emit("notification.created", { id: created.id, orderId: order.id, kind })
+					.catch(() => undefined);
+			if (t) t.afterCommit(emit);
+			else emit();
 		}
 	}
 };

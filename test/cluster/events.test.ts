@@ -18,6 +18,7 @@ import { connect, type NatsConnection } from "nats";
 import { Client } from "pg";
 import { DLQ_STREAM, EVENTS_STREAM } from "../../lib/jetstream";
 import { startNats, type NatsServer } from "../support/nats";
+import { freePort } from "../support/ports";
 import { api } from "../support/shop-process";
 import {
 	CLUSTER_ADMIN,
@@ -40,6 +41,16 @@ describe("durable events over JetStream", () => {
 	let productId: string;
 	const customers: Customer[] = [];
 	const report: Record<string, unknown> = {};
+	const metricsPorts: Record<string, number> = {};
+
+	/** The value of a Prometheus sample `name{service="<service>"}` on a node's /metrics. */
+	async function metric(port: number, name: string, service: string): Promise<number | null> {
+		const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+		const line = text
+			.split("\n")
+			.find(l => l.startsWith(`${name}{`) && l.includes(`service="${service}"`));
+		return line ? Number(line.slice(line.lastIndexOf(" ") + 1)) : null;
+	}
 
 	/** Runs `sql` on the cluster's database of `service`. */
 	async function sql<T = Record<string, unknown>>(
@@ -123,9 +134,15 @@ describe("durable events over JetStream", () => {
 
 	beforeAll(async () => {
 		nats = await startNats();
+		metricsPorts.orders = await freePort();
+		metricsPorts.notifications = await freePort();
 		cluster = await startCluster({
 			nats,
-			env: { EVENT_MAX_DELIVER: "3", OUTBOX_POLL_MS: "200", SAGA_DEADLINE_MS: "60000" }
+			env: { EVENT_MAX_DELIVER: "3", OUTBOX_POLL_MS: "200", SAGA_DEADLINE_MS: "60000" },
+			nodeEnv: {
+				"orders-1": { METRICS_PORT: String(metricsPorts.orders) },
+				"notifications-1": { METRICS_PORT: String(metricsPorts.notifications) }
+			}
 		});
 		base = cluster.url!;
 		const admin = await api(base, "POST", "/api/users/login", { body: CLUSTER_ADMIN });
@@ -372,5 +389,36 @@ describe("durable events over JetStream", () => {
 				report.natsRestart = { ...(report.natsRestart as object), inbox };
 			}),
 		300_000
+	);
+
+	it(
+		"operators see the outbox lag and the consumers' counts as Prometheus metrics",
+		() =>
+			withOutputOnFailure(cluster, async () => {
+				const { accepted } = await placeOrders(5, 5);
+				await allEnded(accepted);
+				await waitNotified(accepted);
+				const published = await until(
+					() => metric(metricsPorts.orders!, "shop_outbox_published_total", "orders"),
+					v => v !== null && v > 0,
+					10_000
+				);
+				expect(published).toBeGreaterThan(0);
+				expect(await metric(metricsPorts.orders!, "shop_outbox_pending", "orders")).toBe(0);
+				expect(await metric(metricsPorts.orders!, "shop_outbox_lag_ms", "orders")).toBe(0);
+				const processed = await until(
+					() =>
+						metric(
+							metricsPorts.notifications!,
+							"shop_events_processed_total",
+							"notifications"
+						),
+					v => v !== null && v >= 5,
+					10_000
+				);
+				expect(processed).toBeGreaterThanOrEqual(5);
+				report.metrics = { outboxPublished: published, eventsProcessed: processed };
+			}),
+		120_000
 	);
 });
