@@ -1,8 +1,9 @@
 /**
  * `npm run cluster`: a local multi-node shop, one `moleculer-runner` process per service over NATS.
  *
- * - Transporter: `TRANSPORTER` when set, else a `nats-server` from PATH started here on
- *   127.0.0.1:4222 (or a free port when 4222 is taken).
+ * - Transporter: `TRANSPORTER` when set (its server must have JetStream enabled), else a
+ *   `nats-server` from PATH started here on 127.0.0.1:4222 (or a free port when 4222 is taken),
+ *   JetStream on, its store under `DATA_DIR/nats`.
  * - Postgres: `DATABASE_URL` when set, else the embedded one under `DATA_DIR`, run as its own
  *   child process the way `npm run db` runs it (`dist/bin/db.js`), so that its exit hooks never
  *   race this supervisor's orderly shutdown.
@@ -160,7 +161,11 @@ async function main(): Promise<void> {
 		let transporter = c.transporter;
 		if (!transporter) {
 			const port = (await isPortFree(4222)) ? 4222 : await freePort();
-			nats = await startNatsServer({ port });
+			// JetStream on (durable events, mixins/events.mixin.ts), its store kept under DATA_DIR.
+			nats = await startNatsServer({
+				port,
+				jetStreamDir: path.join(path.resolve(c.dataDir), "nats")
+			});
 			transporter = nats.url;
 			log(`nats-server pid ${nats.pid} on ${transporter}`);
 		}

@@ -74,9 +74,19 @@ export async function connectJetStream(url: string, name: string): Promise<JetSt
 		reconnectTimeWait: 500,
 		waitOnFirstConnect: true
 	});
-	const jsm = await nc.jetstreamManager();
-	await ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"]);
-	await ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"]);
+	let jsm: JetStreamManager;
+	try {
+		jsm = await nc.jetstreamManager();
+		await ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"]);
+		await ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"]);
+	} catch (err) {
+		await nc.close().catch(() => undefined);
+		if (String((err as { code?: unknown }).code) === "503")
+			throw new Error(
+				`JetStream is not enabled on the NATS server at ${u.host}: start nats-server with -js (or a jetstream {} block, see deploy/nats/nats.conf)`
+			);
+		throw err;
+	}
 	return {
 		nc,
 		js: nc.jetstream(),

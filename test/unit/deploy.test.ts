@@ -80,7 +80,7 @@ function configVars(): Set<string> {
 
 /** The variable names of CONTRACT.md's "Environment" table. */
 function contractVars(): string[] {
-	const contract = fs.readFileSync(path.join(ROOT, "..", "shared", "CONTRACT.md"), "utf8");
+	const contract = fs.readFileSync(path.join(ROOT, "docs", "CONTRACT.md"), "utf8");
 	const section = contract.split(/^## /m).find(s => s.startsWith("Environment"));
 	if (!section) throw new Error("CONTRACT.md has no Environment section");
 	return section

@@ -108,6 +108,16 @@ describe("idempotency keys of the saga's participants", () => {
 	}
 	const eventsOf = (orderId: string): string[] =>
 		events.filter(e => e.payload.orderId === orderId).map(e => e.name);
+	/**
+	 * The events of `orderId` once the outbox relay has published them (payments' events are
+	 * durable: written with the payment, emitted after the commit), plus a moment for a duplicate.
+	 */
+	const publishedEventsOf = async (orderId: string): Promise<string[]> => {
+		for (let i = 0; i < 200 && eventsOf(orderId).length === 0; i++)
+			await new Promise(r => setTimeout(r, 10));
+		await new Promise(r => setTimeout(r, 100));
+		return eventsOf(orderId);
+	};
 
 	describe("the same key twice: the same answer and one effect", () => {
 		it("payments.charge: one CAPTURE in the ledger, one event, one OK record", async () => {
@@ -122,7 +132,7 @@ describe("idempotency keys of the saga's participants", () => {
 				captured: before.captured + 1234,
 				refunded: before.refunded
 			});
-			expect(eventsOf(orderId)).toEqual(["payment.captured"]);
+			expect(await publishedEventsOf(orderId)).toEqual(["payment.captured"]);
 			expect(await keyRow("payments", key)).toMatchObject({
 				action: "payments.charge",
 				outcome: "OK",
@@ -232,7 +242,7 @@ describe("idempotency keys of the saga's participants", () => {
 				outcome: "ERROR",
 				response: { type: "PAYMENTS_CARD_DECLINED", code: 402, data: declined.data }
 			});
-			expect(eventsOf(orderId)).toEqual(["payment.declined"]);
+			expect(await publishedEventsOf(orderId)).toEqual(["payment.declined"]);
 			expect(await usd()).toEqual(before);
 		});
 
@@ -302,7 +312,7 @@ describe("idempotency keys of the saga's participants", () => {
 			await expect(broker.call("payments.get", { orderId })).resolves.toMatchObject({
 				status: "CAPTURED"
 			});
-			expect(eventsOf(orderId)).toEqual(["payment.captured"]);
+			expect(await publishedEventsOf(orderId)).toEqual(["payment.captured"]);
 			// The key still answers its own action.
 			await expect(charge(orderId, 777, key)).resolves.toMatchObject({ status: "CAPTURED" });
 		});
@@ -344,7 +354,7 @@ describe("idempotency keys of the saga's participants", () => {
 				captured: before.captured + 2000,
 				refunded: before.refunded
 			});
-			expect(eventsOf(orderId)).toEqual(["payment.captured"]);
+			expect(await publishedEventsOf(orderId)).toEqual(["payment.captured"]);
 			expect(
 				await count(
 					"payments",
