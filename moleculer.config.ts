@@ -8,7 +8,9 @@
 import type { BrokerOptions } from "moleculer";
 import { config } from "./lib/config";
 import { ShopErrorRegenerator } from "./lib/errors";
+import { shopLogger } from "./lib/logger";
 import { replCommands } from "./lib/repl-commands";
+import { RequestContextMiddleware } from "./lib/request-context";
 import { isTransientError } from "./mixins/saga.mixin";
 
 const c = config();
@@ -79,15 +81,8 @@ const brokerConfig: BrokerOptions = {
 	namespace: "shop",
 	nodeID: c.nodeID,
 
-	logger: {
-		type: "Console",
-		options: {
-			colors: !c.production && process.stdout.isTTY,
-			moduleColors: false,
-			formatter: "short",
-			autoPadding: false
-		}
-	},
+	/** pino: JSON lines in production (LOG_FORMAT), readable ones otherwise (lib/logger.ts). */
+	logger: shopLogger(c),
 	logLevel: c.logLevel,
 
 	transporter: c.transporter
@@ -163,7 +158,8 @@ const brokerConfig: BrokerOptions = {
 
 	tracing: tracingExporter(),
 
-	middlewares: [],
+	/** Handlers run with their request id current, for the log lines' `requestId`. */
+	middlewares: [RequestContextMiddleware],
 
 	replOptions: { customCommands: replCommands as unknown as ReplCustomCommands }
 };

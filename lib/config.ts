@@ -31,6 +31,8 @@ export const RATE_LIMIT_MAX_DEFAULT = 6000;
 
 export type TracingExporter = "console" | "jaeger" | null;
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace";
+/** `json`: one JSON object per line (production); `pretty`: readable lines (development). */
+export type LogFormat = "json" | "pretty";
 
 export interface ShopConfig {
 	/** `development` or `production`; production hides error internals and requires JWT_SECRET. */
@@ -68,6 +70,8 @@ export interface ShopConfig {
 	readonly tracingExporter: TracingExporter;
 	readonly jaegerEndpoint: string | null;
 	readonly logLevel: LogLevel;
+	/** Log line format (`LOG_FORMAT`); default `json` in production, `pretty` otherwise. */
+	readonly logFormat: LogFormat;
 	/** Overall deadline of one order saga, in ms. */
 	readonly sagaDeadlineMs: number;
 	/** Timeout of one saga step call, in ms. */
@@ -239,6 +243,9 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 	const logLevel = (str(env, "LOGLEVEL") ?? "info") as LogLevel;
 	if (!["fatal", "error", "warn", "info", "debug", "trace"].includes(logLevel))
 		throw new ConfigError(`LOGLEVEL must be a Moleculer log level, got "${logLevel}"`);
+	const logFormat = (str(env, "LOG_FORMAT") ?? (production ? "json" : "pretty")) as LogFormat;
+	if (!["json", "pretty"].includes(logFormat))
+		throw new ConfigError(`LOG_FORMAT must be json or pretty, got "${logFormat}"`);
 
 	const adminEmail = (str(env, "ADMIN_EMAIL") ?? "admin@example.com").toLowerCase();
 	const adminPassword = str(env, "ADMIN_PASSWORD");
@@ -268,6 +275,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		tracingExporter: tracing as TracingExporter,
 		jaegerEndpoint,
 		logLevel,
+		logFormat,
 		sagaDeadlineMs: int(env, "SAGA_DEADLINE_MS", 30_000, 1_000, 24 * 3600_000),
 		sagaStepTimeoutMs: int(env, "SAGA_STEP_TIMEOUT_MS", 5_000, 100, 600_000),
 		sagaLeaseMs: int(env, "SAGA_LEASE_MS", 15_000, 200, 3600_000),

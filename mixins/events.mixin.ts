@@ -38,6 +38,7 @@ import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { config } from "../lib/config";
 import type { Migration } from "../lib/database";
 import { shopError } from "../lib/errors";
+import { withRequestId } from "../lib/request-context";
 import {
 	DLQ_STREAM,
 	EVENTS_STREAM,
@@ -372,7 +373,9 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					this.$outboxAgain = true;
 					return;
 				}
-				this.$outboxRun = (async () => {
+				// The relay publishes every request's events: it runs outside the request that woke
+				// it (each publication runs with its own event's requestId, below).
+				this.$outboxRun = withRequestId(null, async () => {
 					try {
 						for (;;) {
 							this.$outboxAgain = false;
@@ -394,7 +397,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					} finally {
 						this.$outboxRun = null;
 					}
-				})();
+				});
 			},
 
 			/**
@@ -426,15 +429,19 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 							data: row.data
 						};
 						if (faults.includes("crash-before-publish")) crash();
-						try {
-							await this.publishEvent(event);
-						} catch (err) {
-							this.logger.warn(
-								`Could not publish ${event.name} ${event.id}; will retry`,
-								err
-							);
-							break;
-						}
+						const ok = await withRequestId(event.requestId, async () => {
+							try {
+								await this.publishEvent(event);
+								return true;
+							} catch (err) {
+								this.logger.warn(
+									`Could not publish ${event.name} ${event.id}; will retry`,
+									err
+								);
+								return false;
+							}
+						});
+						if (!ok) break;
 						published.push(row.id);
 						if (faults.includes("crash-after-publish")) crash();
 					}
@@ -811,11 +818,28 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 			},
 
 			/**
+			 * One delivery (`applyEventNow`) with the event's `requestId` current: the consumer's log
+			 * lines carry the id of the request that caused the event.
+			 */
+			applyEvent(
+				this: any,
+				consumer: string,
+				event: DomainEvent,
+				delivery: number,
+				bus: JetStreamBus | null,
+				rethrow = false
+			): Promise<"applied" | "duplicate" | "failed" | "deadLettered"> {
+				return withRequestId(event.requestId, () =>
+					this.applyEventNow(consumer, event, delivery, bus, rethrow)
+				);
+			},
+
+			/**
 			 * One delivery: inbox row + handler in one transaction. Returns what happened; on the
 			 * last allowed delivery a failure is dead-lettered (and reported as "deadLettered").
 			 * With `rethrow` (replay), a failure throws instead.
 			 */
-			async applyEvent(
+			async applyEventNow(
 				this: any,
 				consumer: string,
 				event: DomainEvent,
@@ -844,6 +868,9 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					if (applied) {
 						this.$inboxStats.processed++;
 						this.metric("shop.events.processed.total");
+						this.logger.info(
+							`${consumer}: applied ${event.name} ${event.id} from ${event.source}`
+						);
 						return "applied";
 					}
 					this.$inboxStats.duplicates++;

@@ -40,6 +40,7 @@ import type { ServiceSchema } from "moleculer";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import type { Migration } from "../lib/database";
 import { isErrorType } from "../lib/errors";
+import { withRequestId } from "../lib/request-context";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
 
@@ -678,10 +679,13 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							: null;
 					}
 					const def: SagaDefinition = this.sagaDefinition(saga.name, saga.version);
-					if (saga.status === "RUNNING") saga = await this.sagaForward(def, saga);
-					if (saga && saga.status === "COMPENSATING" && !this.$sagaStopping)
-						saga = await this.sagaCompensate(def, saga);
-					return saga;
+					// Its log lines carry the request that started it, also when resumed later.
+					return await withRequestId(saga.requestId, async () => {
+						if (saga!.status === "RUNNING") saga = await this.sagaForward(def, saga!);
+						if (saga && saga.status === "COMPENSATING" && !this.$sagaStopping)
+							saga = await this.sagaCompensate(def, saga);
+						return saga;
+					});
 				} catch (err) {
 					if (err instanceof SagaLeaseLostError) this.logger.warn(err.message);
 					else this.logger.error(`Saga ${id} stopped on an orchestrator error`, err);
@@ -933,6 +937,9 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					failureReason: reason,
 					currentStep: failedIndex
 				};
+				this.logger.info(
+					`Saga ${saga.id} (${saga.name}) compensating: ${reason} (${rec.type} at ${rec.step})`
+				);
 				await this.sagaEmit("saga.compensating", next, { step: rec.step });
 				return next;
 			},
@@ -1023,6 +1030,9 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					if (status === "COMPENSATED" && def.onCompensated)
 						await this[def.onCompensated](done, reason, t);
 				});
+				this.logger.info(
+					`Saga ${saga.id} (${saga.name}) ${status}${reason ? ` (${reason})` : ""}`
+				);
 				await this.sagaEmit(
 					status === "COMPLETED" ? "saga.completed" : "saga.compensated",
 					done

@@ -31,6 +31,7 @@ import { config, DATABASE_SERVICES } from "../lib/config";
 import type { AuthUser, ShopServiceSchema } from "../lib/context";
 import { ERRORS, FRAMEWORK_ERROR_TYPES, shopError } from "../lib/errors";
 import { RedisRateLimitStore, type RedisRateLimitSettings } from "../lib/rate-limit-store";
+import { withRequestId } from "../lib/request-context";
 
 type Req = IncomingMessage & {
 	$ctx: Context<unknown, Record<string, unknown>>;
@@ -252,7 +253,9 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			void req;
 		},
 		logRequest: "debug",
-		logResponse: "debug",
+		// One access line per answered request (`<= 202 POST /api/orders [+12 ms]`), with its
+		// requestId (lib/logger.ts); errors are logged by sendErrorBody (5xx only).
+		logResponse: "info",
 		log4XXResponses: false,
 		logRequestParams: null,
 		logResponseData: null,
@@ -438,7 +441,10 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		sendErrorBody(this: ApiThis, req: Req, res: Res, err: unknown): void {
 			const body = toErrorBody(err, config().production);
 			if (body.code >= 500)
-				this.logger.error(`${req.method} ${req.url} -> ${body.code}`, err);
+				// Also reached outside the request's handler (moleculer-web's last-resort handler).
+				withRequestId(req.$ctx?.requestID, () =>
+					this.logger.error(`${req.method} ${req.url} -> ${body.code}`, err)
+				);
 			if (res.headersSent) {
 				res.end();
 				return;

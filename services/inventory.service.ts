@@ -174,6 +174,10 @@ const reservationView = (r: ReservationRow): ReservationView => ({
 	expiresAt: r.expiresAt ? new Date(r.expiresAt).toISOString() : null
 });
 
+/** `2 x <productId>, 1 x <productId>` for log lines. */
+const describeItems = (items: ReservationItem[]): string =>
+	items.map(i => `${i.quantity} x ${i.productId}`).join(", ");
+
 /** Merges duplicate product ids and sorts by product id (the lock order). */
 export function normaliseItems(items: ReservationItem[]): ReservationItem[] {
 	const byId = new Map<string, number>();
@@ -269,7 +273,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		 * Sets the units on hand of a product (admin; creates the stock record if missing).
 		 * @param onHand - whole units, 0 to 1 000 000 000; never below what is reserved
 		 * @returns `{ productId, onHand, reserved, available }`
-		 * @throws INVENTORY_BELOW_RESERVED (409), AUTH_FORBIDDEN (403)
+		 * @throws INVENTORY_BELOW_RESERVED (409), AUTH_FORBIDDEN (403), PRODUCTS_NOT_FOUND (404)
+		 *   when a REST caller would create the stock record of a product the catalog lacks
 		 * @emits stock.changed
 		 */
 		setStock: {
@@ -285,6 +290,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				if (ctx.meta.user && ctx.meta.user.role !== "admin")
 					throw shopError("AUTH_FORBIDDEN");
 				const { productId, onHand } = ctx.params;
+				// Over REST (a user in meta) a new stock record needs a product of the catalog, or
+				// `PUT /api/inventory/<any uuid>` would store stock for nothing. Internal callers
+				// (products.create, the REPL) are trusted.
+				if (ctx.meta.user && !(await this.models.Stock.findByPk(productId)))
+					await ctx.call("products.get", { id: productId });
 				const result = await this.sequelize.transaction(async t => {
 					const locked = await this.lockStock([productId], t);
 					const current = locked.get(productId);
@@ -363,13 +373,19 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 								transaction: t
 							}
 						);
-						return existingReservationOutcome({
-							orderId,
-							status: "REJECTED",
-							items,
-							reason: short,
-							expiresAt: null
-						});
+						return {
+							...existingReservationOutcome({
+								orderId,
+								status: "REJECTED",
+								items,
+								reason: short,
+								expiresAt: null
+							}),
+							afterCommit: async () =>
+								this.logger.info(
+									`Reservation for order ${orderId} REJECTED: out of stock (${short.map(s => `${s.productId} ${s.available}/${s.requested}`).join(", ")})`
+								)
+						};
 					}
 					for (const i of items) {
 						await this.sequelize.query(
@@ -400,6 +416,9 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							expiresAt: rows[0]!.expiresAt
 						}),
 						afterCommit: async () => {
+							this.logger.info(
+								`Reservation for order ${orderId} RESERVED: ${describeItems(items)}`
+							);
 							await ctx.emit("stock.reserved", { orderId, items });
 						}
 					};
@@ -552,6 +571,9 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				const done = {
 					response: { ...current, status: to },
 					afterCommit: async () => {
+						this.logger.info(
+							`Reservation for order ${orderId} ${to}: ${describeItems(items)}`
+						);
 						await ctx.emit(to === "COMMITTED" ? "stock.committed" : "stock.released", {
 							orderId,
 							items: r.items

@@ -478,6 +478,9 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					throw err;
 				}
 				this.launchSaga(sagaId, { fresh: true });
+				this.logger.info(
+					`Order ${orderId} placed by user ${user.id}: ${lines.length} line(s), ${total} ${currency} (saga ${sagaId})`
+				);
 				ctx.meta.$statusCode = 202;
 				return toOrderView(row);
 			}

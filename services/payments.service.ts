@@ -249,7 +249,13 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 						toView(row),
 						{ aggregateId: orderId, requestId: ctx.requestID ?? null }
 					);
-					return chargeOutcome(row, amount, currency);
+					return {
+						...chargeOutcome(row, amount, currency),
+						afterCommit: async () =>
+							this.logger.info(
+								`Payment ${row.status} for order ${orderId}: ${amount} ${currency}${row.decline_code ? ` (${row.decline_code})` : ""}`
+							)
+					};
 				});
 			}
 		},
@@ -304,7 +310,13 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 						aggregateId: orderId,
 						requestId: ctx.requestID ?? null
 					});
-					return { response: payment };
+					return {
+						response: payment,
+						afterCommit: async () =>
+							this.logger.info(
+								`Payment REFUNDED for order ${orderId}: ${payment.amount} ${payment.currency}`
+							)
+					};
 				});
 			}
 		},
