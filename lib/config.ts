@@ -80,6 +80,11 @@ export interface ShopConfig {
 	readonly sagaLeaseMs: number;
 	/** How often an orders node looks for sagas whose lease expired, in ms. */
 	readonly sagaRecoveryIntervalMs: number;
+	/**
+	 * Backpressure: sagas one orders node runs at once (`SAGA_MAX_IN_FLIGHT`); past it new orders
+	 * are refused with 503 ORDERS_OVERLOADED and `Retry-After` instead of queueing without bound.
+	 */
+	readonly sagaMaxInFlight: number;
 	/** Time-to-live of a stock reservation that is neither committed nor released, in ms. */
 	readonly reservationTtlMs: number;
 	/** How often inventory releases expired reservations, in ms. */
@@ -280,6 +285,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		sagaStepTimeoutMs: int(env, "SAGA_STEP_TIMEOUT_MS", 5_000, 100, 600_000),
 		sagaLeaseMs: int(env, "SAGA_LEASE_MS", 15_000, 200, 3600_000),
 		sagaRecoveryIntervalMs: int(env, "SAGA_RECOVERY_INTERVAL_MS", 5_000, 50, 3600_000),
+		sagaMaxInFlight: int(env, "SAGA_MAX_IN_FLIGHT", 400, 1, 1_000_000),
 		reservationTtlMs: int(env, "RESERVATION_TTL_MS", 120_000, 500, 7 * 24 * 3600_000),
 		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),

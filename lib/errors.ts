@@ -109,6 +109,12 @@ export const ERRORS = {
 		retryable: true,
 		description: "The (simulated) card processor is temporarily unavailable."
 	},
+	ORDERS_OVERLOADED: {
+		code: 503,
+		retryable: true,
+		description:
+			"This orders node runs as many sagas as it may (SAGA_MAX_IN_FLIGHT); retry after Retry-After."
+	},
 	ORDERS_NOT_FOUND: {
 		code: 404,
 		retryable: false,

@@ -239,6 +239,8 @@ export function sagaStepKey(
 
 /** What the mixin adds to `this`. */
 export interface SagaMixinMethods {
+	/** Sagas this service instance is running or about to run now (launched or recovered). */
+	sagaLoad(): number;
 	/**
 	 * Records a new saga instance (status RUNNING), inside the caller's transaction when given,
 	 * so it commits atomically with the caller's own state. Run it with `runSaga` after commit.
@@ -554,6 +556,10 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					this.$sagaRecoveryTimer = setInterval(tick, recoveryIntervalMs);
 					this.$sagaRecoveryTimer.unref?.();
 				} else this.$sagaRecoveryTimer = true;
+			},
+
+			sagaLoad(this: any): number {
+				return Math.max(this.$sagasInFlight.size, this.$sagaRuns.size);
 			},
 
 			launchSaga(this: any, id: string, launch: { fresh?: boolean } = {}): void {

@@ -317,7 +317,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		 * @param paymentMethod - a payments test token, e.g. `tok_visa`
 		 * Meta `idempotencyKey` (the `Idempotency-Key` header): a repeat returns the same order.
 		 * @returns 202 Order with `status: "PENDING"`
-		 * @throws AUTH_TOKEN_MISSING (401), VALIDATION_ERROR (422), ORDERS_PRODUCT_UNAVAILABLE (422),
+		 * @throws ORDERS_OVERLOADED (503, Retry-After) past SAGA_MAX_IN_FLIGHT sagas on this node,
+		 *   AUTH_TOKEN_MISSING (401), VALIDATION_ERROR (422), ORDERS_PRODUCT_UNAVAILABLE (422),
 		 *   ORDERS_CURRENCY_MISMATCH (422), ORDERS_TOTAL_TOO_LARGE (422), ORDERS_IDEMPOTENCY_KEY_REUSED (422)
 		 * @emits order.created
 		 */
@@ -351,6 +352,12 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				}>
 			): Promise<Order> {
 				const user = requireUser(ctx);
+				// Backpressure: a bounded number of sagas per node; the client retries later.
+				if (this.sagaLoad() >= config().sagaMaxInFlight)
+					throw shopError("ORDERS_OVERLOADED", undefined, {
+						inFlight: this.sagaLoad(),
+						max: config().sagaMaxInFlight
+					});
 				const { items, paymentMethod } = ctx.params;
 				const ids = items.map(i => i.productId);
 				const dup = ids.filter((id, i) => ids.indexOf(id) !== i);
