@@ -53,6 +53,16 @@ export function redactSecrets(value: unknown, depth = 6, seen = new WeakSet<obje
 function serializeError(err: unknown): unknown {
 	if (!(err instanceof Error)) return redactSecrets(err);
 	const out = pino.stdSerializers.err(err) as unknown as Record<string, unknown>;
+	// Wrapped driver errors (Sequelize's `parent` and `original`, the same pg error twice): their
+	// type, message and code are enough; the wrapper's stack says where.
+	for (const key of ["parent", "original"]) {
+		const inner = out[key] as Record<string, unknown> | undefined;
+		if (inner && typeof inner === "object")
+			out[key] = { type: inner.type, message: inner.message, code: inner.code };
+	}
+	if (out.original && out.parent) delete out.original;
+	// A failed query's bound values may be personal data or hashes: the SQL says enough.
+	if (out.parameters !== undefined) out.parameters = REDACTED;
 	return redactSecrets(out);
 }
 
