@@ -40,6 +40,7 @@ import type { ServiceSchema } from "moleculer";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import type { Migration } from "../lib/database";
 import { isErrorType } from "../lib/errors";
+import { countMetric, observeMetric, setMetric } from "../lib/metrics";
 import { withRequestId } from "../lib/request-context";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
@@ -592,10 +593,26 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						this.logger.info(`Recovering saga ${r.id} (its lease had expired)`);
 						this.launchSaga(r.id);
 					}
+					await this.sagaCountParked();
 					return rows.map(r => r.id);
 				} finally {
 					this.$sagaRecovering = false;
 				}
+			},
+
+			/** Sets the `shop.sagas.parked` gauge from the database (with metrics on). */
+			async sagaCountParked(this: any): Promise<void> {
+				if (!this.broker.isMetricsEnabled()) return;
+				const rows = (await (this.sequelize as Sequelize).query(
+					"SELECT name, count(*)::int AS n FROM sagas WHERE status = 'FAILED' GROUP BY name",
+					{ type: QueryTypes.SELECT }
+				)) as { name: string; n: number }[];
+				const counts = new Map<string, number>(
+					Object.keys(this.schema.sagas ?? {}).map(name => [name, 0])
+				);
+				for (const r of rows) counts.set(r.name, r.n);
+				for (const [saga, n] of counts)
+					setMetric(this.broker, "sagasParkedNow", n, { saga });
 			},
 
 			async getSaga(this: any, id: string): Promise<SagaInstance | null> {
@@ -760,7 +777,9 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						const key = sagaStepKey(saga, step.name);
 						let result: unknown;
 						try {
-							result = await this.sagaInvoke(def, step, saga, key);
+							result = await this.sagaTimed(saga, step.name, "forward", () =>
+								this.sagaInvoke(def, step, saga, key)
+							);
 						} catch (err) {
 							const rec = errorRecord(step.name, "forward", err);
 							await this.sagaLogFailure(saga, logId, rec);
@@ -793,6 +812,33 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					}
 				}
 				return this.sagaFinish(def, saga, "COMPLETED", null);
+			},
+
+			/**
+			 * Runs one step or compensation call and records its duration and outcome in the
+			 * `shop.saga.step.duration` histogram (lib/metrics.ts).
+			 */
+			async sagaTimed<T>(
+				this: any,
+				saga: SagaInstance,
+				step: string,
+				phase: "forward" | "compensate",
+				call: () => Promise<T>
+			): Promise<T> {
+				const t0 = performance.now();
+				let outcome = "failed";
+				try {
+					const result = await call();
+					outcome = "succeeded";
+					return result;
+				} finally {
+					observeMetric(this.broker, "sagaStepDuration", performance.now() - t0, {
+						saga: saga.name,
+						step,
+						phase,
+						outcome
+					});
+				}
 			},
 
 			async sagaInvoke(
@@ -946,6 +992,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				this.logger.info(
 					`Saga ${saga.id} (${saga.name}) compensating: ${reason} (${rec.type} at ${rec.step})`
 				);
+				countMetric(this.broker, "sagaCompensations", { saga: saga.name, reason });
 				await this.sagaEmit("saga.compensating", next, { step: rec.step });
 				return next;
 			},
@@ -988,12 +1035,14 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						let result: unknown;
 						try {
 							const params = step.compensation.params(saga.data, key);
-							result = await this.broker.call(step.compensation.action, params, {
-								timeout: step.timeout ?? def.stepTimeoutMs,
-								retries: 0,
-								...sagaTraceOptions(saga),
-								meta: { idempotencyKey: key }
-							});
+							result = await this.sagaTimed(saga, step.name, "compensate", () =>
+								this.broker.call(step.compensation!.action, params, {
+									timeout: step.timeout ?? def.stepTimeoutMs,
+									retries: 0,
+									...sagaTraceOptions(saga),
+									meta: { idempotencyKey: key }
+								})
+							);
 						} catch (err) {
 							const rec = errorRecord(step.name, "compensate", err);
 							await this.sagaLogFailure(saga, logId, rec);
@@ -1069,6 +1118,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				this.logger.error(
 					`Saga ${saga.id} parked as FAILED at ${rec.step} (${rec.phase}): ${rec.type} ${rec.message}`
 				);
+				countMetric(this.broker, "sagaParked", { saga: saga.name });
 				await this.sagaEmit("saga.failed", parked, { step: rec.step });
 				await this.sagaAfterCommit(parked);
 				return parked;

@@ -54,6 +54,7 @@ import { config } from "../lib/config";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { DEMO_CATALOG } from "../lib/demo-catalog";
 import { shopError } from "../lib/errors";
+import { countMetric, registerMetrics } from "../lib/metrics";
 import { inventoryMigrations } from "../migrations/inventory";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
@@ -381,10 +382,14 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 								reason: short,
 								expiresAt: null
 							}),
-							afterCommit: async () =>
+							afterCommit: async () => {
 								this.logger.info(
 									`Reservation for order ${orderId} REJECTED: out of stock (${short.map(s => `${s.productId} ${s.available}/${s.requested}`).join(", ")})`
-								)
+								);
+								countMetric(this.broker, "reservations", {
+									outcome: "out_of_stock"
+								});
+							}
 						};
 					}
 					for (const i of items) {
@@ -419,6 +424,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							this.logger.info(
 								`Reservation for order ${orderId} RESERVED: ${describeItems(items)}`
 							);
+							countMetric(this.broker, "reservations", { outcome: "reserved" });
 							await ctx.emit("stock.reserved", { orderId, items });
 						}
 					};
@@ -574,6 +580,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						this.logger.info(
 							`Reservation for order ${orderId} ${to}: ${describeItems(items)}`
 						);
+						countMetric(this.broker, "reservations", { outcome: to.toLowerCase() });
 						await ctx.emit(to === "COMMITTED" ? "stock.committed" : "stock.released", {
 							orderId,
 							items: r.items
@@ -661,6 +668,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			for (;;) {
 				const batch = await this.sweepExpiredBatch(SWEEP_BATCH);
 				released += batch.length;
+				if (batch.length > 0)
+					countMetric(this.broker, "reservations", { outcome: "expired" }, batch.length);
 				for (const r of batch)
 					await this.broker.emit("stock.released", {
 						orderId: r.orderId,
@@ -750,6 +759,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 	},
 
 	created(this: InventoryThis): void {
+		registerMetrics(this.broker, ["reservations"]);
 		const c = config();
 		this.$reservationTtlMs = c.reservationTtlMs;
 		this.$sweepIntervalMs = c.reservationSweepIntervalMs;

@@ -34,6 +34,7 @@ import {
 import { config } from "../lib/config";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
+import { countMetric, registerMetrics } from "../lib/metrics";
 import { ordersMigrations } from "../migrations/orders";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
@@ -310,6 +311,19 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 
 	sagas: { order: orderSaga() },
 
+	/** Business metrics (lib/metrics.ts) start at 0 on this node. */
+	created(this: OrdersThis): void {
+		registerMetrics(this.broker, [
+			"ordersCreated",
+			"ordersConfirmed",
+			"ordersCancelled",
+			"sagaStepDuration",
+			"sagaCompensations",
+			"sagaParked",
+			"sagasParkedNow"
+		]);
+	},
+
 	actions: {
 		/**
 		 * Places an order for the caller and starts its saga; answers at once.
@@ -488,6 +502,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				this.logger.info(
 					`Order ${orderId} placed by user ${user.id}: ${lines.length} line(s), ${total} ${currency} (saga ${sagaId})`
 				);
+				countMetric(this.broker, "ordersCreated");
 				ctx.meta.$statusCode = 202;
 				return toOrderView(row);
 			}
@@ -830,6 +845,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				}
 			);
 			await this.enqueueOrderEvent("order.confirmed", saga, t);
+			t.afterCommit(() => countMetric(this.broker, "ordersConfirmed"));
 		},
 
 		async onOrderCancelled(
@@ -840,13 +856,22 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		): Promise<void> {
 			// A cancel the customer was told was accepted (202) is the reason, whatever else the
 			// saga ran into meanwhile (e.g. a processor outage it was still retrying).
-			await this.sequelize.query(
+			const rows = (await this.sequelize.query(
 				`UPDATE orders SET status = 'CANCELLED', updated_at = now(),
 					cancellation_reason = CASE WHEN cancel_requested THEN 'CANCELLED_BY_CUSTOMER' ELSE $2 END
-				 WHERE id = $1`,
-				{ bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"], transaction: t }
-			);
+				 WHERE id = $1 RETURNING cancellation_reason`,
+				{
+					bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"],
+					type: QueryTypes.SELECT,
+					transaction: t
+				}
+			)) as { cancellation_reason: string }[];
 			await this.enqueueOrderEvent("order.cancelled", saga, t);
+			const cancelled = rows[0]?.cancellation_reason;
+			if (cancelled)
+				t.afterCommit(() =>
+					countMetric(this.broker, "ordersCancelled", { reason: cancelled })
+				);
 		},
 
 		/** Writes `order.confirmed` / `order.cancelled` to the outbox, in the saga's final transaction. */

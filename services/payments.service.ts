@@ -34,6 +34,7 @@ import type { Service } from "moleculer";
 import { QueryTypes, type Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
+import { countMetric, registerMetrics } from "../lib/metrics";
 import { paymentsMigrations } from "../migrations/payments";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
@@ -184,6 +185,11 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 		OutboxMixin()
 	],
 
+	/** Business metrics (lib/metrics.ts) start at 0 on this node. */
+	created(this: PaymentsThis): void {
+		registerMetrics(this.broker, ["payments"]);
+	},
+
 	actions: {
 		/**
 		 * Charges (authorises and captures) an order's amount. Idempotent by
@@ -251,10 +257,14 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					);
 					return {
 						...chargeOutcome(row, amount, currency),
-						afterCommit: async () =>
+						afterCommit: async () => {
 							this.logger.info(
 								`Payment ${row.status} for order ${orderId}: ${amount} ${currency}${row.decline_code ? ` (${row.decline_code})` : ""}`
-							)
+							);
+							countMetric(this.broker, "payments", {
+								outcome: row.status.toLowerCase()
+							});
+						}
 					};
 				});
 			}
@@ -312,10 +322,12 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					});
 					return {
 						response: payment,
-						afterCommit: async () =>
+						afterCommit: async () => {
 							this.logger.info(
 								`Payment REFUNDED for order ${orderId}: ${payment.amount} ${payment.currency}`
-							)
+							);
+							countMetric(this.broker, "payments", { outcome: "refunded" });
+						}
 					};
 				});
 			}

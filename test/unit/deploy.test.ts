@@ -47,7 +47,9 @@ const INFRA_VARS: Record<string, string> = {
 	POSTGRES_USER: "postgres image: the superuser it creates",
 	POSTGRES_PASSWORD:
 		"postgres image: that user's password (compose interpolates it into DATABASE_URL)",
-	PGDATA: "postgres image: the data directory"
+	PGDATA: "postgres image: the data directory",
+	GF_AUTH_ANONYMOUS_ENABLED: "grafana image: anonymous visitors may view dashboards",
+	GF_AUTH_ANONYMOUS_ORG_ROLE: "grafana image: their role (Viewer)"
 };
 
 /** Variables whose values are secrets: never in a ConfigMap. */
@@ -406,7 +408,7 @@ describe("deployment files", () => {
 				expect(env.NODE_ENV).toBe("production");
 			}
 			expect(envOf("api").PORT).toBeDefined();
-			for (const infra of ["nats", "postgres", "redis", "jaeger", "prometheus"])
+			for (const infra of ["nats", "postgres", "redis", "jaeger", "prometheus", "grafana"])
 				for (const name of Object.keys(services[infra]!.environment ?? {}))
 					expect(INFRA_VARS).toHaveProperty(name);
 		});
@@ -476,6 +478,73 @@ describe("deployment files", () => {
 					shutdownSeconds
 				);
 			}
+		});
+
+		it("provisions Grafana with that Prometheus and a dashboard of metrics the code exports", () => {
+			const grafana = services.grafana!;
+			const mounts = new Map(
+				(grafana.volumes as string[]).map(v => v.split(":").slice(0, 2) as [string, string])
+			);
+			for (const [from] of mounts) expect(fs.existsSync(path.join(ROOT, from))).toBe(true);
+			const provisioning = mounts.get("./deploy/grafana/provisioning");
+			expect(provisioning).toBe("/etc/grafana/provisioning");
+			const dashboardsAt = mounts.get("./deploy/grafana/dashboards");
+			expect(dashboardsAt).toBeDefined();
+			expect(grafana.depends_on).toContain("prometheus");
+			// The data source is the compose Prometheus on its port; the provider reads the mount.
+			const ds = (
+				parse(read("deploy/grafana/provisioning/datasources/prometheus.yml")) as Obj
+			).datasources[0] as Obj;
+			const dsUrl = new URL(ds.url as string);
+			expect(services).toHaveProperty([dsUrl.hostname]);
+			expect(
+				(services.prometheus!.ports as string[]).some(p => p.endsWith(`:${dsUrl.port}`))
+			).toBe(true);
+			const provider = (
+				parse(read("deploy/grafana/provisioning/dashboards/moleculer-shop.yml")) as Obj
+			).providers[0] as Obj;
+			expect(provider.options.path).toBe(dashboardsAt);
+
+			// Every series a panel queries is one the shop or Moleculer exports.
+			const { SHOP_METRICS } =
+				require("../../lib/metrics") as typeof import("../../lib/metrics");
+			const { METRIC } = require("moleculer") as { METRIC: Record<string, string> };
+			const prom = (n: string): string => n.replace(/[.-]/g, "_");
+			const exported = new Set<string>();
+			for (const m of Object.values(SHOP_METRICS) as { name: string; type: string }[])
+				exported.add(prom(m.name) + (m.type === "histogram" ? "_bucket" : ""));
+			for (const m of read("mixins/events.mixin.ts").matchAll(/"(shop\.[a-z_.]+)"/g))
+				exported.add(prom(m[1]!));
+			for (const v of Object.values(METRIC))
+				if (typeof v === "string" && v.includes(".")) exported.add(prom(v));
+			const dashboard = JSON.parse(
+				read("deploy/grafana/dashboards/moleculer-shop.json")
+			) as Obj;
+			const targets = (dashboard.panels as Obj[]).flatMap(p => (p.targets ?? []) as Obj[]);
+			expect(targets.length).toBeGreaterThan(10);
+			const used = new Set(
+				targets.flatMap(t =>
+					[...String(t.expr).matchAll(/\b(?:shop|moleculer)_[a-z0-9_]+/g)].map(m => m[0])
+				)
+			);
+			for (const name of used)
+				expect({ name, exported: exported.has(name) }).toEqual({ name, exported: true });
+			for (const m of [
+				"shop_orders_created_total",
+				"shop_orders_confirmed_total",
+				"shop_orders_cancelled_total",
+				"shop_saga_step_duration_bucket",
+				"shop_saga_compensations_total",
+				"shop_sagas_parked",
+				"shop_inventory_reservations_total",
+				"shop_outbox_lag_ms",
+				"moleculer_cacher_found_total",
+				"moleculer_cacher_get_total",
+				"moleculer_circuit_breaker_opened_active"
+			])
+				expect(used).toContain(m);
+			for (const p of dashboard.panels as Obj[])
+				if (p.datasource) expect(p.datasource.uid).toBe(ds.uid);
 		});
 
 		it("has Prometheus scrape every node's metrics port and path", () => {
