@@ -9,6 +9,7 @@ import type { BrokerOptions } from "moleculer";
 import { config } from "./lib/config";
 import { ShopErrorRegenerator } from "./lib/errors";
 import { shopLogger } from "./lib/logger";
+import { natsConnectionOptions, natsSecurity } from "./lib/nats-options";
 import { replCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware } from "./lib/request-context";
 import { isTransientError } from "./mixins/saga.mixin";
@@ -85,10 +86,16 @@ const brokerConfig: BrokerOptions = {
 	logger: shopLogger(c),
 	logLevel: c.logLevel,
 
+	// Servers, credentials (URL or NATS_TOKEN) and TLS files (NATS_TLS_*) as `nats` options, no
+	// URL: lib/nats-options.ts. The JetStream connection of durable events uses the same.
 	transporter: c.transporter
 		? {
 				type: "NATS",
-				options: { url: c.transporter, maxReconnectAttempts: -1, reconnectTimeWait: 500 }
+				options: {
+					...natsConnectionOptions(c.transporter, natsSecurity(c)),
+					maxReconnectAttempts: -1,
+					reconnectTimeWait: 500
+				}
 			}
 		: null,
 

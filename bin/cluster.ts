@@ -31,6 +31,7 @@ import {
 	waitForExit,
 	type ServerProcess
 } from "../lib/local-servers";
+import { natsSecurity, redactUrl } from "../lib/nats-options";
 
 const USAGE = "usage: npm run cluster [-- --replicas <service>=<n>[,<service>=<n>...]]";
 
@@ -189,6 +190,7 @@ async function main(): Promise<void> {
 		log(`Starting ${nodeIDs.length} nodes: ${nodeIDs.join(", ")}`);
 		cluster = await startCluster({
 			transporter,
+			natsSecurity: natsSecurity(c),
 			databaseUrl,
 			replicas,
 			baseEnv: process.env,
@@ -204,7 +206,7 @@ async function main(): Promise<void> {
 		phase = "running";
 
 		log(
-			`Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${cluster.nodes.length} nodes over ${transporter}`
+			`Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s: ${cluster.nodes.length} nodes over ${redactUrl(transporter)}`
 		);
 		for (const n of cluster.nodes) log(`node ${n.nodeID} pid ${n.pid}`);
 		log(`API      ${cluster.url}/api/products`);
@@ -216,7 +218,7 @@ async function main(): Promise<void> {
 		if (c.jwtSecretGenerated)
 			log(`JWT_SECRET not set: the nodes share the development secret in ${c.dataDir}`);
 		log(
-			`A REPL node: TRANSPORTER=${transporter} METRICS_PORT=0 npx moleculer-runner --repl --config dist/moleculer.config.js`
+			`A REPL node: TRANSPORTER=${redactUrl(transporter)} METRICS_PORT=0 npx moleculer-runner --repl --config dist/moleculer.config.js`
 		);
 		const also = [nats ? ", the nats-server" : "", postgres ? ", Postgres" : ""].join("");
 		log(`Ctrl-C stops every node${also}.`);

@@ -22,6 +22,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { waitForExit } from "./local-servers";
+import { natsConnectionOptions, type NatsSecurity } from "./nats-options";
 import { SHOP_SERVICES } from "./shop";
 
 export type ShopService = (typeof SHOP_SERVICES)[number];
@@ -84,8 +85,13 @@ export interface ClusterNode {
 }
 
 export interface ClusterOptions {
-	/** Transporter URL every node uses, e.g. `nats://127.0.0.1:4222`. */
+	/** Transporter URL every node uses, e.g. `nats://127.0.0.1:4222` (may carry credentials). */
 	readonly transporter: string;
+	/**
+	 * `NATS_TOKEN` and `NATS_TLS_*` of the supervisor's own broker (lib/nats-options.ts); the
+	 * nodes read theirs from their environment (`env`, `baseEnv`).
+	 */
+	readonly natsSecurity?: NatsSecurity;
 	/** Postgres server URL (no database name) every node uses. */
 	readonly databaseUrl: string;
 	/** Services to run, one node each (default: all of SHOP_SERVICES). */
@@ -288,7 +294,11 @@ class ClusterImpl implements Cluster {
 			nodeID: `cluster-supervisor-${process.pid}-${crypto.randomBytes(3).toString("hex")}`,
 			transporter: {
 				type: "NATS",
-				options: { url: opts.transporter, maxReconnectAttempts: -1, reconnectTimeWait: 500 }
+				options: {
+					...natsConnectionOptions(opts.transporter, opts.natsSecurity),
+					maxReconnectAttempts: -1,
+					reconnectTimeWait: 500
+				}
 			},
 			serializer: "JSON",
 			logger: false,

@@ -10,6 +10,9 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import net from "node:net";
+import { natsConnectionOptions, redactUrl } from "./nats-options";
+import { describeWeaknesses, passwordWeaknesses } from "./password-policy";
 
 /** The services that own a database, each its own database on one Postgres server. */
 export const DATABASE_SERVICES = [
@@ -119,6 +122,33 @@ export interface ShopConfig {
 	readonly rateLimitMax: number;
 	/** Length of the rate limiter's fixed window, in ms (`RATE_LIMIT_WINDOW_MS`). */
 	readonly rateLimitWindowMs: number;
+	/**
+	 * Failed logins of one account (from any address) before its logins are refused for
+	 * `loginBlockMs` (`LOGIN_MAX_FAILURES_PER_ACCOUNT`); 0 = not counted. lib/login-throttle.ts.
+	 */
+	readonly loginMaxFailuresPerAccount: number;
+	/**
+	 * Failed logins from one client address (any accounts) before its logins are refused for
+	 * `loginBlockMs` (`LOGIN_MAX_FAILURES_PER_IP`); 0 = not counted.
+	 */
+	readonly loginMaxFailuresPerIp: number;
+	/** How long a login block lasts, in ms (`LOGIN_BLOCK_MS`). */
+	readonly loginBlockMs: number;
+	/** How long a failed login is remembered, in ms (`LOGIN_FAILURE_WINDOW_MS`). */
+	readonly loginFailureWindowMs: number;
+	/**
+	 * Addresses of reverse proxies whose `X-Forwarded-For` the gateway believes (`TRUSTED_PROXIES`,
+	 * comma-separated IPs); empty: the client address is always the TCP peer.
+	 */
+	readonly trustedProxies: readonly string[];
+	/** Token for the NATS server (`NATS_TOKEN`); a token or user:password may also be in the URL. */
+	readonly natsToken: string | null;
+	/** PEM file of the CA of the NATS server's certificate (`NATS_TLS_CA`); makes TLS required. */
+	readonly natsTlsCa: string | null;
+	/** PEM file of this node's client certificate for NATS (`NATS_TLS_CERT`, with the key). */
+	readonly natsTlsCert: string | null;
+	/** PEM file of this node's client key for NATS (`NATS_TLS_KEY`, with the certificate). */
+	readonly natsTlsKey: string | null;
 }
 
 /** Thrown at start-up when the environment is invalid; the process should exit. */
@@ -152,13 +182,27 @@ function url(env: Env, name: string, protocols: string[]): string | null {
 	try {
 		parsed = new URL(raw);
 	} catch {
-		throw new ConfigError(`${name} is not a URL: "${raw}"`);
+		// Redacted: a URL may carry a password (DATABASE_URL, TRANSPORTER, CACHER).
+		throw new ConfigError(`${name} is not a URL: "${redactUrl(raw)}"`);
 	}
 	if (!protocols.includes(parsed.protocol))
 		throw new ConfigError(
 			`${name} must use ${protocols.join(" or ")}, got "${parsed.protocol}"`
 		);
 	return raw;
+}
+
+/** A file path setting: `null` when unset; the file must be readable. */
+function readableFile(env: Env, name: string): string | null {
+	const raw = str(env, name);
+	if (raw === null) return null;
+	const file = path.resolve(raw);
+	try {
+		fs.accessSync(file, fs.constants.R_OK);
+	} catch {
+		throw new ConfigError(`${name}: cannot read "${file}"`);
+	}
+	return file;
 }
 
 /**
@@ -254,17 +298,46 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 
 	const adminEmail = (str(env, "ADMIN_EMAIL") ?? "admin@example.com").toLowerCase();
 	const adminPassword = str(env, "ADMIN_PASSWORD");
-	if (adminPassword !== null && adminPassword.length < 8)
-		throw new ConfigError("ADMIN_PASSWORD must be at least 8 characters");
+	if (adminPassword !== null) {
+		// The administrator's password follows the customers' policy (lib/password-policy.ts).
+		const weak = passwordWeaknesses(adminPassword, adminEmail);
+		if (weak.length > 0)
+			throw new ConfigError(
+				`ADMIN_PASSWORD: ${describeWeaknesses(weak)} (${weak.join(", ")})`
+			);
+	}
 
 	const cors = str(env, "CORS_ORIGINS") ?? "*";
+
+	const trustedProxies = (str(env, "TRUSTED_PROXIES") ?? "")
+		.split(",")
+		.map(s => s.trim())
+		.filter(Boolean);
+	for (const ip of trustedProxies)
+		if (net.isIP(ip) === 0)
+			throw new ConfigError(`TRUSTED_PROXIES must list IP addresses, got "${ip}"`);
+
+	const transporter = url(env, "TRANSPORTER", ["nats:", "tls:"]);
+	const natsToken = str(env, "NATS_TOKEN");
+	const natsTlsCa = readableFile(env, "NATS_TLS_CA");
+	const natsTlsCert = readableFile(env, "NATS_TLS_CERT");
+	const natsTlsKey = readableFile(env, "NATS_TLS_KEY");
+	if ((natsTlsCert === null) !== (natsTlsKey === null))
+		throw new ConfigError("NATS_TLS_CERT and NATS_TLS_KEY go together");
+	if (transporter) {
+		try {
+			natsConnectionOptions(transporter, { token: natsToken });
+		} catch (err) {
+			throw new ConfigError(`TRANSPORTER: ${(err as Error).message}`);
+		}
+	}
 
 	return Object.freeze({
 		env: nodeEnv as ShopConfig["env"],
 		production,
 		port: int(env, "PORT", 3000, 0, 65535),
 		nodeID: str(env, "NODE_ID"),
-		transporter: url(env, "TRANSPORTER", ["nats:", "tls:"]),
+		transporter,
 		cacher: url(env, "CACHER", ["redis:", "rediss:"]),
 		databaseUrl: url(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
 		serviceDatabaseUrls: Object.freeze(serviceDatabaseUrls),
@@ -296,7 +369,22 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		bodyLimit: str(env, "BODY_LIMIT") ?? "1mb",
 		corsOrigins: cors === "*" ? "*" : cors.split(",").map(s => s.trim()),
 		rateLimitMax: int(env, "RATE_LIMIT_MAX", RATE_LIMIT_MAX_DEFAULT, 0, 1_000_000_000),
-		rateLimitWindowMs: int(env, "RATE_LIMIT_WINDOW_MS", 60_000, 1_000, 24 * 3600_000)
+		rateLimitWindowMs: int(env, "RATE_LIMIT_WINDOW_MS", 60_000, 1_000, 24 * 3600_000),
+		loginMaxFailuresPerAccount: int(env, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 10, 0, 1_000_000),
+		loginMaxFailuresPerIp: int(env, "LOGIN_MAX_FAILURES_PER_IP", 100, 0, 1_000_000),
+		loginBlockMs: int(env, "LOGIN_BLOCK_MS", 15 * 60_000, 1_000, 7 * 24 * 3600_000),
+		loginFailureWindowMs: int(
+			env,
+			"LOGIN_FAILURE_WINDOW_MS",
+			24 * 3600_000,
+			1_000,
+			90 * 24 * 3600_000
+		),
+		trustedProxies: Object.freeze(trustedProxies),
+		natsToken,
+		natsTlsCa,
+		natsTlsCert,
+		natsTlsKey
 	});
 }
 

@@ -22,6 +22,12 @@ export interface ShopMeta {
 	$responseHeaders?: Record<string, string>;
 	/** The client's `Idempotency-Key` header, when sent. */
 	idempotencyKey?: string;
+	/**
+	 * The client's address as the gateway sees it (the TCP peer, or the `X-Forwarded-For` entry
+	 * left of the `TRUSTED_PROXIES`); absent for calls from inside the cluster. users.login
+	 * throttles failures per address with it.
+	 */
+	clientIp?: string;
 }
 
 /** The context type of the shop's actions. */

@@ -63,7 +63,17 @@ export const ERRORS = {
 		retryable: false,
 		description: "The caller's role may not do this."
 	},
+	AUTH_LOGIN_THROTTLED: {
+		code: 429,
+		retryable: false,
+		description: "Too many failed logins (account or address); see `Retry-After`."
+	},
 	USERS_EMAIL_TAKEN: { code: 409, retryable: false, description: "The e-mail is registered." },
+	USERS_PASSWORD_WEAK: {
+		code: 422,
+		retryable: false,
+		description: "The password is the e-mail or a common one; `data.reasons` says which."
+	},
 	USERS_INVALID_CREDENTIALS: {
 		code: 401,
 		retryable: false,

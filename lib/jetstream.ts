@@ -26,6 +26,7 @@ import {
 	type JetStreamManager,
 	type NatsConnection
 } from "nats";
+import { natsConnectionOptions, type NatsSecurity } from "./nats-options";
 
 /** Stream holding every domain event. */
 export const EVENTS_STREAM = "SHOP_EVENTS";
@@ -59,16 +60,20 @@ export interface JetStreamBus {
 
 /**
  * Connects to NATS (reconnecting forever, like the Moleculer transporter) and makes sure both
- * streams exist.
- * @param url - `nats://host:port` (the `TRANSPORTER` setting)
+ * streams exist. Servers, credentials and TLS are mapped by lib/nats-options.ts exactly as for
+ * the transporter, so the server accepts both connections or neither.
+ * @param url - `nats://[token@|user:password@]host:port` (the `TRANSPORTER` setting)
  * @param name - connection name shown in the server's monitoring (`/connz`)
+ * @param security - `NATS_TOKEN` and the `NATS_TLS_*` files (lib/config.ts)
  */
-export async function connectJetStream(url: string, name: string): Promise<JetStreamBus> {
-	const u = new URL(url);
+export async function connectJetStream(
+	url: string,
+	name: string,
+	security: NatsSecurity = {}
+): Promise<JetStreamBus> {
+	const opts = natsConnectionOptions(url, security);
 	const nc = await connect({
-		servers: `${u.hostname}:${u.port || 4222}`,
-		user: u.username ? decodeURIComponent(u.username) : undefined,
-		pass: u.password ? decodeURIComponent(u.password) : undefined,
+		...opts,
 		name,
 		maxReconnectAttempts: -1,
 		reconnectTimeWait: 500,
@@ -83,7 +88,7 @@ export async function connectJetStream(url: string, name: string): Promise<JetSt
 		await nc.close().catch(() => undefined);
 		if (String((err as { code?: unknown }).code) === "503")
 			throw new Error(
-				`JetStream is not enabled on the NATS server at ${u.host}: start nats-server with -js (or a jetstream {} block, see deploy/nats/nats.conf)`
+				`JetStream is not enabled on the NATS server at ${opts.servers.join(",")}: start nats-server with -js (or a jetstream {} block, see deploy/nats/nats.conf)`
 			);
 		throw err;
 	}

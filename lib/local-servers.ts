@@ -167,6 +167,21 @@ export interface NatsServerOptions {
 	readonly monitorPort?: number;
 	/** Enables JetStream with this store directory. */
 	readonly jetStreamDir?: string;
+	/**
+	 * Clients must authenticate: with this token (`--auth`), or this user and password
+	 * (`--user`/`--pass`). On the command line, so visible to `ps` on this machine: for tests and
+	 * development; production servers take them from a config file (deploy/nats/nats.conf).
+	 */
+	readonly auth?:
+		{ readonly token: string } | { readonly user: string; readonly password: string };
+	/** Clients must use TLS: the server's certificate and key (PEM files), and optionally the CA
+	 * that client certificates must be signed by (`verifyClients`: clients must present one). */
+	readonly tls?: {
+		readonly certFile: string;
+		readonly keyFile: string;
+		readonly caFile?: string;
+		readonly verifyClients?: boolean;
+	};
 	/** How long to wait for the server to answer, in ms. */
 	readonly timeoutMs?: number;
 }
@@ -184,6 +199,13 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<ServerPr
 	const args = ["-a", "127.0.0.1", "-p", String(opts.port)];
 	if (opts.monitorPort !== undefined) args.push("-m", String(opts.monitorPort));
 	if (opts.jetStreamDir !== undefined) args.push("-js", "-sd", opts.jetStreamDir);
+	if (opts.auth && "token" in opts.auth) args.push("--auth", opts.auth.token);
+	else if (opts.auth) args.push("--user", opts.auth.user, "--pass", opts.auth.password);
+	if (opts.tls) {
+		args.push("--tls", "--tlscert", opts.tls.certFile, "--tlskey", opts.tls.keyFile);
+		if (opts.tls.caFile) args.push("--tlscacert", opts.tls.caFile);
+		if (opts.tls.verifyClients) args.push("--tlsverify");
+	}
 	return spawnServer({
 		name: "nats-server",
 		bin,

@@ -39,6 +39,7 @@ import { config } from "../lib/config";
 import type { Migration } from "../lib/database";
 import { shopError } from "../lib/errors";
 import { withRequestId } from "../lib/request-context";
+import { natsSecurity } from "../lib/nats-options";
 import {
 	DLQ_STREAM,
 	EVENTS_STREAM,
@@ -137,7 +138,7 @@ const buses = new Map<string, { bus: Promise<JetStreamBus>; users: number }>();
 async function acquireBus(url: string, name: string): Promise<JetStreamBus> {
 	let entry = buses.get(url);
 	if (!entry) {
-		entry = { bus: connectJetStream(url, name), users: 0 };
+		entry = { bus: connectJetStream(url, name, natsSecurity(config())), users: 0 };
 		buses.set(url, entry);
 		entry.bus.catch(() => buses.delete(url));
 	}

@@ -22,6 +22,10 @@
  *   set, else in this gateway's memory. `X-Rate-Limit-Limit/-Remaining/-Reset` (epoch ms) on every
  *   `/api` answer; over the limit 429 `REQUEST_RATE_LIMITED` with `Retry-After` (seconds to the
  *   window's end). The probes `/health` and `/ready` are never limited.
+ * - The client's address (`clientAddress`: the TCP peer, or `X-Forwarded-For` only through the
+ *   `TRUSTED_PROXIES`) goes to every call as `ctx.meta.clientIp`; users.login throttles failed
+ *   logins per address with it. A 429 `AUTH_LOGIN_THROTTLED` carries `Retry-After` from its
+ *   `data.retryAfter`.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import helmet from "helmet";
@@ -96,6 +100,32 @@ export function apiRateLimit(): RateLimitSettings | RedisRateLimitSettings | und
 		StoreFactory: RedisRateLimitStore as unknown as typeof RateLimitStore,
 		redisUrl: c.cacher
 	};
+}
+
+/** `::ffff:1.2.3.4` (an IPv4 client of a dual-stack socket) as `1.2.3.4`. */
+function normalizeIp(ip: string): string {
+	return ip.startsWith("::ffff:") && ip.includes(".") ? ip.slice(7) : ip;
+}
+
+/**
+ * The client's address: the TCP peer, unless the peer is one of `trustedProxies`; then the
+ * right-most `X-Forwarded-For` entry that is not a trusted proxy (entries further left were
+ * written by the client and prove nothing). Without trusted proxies the header is ignored.
+ */
+export function clientAddress(
+	req: Pick<IncomingMessage, "socket" | "headers">,
+	trustedProxies: readonly string[] = config().trustedProxies
+): string {
+	const peer = normalizeIp(req.socket.remoteAddress ?? "");
+	if (trustedProxies.length === 0 || !trustedProxies.includes(peer)) return peer;
+	const header = req.headers["x-forwarded-for"];
+	const hops = (Array.isArray(header) ? header.join(",") : (header ?? ""))
+		.split(",")
+		.map(s => normalizeIp(s.trim()))
+		.filter(Boolean);
+	for (let i = hops.length - 1; i >= 0; i--)
+		if (!trustedProxies.includes(hops[i]!)) return hops[i]!;
+	return hops[0] ?? peer;
 }
 
 /**
@@ -274,13 +304,14 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				mergeParams: true,
 				callOptions: { timeout: 10_000 },
 				rateLimit: apiRateLimit(),
-				/** Content type, body shape and Idempotency-Key, before auth and the call. */
+				/** Client address, content type, body shape and Idempotency-Key, before the call. */
 				onBeforeCall(
 					this: ApiThis,
 					ctx: Context<unknown, Record<string, unknown>>,
 					_route: unknown,
 					req: Req
 				): void {
+					ctx.meta.clientIp = clientAddress(req);
 					const hasBody =
 						Number(req.headers["content-length"] ?? 0) > 0 ||
 						req.headers["transfer-encoding"] !== undefined;
@@ -459,6 +490,13 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 					windowMs: config().rateLimitWindowMs,
 					retryAfter
 				};
+			} else if (body.type === "AUTH_LOGIN_THROTTLED") {
+				const data = body.data as { retryAfter?: unknown } | undefined;
+				const s = Number(data?.retryAfter);
+				res.setHeader(
+					"Retry-After",
+					String(Number.isFinite(s) && s >= 1 ? Math.ceil(s) : 1)
+				);
 			} else if (body.code === 503 || body.code === 429) res.setHeader("Retry-After", "1");
 			res.statusCode = body.code;
 			res.setHeader("Content-Type", "application/json; charset=utf-8");

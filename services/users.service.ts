@@ -7,6 +7,11 @@
  * On first start the administrator `ADMIN_EMAIL` is seeded (password `ADMIN_PASSWORD`, or a
  * generated one printed once).
  *
+ * Passwords follow lib/password-policy.ts (10 to 256 characters, not the e-mail, not a common
+ * password). Failed logins are counted per account and per client address (`ctx.meta.clientIp`,
+ * set by the gateway) by lib/login-throttle.ts, in Redis when `CACHER` is set; over the limits a
+ * login is refused with 429 `AUTH_LOGIN_THROTTLED` before the password is even checked.
+ *
  * Events emitted: `user.registered` `{ id, email, name, role }`.
  */
 import crypto from "node:crypto";
@@ -23,6 +28,13 @@ import {
 import { config } from "../lib/config";
 import type { AuthUser, ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
+import { LoginThrottle } from "../lib/login-throttle";
+import {
+	PASSWORD_MAX_LENGTH,
+	PASSWORD_MIN_LENGTH,
+	describeWeaknesses,
+	passwordWeaknesses
+} from "../lib/password-policy";
 import { usersMigrations } from "../migrations/users";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 
@@ -76,7 +88,9 @@ interface UsersMethods {
 	): Promise<PublicUser>;
 	seedAdministrator(): Promise<void>;
 }
-type UsersThis = Service & DbMixinMethods<Models> & UsersMethods & { dummyHash: Promise<string> };
+type UsersThis = Service &
+	DbMixinMethods<Models> &
+	UsersMethods & { dummyHash: Promise<string>; loginThrottle: LoginThrottle };
 
 const emailRule = { type: "email", normalize: true, max: 254 } as const;
 
@@ -95,10 +109,12 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		/**
 		 * Registers a customer.
 		 * @param email - unique, case-insensitive (stored lower-case)
-		 * @param password - 8 to 128 characters
+		 * @param password - 10 to 256 characters (else VALIDATION_ERROR), not the e-mail nor a
+		 *   common password (else USERS_PASSWORD_WEAK): lib/password-policy.ts
 		 * @param name - 1 to 100 characters
 		 * @returns 201 `{ user: { id, email, name, role: "customer" }, token }`
-		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422)
+		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422), USERS_PASSWORD_WEAK (422,
+		 *   `data.reasons`: `SAME_AS_EMAIL`, `COMMON`)
 		 * @emits user.registered
 		 */
 		register: {
@@ -107,13 +123,18 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			params: {
 				$$strict: true,
 				email: emailRule,
-				password: { type: "string", min: 8, max: 128 },
+				password: { type: "string", min: PASSWORD_MIN_LENGTH, max: PASSWORD_MAX_LENGTH },
 				name: { type: "string", trim: true, min: 1, max: 100 }
 			},
 			async handler(
 				this: UsersThis,
 				ctx: ShopContext<{ email: string; password: string; name: string }>
 			): Promise<AuthResult> {
+				const reasons = passwordWeaknesses(ctx.params.password, ctx.params.email);
+				if (reasons.length > 0)
+					throw shopError("USERS_PASSWORD_WEAK", describeWeaknesses(reasons), {
+						reasons
+					});
 				const user = await this.createUser(
 					ctx.params.email,
 					ctx.params.password,
@@ -127,28 +148,45 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		},
 
 		/**
-		 * Exchanges credentials for a token.
+		 * Exchanges credentials for a token. Failures are counted per account and per client
+		 * address (`ctx.meta.clientIp`, from the gateway); unknown e-mails are counted like known
+		 * ones, so neither the answers nor the throttling tell which accounts exist.
 		 * @returns `{ user, token }`
-		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail or a wrong password alike
+		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail or a wrong password alike;
+		 *   AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in seconds) while the account or the
+		 *   address is blocked (`LOGIN_*` settings), whatever the password
 		 */
 		login: {
 			params: {
 				$$strict: true,
 				email: emailRule,
-				password: { type: "string", min: 1, max: 128 }
+				password: { type: "string", min: 1, max: PASSWORD_MAX_LENGTH }
 			},
 			async handler(
 				this: UsersThis,
 				ctx: ShopContext<{ email: string; password: string }>
 			): Promise<AuthResult> {
-				const row = await this.models.User.findOne({
-					where: { email: ctx.params.email.toLowerCase() }
-				});
+				const email = ctx.params.email.toLowerCase();
+				const ip = typeof ctx.meta.clientIp === "string" ? ctx.meta.clientIp : null;
+				const block = await this.loginThrottle.check(email, ip);
+				if (block) {
+					const retryAfter = Math.ceil(block.retryAfterMs / 1000);
+					throw shopError(
+						"AUTH_LOGIN_THROTTLED",
+						`Too many failed logins; try again in ${retryAfter} s.`,
+						{ retryAfter }
+					);
+				}
+				const row = await this.models.User.findOne({ where: { email } });
 				const data = row?.get({ plain: true });
 				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
 				const hash = data?.passwordHash ?? (await this.dummyHash);
 				const ok = await argon2.verify(hash, ctx.params.password).catch(() => false);
-				if (!data || !ok) throw shopError("USERS_INVALID_CREDENTIALS");
+				if (!data || !ok) {
+					await this.loginThrottle.failed(email, ip);
+					throw shopError("USERS_INVALID_CREDENTIALS");
+				}
+				await this.loginThrottle.succeeded(email);
 				const user = this.toPublic(data);
 				return { user, token: this.issueToken(user) };
 			}
@@ -286,6 +324,21 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			type: argon2.argon2id
 		});
 		this.dummyHash.catch(() => undefined);
+		const c = config();
+		this.loginThrottle = new LoginThrottle({
+			maxFailuresPerAccount: c.loginMaxFailuresPerAccount,
+			maxFailuresPerIp: c.loginMaxFailuresPerIp,
+			blockMs: c.loginBlockMs,
+			windowMs: c.loginFailureWindowMs,
+			redisUrl: c.cacher,
+			// Deployments (and test runs) sharing one Redis count apart, like their databases.
+			keyPrefix: `shop-login:${c.databasePrefix}`,
+			logger: this.logger
+		});
+	},
+
+	async stopped(this: UsersThis): Promise<void> {
+		await this.loginThrottle.close();
 	},
 
 	async afterConnected(this: UsersThis): Promise<void> {

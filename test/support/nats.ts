@@ -6,10 +6,18 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { freePort, startNatsServer, type ServerProcess } from "../../lib/local-servers";
+import {
+	freePort,
+	startNatsServer,
+	type NatsServerOptions,
+	type ServerProcess
+} from "../../lib/local-servers";
 
 export interface NatsServer {
-	/** `nats://127.0.0.1:<port>`: stays the same across `restart()`. */
+	/**
+	 * `nats://127.0.0.1:<port>`, with the token (`nats://<token>@...`) when started with one:
+	 * what a client uses. Stays the same across `restart()`.
+	 */
 	readonly url: string;
 	/** `http://127.0.0.1:<port>` of the monitoring endpoint (`/varz`, `/connz`). */
 	readonly monitorUrl: string;
@@ -22,12 +30,24 @@ export interface NatsServer {
 	restart(): Promise<void>;
 }
 
-export async function startNats(): Promise<NatsServer> {
+/**
+ * @param opts.token - clients must present this token (`nats-server --auth`)
+ * @param opts.tls - clients must use TLS with this server certificate and key
+ */
+export async function startNats(
+	opts: { token?: string; tls?: NatsServerOptions["tls"] } = {}
+): Promise<NatsServer> {
 	const port = await freePort();
 	const monitorPort = await freePort();
 	const storeDir = fs.mkdtempSync(path.join(os.tmpdir(), "shop-nats-"));
 	const start = (): Promise<ServerProcess> =>
-		startNatsServer({ port, monitorPort, jetStreamDir: storeDir });
+		startNatsServer({
+			port,
+			monitorPort,
+			jetStreamDir: storeDir,
+			auth: opts.token ? { token: opts.token } : undefined,
+			tls: opts.tls
+		});
 	let server: ServerProcess;
 	try {
 		server = await start();
@@ -36,7 +56,9 @@ export async function startNats(): Promise<NatsServer> {
 		throw err;
 	}
 	return {
-		url: server.url,
+		url: opts.token
+			? server.url.replace("nats://", `nats://${encodeURIComponent(opts.token)}@`)
+			: server.url,
 		monitorUrl: `http://127.0.0.1:${monitorPort}`,
 		get pid() {
 			return server.pid;

@@ -1,0 +1,175 @@
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { IncomingMessage } from "node:http";
+import { ConfigError, loadConfig } from "../../lib/config";
+import { natsConnectionOptions, natsSecurity, redactUrl } from "../../lib/nats-options";
+
+describe("NATS connection options (lib/nats-options.ts)", () => {
+	it("maps servers, a user and password, percent-decoded", () => {
+		expect(
+			natsConnectionOptions("nats://shop:p%40ss%3Aword@nats-1:4222,nats://nats-2")
+		).toEqual({ servers: ["nats-1:4222", "nats-2:4222"], user: "shop", pass: "p@ss:word" });
+	});
+
+	it("takes a user without a password as a token, like the NATS Go client", () => {
+		expect(natsConnectionOptions("nats://s3cr3t-t0ken@127.0.0.1:4333")).toEqual({
+			servers: ["127.0.0.1:4333"],
+			token: "s3cr3t-t0ken"
+		});
+	});
+
+	it("prefers NATS_TOKEN, and refuses it together with a user and password", () => {
+		expect(
+			natsConnectionOptions("nats://old@127.0.0.1:4222", { token: "from-env" })
+		).toMatchObject({ token: "from-env" });
+		expect(natsConnectionOptions("nats://127.0.0.1:4222", { token: "t" })).toEqual({
+			servers: ["127.0.0.1:4222"],
+			token: "t"
+		});
+		expect(() => natsConnectionOptions("nats://u:p@127.0.0.1:4222", { token: "t" })).toThrow(
+			/NATS_TOKEN/
+		);
+	});
+
+	it("maps the TLS files to the client's tls options; tls:// alone requires TLS", () => {
+		expect(
+			natsConnectionOptions("nats://127.0.0.1:4222", {
+				tlsCaFile: "/etc/shop/ca.pem",
+				tlsCertFile: "/etc/shop/node.pem",
+				tlsKeyFile: "/etc/shop/node-key.pem"
+			})
+		).toEqual({
+			servers: ["127.0.0.1:4222"],
+			tls: {
+				caFile: "/etc/shop/ca.pem",
+				certFile: "/etc/shop/node.pem",
+				keyFile: "/etc/shop/node-key.pem"
+			}
+		});
+		expect(natsConnectionOptions("tls://nats.internal:4222")).toEqual({
+			servers: ["nats.internal:4222"],
+			tls: {}
+		});
+		expect(natsConnectionOptions("nats://127.0.0.1:4222")).not.toHaveProperty("tls");
+	});
+
+	it("carries no URL, so nothing logs credentials from it", () => {
+		const opts = natsConnectionOptions("nats://user:hunter2-secret@127.0.0.1:4222");
+		expect(JSON.stringify({ ...opts, pass: undefined })).not.toContain("hunter2-secret");
+		expect(opts).not.toHaveProperty("url");
+	});
+
+	it("redacts credentials for log lines", () => {
+		expect(redactUrl("nats://user:pw@h:4222,nats://tok@h2:4222")).toBe(
+			"nats://***@h:4222,nats://***@h2:4222"
+		);
+		expect(redactUrl("nats://h:4222")).toBe("nats://h:4222");
+		expect(redactUrl("not a url with secret@host")).toBe("***@host");
+	});
+});
+
+describe("NATS settings in lib/config.ts", () => {
+	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shop-nats-cfg-"));
+	const ca = path.join(dir, "ca.pem");
+	const cert = path.join(dir, "cert.pem");
+	const key = path.join(dir, "key.pem");
+	for (const f of [ca, cert, key]) fs.writeFileSync(f, "PEM\n");
+	afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+	const base = { JWT_SECRET: "x".repeat(32), DATA_DIR: dir };
+
+	it("reads NATS_TOKEN and the NATS_TLS_* files; the moleculer config maps them", () => {
+		const c = loadConfig({
+			...base,
+			TRANSPORTER: "nats://127.0.0.1:4222",
+			NATS_TOKEN: "tok",
+			NATS_TLS_CA: ca,
+			NATS_TLS_CERT: cert,
+			NATS_TLS_KEY: key
+		});
+		expect(natsConnectionOptions(c.transporter!, natsSecurity(c))).toEqual({
+			servers: ["127.0.0.1:4222"],
+			token: "tok",
+			tls: { caFile: ca, certFile: cert, keyFile: key }
+		});
+	});
+
+	it.each([
+		[
+			"an unreadable NATS_TLS_CA",
+			{ NATS_TLS_CA: path.join(dir, "missing.pem") },
+			/NATS_TLS_CA/
+		],
+		[
+			"a certificate without its key",
+			{ NATS_TLS_CERT: cert },
+			/NATS_TLS_CERT and NATS_TLS_KEY/
+		],
+		[
+			"NATS_TOKEN with a user:password URL",
+			{ TRANSPORTER: "nats://u:p@127.0.0.1:4222", NATS_TOKEN: "t" },
+			/TRANSPORTER.*NATS_TOKEN/
+		],
+		[
+			"a bad TRUSTED_PROXIES entry",
+			{ TRUSTED_PROXIES: "10.0.0.1,proxy.local" },
+			/TRUSTED_PROXIES/
+		],
+		["a negative LOGIN_BLOCK_MS", { LOGIN_BLOCK_MS: "-1" }, /LOGIN_BLOCK_MS/]
+	])("refuses %s", (_name, env, message) => {
+		expect(() => loadConfig({ ...base, ...env })).toThrow(ConfigError);
+		expect(() => loadConfig({ ...base, ...env })).toThrow(message);
+	});
+
+	it("never repeats a URL's password in its error", () => {
+		let message = "";
+		try {
+			loadConfig({ ...base, DATABASE_URL: "postgres://u:Pa55-secret@host:5432 oops" });
+		} catch (err) {
+			message = (err as Error).message;
+		}
+		expect(message).toMatch(/DATABASE_URL/);
+		expect(message).not.toContain("Pa55-secret");
+	});
+
+	it("has login throttling defaults that leave the suites' few logins alone", () => {
+		const c = loadConfig(base);
+		expect(c).toMatchObject({
+			loginMaxFailuresPerAccount: 10,
+			loginMaxFailuresPerIp: 100,
+			loginBlockMs: 900_000,
+			loginFailureWindowMs: 86_400_000,
+			trustedProxies: [],
+			natsToken: null,
+			natsTlsCa: null
+		});
+	});
+});
+
+describe("the client address the gateway passes as meta.clientIp", () => {
+	const { clientAddress } = require("../../services/api.service") as {
+		clientAddress: (
+			req: Pick<IncomingMessage, "socket" | "headers">,
+			trusted?: readonly string[]
+		) => string;
+	};
+	const req = (peer: string, xff?: string): Pick<IncomingMessage, "socket" | "headers"> =>
+		({
+			socket: { remoteAddress: peer },
+			headers: xff === undefined ? {} : { "x-forwarded-for": xff }
+		}) as unknown as Pick<IncomingMessage, "socket" | "headers">;
+
+	it("is the TCP peer, X-Forwarded-For ignored, without trusted proxies", () => {
+		expect(clientAddress(req("::ffff:192.0.2.10", "1.2.3.4"), [])).toBe("192.0.2.10");
+		expect(clientAddress(req("2001:db8::1", "1.2.3.4"), [])).toBe("2001:db8::1");
+	});
+
+	it("is the right-most untrusted X-Forwarded-For entry behind a trusted proxy", () => {
+		const trusted = ["10.0.0.5", "10.0.0.6"];
+		expect(clientAddress(req("10.0.0.5", "6.6.6.6, 192.0.2.10, 10.0.0.6"), trusted)).toBe(
+			"192.0.2.10"
+		);
+		// A peer that is not a trusted proxy cannot choose its address.
+		expect(clientAddress(req("192.0.2.99", "10.0.0.5, 1.1.1.1"), trusted)).toBe("192.0.2.99");
+	});
+});
