@@ -18,6 +18,7 @@
  * shop during (c) and prints its top self-time functions (`bench/results/profile-top.json`).
  *
  * Settings: `BENCH_DURATION_S` (8), `BENCH_CONNECTIONS` (32), `BENCH_FORMS` (`single,cluster`),
+ * `BENCH_OUT` (the JSON file, default `bench/results/latest.json`),
  * `DATABASE_URL` (else an embedded Postgres in a temporary directory); the cluster form needs
  * `nats-server` on PATH.
  */
@@ -699,12 +700,10 @@ async function main(): Promise<void> {
 		figures,
 		wallSeconds: round((Date.now() - t0) / 1000, 0)
 	};
-	fs.mkdirSync(path.join(ROOT, "bench", "results"), { recursive: true });
-	fs.writeFileSync(
-		path.join(ROOT, "bench", "results", "latest.json"),
-		JSON.stringify(result, null, 2)
-	);
-	log(`wrote bench/results/latest.json (${result.wallSeconds} s)`);
+	const out = process.env.BENCH_OUT ?? path.join(ROOT, "bench", "results", "latest.json");
+	fs.mkdirSync(path.dirname(out), { recursive: true });
+	fs.writeFileSync(out, JSON.stringify(result, null, 2));
+	log(`wrote ${path.relative(ROOT, out)} (${result.wallSeconds} s)`);
 }
 
 /** The one-process shop (`npm start` form), resolved when it prints "Ready". */
