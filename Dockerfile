@@ -27,14 +27,15 @@ COPY --from=build /app/dist ./dist
 COPY package.json ./
 # The base image's `node` user, by number so that Kubernetes' runAsNonRoot can verify it.
 USER 1000:1000
-# 3000: the gateway's HTTP port (PORT); 3030: every node's Prometheus /metrics (METRICS_PORT).
-EXPOSE 3000 3030
+# 3000: the gateway's HTTP port (PORT); 3030: every node's Prometheus /metrics (METRICS_PORT);
+# 3031: every node's /health and /ready (HEALTH_PORT).
+EXPOSE 3000 3030 3031
 # moleculer-runner stops the broker on SIGTERM: in-flight requests drain (tracking, up to 10 s).
 STOPSIGNAL SIGTERM
-# Every node serves Prometheus metrics on METRICS_PORT (moleculer.config.ts, path /metrics); the
-# node's event loop answers it, so this says the process lives and is not wedged. With
-# METRICS_PORT=0 a node serves no HTTP at all and the check passes. The gateway's compose service
-# probes its own /ready instead.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-	CMD ["node", "-e", "const p = process.env.METRICS_PORT || '3030'; if (p === '0') process.exit(0); fetch('http://127.0.0.1:' + p + '/metrics').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
+# Every node answers GET /ready on HEALTH_PORT (lib/node-health.ts): 200 once its services have
+# started, its database is reachable and migrated, and its transporter is connected. With
+# HEALTH_PORT=0 the node serves no health endpoint and the check passes. The gateway's compose
+# service probes its own /ready (every service of the cluster) instead.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+	CMD ["node", "-e", "const p = process.env.HEALTH_PORT || '3031'; if (p === '0') process.exit(0); fetch('http://127.0.0.1:' + p + '/ready').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"]
 CMD ["node_modules/.bin/moleculer-runner", "--config", "dist/moleculer.config.js", "dist/services/api.service.js"]

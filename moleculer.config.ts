@@ -9,6 +9,7 @@ import type { BrokerOptions } from "moleculer";
 import { config } from "./lib/config";
 import { ShopErrorRegenerator } from "./lib/errors";
 import { shopLogger } from "./lib/logger";
+import { NodeHealthMiddleware } from "./lib/node-health";
 import { natsConnectionOptions, natsSecurity } from "./lib/nats-options";
 import { replCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware } from "./lib/request-context";
@@ -165,8 +166,14 @@ const brokerConfig: BrokerOptions = {
 
 	tracing: tracingExporter(),
 
-	/** Handlers run with their request id current, for the log lines' `requestId`. */
-	middlewares: [RequestContextMiddleware],
+	/**
+	 * Handlers run with their request id current, for the log lines' `requestId`; this node's
+	 * `/health` and `/ready` on HEALTH_PORT (lib/node-health.ts).
+	 */
+	middlewares: [
+		RequestContextMiddleware,
+		...(c.healthPort > 0 ? [NodeHealthMiddleware(c.healthPort)] : [])
+	],
 
 	replOptions: { customCommands: replCommands as unknown as ReplCustomCommands }
 };

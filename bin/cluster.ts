@@ -8,7 +8,9 @@
  *   child process the way `npm run db` runs it (`dist/bin/db.js`), so that its exit hooks never
  *   race this supervisor's orderly shutdown.
  * - Cacher: Redis when `CACHER` is set (every node gets the environment), else in-memory per node.
- * - Gateway on `PORT` (3000); node `i` serves `/metrics` on `METRICS_PORT + i` (0: off).
+ * - Gateway on `PORT` (3000); node `i` serves `/metrics` on `METRICS_PORT + i` (0: off) and its
+ *   `/health` and `/ready` on `HEALTH_PORT + i`, moved past the metrics ports when the two
+ *   ranges overlap (0: off; lib/node-health.ts).
  * - `--replicas inventory=2,payments=2` runs more than one node for a service.
  *
  * Prints every node's output prefixed with its nodeID, then `[cluster] Ready in ...`. Ctrl-C (or
@@ -79,6 +81,17 @@ function startDatabaseProcess(log: (m: string) => void): Promise<DatabaseProcess
 		child.stderr!.on("data", onData);
 		child.once("exit", code => reject(new Error(`npm run db exited with ${code}: ${out}`)));
 	});
+}
+
+/**
+ * The health port of the first node: `HEALTH_PORT`, or, when the nodes' health ports would
+ * collide with their metrics ports (the defaults 3031.. and 3030..), the first port after those.
+ */
+function healthPortBase(healthPort: number, metricsPort: number, nodes: number): number {
+	if (healthPort === 0) return 0;
+	const overlap =
+		metricsPort > 0 && healthPort < metricsPort + nodes && metricsPort < healthPort + nodes;
+	return overlap ? metricsPort + nodes : healthPort;
 }
 
 /** `--replicas inventory=2,orders=2` (or `--replicas=...`) into `{ inventory: 2, orders: 2 }`. */
@@ -183,8 +196,12 @@ async function main(): Promise<void> {
 			Array.from({ length: replicas[s] ?? 1 }, (_, i) => `${s}-${i + 1}`)
 		);
 		const nodeEnv: Record<string, Record<string, string>> = {};
+		const healthBase = healthPortBase(c.healthPort, c.metricsPort, nodeIDs.length);
 		nodeIDs.forEach((id, i) => {
-			nodeEnv[id] = { METRICS_PORT: String(c.metricsPort > 0 ? c.metricsPort + i : 0) };
+			nodeEnv[id] = {
+				METRICS_PORT: String(c.metricsPort > 0 ? c.metricsPort + i : 0),
+				HEALTH_PORT: String(healthBase > 0 ? healthBase + i : 0)
+			};
 		});
 		const width = Math.max(...nodeIDs.map(id => id.length));
 		log(`Starting ${nodeIDs.length} nodes: ${nodeIDs.join(", ")}`);
@@ -215,10 +232,14 @@ async function main(): Promise<void> {
 			log(
 				`Metrics  http://127.0.0.1:${c.metricsPort}/metrics .. :${c.metricsPort + nodeIDs.length - 1} (one port per node, in the order above)`
 			);
+		if (healthBase > 0)
+			log(
+				`Nodes    http://127.0.0.1:${healthBase}/ready .. :${healthBase + nodeIDs.length - 1} (each node's /health and /ready, same order)`
+			);
 		if (c.jwtSecretGenerated)
 			log(`JWT_SECRET not set: the nodes share the development secret in ${c.dataDir}`);
 		log(
-			`A REPL node: TRANSPORTER=${redactUrl(transporter)} METRICS_PORT=0 npx moleculer-runner --repl --config dist/moleculer.config.js`
+			`A REPL node: TRANSPORTER=${redactUrl(transporter)} METRICS_PORT=0 HEALTH_PORT=0 npx moleculer-runner --repl --config dist/moleculer.config.js`
 		);
 		const also = [nats ? ", the nats-server" : "", postgres ? ", Postgres" : ""].join("");
 		log(`Ctrl-C stops every node${also}.`);

@@ -61,6 +61,8 @@ export interface ShopConfig {
 	readonly embeddedPostgresPort: number;
 	/** Prometheus `/metrics` port of this node; 0 = off. */
 	readonly metricsPort: number;
+	/** This node's `/health` and `/ready` port (lib/node-health.ts); 0 = off. */
+	readonly healthPort: number;
 	/** HMAC secret of access tokens. */
 	readonly jwtSecret: string;
 	/** Whether `jwtSecret` was generated for this data dir (development only). */
@@ -345,6 +347,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		dataDir,
 		embeddedPostgresPort: int(env, "EMBEDDED_POSTGRES_PORT", 5439, 1, 65535),
 		metricsPort: int(env, "METRICS_PORT", 3030, 0, 65535),
+		healthPort: int(env, "HEALTH_PORT", 3031, 0, 65535),
 		jwtSecret,
 		jwtSecretGenerated,
 		jwtExpiresInSeconds: int(env, "JWT_EXPIRES_IN", 3600, 60, 30 * 24 * 3600),

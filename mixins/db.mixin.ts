@@ -110,6 +110,8 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 			 */
 			readiness: {
 				visibility: "public",
+				// Probed every few seconds (lib/node-health.ts, the gateway's /ready): no spans.
+				tracing: false,
 				params: {},
 				async handler(this: any): Promise<{ database: "ok"; pendingMigrations: number }> {
 					const db = this.schema.$db as NonNullable<ServiceSchema["$db"]>;
@@ -124,7 +126,8 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 					} catch (err) {
 						if ((err as { type?: string }).type === "SERVICE_UNAVAILABLE") throw err;
 						throw shopError("SERVICE_UNAVAILABLE", "Database unreachable", {
-							service: opts.service
+							service: opts.service,
+							cause: err instanceof Error ? err.message : String(err)
 						});
 					}
 				}

@@ -35,6 +35,7 @@ export async function startTestBroker(
 	const prefix = opts.prefix ?? `t${crypto.randomBytes(4).toString("hex")}_`;
 	process.env.DATABASE_PREFIX = prefix;
 	process.env.METRICS_PORT = "0";
+	process.env.HEALTH_PORT = "0";
 	process.env.PORT = process.env.PORT ?? "0";
 	process.env.LOGLEVEL = process.env.LOGLEVEL ?? "warn";
 	process.env.JWT_SECRET = process.env.JWT_SECRET ?? "test-secret-test-secret-test-secret-0123";

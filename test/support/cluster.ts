@@ -78,6 +78,7 @@ export async function startCluster(opts: TestClusterOptions = {}): Promise<TestC
 				DATABASE_PREFIX: prefix,
 				DATA_DIR: dataDir,
 				METRICS_PORT: "0",
+				HEALTH_PORT: "0",
 				LOGLEVEL: "info",
 				JWT_SECRET: CLUSTER_JWT_SECRET,
 				ADMIN_EMAIL: CLUSTER_ADMIN.email,

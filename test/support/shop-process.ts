@@ -39,6 +39,7 @@ export async function startShopProcess(
 		PORT: String(port),
 		EMBEDDED_POSTGRES_PORT: String(await freePort()),
 		METRICS_PORT: "0",
+		HEALTH_PORT: "0",
 		DATA_DIR: dataDir,
 		LOGLEVEL: "info",
 		...opts.env

@@ -12,8 +12,8 @@
  * - the Postgres init scripts create exactly the databases lib/database.ts computes from that
  *   environment; the URLs point at services and ports that exist;
  * - probes and healthchecks hit routes that exist (the gateway's /health and /ready in
- *   services/api.service.ts, the Prometheus path of moleculer.config.ts) on the ports PORT and
- *   METRICS_PORT say;
+ *   services/api.service.ts, every node's /health and /ready of lib/node-health.ts, the
+ *   Prometheus path of moleculer.config.ts) on the ports PORT, HEALTH_PORT and METRICS_PORT say;
  * - grace periods outlast the broker's tracking.shutdownTimeout (read from moleculer.config.ts);
  * - NATS has JetStream with `sync_interval: always`; the Dockerfile is multi-stage, compiles what
  *   tsconfig.json includes, ends as a non-root USER with a HEALTHCHECK;
@@ -26,6 +26,7 @@ import type { BrokerOptions } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
 import { ConfigError, DATABASE_SERVICES, loadConfig, resetConfig } from "../../lib/config";
 import { databaseUrl } from "../../lib/database";
+import { NODE_HEALTH_PATHS } from "../../lib/node-health";
 
 type Obj = Record<string, any>;
 
@@ -297,7 +298,7 @@ describe("deployment files", () => {
 				);
 		});
 
-		it("ends as a non-root USER with a HEALTHCHECK on the metrics endpoint", () => {
+		it("ends as a non-root USER with a HEALTHCHECK on the node's /ready", () => {
 			const users = finalStage.filter(l => /^USER\s/i.test(l));
 			expect(users.length).toBeGreaterThan(0);
 			const user = users[users.length - 1]!.split(/\s+/)[1]!.split(":")[0]!;
@@ -305,11 +306,12 @@ describe("deployment files", () => {
 			const health = finalStage.find(l => /^HEALTHCHECK\s/i.test(l));
 			expect(health).toBeDefined();
 			expect(health).not.toMatch(/\bNONE\b/);
-			// The port it falls back to is the config's default METRICS_PORT, the path the reporter's.
-			const defaultPort = loadConfig(configEnv({ JWT_SECRET: TEST_SECRET })).metricsPort;
-			expect(health).toContain("METRICS_PORT");
+			// The port it falls back to is the config's default HEALTH_PORT; the path the node's /ready.
+			const defaultPort = loadConfig(configEnv({ JWT_SECRET: TEST_SECRET })).healthPort;
+			expect(health).toContain("HEALTH_PORT");
 			expect(health).toContain(`'${defaultPort}'`);
-			expect(health).toContain(`'${metricsPath()}'`);
+			expect(health).toContain("'/ready')");
+			expect(NODE_HEALTH_PATHS).toContain("/ready");
 		});
 
 		it("runs moleculer-runner with the shop config by default", () => {
@@ -472,12 +474,21 @@ describe("deployment files", () => {
 			expect(routes).toContain(m![2]);
 			expect((services.api!.ports as string[]).some(p => p.endsWith(`:${port}`))).toBe(true);
 			for (const s of SERVICES) {
-				// Other nodes keep the image's HEALTHCHECK (METRICS_PORT /metrics, checked above).
-				if (s !== "api") expect(services[s]!.healthcheck).toBeUndefined();
+				// Other nodes probe their own /ready on HEALTH_PORT (lib/node-health.ts).
+				if (s !== "api") {
+					const probe = (services[s]!.healthcheck.test as string[]).join(" ");
+					const n = /http:\/\/127\.0\.0\.1:(\d+)(\/[a-z-]+)/.exec(probe);
+					expect(n).not.toBeNull();
+					expect({ s, port: n![1] }).toEqual({ s, port: envOf(s).HEALTH_PORT });
+					expect(n![2]).toBe("/ready");
+				}
 				expect(durationSeconds(String(services[s]!.stop_grace_period))).toBeGreaterThan(
 					shutdownSeconds
 				);
 			}
+			// The gateway starts once the services it calls are ready.
+			for (const s of SERVICES.filter(x => x !== "api"))
+				expect(services.api!.depends_on[s]).toEqual({ condition: "service_healthy" });
 		});
 
 		it("provisions Grafana with that Prometheus and a dashboard of metrics the code exports", () => {
@@ -733,17 +744,32 @@ describe("deployment files", () => {
 			expect(decodeURIComponent(url.password)).toBe(pg.POSTGRES_PASSWORD);
 		});
 
-		it("probes endpoints that exist on the ports PORT and METRICS_PORT say", () => {
+		it("probes endpoints that exist on the ports PORT, HEALTH_PORT and METRICS_PORT say", () => {
 			const port = Number(configMap.data.PORT);
 			const metricsPort = Number(configMap.data.METRICS_PORT);
+			const healthPort = Number(configMap.data.HEALTH_PORT);
+			expect(healthPort).toBeGreaterThan(0);
 			const routes = gatewayRootPaths();
 			for (const s of SERVICES) {
 				const c = containerOf(deploymentOf(s));
 				expect(portOf(c, "metrics")).toBe(metricsPort);
 				const allowed = new Set([
 					`${metricsPort}${metricsPath()}`,
+					...NODE_HEALTH_PATHS.map(r => `${healthPort}${r}`),
 					...(s === "api" ? [...routes].map(r => `${port}${r}`) : [])
 				]);
+				// Nodes without HTTP of their own probe their node's /health and /ready exactly.
+				if (s !== "api") {
+					expect(portOf(c, "health")).toBe(healthPort);
+					expect({ s, live: c.livenessProbe.httpGet }).toEqual({
+						s,
+						live: { path: "/health", port: "health" }
+					});
+					expect({ s, ready: c.readinessProbe.httpGet }).toEqual({
+						s,
+						ready: { path: "/ready", port: "health" }
+					});
+				}
 				for (const probe of ["livenessProbe", "readinessProbe"]) {
 					const get = c[probe]?.httpGet as Obj | undefined;
 					expect({ s, probe, defined: get !== undefined }).toEqual({

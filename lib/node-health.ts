@@ -1,0 +1,154 @@
+/**
+ * Every node's own health endpoint, for compose healthchecks and Kubernetes probes: a small HTTP
+ * server on `HEALTH_PORT` (3031 by default, 0 = off), started when the broker starts (before its
+ * services, so a node that cannot finish starting still answers why) and closed after it stops.
+ *
+ * - `GET /health`, liveness: 200 `{ status: "ok", nodeID, uptime }` while the process's event
+ *   loop answers.
+ * - `GET /ready`, readiness: 200 `{ status: "ready", nodeID, checks }` when the broker has started
+ *   and is not stopping, the transporter (if any) is connected, and every local service that has
+ *   a `readiness` action (DbMixin's: database reachable, migrations applied) answers it within
+ *   2 s; else 503 `{ status: "unavailable", nodeID, checks }` where each failed check says why,
+ *   e.g. `"payments": "SERVICE_UNAVAILABLE: Database unreachable (connect ECONNREFUSED ...)"`.
+ *
+ * The gateway's own `/health` and `/ready` (services/api.service.ts, on PORT) remain: its `/ready`
+ * asks every service of the cluster; this one answers for this node only.
+ */
+import http from "node:http";
+import type { Middleware, Service, ServiceBroker } from "moleculer";
+
+/** The paths the node health server answers (deploy checks use them). */
+export const NODE_HEALTH_PATHS = ["/health", "/ready"] as const;
+
+/** How long one service's readiness action may take, in ms. */
+const READINESS_TIMEOUT_MS = 2_000;
+
+export interface NodeReadiness {
+	ready: boolean;
+	checks: Record<string, string>;
+}
+
+/** What a failed readiness call says: `TYPE: message (cause)`. */
+function reason(err: unknown): string {
+	const e = (err ?? {}) as { type?: unknown; message?: unknown; data?: { cause?: unknown } };
+	const type = typeof e.type === "string" && e.type ? e.type : "ERROR";
+	const cause = typeof e.data?.cause === "string" ? ` (${e.data.cause})` : "";
+	return `${type}: ${String(e.message ?? err)}${cause}`;
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+	let timer: NodeJS.Timeout | undefined;
+	return Promise.race([
+		p,
+		new Promise<never>((_, reject) => {
+			timer = setTimeout(
+				() =>
+					reject(Object.assign(new Error(`no answer in ${ms} ms`), { type: "TIMEOUT" })),
+				ms
+			);
+		})
+	]).finally(() => clearTimeout(timer));
+}
+
+/** The readiness of this node: broker state, transporter, each local service's `readiness`. */
+export async function nodeReadiness(broker: ServiceBroker): Promise<NodeReadiness> {
+	const b = broker as ServiceBroker & {
+		started?: boolean;
+		stopping?: boolean;
+		transit?: { connected: boolean };
+	};
+	const checks: Record<string, string> = {};
+	checks.broker = b.stopping ? "stopping" : b.started ? "ok" : "starting";
+	if (b.transit) checks.transporter = b.transit.connected ? "ok" : "disconnected";
+	const services = (broker.services as Service[]).filter(s => !s.name.startsWith("$"));
+	await Promise.all(
+		services.map(async svc => {
+			const readiness = (svc.actions as Record<string, unknown> | undefined)?.readiness;
+			if (typeof readiness !== "function") {
+				checks[svc.fullName] = checks.broker === "ok" ? "ok" : checks.broker!;
+				return;
+			}
+			try {
+				await withTimeout(
+					Promise.resolve(
+						(readiness as (p: object, o: object) => Promise<unknown>)(
+							{},
+							{ timeout: READINESS_TIMEOUT_MS, retries: 0 }
+						)
+					),
+					READINESS_TIMEOUT_MS
+				);
+				checks[svc.fullName] = "ok";
+			} catch (err) {
+				checks[svc.fullName] = reason(err);
+			}
+		})
+	);
+	return { ready: Object.values(checks).every(v => v === "ok"), checks };
+}
+
+function send(res: http.ServerResponse, status: number, body: unknown): void {
+	res.statusCode = status;
+	res.setHeader("Content-Type", "application/json; charset=utf-8");
+	res.setHeader("Cache-Control", "no-store");
+	res.end(JSON.stringify(body));
+}
+
+/**
+ * The broker middleware serving `/health` and `/ready` on `port` (see the file's comment). A port
+ * that cannot be bound is logged as an error; the node runs on without the endpoint (its probes
+ * then fail, which is how an orchestrator notices).
+ */
+export function NodeHealthMiddleware(port: number): Middleware {
+	// One server per broker (a process may hold several brokers sharing this config).
+	const servers = new WeakMap<ServiceBroker, http.Server>();
+	return {
+		name: "NodeHealth",
+		async starting(broker: ServiceBroker): Promise<void> {
+			const logger = broker.getLogger("node-health");
+			const server = http.createServer((req, res) => {
+				const path = (req.url ?? "").split("?")[0];
+				if (req.method !== "GET" && req.method !== "HEAD")
+					return send(res, 405, { status: "method not allowed" });
+				if (path === "/health")
+					return send(res, 200, {
+						status: "ok",
+						nodeID: broker.nodeID,
+						uptime: Math.round(process.uptime())
+					});
+				if (path === "/ready") {
+					nodeReadiness(broker).then(
+						r =>
+							send(res, r.ready ? 200 : 503, {
+								status: r.ready ? "ready" : "unavailable",
+								nodeID: broker.nodeID,
+								checks: r.checks
+							}),
+						err => send(res, 503, { status: "unavailable", error: String(err) })
+					);
+					return;
+				}
+				send(res, 404, { status: "not found", paths: NODE_HEALTH_PATHS });
+			});
+			server.keepAliveTimeout = 5_000;
+			await new Promise<void>(resolve => {
+				server.once("error", (err: Error) => {
+					logger.error(`Node health endpoint: cannot listen on port ${port}`, err);
+					resolve();
+				});
+				server.listen(port, "0.0.0.0", () => {
+					servers.set(broker, server);
+					logger.info(`Node health on http://0.0.0.0:${port}/health and /ready`);
+					resolve();
+				});
+			});
+		},
+		async stopped(broker: ServiceBroker): Promise<void> {
+			const server = servers.get(broker);
+			if (!server) return;
+			servers.delete(broker);
+			server.closeAllConnections();
+			await new Promise<void>(resolve => server.close(() => resolve()));
+		}
+	} as unknown as Middleware;
+}
