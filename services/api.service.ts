@@ -26,6 +26,9 @@
  *   `TRUSTED_PROXIES`) goes to every call as `ctx.meta.clientIp`; users.login throttles failed
  *   logins per address with it. A 429 `AUTH_LOGIN_THROTTLED` carries `Retry-After` from its
  *   `data.retryAfter`.
+ * - The web side (mixins/web.mixin.ts): the web app built into dist/web at `/` (deep links load
+ *   it; its pages get a CSP of `'self'`, `/api` keeps `default-src 'none'`), order event streams
+ *   (`GET /api/orders/:id/events`, Server-Sent Events) and the dashboard's admin routes.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import helmet from "helmet";
@@ -35,6 +38,14 @@ import { config, DATABASE_SERVICES } from "../lib/config";
 import type { AuthUser, ShopServiceSchema } from "../lib/context";
 import { ERRORS, FRAMEWORK_ERROR_TYPES, shopError } from "../lib/errors";
 import { RedisRateLimitStore, type RedisRateLimitSettings } from "../lib/rate-limit-store";
+import {
+	isOrderStreamPath,
+	WEB_ASSETS_OPTIONS,
+	WEB_DIR,
+	WebMixin,
+	webSecurityHeaders,
+	type WebMethods
+} from "../mixins/web.mixin";
 import { withRequestId } from "../lib/request-context";
 
 type Req = IncomingMessage & {
@@ -67,10 +78,26 @@ export const API_ALIASES: Record<string, { action: string; auth?: AliasAuth }> =
 	"POST orders/:id/cancel": alias("orders.cancel", "customer"),
 	"GET notifications": alias("notifications.list", "customer"),
 	"GET admin/sagas": alias("orders.listSagas", "admin"),
+	"GET admin/sagas/:id": alias("orders.getSaga", "admin"),
+	"GET admin/nodes": alias("api.nodes", "admin"),
+	"GET admin/orders/rate": alias("api.orderRate", "admin"),
 	"POST admin/sagas/:id/redrive": alias("orders.redriveSaga", "admin"),
 	"GET admin/dead-letters": alias("notifications.listDeadLetters", "admin"),
 	"POST admin/dead-letters/:id/replay": alias("notifications.replayDeadLetter", "admin"),
 	"GET admin/outbox": alias("api.outbox", "admin")
+};
+
+/**
+ * Server-Sent Events routes of `/api` (handlers in mixins/web.mixin.ts), under the same
+ * authentication, authorization (`auth`) and rate limit as every alias.
+ */
+export const STREAM_ALIASES = {
+	"GET orders/:id/events": {
+		auth: "customer" as AliasAuth,
+		handler(this: ApiThis, req: Req, res: Res, next: (err?: unknown) => void): void {
+			this.streamOrderEvents(req, res).catch(next);
+		}
+	}
 };
 
 /** The services with a transactional outbox (mixins/events.mixin.ts). */
@@ -241,11 +268,13 @@ export function toErrorBody(err: unknown, production: boolean): ErrorBody {
 	return body;
 }
 
-type ApiThis = Service & { sendErrorBody(req: Req, res: Res, err: unknown): void };
+type ApiThis = Service & WebMethods & { sendErrorBody(req: Req, res: Res, err: unknown): void };
 
 const ApiService: ShopServiceSchema<ApiThis> = {
 	name: "api",
-	mixins: [ApiGateway as unknown as Partial<ServiceSchema>],
+	// WebMixin first: its send404 (deep links load the web app) and stopped (ends the order
+	// streams before the server waits for its connections) take precedence over moleculer-web's.
+	mixins: [WebMixin(), ApiGateway as unknown as Partial<ServiceSchema>],
 
 	settings: {
 		port: config().port,
@@ -259,8 +288,12 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				},
 				frameguard: { action: "deny" },
 				strictTransportSecurity: config().production
-			})
+			}),
+			// The web app's pages and files: a CSP that lets the bundle run ('self' only).
+			webSecurityHeaders
 		],
+		// The web app (web/, built by `npm run build` into dist/web); deep links: WebMixin.send404.
+		assets: { folder: WEB_DIR, options: WEB_ASSETS_OPTIONS },
 		cors: {
 			origin: config().corsOrigins,
 			methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
@@ -280,7 +313,9 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			const id = options.requestID;
 			if (id !== undefined && (typeof id !== "string" || !REQUEST_ID_RE.test(id)))
 				delete options.requestID;
-			void req;
+			// An order stream lasts until its order is final: not an in-flight request for the
+			// shutdown to wait for (the gateway ends the streams when it stops).
+			if (isOrderStreamPath(req.url)) (options as { tracking?: boolean }).tracking = false;
 		},
 		logRequest: "debug",
 		// One access line per answered request (`<= 202 POST /api/orders [+12 ms]`), with its
@@ -294,7 +329,7 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				path: "/api",
 				mappingPolicy: "restrict",
 				autoAliases: false,
-				aliases: API_ALIASES,
+				aliases: { ...API_ALIASES, ...STREAM_ALIASES },
 				authentication: true,
 				authorization: true,
 				bodyParsers: {
