@@ -3,9 +3,10 @@
 # (docker-compose.yml and deploy/k8s/ run one container per service this way; the default CMD
 # below runs the gateway).
 #
-# Two stages: `build` installs every dependency and compiles TypeScript to dist/; the runtime
-# stage gets only the production dependencies and dist/, owned by root (the app cannot rewrite
-# its own code) and run as the unprivileged `node` user (uid 1000) of the base image.
+# Two stages: `build` installs every dependency, compiles TypeScript to dist/ and builds the web
+# app into dist/web; the runtime stage gets only the production dependencies and dist/, owned by
+# root (the app cannot rewrite its own code) and run as the unprivileged `node` user (uid 1000)
+# of the base image.
 
 FROM node:24-bookworm-slim AS build
 WORKDIR /app
@@ -17,7 +18,10 @@ COPY mixins ./mixins
 COPY services ./services
 COPY migrations ./migrations
 COPY bin ./bin
-RUN npx tsc -p . && npm prune --omit=dev --no-audit --no-fund
+# The web app (storefront and dashboard), built into dist/web; the gateway serves it.
+COPY web ./web
+RUN npx tsc -p . && npx vite build --config web/vite.config.mts \
+	&& npm prune --omit=dev --no-audit --no-fund
 
 FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production

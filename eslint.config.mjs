@@ -33,6 +33,25 @@ export default tseslint.config(
 			"no-console": "off"
 		}
 	},
+	// The web app (web/): browser code and its Vite config, each with its own tsconfig.
+	{
+		files: ["web/**/*.ts", "web/**/*.tsx", "web/**/*.mts"],
+		languageOptions: {
+			parserOptions: {
+				project: ["./web/tsconfig.json", "./web/tsconfig.node.json"],
+				tsconfigRootDir: import.meta.dirname
+			}
+		},
+		rules: {
+			"@typescript-eslint/no-floating-promises": "error",
+			"@typescript-eslint/no-misused-promises": ["error", { checksVoidReturn: false }],
+			"@typescript-eslint/await-thenable": "error",
+			"@typescript-eslint/no-unused-vars": [
+				"error",
+				{ argsIgnorePattern: "^_", varsIgnorePattern: "^_" }
+			]
+		}
+	},
 	{
 		files: ["test/**/*.ts", "bench/**/*.ts"],
 		rules: {
