@@ -10,6 +10,7 @@ import { config } from "./lib/config";
 import { ShopErrorRegenerator } from "./lib/errors";
 import { shopLogger } from "./lib/logger";
 import { NodeHealthMiddleware } from "./lib/node-health";
+import { PortableParamsMiddleware } from "./lib/openapi";
 import { natsConnectionOptions, natsSecurity } from "./lib/nats-options";
 import { replCommands } from "./lib/repl-commands";
 import { RequestContextMiddleware } from "./lib/request-context";
@@ -168,10 +169,12 @@ const brokerConfig: BrokerOptions = {
 
 	/**
 	 * Handlers run with their request id current, for the log lines' `requestId`; this node's
-	 * `/health` and `/ready` on HEALTH_PORT (lib/node-health.ts).
+	 * `/health` and `/ready` on HEALTH_PORT (lib/node-health.ts); params' RegExp patterns as
+	 * strings, so that they reach the gateway's OpenAPI document from other nodes (lib/openapi.ts).
 	 */
 	middlewares: [
 		RequestContextMiddleware,
+		PortableParamsMiddleware,
 		...(c.healthPort > 0 ? [NodeHealthMiddleware(c.healthPort)] : [])
 	],
 

@@ -47,6 +47,7 @@ import {
 	type WebMethods
 } from "../mixins/web.mixin";
 import { withRequestId } from "../lib/request-context";
+import { ApiDocsMixin } from "../mixins/api-docs.mixin";
 
 type Req = IncomingMessage & {
 	$ctx: Context<unknown, Record<string, unknown>>;
@@ -84,7 +85,11 @@ export const API_ALIASES: Record<string, { action: string; auth?: AliasAuth }> =
 	"POST admin/sagas/:id/redrive": alias("orders.redriveSaga", "admin"),
 	"GET admin/dead-letters": alias("notifications.listDeadLetters", "admin"),
 	"POST admin/dead-letters/:id/replay": alias("notifications.replayDeadLetter", "admin"),
-	"GET admin/outbox": alias("api.outbox", "admin")
+	"GET admin/outbox": alias("api.outbox", "admin"),
+	// The API's documentation (mixins/api-docs.mixin.ts): OpenAPI 3.1 and Swagger UI.
+	"GET openapi.json": alias("api.openapi"),
+	"GET docs": alias("api.docs"),
+	"GET docs/:file": alias("api.docsAsset")
 };
 
 /**
@@ -274,7 +279,7 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 	name: "api",
 	// WebMixin first: its send404 (deep links load the web app) and stopped (ends the order
 	// streams before the server waits for its connections) take precedence over moleculer-web's.
-	mixins: [WebMixin(), ApiGateway as unknown as Partial<ServiceSchema>],
+	mixins: [WebMixin(), ApiGateway as unknown as Partial<ServiceSchema>, ApiDocsMixin],
 
 	settings: {
 		port: config().port,
