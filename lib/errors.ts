@@ -213,7 +213,12 @@ export const FRAMEWORK_ERROR_TYPES: Record<string, ErrorSpec> = {
 		retryable: true,
 		description: "The circuit breaker is open for the target."
 	},
-	QUEUE_FULL: { code: 429, retryable: true, description: "The bulkhead queue is full." }
+	QUEUE_FULL: { code: 429, retryable: true, description: "The bulkhead queue is full." },
+	ORIGIN_NOT_ALLOWED: {
+		code: 403,
+		retryable: false,
+		description: "The request's Origin is not in CORS_ORIGINS (moleculer-web)."
+	}
 };
 
 /** Data carried by a shop error: JSON-safe. */

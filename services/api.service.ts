@@ -114,7 +114,8 @@ const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/;
 
 /**
  * moleculer-web's `rateLimit` of the `/api` route from the config; `undefined` (no limit) when
- * `RATE_LIMIT_MAX` is 0. The key is the TCP peer's address: moleculer-web's default key prefers
+ * `RATE_LIMIT_MAX` is 0. The key is the client's address as `clientAddress` finds it (the TCP
+ * peer; `X-Forwarded-For` only from `TRUSTED_PROXIES`): moleculer-web's default key prefers
  * `X-Forwarded-For`, which any client can set to escape its limit.
  */
 export function apiRateLimit(): RateLimitSettings | RedisRateLimitSettings | undefined {
@@ -124,7 +125,7 @@ export function apiRateLimit(): RateLimitSettings | RedisRateLimitSettings | und
 		window: c.rateLimitWindowMs,
 		limit: c.rateLimitMax,
 		headers: true,
-		key: (req: IncomingMessage) => req.socket.remoteAddress as string
+		key: (req: IncomingMessage) => clientAddress(req)
 	};
 	if (!c.cacher) return settings;
 	return {

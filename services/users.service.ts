@@ -94,6 +94,11 @@ type UsersThis = Service &
 
 const emailRule = { type: "email", normalize: true, max: 254 } as const;
 
+/** SHA-256 (base64url) of a bearer token: what `resolveToken`'s cache key holds instead of it. */
+export function tokenDigest(token: unknown): string {
+	return crypto.createHash("sha256").update(String(token)).digest("base64url");
+}
+
 const UsersService: ShopServiceSchema<UsersThis> = {
 	name: "users",
 	mixins: [
@@ -217,7 +222,13 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		 */
 		resolveToken: {
 			visibility: "public",
-			cache: { keys: ["token"], ttl: 30 },
+			cache: {
+				ttl: 30,
+				// Keyed by a SHA-256 of the token, never the token: Moleculer's cachers log their
+				// keys at debug level, and in Redis a key name is readable by anyone who can list.
+				keygen: (action, _opts, ctx): string =>
+					`${String(action.name)}:${tokenDigest((ctx.params as { token?: unknown }).token)}`
+			},
 			params: { token: { type: "string", min: 1, max: 4096 } },
 			async handler(
 				this: UsersThis,
