@@ -194,9 +194,8 @@ function url(env: Env, name: string, protocols: string[]): string | null {
 	return raw;
 }
 
-/** A file path setting: `null` when unset; the file must be readable. */
-function readableFile(env: Env, name: string): string | null {
-	const raw = str(env, name);
+/** A file path setting `name` (its value `raw`): `null` when unset; the file must be readable. */
+function readableFile(name: string, raw: string | null): string | null {
 	if (raw === null) return null;
 	const file = path.resolve(raw);
 	try {
@@ -321,9 +320,9 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 
 	const transporter = url(env, "TRANSPORTER", ["nats:", "tls:"]);
 	const natsToken = str(env, "NATS_TOKEN");
-	const natsTlsCa = readableFile(env, "NATS_TLS_CA");
-	const natsTlsCert = readableFile(env, "NATS_TLS_CERT");
-	const natsTlsKey = readableFile(env, "NATS_TLS_KEY");
+	const natsTlsCa = readableFile("NATS_TLS_CA", str(env, "NATS_TLS_CA"));
+	const natsTlsCert = readableFile("NATS_TLS_CERT", str(env, "NATS_TLS_CERT"));
+	const natsTlsKey = readableFile("NATS_TLS_KEY", str(env, "NATS_TLS_KEY"));
 	if ((natsTlsCert === null) !== (natsTlsKey === null))
 		throw new ConfigError("NATS_TLS_CERT and NATS_TLS_KEY go together");
 	if (transporter) {
