@@ -74,14 +74,15 @@ export function AuthPage({ mode }: { mode: "login" | "register" }): JSX.Element 
 					type="password"
 					autocomplete={mode === "login" ? "current-password" : "new-password"}
 					required
-					minLength={mode === "register" ? 8 : undefined}
+					minLength={mode === "register" ? 10 : undefined}
+					maxLength={256}
 					aria-describedby={mode === "register" ? "password-help" : undefined}
 					value={password}
 					onInput={e => setPassword((e.target as HTMLInputElement).value)}
 				/>
 				{mode === "register" && (
 					<p id="password-help" class="muted">
-						At least 8 characters; not your e-mail address or a common password.
+						10 to 256 characters; not your e-mail address or a common password.
 					</p>
 				)}
 				<button type="submit" disabled={busy}>
