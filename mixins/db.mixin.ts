@@ -100,6 +100,8 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 			const db = this.schema.$db as NonNullable<ServiceSchema["$db"]>;
 			this.sequelize = db.sequelize;
 			this.models = db.models;
+			/** True once the database is migrated and connected (the outbox relay waits for it). */
+			this.$dbReady = false;
 		},
 
 		actions: {
@@ -153,6 +155,7 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 				if (applied.length > 0)
 					this.logger.info(`Applied migrations: ${applied.join(", ")}`);
 				await this.adapter.connect();
+				this.$dbReady = true;
 				if (typeof this.schema.afterConnected === "function")
 					await this.schema.afterConnected.call(this);
 			}

@@ -369,7 +369,8 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 			},
 
 			kickRelay(this: any): void {
-				if (this.$outboxStopping) return;
+				// Not before DbMixin has migrated the database (no outbox table yet on a first start).
+				if (this.$outboxStopping || this.$dbReady === false) return;
 				if (this.$outboxRun) {
 					this.$outboxAgain = true;
 					return;
