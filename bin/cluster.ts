@@ -227,6 +227,7 @@ async function main(): Promise<void> {
 		);
 		for (const n of cluster.nodes) log(`node ${n.nodeID} pid ${n.pid}`);
 		log(`API      ${cluster.url}/api/products`);
+		log(`Docs     ${cluster.url}/api/docs  (OpenAPI 3.1: ${cluster.url}/api/openapi.json)`);
 		log(`Health   ${cluster.url}/health  ${cluster.url}/ready`);
 		if (c.metricsPort > 0)
 			log(

@@ -6,6 +6,10 @@ import { startShop } from "../lib/shop";
 
 startShop({ onProgress: m => console.log(`[shop] ${m}`) })
 	.then(async shop => {
+		if (shop.adminCredentials)
+			console.log(
+				`[shop] Admin ${shop.adminCredentials.email} / ${shop.adminCredentials.password}  (generated on this first start and shown only now)`
+			);
 		console.log(
 			`[shop] API on ${shop.url}/api — type "help" for REPL commands, "quit" to stop.`
 		);

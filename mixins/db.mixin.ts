@@ -154,6 +154,8 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 				const applied = await migrate(db.sequelize, db.migrations);
 				if (applied.length > 0)
 					this.logger.info(`Applied migrations: ${applied.join(", ")}`);
+				// For the start script's progress lines (lib/shop.ts).
+				this.$migrationsApplied = applied.length;
 				await this.adapter.connect();
 				this.$dbReady = true;
 				if (typeof this.schema.afterConnected === "function")

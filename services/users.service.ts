@@ -321,9 +321,24 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				if ((err as { type?: string }).type === "USERS_EMAIL_TAKEN") return; // another node won
 				throw err;
 			}
-			if (c.adminPassword)
+			if (c.adminPassword) {
 				this.logger.info(`Administrator ${c.adminEmail} created (ADMIN_PASSWORD).`);
-			else
+				return;
+			}
+			// One process (`npm start`, lib/shop.ts): the start script prints the generated
+			// password in its summary, and no log line carries it. A node on its own has nobody
+			// else to tell: its log shows it, once.
+			const announce = (
+				this.broker.options as {
+					onAdministratorCreated?: (admin: { email: string; password: string }) => void;
+				}
+			).onAdministratorCreated;
+			if (announce) {
+				announce({ email: c.adminEmail, password });
+				this.logger.info(
+					`Administrator ${c.adminEmail} created with a generated password (printed by the start script, not logged)`
+				);
+			} else
 				this.logger.warn(
 					`Administrator created: ${c.adminEmail} / ${password}  (shown once; set ADMIN_PASSWORD to choose it)`
 				);
