@@ -13,6 +13,7 @@ import { NodeHealthMiddleware } from "./lib/node-health";
 import { PortableParamsMiddleware } from "./lib/openapi";
 import { natsConnectionOptions, natsSecurity } from "./lib/nats-options";
 import { replCommands } from "./lib/repl-commands";
+import { RESILIENT_REDIS_CACHER } from "./lib/resilient-cacher";
 import { RequestContextMiddleware } from "./lib/request-context";
 import { isTransientError } from "./mixins/saga.mixin";
 
@@ -76,7 +77,11 @@ function redisOptions(url: string): Record<string, unknown> {
 		username: u.username ? decodeURIComponent(u.username) : undefined,
 		db: u.pathname.length > 1 ? Number(u.pathname.slice(1)) : 0,
 		tls: u.protocol === "rediss:" ? {} : undefined,
-		maxRetriesPerRequest: 1
+		maxRetriesPerRequest: 1,
+		// A Redis that hangs (no answer, no error) fails a command after 500 ms (as the rate
+		// limiter's store does), which the cacher turns into a miss, instead of holding every
+		// cached call until its request timeout.
+		commandTimeout: 500
 	};
 }
 
@@ -101,9 +106,12 @@ const brokerConfig: BrokerOptions = {
 			}
 		: null,
 
+	// Redis: Moleculer's Redis cacher whose failures degrade to a miss (lib/resilient-cacher.ts):
+	// a Redis outage must not fail cached actions.
 	cacher: c.cacher
 		? {
-				type: "Redis",
+				// Registered under this name; Moleculer's typings know only the built-in names.
+				type: RESILIENT_REDIS_CACHER as "Redis",
 				options: { prefix: "shop-cache", ttl: 300, redis: redisOptions(c.cacher) }
 			}
 		: { type: "Memory", options: { ttl: 300, clone: true } },

@@ -3,7 +3,7 @@
  * test run's real Postgres. Each call isolates its databases with a fresh DATABASE_PREFIX.
  */
 import crypto from "node:crypto";
-import { ServiceBroker, type BrokerOptions, type ServiceSchema } from "moleculer";
+import type { BrokerOptions, ServiceBroker, ServiceSchema } from "moleculer";
 import { resetConfig } from "../../lib/config";
 import type { AuthUser } from "../../lib/context";
 
@@ -43,7 +43,10 @@ export async function startTestBroker(
 	for (const [k, v] of Object.entries(opts.env ?? {})) process.env[k] = v;
 	resetConfig();
 	const brokerConfig = require("../../moleculer.config") as BrokerOptions;
-	const broker = new ServiceBroker({
+	// The moleculer the config was loaded with (a suite may have reset the module registry since
+	// this file was imported): the config registers the shop's cacher type in it.
+	const { ServiceBroker: Broker } = require("moleculer") as typeof import("moleculer");
+	const broker = new Broker({
 		...brokerConfig,
 		nodeID: `test-${prefix}`,
 		logger: process.env.TEST_LOGS ? brokerConfig.logger : false,
