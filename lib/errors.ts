@@ -40,7 +40,17 @@ export const ERRORS = {
 		retryable: false,
 		description: "A request header such as Idempotency-Key or X-Request-ID is malformed."
 	},
+	REQUEST_MALFORMED: {
+		code: 400,
+		retryable: false,
+		description: "The HTTP request or its URL cannot be parsed (e.g. bad percent-encoding)."
+	},
 	REQUEST_NOT_FOUND: { code: 404, retryable: false, description: "No such route." },
+	REQUEST_CLIENT_TIMEOUT: {
+		code: 408,
+		retryable: false,
+		description: "The client did not send the whole request in time."
+	},
 	REQUEST_BODY_TOO_LARGE: {
 		code: 413,
 		retryable: false,
@@ -52,6 +62,11 @@ export const ERRORS = {
 		description: "The body is not application/json."
 	},
 	REQUEST_RATE_LIMITED: { code: 429, retryable: false, description: "Too many requests." },
+	REQUEST_HEADERS_TOO_LARGE: {
+		code: 431,
+		retryable: false,
+		description: "The request's headers are over the limit (16 KB)."
+	},
 	AUTH_TOKEN_MISSING: { code: 401, retryable: false, description: "No bearer token." },
 	AUTH_TOKEN_INVALID: {
 		code: 401,

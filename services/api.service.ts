@@ -7,7 +7,17 @@
  *   expired or forged token is 401 `AUTH_TOKEN_INVALID` even on public routes.
  * - Authorization per alias (`auth`): `customer` needs a user (401 `AUTH_TOKEN_MISSING`),
  *   `admin` needs the admin role (403 `AUTH_FORBIDDEN`).
- * - JSON bodies only (415 otherwise), objects only (400), at most `BODY_LIMIT` (413).
+ * - JSON bodies only (415 otherwise; `application/*+json` too), objects only (400), at most
+ *   `BODY_LIMIT` (413). A `__proto__` key anywhere in the body, or a string (body, query or
+ *   path) with a control character other than tab, LF and CR or with a lone UTF-16 surrogate,
+ *   is refused as 422 `VALIDATION_ERROR` before any action sees it (`findHostileValue`), as
+ *   are values nested deeper than 32 levels and a field given twice (path, query, body) with
+ *   different values (`findConflictingField`).
+ * - A non-preflight `OPTIONS` is 404 `REQUEST_NOT_FOUND` (moleculer-web would answer it as a
+ *   GET). Requests Node's HTTP parser refuses get the error form too: 400 `REQUEST_MALFORMED`
+ *   (also for a path with bad percent-encoding), 431 `REQUEST_HEADERS_TOO_LARGE`, 408
+ *   `REQUEST_CLIENT_TIMEOUT`. A compressed body that does not decompress is 400
+ *   `REQUEST_INVALID_JSON`.
  * - `X-Request-ID` (or `X-Correlation-ID`) accepted when well-formed, else generated; returned on
  *   every answer and used as the context's `requestID` through every service.
  * - `Idempotency-Key` on `POST /api/orders` becomes `ctx.meta.idempotencyKey`.
@@ -30,13 +40,15 @@
  *   it; its pages get a CSP of `'self'`, `/api` keeps `default-src 'none'`), order event streams
  *   (`GET /api/orders/:id/events`, Server-Sent Events) and the dashboard's admin routes.
  */
-import type { IncomingMessage, ServerResponse } from "node:http";
+import { STATUS_CODES, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { Socket } from "node:net";
+import type { Duplex } from "node:stream";
 import helmet from "helmet";
-import type { Context, Service, ServiceSchema } from "moleculer";
+import { Errors, type Context, type Service, type ServiceSchema } from "moleculer";
 import ApiGateway, { type RateLimitSettings, type RateLimitStore } from "moleculer-web";
 import { config, DATABASE_SERVICES } from "../lib/config";
 import type { AuthUser, ShopServiceSchema } from "../lib/context";
-import { ERRORS, FRAMEWORK_ERROR_TYPES, shopError } from "../lib/errors";
+import { ERRORS, FRAMEWORK_ERROR_TYPES, shopError, type ErrorType } from "../lib/errors";
 import { RedisRateLimitStore, type RedisRateLimitSettings } from "../lib/rate-limit-store";
 import {
 	isOrderStreamPath,
@@ -111,6 +123,152 @@ export const OUTBOX_SERVICES = ["orders", "inventory", "payments", "products"] a
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9._:-]{1,255}$/;
 const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/;
+
+// eslint-disable-next-line no-control-regex
+const CONTROL_CHAR_RE = /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/;
+const LONE_SURROGATE_RE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
+
+/** One entry of a VALIDATION_ERROR's `data`, in fastest-validator's form. */
+export interface ValidationEntry {
+	type: string;
+	field: string;
+	message: string;
+}
+
+/** Deepest nesting of a request's values; the shop's own bodies nest 3 levels. */
+export const MAX_PARAM_DEPTH = 32;
+
+/**
+ * The first value of a request that no action's schema catches, or null. Walks every value of
+ * the JSON body and of the merged params (query, path and body), iteratively:
+ * - nesting deeper than `MAX_PARAM_DEPTH`: a 60 KB body of 10 000 nested arrays overflowed the
+ *   stack wherever a value was handled recursively (a validation error echoing it, a cache key),
+ *   a 500 or worse;
+ * - a `__proto__` key: JSON.parse keeps it as an own key, and moleculer-web's merge
+ *   (`Object.assign`) makes a top-level one the prototype of the params, where `$$strict` does
+ *   not look but every read does: a second channel for any param;
+ * - a string with NUL or another control character (tab, LF and CR are fine): Postgres text and
+ *   jsonb cannot hold NUL (the statement fails), and none belongs in the shop's fields;
+ * - a string with a lone UTF-16 surrogate, which jsonb (the outbox's events) refuses.
+ */
+export function findHostileValue(...roots: unknown[]): ValidationEntry | null {
+	const stack: [string, unknown, number][] = roots.map(root => ["", root, 0]);
+	while (stack.length > 0) {
+		const [field, value, depth] = stack.pop()!;
+		if (typeof value === "string") {
+			if (CONTROL_CHAR_RE.test(value))
+				return {
+					type: "stringControlCharacter",
+					field,
+					message: `The '${field}' field must not contain control characters.`
+				};
+			if (LONE_SURROGATE_RE.test(value))
+				return {
+					type: "stringLoneSurrogate",
+					field,
+					message: `The '${field}' field must be well-formed Unicode.`
+				};
+		} else if (value !== null && typeof value === "object") {
+			if (depth >= MAX_PARAM_DEPTH)
+				return {
+					type: "objectMaxDepth",
+					field,
+					message: `The '${field}' field nests deeper than ${MAX_PARAM_DEPTH} levels.`
+				};
+			const array = Array.isArray(value);
+			for (const key of Object.keys(value)) {
+				if (key === "__proto__")
+					return {
+						type: "objectStrict",
+						field,
+						message: `The object '${field}' contains forbidden keys: '__proto__'.`
+					};
+				const path = array ? `${field}[${key}]` : field ? `${field}.${key}` : key;
+				stack.push([path, (value as Record<string, unknown>)[key], depth + 1]);
+			}
+		}
+	}
+	return null;
+}
+
+/**
+ * A field given twice with different values, or null: moleculer-web merges the body, then the
+ * query string over it, then the path params over both, silently (`PUT /api/inventory/<a>` with
+ * `{ "productId": "<b>" }` would quietly mean `<a>`).
+ */
+export function findConflictingField(
+	body: unknown,
+	query: unknown,
+	path: Record<string, unknown>
+): ValidationEntry | null {
+	const obj = (v: unknown): Record<string, unknown> =>
+		v !== null && typeof v === "object" && !Array.isArray(v)
+			? (v as Record<string, unknown>)
+			: {};
+	const b = obj(body);
+	const q = obj(query);
+	const same = (x: unknown, y: unknown): boolean => JSON.stringify(x) === JSON.stringify(y);
+	const conflict = (field: string): ValidationEntry => ({
+		type: "conflict",
+		field,
+		message: `The '${field}' field is given twice (path, query or body) with different values.`
+	});
+	for (const [field, value] of Object.entries(path))
+		if ((field in b && !same(b[field], value)) || (field in q && !same(q[field], value)))
+			return conflict(field);
+	for (const field of Object.keys(q))
+		if (Object.prototype.hasOwnProperty.call(b, field) && !same(b[field], q[field]))
+			return conflict(field);
+	return null;
+}
+
+/** The type of a request refused by Node's HTTP parser (`clientError`), by the error's code. */
+export function clientErrorType(code: string | undefined): ErrorType {
+	switch (code) {
+		case "HPE_HEADER_OVERFLOW":
+			return "REQUEST_HEADERS_TOO_LARGE";
+		case "HPE_CHUNK_EXTENSIONS_OVERFLOW":
+			return "REQUEST_BODY_TOO_LARGE";
+		case "ERR_HTTP_REQUEST_TIMEOUT":
+			return "REQUEST_CLIENT_TIMEOUT";
+		default:
+			return "REQUEST_MALFORMED";
+	}
+}
+
+/** The raw HTTP answer to a request refused by Node's HTTP parser, in the CONTRACT's form. */
+export function clientErrorResponse(code: string | undefined): string {
+	const type = clientErrorType(code);
+	const status = ERRORS[type].code;
+	const body = JSON.stringify({
+		name: "ShopClientError",
+		message: ERRORS[type].description,
+		code: status,
+		type
+	});
+	return (
+		`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\n` +
+		"Content-Type: application/json; charset=utf-8\r\n" +
+		"X-Content-Type-Options: nosniff\r\n" +
+		`Content-Length: ${Buffer.byteLength(body)}\r\n` +
+		"Connection: close\r\n\r\n" +
+		body
+	);
+}
+
+/**
+ * HTTP/1.1 requires a Host header. Node refuses a request without one with a bare 400, so the
+ * gateway turns Node's check off (`created`) and makes it here, answering in the error form.
+ */
+export function requireHost(
+	req: IncomingMessage,
+	_res: ServerResponse,
+	next: (err?: unknown) => void
+): void {
+	if (req.httpVersion === "1.1" && req.headers.host === undefined)
+		next(shopError("REQUEST_MALFORMED", "HTTP/1.1 requires a Host header."));
+	else next();
+}
 
 /**
  * moleculer-web's `rateLimit` of the `/api` route from the config; `undefined` (no limit) when
@@ -206,6 +364,10 @@ export function toErrorBody(err: unknown, production: boolean): ErrorBody {
 	});
 	// moleculer-web's rate limiter throws RateLimitExceeded without a type.
 	if (e.name === "RateLimitExceeded") return known("REQUEST_RATE_LIMITED");
+	// A compressed body that does not decompress: moleculer-web re-wraps body-parser's zlib
+	// error, keeping zlib's string `code` and dropping its 400 status.
+	if (typeof e.code === "string" && /^(?:Z_|ERR__ERROR_)/.test(e.code))
+		return known("REQUEST_INVALID_JSON");
 	// body-parser (http-errors) failures
 	switch (e.type) {
 		case "entity.parse.failed":
@@ -222,6 +384,9 @@ export function toErrorBody(err: unknown, production: boolean): ErrorBody {
 		// moleculer-web's own
 		case "NOT_FOUND":
 			return known("REQUEST_NOT_FOUND");
+		// A path param that is not valid percent-encoding (`/api/products/%ff`).
+		case "UNABLE_DECODE_PARAM":
+			return known("REQUEST_MALFORMED");
 		// Every route is an alias of a known action (mappingPolicy "restrict"), so a missing
 		// service behind one is an outage (its nodes died or left), not a missing resource.
 		case "SERVICE_NOT_FOUND":
@@ -287,6 +452,7 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		ip: "0.0.0.0",
 		// Security headers on every answer (helmet's defaults, CSP locked down for a JSON API).
 		use: [
+			requireHost,
 			helmet({
 				contentSecurityPolicy: {
 					useDefaults: false,
@@ -339,7 +505,13 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				authentication: true,
 				authorization: true,
 				bodyParsers: {
-					json: { strict: true, limit: config().bodyLimit },
+					// Any JSON value parses, so a non-object is refused as such (onBeforeCall),
+					// not as invalid JSON; `+json` media types are JSON too.
+					json: {
+						strict: false,
+						limit: config().bodyLimit,
+						type: ["application/json", "application/*+json"]
+					},
 					urlencoded: false
 				},
 				mergeParams: true,
@@ -353,6 +525,9 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 					req: Req
 				): void {
 					ctx.meta.clientIp = clientAddress(req);
+					// A preflight (with Access-Control-Request-Method) was answered by CORS; moleculer-web
+					// would run any other OPTIONS as a GET.
+					if (req.method === "OPTIONS") throw shopError("REQUEST_NOT_FOUND");
 					const hasBody =
 						Number(req.headers["content-length"] ?? 0) > 0 ||
 						req.headers["transfer-encoding"] !== undefined;
@@ -367,6 +542,21 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 						)
 							throw shopError("REQUEST_BODY_NOT_OBJECT");
 					}
+					const pathKeys =
+						(req.$alias as { keys?: { name: string | number }[] })?.keys ?? [];
+					const hostile =
+						findHostileValue(req.body, req.$params) ??
+						findConflictingField(
+							req.body,
+							(req as { query?: unknown }).query,
+							Object.fromEntries(pathKeys.map(k => [k.name, req.$params[k.name]]))
+						);
+					if (hostile)
+						throw new Errors.ValidationError(
+							"Parameters validation error!",
+							"VALIDATION_ERROR",
+							[hostile]
+						);
 					const key = req.headers["idempotency-key"];
 					if (key !== undefined) {
 						if (typeof key !== "string" || !IDEMPOTENCY_KEY_RE.test(key))
@@ -541,8 +731,40 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			} else if (body.code === 503 || body.code === 429) res.setHeader("Retry-After", "1");
 			res.statusCode = body.code;
 			res.setHeader("Content-Type", "application/json; charset=utf-8");
-			res.end(JSON.stringify(body));
+			let text: string;
+			try {
+				text = JSON.stringify(body);
+			} catch {
+				// `data` that cannot be serialized (too deep, a cycle) must not throw here: this
+				// runs in moleculer-web's last-resort handler, and a throw ends the process.
+				text = JSON.stringify({ ...body, data: undefined });
+			}
+			res.end(text);
 		}
+	},
+
+	/**
+	 * Node answers a request its HTTP parser refuses (a bad request line or framing, headers over
+	 * 16 KB, a client too slow to send them, no Host) with a bare status line and no body; the
+	 * gateway answers those in the CONTRACT's error form too (`clientErrorResponse`,
+	 * `requireHost`). moleculer-web created the server in its own `created`, which runs first.
+	 */
+	created(this: ApiThis): void {
+		const server = (this as unknown as { server?: Server }).server;
+		// Node reads this option from the server on every request; requireHost answers instead.
+		if (server) (server as Server & { requireHostHeader: boolean }).requireHostHeader = false;
+		server?.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
+			// As Node's own handler: answer only on a connection nothing was written to yet.
+			if (
+				err.code === "ECONNRESET" ||
+				!socket.writable ||
+				(socket as Socket).bytesWritten > 0
+			) {
+				socket.destroy();
+				return;
+			}
+			socket.end(clientErrorResponse(err.code));
+		});
 	},
 
 	/** Closes the Redis connections of the routes' rate limit stores. */
