@@ -7,6 +7,7 @@
  */
 import type { BrokerOptions } from "moleculer";
 import { config } from "./lib/config";
+import { DatabaseUnavailableMiddleware } from "./lib/database-unavailable";
 import { ShopErrorRegenerator } from "./lib/errors";
 import { shopLogger } from "./lib/logger";
 import { NodeHealthMiddleware } from "./lib/node-health";
@@ -178,11 +179,14 @@ const brokerConfig: BrokerOptions = {
 	/**
 	 * Handlers run with their request id current, for the log lines' `requestId`; this node's
 	 * `/health` and `/ready` on HEALTH_PORT (lib/node-health.ts); params' RegExp patterns as
-	 * strings, so that they reach the gateway's OpenAPI document from other nodes (lib/openapi.ts).
+	 * strings, so that they reach the gateway's OpenAPI document from other nodes (lib/openapi.ts);
+	 * an unreachable database answers 503 SERVICE_UNAVAILABLE (retryable), not the driver's error
+	 * as a 500 (lib/database-unavailable.ts).
 	 */
 	middlewares: [
 		RequestContextMiddleware,
 		PortableParamsMiddleware,
+		DatabaseUnavailableMiddleware,
 		...(c.healthPort > 0 ? [NodeHealthMiddleware(c.healthPort)] : [])
 	],
 
