@@ -12,7 +12,7 @@
  * `product.priceChanged` `{ productId, oldPrice, newPrice, currency }` (cents) when the price moves.
  */
 import crypto from "node:crypto";
-import { Cachers, type Service } from "moleculer";
+import { Cachers, Errors, type ActionCacheOptions, type Context, type Service } from "moleculer";
 import {
 	DataTypes,
 	Op,
@@ -95,6 +95,19 @@ function likePattern(search: string): string {
 /** Largest price accepted: 10 000 000.00 in the currency's minor unit. */
 const MAX_PRICE = 1_000_000_000;
 
+/**
+ * Cache options of a read whose params are exactly `keys`. Moleculer's cacher runs before its
+ * validator, so a cached answer would skip validation: `?foo=1` would be 200 from the cache and
+ * 422 (`$$strict`) otherwise. Params with any other key bypass the cache and meet the validator.
+ */
+function strictCache(keys: string[], ttl: number): ActionCacheOptions {
+	return {
+		keys,
+		ttl,
+		enabled: (ctx: Context) => Object.keys(ctx.params ?? {}).every(k => keys.includes(k))
+	};
+}
+
 function requireAdmin(ctx: ShopContext): void {
 	// Internal calls (REPL, other services) carry no user; REST calls always do here.
 	if (ctx.meta.user && ctx.meta.user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
@@ -122,7 +135,7 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 		 * @returns `{ rows: Product[], total, page, pageSize, totalPages }`, by name
 		 */
 		list: {
-			cache: { keys: ["page", "pageSize", "search"], ttl: 60 },
+			cache: strictCache(["page", "pageSize", "search"], 60),
 			params: {
 				$$strict: true,
 				page: {
@@ -182,7 +195,7 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 		 * @throws PRODUCTS_NOT_FOUND (404)
 		 */
 		get: {
-			cache: { keys: ["id"], ttl: 300 },
+			cache: strictCache(["id"], 300),
 			params: { $$strict: true, id: { type: "uuid" } },
 			async handler(this: ProductsThis, ctx: ShopContext<{ id: string }>): Promise<Product> {
 				const row = await this.models.Product.findByPk(ctx.params.id);
@@ -236,7 +249,7 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			async handler(
 				this: ProductsThis,
 				ctx: ShopContext<
-					Omit<ProductRow, "id" | "createdAt" | "updatedAt"> & { stock?: number }
+					Omit<ProductRow, "id" | "createdAt" | "updatedAt"> & { stock?: number | null }
 				>
 			): Promise<Product & { stock?: number }> {
 				requireAdmin(ctx);
@@ -260,10 +273,12 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 					throw err;
 				}
 				await this.clearCache();
-				if (stock !== undefined)
+				// `stock: null` is no stock, like any optional field given as null (the validator lets
+				// null through): passing it on would fail in inventory after the product is stored.
+				if (stock !== undefined && stock !== null)
 					await ctx.call("inventory.setStock", { productId: product.id, onHand: stock });
 				ctx.meta.$statusCode = 201;
-				return stock === undefined ? product : { ...product, stock };
+				return stock === undefined || stock === null ? product : { ...product, stock };
 			}
 		},
 
@@ -292,6 +307,20 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			): Promise<Product> {
 				requireAdmin(ctx);
 				const { id, ...changes } = ctx.params;
+				// The validator lets null through for optional fields; every column is NOT NULL.
+				const nulls = Object.keys(changes).filter(
+					k => (changes as Record<string, unknown>)[k] === null
+				);
+				if (nulls.length > 0)
+					throw new Errors.ValidationError(
+						"Parameters validation error!",
+						"VALIDATION_ERROR",
+						nulls.map(field => ({
+							type: "required",
+							field,
+							message: `The '${field}' field cannot be null.`
+						}))
+					);
 				const product = await this.sequelize.transaction(async t => {
 					const row = await this.models.Product.findByPk(id, {
 						transaction: t,
