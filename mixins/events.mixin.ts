@@ -25,7 +25,9 @@
  * has no second effect. The message is acknowledged only after that transaction commits. A
  * handler that keeps failing is retried with backoff up to `EVENT_MAX_DELIVER` deliveries, then
  * dead-lettered: a row in `dead_letters` (admins list and replay it) and, with NATS, a message on
- * the `SHOP_DLQ` stream; the events behind it keep flowing.
+ * the `SHOP_DLQ` stream; the events behind it keep flowing. A failure because the consumer's own
+ * database does not answer (lib/database-unavailable.ts) is no fault of the event and spends no
+ * delivery: the consumer holds the message and tries again until the database is back.
  *
  * Metrics (with METRICS_PORT): `shop_outbox_pending`, `shop_outbox_lag_ms`,
  * `shop_outbox_published_total`, `shop_events_processed_total`, `shop_events_duplicates_total`,
@@ -37,6 +39,7 @@ import type { JsMsg } from "nats";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { config } from "../lib/config";
 import type { Migration } from "../lib/database";
+import { isDatabaseUnavailable } from "../lib/database-unavailable";
 import { shopError } from "../lib/errors";
 import { withRequestId } from "../lib/request-context";
 import { natsSecurity } from "../lib/nats-options";
@@ -186,6 +189,17 @@ function busUrl(): string | null {
 }
 
 const delay = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
+
+/** What one delivery came to; "unavailable": the consumer's database did not answer. */
+type ApplyOutcome = "applied" | "duplicate" | "failed" | "deadLettered" | "unavailable";
+
+/**
+ * Wait before the `n`th retry of an event held while the consumer's database is away, in ms:
+ * 250, 500, 1000, then every 2 s (short enough for `working()` to keep the message).
+ */
+export function holdDelayMs(n: number): number {
+	return Math.min(250 * 2 ** Math.max(0, n - 1), 2_000);
+}
 
 /** Redelivery backoff after `deliveries` failed deliveries, in ms: 200, 400, 800 ... ≤ 10 s. */
 export function redeliveryDelayMs(deliveries: number): number {
@@ -644,13 +658,18 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					const local: LocalConsumer = {
 						consumer,
 						deliver: async e => {
-							for (let n = 1; ; n++) {
+							for (let n = 1, held = 0; ;) {
 								if (this.$inboxStopping) throw new Error(`${consumer} is stopping`);
 								const outcome = await this.track(
 									this.applyEvent(consumer, e, n, null)
 								);
+								// The database is away: wait for it without spending a delivery.
+								if (outcome === "unavailable") {
+									await delay(holdDelayMs(++held));
+									continue;
+								}
 								if (outcome !== "failed") return;
-								await delay(redeliveryDelayMs(n));
+								await delay(redeliveryDelayMs(n++));
 							}
 						}
 					};
@@ -830,7 +849,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				delivery: number,
 				bus: JetStreamBus | null,
 				rethrow = false
-			): Promise<"applied" | "duplicate" | "failed" | "deadLettered"> {
+			): Promise<ApplyOutcome> {
 				return withRequestId(event.requestId, () =>
 					this.applyEventNow(consumer, event, delivery, bus, rethrow)
 				);
@@ -848,7 +867,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				delivery: number,
 				bus: JetStreamBus | null,
 				rethrow = false
-			): Promise<"applied" | "duplicate" | "failed" | "deadLettered"> {
+			): Promise<ApplyOutcome> {
 				const handler = (this.schema.durableEvents ?? {})[event.name] as
 					DurableEventHandler | undefined;
 				try {
@@ -880,6 +899,8 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					return "duplicate";
 				} catch (err) {
 					if (rethrow) throw err;
+					// Not the event's fault: its deliveries are not spent on the outage.
+					if (isDatabaseUnavailable(err)) return "unavailable";
 					if (delivery < maxDeliver) {
 						this.$inboxStats.redeliveries++;
 						this.metric("shop.events.redeliveries.total");
@@ -978,14 +999,35 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					m.term();
 					return;
 				}
-				let outcome: string;
-				try {
-					outcome = await this.applyEvent(durable, event, delivery, bus);
-				} catch (err) {
-					// Dead-lettering itself failed (database down): let JetStream redeliver.
-					this.logger.warn(`${durable}: could not settle ${event.id}`, err);
-					m.nak(redeliveryDelayMs(delivery));
-					return;
+				let outcome: ApplyOutcome;
+				for (let held = 0; ;) {
+					try {
+						outcome = await this.applyEvent(durable, event, delivery, bus);
+					} catch (err) {
+						if (!isDatabaseUnavailable(err)) {
+							// Dead-lettering itself failed: let JetStream redeliver.
+							this.logger.warn(`${durable}: could not settle ${event.id}`, err);
+							m.nak(redeliveryDelayMs(delivery));
+							return;
+						}
+						outcome = "unavailable";
+					}
+					if (outcome !== "unavailable") break;
+					// The database is away. A nak would spend one of the message's `max_deliver`
+					// deliveries per try, and an outage longer than their backoffs would
+					// dead-letter the event, or lose it when dead-lettering fails too. Keep the
+					// message instead (`working()` restarts the server's ack wait) and try again
+					// when the database answers; the messages behind it wait, as they would fail.
+					if (this.$inboxStopping) {
+						m.nak();
+						return;
+					}
+					if (held++ % 20 === 0)
+						this.logger.warn(
+							`${durable}: the database does not answer; holding ${event.name} ${event.id} until it does`
+						);
+					m.working();
+					await delay(holdDelayMs(held));
 				}
 				if (outcome === "failed") m.nak(redeliveryDelayMs(delivery));
 				else await m.ackAck().catch(() => undefined);
