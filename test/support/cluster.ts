@@ -1,8 +1,8 @@
 /**
  * The shop as separate `moleculer-runner` processes, one per service (lib/cluster.ts, what
  * `npm run cluster` runs), for multi-node suites: a real NATS (its own unless one is passed), the
- * jest run's Postgres (DATABASE_URL from global-setup) with a fresh DATABASE_PREFIX, the gateway
- * on a free port. Needs `npm run build` (npm test builds before jest).
+ * jest run's Postgres (DATABASE_URL from global-setup, unless a suite passes its own) with a fresh
+ * DATABASE_PREFIX, the gateway on a free port. Needs `npm run build` (npm test builds before jest).
  *
  * Every node's output is kept: `outputs()`, and `withOutputOnFailure` prints it when a test fails.
  */
@@ -35,6 +35,11 @@ export interface TestClusterOptions {
 	nodeEnv?: Record<string, Record<string, string>>;
 	/** Use this NATS (e.g. to restart it in a test); default: one of the cluster's own. */
 	nats?: NatsServer;
+	/**
+	 * Postgres server URL (no database name); default: the jest run's shared one (DATABASE_URL).
+	 * A suite that stops or restarts Postgres must bring a private server.
+	 */
+	databaseUrl?: string;
 }
 
 export interface TestCluster {
@@ -56,7 +61,7 @@ export interface TestCluster {
 }
 
 export async function startCluster(opts: TestClusterOptions = {}): Promise<TestCluster> {
-	const databaseUrl = process.env.DATABASE_URL;
+	const databaseUrl = opts.databaseUrl ?? process.env.DATABASE_URL;
 	if (!databaseUrl) throw new Error("DATABASE_URL is unset: jest's global-setup starts Postgres");
 	const ownNats = opts.nats ? null : await startNats();
 	const nats = (opts.nats ?? ownNats)!;
