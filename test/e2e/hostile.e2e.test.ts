@@ -324,8 +324,14 @@ async function fingerprint(shop: ShopProcess): Promise<Record<string, string>> {
 				"SELECT tablename AS t FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
 			);
 			for (const { t } of tables.rows) {
+				// An outbox row's `published_at` is the relay's bookkeeping (set when it publishes,
+				// on its own schedule), not stored content: the rows themselves are compared.
+				const source =
+					t === "outbox"
+						? `(SELECT seq, id, name, aggregate_id, data, request_id, created_at FROM outbox)`
+						: `"${t}"`;
 				const r = await client.query<{ n: number; h: string }>(
-					`SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) AS h FROM "${t}" x`
+					`SELECT count(*)::int AS n, md5(coalesce(string_agg(x::text, ',' ORDER BY x::text), '')) AS h FROM ${source} x`
 				);
 				out[`${database}.${t}`] = `${r.rows[0]!.n} rows, md5 ${r.rows[0]!.h}`;
 			}
