@@ -7,7 +7,7 @@
  */
 import type { BrokerOptions } from "moleculer";
 import { config } from "./lib/config";
-import { DatabaseUnavailableMiddleware } from "./lib/database-unavailable";
+import { circuitBreakerFailure, DatabaseUnavailableMiddleware } from "./lib/database-unavailable";
 import { ShopErrorRegenerator } from "./lib/errors";
 import { shopLogger } from "./lib/logger";
 import { NodeHealthMiddleware } from "./lib/node-health";
@@ -150,14 +150,17 @@ const brokerConfig: BrokerOptions = {
 	disableBalancer: false,
 	registry: { strategy: "RoundRobin", preferLocal: true },
 
-	/** Opens per endpoint when half of at least 20 calls in 60 s fail; probes after 10 s. */
+	/**
+	 * Opens per endpoint when half of at least 20 calls in 60 s fail; probes after 10 s. A failure
+	 * is a 5xx, except a database outage, which fails every node alike (lib/database-unavailable.ts).
+	 */
 	circuitBreaker: {
 		enabled: true,
 		threshold: 0.5,
 		minRequestCount: 20,
 		windowTime: 60,
 		halfOpenTime: 10_000,
-		check: (err: Error) => Number((err as { code?: unknown }).code) >= 500
+		check: circuitBreakerFailure
 	},
 
 	/** Bulkhead: at most 50 concurrent calls per action on a node, 500 queued. */

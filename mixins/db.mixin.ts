@@ -129,6 +129,8 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 						if ((err as { type?: string }).type === "SERVICE_UNAVAILABLE") throw err;
 						throw shopError("SERVICE_UNAVAILABLE", "Database unreachable", {
 							service: opts.service,
+							// Not held against this node by circuit breakers (lib/database-unavailable.ts).
+							dependency: "database",
 							cause: err instanceof Error ? err.message : String(err)
 						});
 					}

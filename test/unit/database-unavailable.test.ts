@@ -2,12 +2,17 @@
  * lib/database-unavailable.ts: which errors mean "the database does not answer" (a real refused
  * connection from Sequelize, pg's broken connections, Postgres's shutdown SQLSTATEs), which do
  * not (a constraint violation, a bad statement, wrong credentials), and the middleware turning the
- * former into SERVICE_UNAVAILABLE (503, retryable) while the latter pass unchanged.
+ * former into SERVICE_UNAVAILABLE (503, retryable) while the latter pass unchanged. With
+ * Moleculer's own circuit breaker and the shop's failure check, a database outage leaves nothing
+ * behind: the first successes after it no longer open the breaker of the healthy endpoint, which
+ * an outage of 500s still does (Moleculer evaluates the failure rate on successes too).
  */
-import { ServiceBroker } from "moleculer";
+import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { Sequelize } from "sequelize";
 import {
+	circuitBreakerFailure,
 	DatabaseUnavailableMiddleware,
+	isDatabaseOutageError,
 	isDatabaseUnavailable
 } from "../../lib/database-unavailable";
 import { freePort } from "../support/ports";
@@ -133,5 +138,84 @@ describe("DatabaseUnavailableMiddleware", () => {
 			message: "duplicate key value"
 		});
 		await expect(broker.call("stock.ok")).resolves.toBe("fine");
+	});
+});
+
+describe("the circuit breaker's failure check", () => {
+	/** A service whose action `call` throws `fail()` on its first 4 calls, then answers "ok". */
+	const flaky = (name: string, fail: () => Error): ServiceSchema => {
+		let calls = 0;
+		return {
+			name,
+			actions: {
+				call() {
+					if (++calls <= 4) throw fail();
+					return "ok";
+				}
+			}
+		};
+	};
+	const broker = new ServiceBroker({
+		logger: false,
+		middlewares: [DatabaseUnavailableMiddleware],
+		circuitBreaker: {
+			enabled: true,
+			threshold: 0.5,
+			minRequestCount: 5,
+			windowTime: 60,
+			halfOpenTime: 60_000,
+			check: circuitBreakerFailure
+		}
+	});
+	broker.createService(
+		flaky("db", () =>
+			Object.assign(new Error("connect ECONNREFUSED 127.0.0.1:5432"), {
+				name: "SequelizeConnectionRefusedError"
+			})
+		)
+	);
+	broker.createService(
+		flaky("bug", () => Object.assign(new Error("internal"), { code: 500, type: "INTERNAL" }))
+	);
+	beforeAll(() => broker.start());
+	afterAll(() => broker.stop());
+
+	/** Ten calls; what each answered (the result or the error's type). */
+	const tenCalls = async (action: string): Promise<string[]> => {
+		const out: string[] = [];
+		for (let i = 0; i < 10; i++)
+			out.push(
+				await broker.call<string>(action).catch((e: { type?: string }) => String(e.type))
+			);
+		return out;
+	};
+
+	it("counts a 5xx, not a database outage", () => {
+		expect(circuitBreakerFailure({ code: 500, type: "INTERNAL_ERROR" })).toBe(true);
+		expect(circuitBreakerFailure({ code: 504, type: "REQUEST_TIMEOUT" })).toBe(true);
+		expect(circuitBreakerFailure({ code: 503, type: "PAYMENTS_PROCESSOR_UNAVAILABLE" })).toBe(
+			true
+		);
+		expect(circuitBreakerFailure({ code: 422, type: "VALIDATION_ERROR" })).toBe(false);
+		const outage = {
+			code: 503,
+			type: "SERVICE_UNAVAILABLE",
+			data: { service: "orders", dependency: "database" }
+		};
+		expect(isDatabaseOutageError(outage)).toBe(true);
+		expect(circuitBreakerFailure(outage)).toBe(false);
+	});
+
+	it("after a database outage the endpoint answers again at once", async () => {
+		const answers = await tenCalls("db.call");
+		expect(answers).toEqual([...Array(4).fill("SERVICE_UNAVAILABLE"), ...Array(6).fill("ok")]);
+	});
+
+	it("after an outage of 500s, Moleculer's breaker opens on the first successes", async () => {
+		const answers = await tenCalls("bug.call");
+		expect(answers.slice(0, 4)).toEqual(Array(4).fill("INTERNAL"));
+		// The 5th call succeeds, and 4 failures of 5 calls open the breaker: refused from then on.
+		expect(answers[4]).toBe("ok");
+		expect(answers.slice(5)).toEqual(Array(5).fill("SERVICE_NOT_AVAILABLE"));
 	});
 });
