@@ -27,10 +27,11 @@
  * orders` and `reserved = 0`; per order the ledger nets the total of a CONFIRMED order and 0 of a
  * CANCELLED one, and captured − refunded = total of the CONFIRMED orders; exactly one notification
  * per ended order, of its kind. The report (orders accepted, by status, faults with durations, 5xx
- * in and out of windows, violations, orders lost) is printed and written to
- * test/chaos/results/chaos-report.json (gitignored). Violations and lost orders must be 0.
+ * in and out of windows, the circuit breakers' transitions, violations, orders lost) is printed
+ * and written to test/chaos/results/chaos-report.json (gitignored), next to every node's log.
+ * Violations and lost orders must be 0.
  *
- * Bounded: about four minutes here. Needs `npm run build` (the nodes run dist/).
+ * Bounded: about three and a half minutes here. Needs `npm run build` (the nodes run dist/).
  */
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -218,6 +219,8 @@ describe("chaos: faults one after another under a steady order load", () => {
 	let base: string;
 	const products: TestProduct[] = [];
 	const customers: string[] = [];
+	/** Circuit breaker transitions every node broadcast (`$circuit-breaker.*`), as they came. */
+	const breakers: { at: number; event: string; on: string; endpoint: string }[] = [];
 
 	/** Runs `text` on the cluster's database of `service` (the private Postgres). */
 	async function sql<T = Record<string, unknown>>(
@@ -251,6 +254,23 @@ describe("chaos: faults one after another under a steady order load", () => {
 			}
 		});
 		base = cluster.url!;
+		// The harness's broker listens to the breakers' transitions, for the report.
+		cluster.broker.createService({
+			name: "chaos-breaker-watch",
+			events: Object.fromEntries(
+				["opened", "half-opened", "closed"].map(kind => [
+					`$circuit-breaker.${kind}`,
+					(ctx: { nodeID?: string; params: { nodeID: string; action: string } }) => {
+						breakers.push({
+							at: Date.now(),
+							event: kind,
+							on: String(ctx.nodeID),
+							endpoint: `${ctx.params.nodeID}:${ctx.params.action}`
+						});
+					}
+				])
+			)
+		});
 		const admin = await request(base, "POST", "/api/users/login", { body: CLUSTER_ADMIN });
 		expect(admin.status).toBe(200);
 		const catalog = [
@@ -674,6 +694,9 @@ describe("chaos: faults one after another under a steady order load", () => {
 						outsideWindows: outside.filter(a => a.status === 0).length
 					},
 					money: { captured, refunded, confirmedTotal },
+					breakers: breakers
+						.filter(b => b.at >= t0)
+						.map(b => `t=${rel(b.at)}s ${b.event} on ${b.on}: ${b.endpoint}`),
 					stock: stockReport,
 					deadLetters: deadLetters.length,
 					violations: violations.length,
