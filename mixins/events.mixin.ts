@@ -38,6 +38,7 @@ import type { ServiceBroker, ServiceSchema } from "moleculer";
 import type { JsMsg } from "nats";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import { config } from "../lib/config";
+import { runStoppedFirst } from "../lib/lifecycle";
 import type { Migration } from "../lib/database";
 import { isDatabaseUnavailable } from "../lib/database-unavailable";
 import { shopError } from "../lib/errors";
@@ -253,6 +254,11 @@ export interface OutboxMethods {
 	kickRelay(): void;
 }
 
+interface OutboxBacklog {
+	pending: number;
+	oldestPendingAgeMs: number;
+}
+
 interface OutboxRow {
 	seq: string;
 	id: string;
@@ -287,10 +293,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 	return {
 		merged(schema: ServiceSchema): void {
 			// Runs before DbMixin's stopped (Moleculer runs them in reverse): the DB is still open.
-			const handlers = ([] as unknown[])
-				.concat(schema.stopped ?? [])
-				.filter(h => h !== stopRelay);
-			schema.stopped = [...handlers, stopRelay] as ServiceSchema["stopped"];
+			runStoppedFirst(schema, stopRelay);
 		},
 
 		created(this: any): void {
@@ -345,15 +348,9 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					serverDuplicates: number;
 					mode: "jetstream" | "local";
 				}> {
-					const [row] = (await (this.sequelize as Sequelize).query(
-						`SELECT count(*)::int AS pending,
-							COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)) * 1000, 0)::bigint AS age
-						 FROM outbox WHERE published_at IS NULL`,
-						{ type: QueryTypes.SELECT }
-					)) as { pending: number; age: string }[];
+					const backlog: OutboxBacklog = await this.outboxBacklog();
 					return {
-						pending: row!.pending,
-						oldestPendingAgeMs: Number(row!.age),
+						...backlog,
 						published: this.$outboxPublished,
 						serverDuplicates: this.$outboxServerDuplicates,
 						mode: this.$outboxBus ? "jetstream" : "local"
@@ -420,6 +417,17 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 			 * One relay pass under the database's outbox lock.
 			 * @returns rows published, or -1 when another node holds the lock
 			 */
+			/** Unpublished rows and the age of the oldest, in ms (0 when none). */
+			async outboxBacklog(this: any): Promise<OutboxBacklog> {
+				const [row] = (await (this.sequelize as Sequelize).query(
+					`SELECT count(*)::int AS pending,
+						COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)) * 1000, 0)::bigint AS age
+					 FROM outbox WHERE published_at IS NULL`,
+					{ type: QueryTypes.SELECT }
+				)) as { pending: number; age: string }[];
+				return { pending: row!.pending, oldestPendingAgeMs: Number(row!.age) };
+			},
+
 			async relayOnce(this: any): Promise<number> {
 				const sequelize = this.sequelize as Sequelize;
 				const sent = await sequelize.transaction(async t => {
@@ -478,16 +486,11 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 						);
 				}
 				if (sent >= 0 && this.broker.isMetricsEnabled()) {
-					const [row] = (await sequelize.query(
-						`SELECT count(*)::int AS pending,
-							COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)) * 1000, 0)::bigint AS age
-						 FROM outbox WHERE published_at IS NULL`,
-						{ type: QueryTypes.SELECT }
-					)) as { pending: number; age: string }[];
-					this.broker.metrics.set("shop.outbox.pending", row!.pending, {
+					const backlog: OutboxBacklog = await this.outboxBacklog();
+					this.broker.metrics.set("shop.outbox.pending", backlog.pending, {
 						service: this.name
 					});
-					this.broker.metrics.set("shop.outbox.lag.ms", Number(row!.age), {
+					this.broker.metrics.set("shop.outbox.lag.ms", backlog.oldestPendingAgeMs, {
 						service: this.name
 					});
 				}
@@ -606,10 +609,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 
 	return {
 		merged(schema: ServiceSchema): void {
-			const handlers = ([] as unknown[])
-				.concat(schema.stopped ?? [])
-				.filter(h => h !== stopConsumers);
-			schema.stopped = [...handlers, stopConsumers] as ServiceSchema["stopped"];
+			runStoppedFirst(schema, stopConsumers);
 		},
 
 		created(this: any): void {

@@ -42,6 +42,7 @@ import type { Migration } from "../lib/database";
 import { isErrorType } from "../lib/errors";
 import { countMetric, observeMetric, setMetric } from "../lib/metrics";
 import { withRequestId } from "../lib/request-context";
+import { runStoppedFirst } from "../lib/lifecycle";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
 
@@ -473,10 +474,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			// Moleculer runs `stopped` handlers in reverse merge order, and DbMixin's (moleculer-db)
 			// closes the database. Keep the drain last so that it runs first, whatever the order
 			// of the mixins, while the saga log can still be written.
-			const handlers = ([] as unknown[])
-				.concat(schema.stopped ?? [])
-				.filter(h => h !== drainSagas);
-			schema.stopped = [...handlers, drainSagas] as ServiceSchema["stopped"];
+			runStoppedFirst(schema, drainSagas);
 		},
 
 		created(this: any): void {
