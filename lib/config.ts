@@ -51,6 +51,12 @@ export interface ShopConfig {
 	readonly cacher: string | null;
 	/** Postgres server URL without a database name; `null` means the embedded Postgres. */
 	readonly databaseUrl: string | null;
+	/**
+	 * `DATABASE_PREPARED_STATEMENTS` (true): run parameterised queries as named prepared
+	 * statements (parsed once per connection, plans reused). Set false behind a connection pooler
+	 * that does not keep prepared statements across transactions.
+	 */
+	readonly databasePreparedStatements: boolean;
 	/** Per-service overrides (`<SERVICE>_DATABASE_URL`), full URLs including the database name. */
 	readonly serviceDatabaseUrls: Readonly<Partial<Record<DatabaseService, string>>>;
 	/** Prefix of every database name (tests use it to isolate runs on one server). */
@@ -101,6 +107,11 @@ export interface ShopConfig {
 	 */
 	readonly sagaFaults: readonly { kind: "crash-before" | "crash-after"; step: string }[];
 	/** How often each emitting service's outbox relay looks for unsent events, in ms. */
+	/**
+	 * `OUTBOX_BATCH_DELAY_MS` (5): how long a woken outbox relay waits before its pass, so that
+	 * the events of transactions committing meanwhile go in the same pass (0: at once).
+	 */
+	readonly outboxBatchDelayMs: number;
 	readonly outboxPollMs: number;
 	/**
 	 * Injected outbox faults for failure tests (ignored when NODE_ENV=production), from
@@ -175,6 +186,14 @@ function int(env: Env, name: string, def: number, min: number, max: number): num
 	const n = Number(raw);
 	if (n < min || n > max) throw new ConfigError(`${name} must be in [${min}, ${max}], got ${n}`);
 	return n;
+}
+
+function bool(env: Env, name: string, def: boolean): boolean {
+	const raw = str(env, name);
+	if (raw === null) return def;
+	if (raw === "true" || raw === "1") return true;
+	if (raw === "false" || raw === "0") return false;
+	throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
 function url(env: Env, name: string, protocols: string[]): string | null {
@@ -342,6 +361,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		cacher: url(env, "CACHER", ["redis:", "rediss:"]),
 		databaseUrl: url(env, "DATABASE_URL", ["postgres:", "postgresql:"]),
 		serviceDatabaseUrls: Object.freeze(serviceDatabaseUrls),
+		databasePreparedStatements: bool(env, "DATABASE_PREPARED_STATEMENTS", true),
 		databasePrefix: prefix,
 		dataDir,
 		embeddedPostgresPort: int(env, "EMBEDDED_POSTGRES_PORT", 5439, 1, 65535),
@@ -365,6 +385,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),
 		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10, 3600_000),
+		outboxBatchDelayMs: int(env, "OUTBOX_BATCH_DELAY_MS", 5, 0, 1_000),
 		outboxFaults: production ? [] : parseOutboxFaults(str(env, "OUTBOX_FAULTS")),
 		eventMaxDeliver: int(env, "EVENT_MAX_DELIVER", 5, 1, 1_000),
 		eventAckWaitMs: int(env, "EVENT_ACK_WAIT_MS", 30_000, 1_000, 3600_000),

@@ -4,6 +4,8 @@
  *
  * One Postgres server, one database per service (`users`, `products`, ...), as CONTRACT.md says.
  */
+import crypto from "node:crypto";
+import * as pg from "pg";
 import { Client } from "pg";
 import { Sequelize, type Options as SequelizeOptions } from "sequelize";
 import { SequelizeStorage, Umzug } from "umzug";
@@ -72,10 +74,54 @@ export async function ensureDatabase(url: string): Promise<void> {
 	}
 }
 
+/** Distinct statement texts given a name; past this, new texts run unnamed (as before). */
+const MAX_PREPARED_TEXTS = 2_000;
+const statementNames = new Map<string, string>();
+
+/**
+ * The name of a parameterised statement text: the same text always gets the same name, so each
+ * connection parses it once (node-postgres keeps a connection's parsed statements by name) and
+ * Postgres can reuse its plan. @returns null when the cache of names is full
+ */
+export function preparedName(text: string): string | null {
+	let name = statementNames.get(text);
+	if (name) return name;
+	if (statementNames.size >= MAX_PREPARED_TEXTS) return null;
+	name = `shop_${crypto.createHash("sha1").update(text).digest("hex").slice(0, 24)}`;
+	statementNames.set(text, name);
+	return name;
+}
+
+/**
+ * node-postgres' Client, running every query that has bind parameters as a named (prepared)
+ * statement. Sequelize sends its queries as `query(text, values, callback)`; texts without
+ * parameters (DDL, `BEGIN`, Sequelize's inlined model queries) run as before. Off with
+ * `DATABASE_PREPARED_STATEMENTS=false` (e.g. behind a pooler that does not keep them).
+ * The pattern is the automatic prepared-statement cache of drivers such as pgx and Npgsql.
+ */
+class PreparingClient extends pg.Client {
+	override query(...args: unknown[]): any {
+		const [text, values, callback] = args;
+		if (typeof text === "string" && Array.isArray(values) && values.length > 0) {
+			const name = preparedName(text);
+			if (name)
+				return (super.query as (...a: unknown[]) => unknown)(
+					{ name, text, values },
+					callback
+				);
+		}
+		return (super.query as (...a: unknown[]) => unknown)(...args);
+	}
+}
+
+/** The `pg` module Sequelize loads, with `Client` replaced by `PreparingClient`. */
+const preparingPg: typeof pg = Object.create(pg, { Client: { value: PreparingClient } });
+
 /** A Sequelize instance for a service's database, with the shop's pool and logging settings. */
 export function createSequelize(url: string, opts: Partial<SequelizeOptions> = {}): Sequelize {
 	return new Sequelize(url, {
 		dialect: "postgres",
+		...(config().databasePreparedStatements ? { dialectModule: preparingPg } : {}),
 		logging: false,
 		pool: { max: 10, min: 0, idle: 10_000, acquire: 10_000 },
 		define: { underscored: true, timestamps: true },
