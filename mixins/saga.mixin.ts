@@ -260,12 +260,13 @@ export interface SagaMixinMethods {
 		}
 	): Promise<SagaInstance>;
 	/** Drives a saga to its end (or to parking). Never throws: failures are recorded. */
-	runSaga(id: string): Promise<SagaInstance | null>;
+	runSaga(id: string, owned?: SagaInstance): Promise<SagaInstance | null>;
 	/**
 	 * Starts `runSaga` in the background, tracked so that stopping the service waits for it.
-	 * `fresh` (a saga just created) also emits `saga.started`.
+	 * `fresh`: the instance `createSaga` returned, once its transaction committed; it emits
+	 * `saga.started` and is driven without reading or claiming it again (the lease is ours).
 	 */
-	launchSaga(id: string, opts?: { fresh?: boolean }): void;
+	launchSaga(id: string, opts?: { fresh?: SagaInstance }): void;
 	/**
 	 * Claims up to `limit` sagas whose lease expired (their node died or stopped) and runs them.
 	 * Runs on start and every `recoveryIntervalMs`. @returns the ids claimed
@@ -561,11 +562,15 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				return Math.max(this.$sagasInFlight.size, this.$sagaRuns.size);
 			},
 
-			launchSaga(this: any, id: string, launch: { fresh?: boolean } = {}): void {
+			/**
+			 * Drives saga `id` in the background. `launch.fresh`: the instance `createSaga` just
+			 * returned (its lease is this node's), so it is neither read nor claimed again.
+			 */
+			launchSaga(this: any, id: string, launch: { fresh?: SagaInstance } = {}): void {
 				const p: Promise<unknown> = (async () => {
 					if (launch.fresh) {
-						const saga: SagaInstance | null = await this.getSaga(id).catch(() => null);
-						if (saga) await this.sagaEmit("saga.started", saga);
+						await this.sagaEmit("saga.started", launch.fresh);
+						return this.runSaga(id, launch.fresh);
 					}
 					return this.runSaga(id);
 				})().finally(() => this.$sagasInFlight.delete(p));
@@ -679,19 +684,24 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			 * leaves the saga resumable by recovery.
 			 * @returns the saga as this run left it, or null when it was not driven
 			 */
-			runSaga(this: any, id: string): Promise<SagaInstance | null> {
+			runSaga(this: any, id: string, owned?: SagaInstance): Promise<SagaInstance | null> {
 				const running = this.$sagaRuns.get(id);
 				if (running) return running;
-				const run: Promise<SagaInstance | null> = this.sagaDrive(id).finally(() =>
+				const run: Promise<SagaInstance | null> = this.sagaDrive(id, owned).finally(() =>
 					this.$sagaRuns.delete(id)
 				);
 				this.$sagaRuns.set(id, run);
 				return run;
 			},
 
-			async sagaDrive(this: any, id: string): Promise<SagaInstance | null> {
+			async sagaDrive(
+				this: any,
+				id: string,
+				owned?: SagaInstance
+			): Promise<SagaInstance | null> {
 				try {
-					let saga: SagaInstance | null = await this.sagaClaim(id);
+					// A saga this node just created is already leased to it: no claim round trip.
+					let saga: SagaInstance | null = owned ?? (await this.sagaClaim(id));
 					if (!saga) {
 						const current: SagaInstance | null = await this.getSaga(id);
 						// Ended sagas answer as they are; a saga held by another node is left to it.
@@ -740,37 +750,42 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					message: "The saga's deadline passed",
 					at: new Date().toISOString()
 				});
+				// The log id of the next step's first attempt when its intent was recorded in the
+				// same transaction as the previous step's outcome (one round trip less per step).
+				let preStarted: number | null = null;
 				for (let i = saga.currentStep; i < def.steps.length; i++) {
 					const step = def.steps[i]!;
 					const policy = step.retry ?? def.retry;
 					let attempt = 0;
 					for (;;) {
-						// Stopping: leave the saga RUNNING here, to be resumed.
-						if (this.$sagaStopping) return saga;
-						if (this.sagaDeadlinePassed(def, saga, i))
-							return this.sagaBeginCompensation(
-								def,
-								saga,
-								deadlineRecord(step.name),
-								i
-							);
-						attempt++;
-						if (def.beforeStep && !sagaIsAfterPivot(def, i)) {
-							try {
-								await this[def.beforeStep](saga);
-							} catch (err) {
-								const rec = errorRecord(step.name, "forward", err);
-								await this.sagaAppendError(saga, rec);
-								return this.sagaBeginCompensation(def, saga, rec, i);
+						let logId: number;
+						if (preStarted !== null) {
+							// Stopping, the deadline and `beforeStep` were checked before it was recorded.
+							logId = preStarted;
+							preStarted = null;
+							attempt++;
+						} else {
+							// Stopping: leave the saga RUNNING here, to be resumed.
+							if (this.$sagaStopping) return saga;
+							if (this.sagaDeadlinePassed(def, saga, i))
+								return this.sagaBeginCompensation(
+									def,
+									saga,
+									deadlineRecord(step.name),
+									i
+								);
+							attempt++;
+							if (def.beforeStep && !sagaIsAfterPivot(def, i)) {
+								try {
+									await this[def.beforeStep](saga);
+								} catch (err) {
+									const rec = errorRecord(step.name, "forward", err);
+									await this.sagaAppendError(saga, rec);
+									return this.sagaBeginCompensation(def, saga, rec, i);
+								}
 							}
+							logId = await this.sagaLogStart(saga, i, step.name, "forward", attempt);
 						}
-						const logId: number = await this.sagaLogStart(
-							saga,
-							i,
-							step.name,
-							"forward",
-							attempt
-						);
 						crashIf("crash-before", step.name, saga.id);
 						const key = sagaStepKey(saga, step.name);
 						let result: unknown;
@@ -795,21 +810,51 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						// is not the step's; it leaves the saga to recovery, which re-invokes the
 						// step with the same idempotency key.
 						const patch = step.result ? step.result(saga.data, result) : {};
-						saga = await this.sagaLogSuccess(
-							def,
-							saga,
-							logId,
-							i,
-							step.name,
-							result,
-							patch
-						);
+						const done = { index: i, stepName: step.name, logId, result, patch };
+						if (i + 1 === def.steps.length)
+							// The last step's outcome and the saga's completion: one transaction.
+							return this.sagaFinish(def, saga, "COMPLETED", null, done);
+						// The next step's intent goes with this outcome when it may start now (a
+						// refusal is then met by the loop's own checks, on the outcome alone).
+						const upcoming: SagaInstance = {
+							...saga,
+							data: { ...saga.data, ...patch },
+							currentStep: i + 1
+						};
+						const next = (await this.sagaMayStart(def, upcoming, i + 1))
+							? def.steps[i + 1]!.name
+							: null;
+						const recorded: { saga: SagaInstance; nextLogId: number | null } =
+							await this.sagaLogSuccess(def, saga, done, next);
+						saga = recorded.saga;
+						preStarted = recorded.nextLogId;
 						crashIf("crash-after", step.name, saga.id);
 						await this.sagaEmit("saga.stepCompleted", saga, { step: step.name });
 						break;
 					}
 				}
 				return this.sagaFinish(def, saga, "COMPLETED", null);
+			},
+
+			/**
+			 * Whether forward step `i` may start now: the node is not stopping, the deadline has
+			 * not passed, and `beforeStep` (up to the pivot) does not refuse. Never throws.
+			 */
+			async sagaMayStart(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance,
+				i: number
+			): Promise<boolean> {
+				if (this.$sagaStopping || this.sagaDeadlinePassed(def, saga, i)) return false;
+				if (def.beforeStep && !sagaIsAfterPivot(def, i)) {
+					try {
+						await this[def.beforeStep](saga);
+					} catch {
+						return false;
+					}
+				}
+				return true;
 			},
 
 			/**
@@ -899,34 +944,75 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				return Number(rows[0]!.id);
 			},
 
+			/**
+			 * Records a forward step's outcome (SUCCEEDED, its result, the saga's data) and, with
+			 * `next`, the next step's intent (STARTED, attempt 1, the lease renewed), fenced on the
+			 * lease, in one statement; with `def.onStepSucceeded` that hook runs in the same
+			 * transaction. @returns the saga as recorded and the next step's log id (or null)
+			 */
 			async sagaLogSuccess(
 				this: any,
 				def: SagaDefinition,
 				saga: SagaInstance,
-				logId: number,
-				index: number,
-				stepName: string,
-				result: unknown,
-				patch: SagaData
-			): Promise<SagaInstance> {
+				done: {
+					index: number;
+					stepName: string;
+					logId: number;
+					result: unknown;
+					patch: SagaData;
+				},
+				next: string | null
+			): Promise<{ saga: SagaInstance; nextLogId: number | null }> {
 				const seq = this.sequelize as Sequelize;
-				const data = { ...saga.data, ...patch };
-				await seq.transaction(async t => {
-					await this.sagaFenced(
+				const data = { ...saga.data, ...done.patch };
+				const result = JSON.stringify(done.result ?? null);
+				const record = async (t?: Transaction): Promise<number | null> => {
+					if (next === null) {
+						await this.sagaFenced(
+							saga,
+							`WITH s AS (
+								UPDATE sagas SET current_step = $3, data = $4::jsonb, updated_at = now()
+								WHERE id = $1 AND lease_owner = $2 RETURNING id)
+							 UPDATE saga_steps SET status = 'SUCCEEDED', result = $6::jsonb, finished_at = now()
+							 WHERE id = $5 AND saga_id IN (SELECT id FROM s) RETURNING id`,
+							[done.index + 1, JSON.stringify(data), done.logId, result],
+							t
+						);
+						return null;
+					}
+					const rows = await this.sagaFenced(
 						saga,
-						`UPDATE sagas SET current_step = $3, data = $4::jsonb, updated_at = now()
-						 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
-						[index + 1, JSON.stringify(data)],
+						`WITH s AS (
+							UPDATE sagas SET current_step = $3, data = $4::jsonb, attempts = attempts + 1,
+								updated_at = now(), lease_expires_at = now() + ($7 || ' milliseconds')::interval
+							WHERE id = $1 AND lease_owner = $2 RETURNING id),
+						 d AS (
+							UPDATE saga_steps SET status = 'SUCCEEDED', result = $6::jsonb, finished_at = now()
+							WHERE id = $5 AND saga_id IN (SELECT id FROM s) RETURNING id)
+						 INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
+						 SELECT id, $3, $8, 'forward', 'STARTED', 1 FROM s RETURNING id`,
+						[
+							done.index + 1,
+							JSON.stringify(data),
+							done.logId,
+							result,
+							String(leaseMs),
+							next
+						],
 						t
 					);
-					await seq.query(
-						`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
-						{ bind: [logId, JSON.stringify(result ?? null)], transaction: t }
-					);
-					const next = { ...saga, data, currentStep: index + 1 };
-					if (def.onStepSucceeded) await this[def.onStepSucceeded](next, stepName, t);
-				});
-				return { ...saga, data, currentStep: index + 1 };
+					return Number(rows[0]!.id);
+				};
+				const after: SagaInstance = { ...saga, data, currentStep: done.index + 1 };
+				let nextLogId: number | null;
+				if (def.onStepSucceeded)
+					nextLogId = await seq.transaction(async t => {
+						const id = await record(t);
+						await this[def.onStepSucceeded!](after, done.stepName, t);
+						return id;
+					});
+				else nextLogId = await record();
+				return { saga: after, nextLogId };
 			},
 
 			async sagaLogFailure(
@@ -1061,28 +1147,76 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				return this.sagaFinish(def, saga, "COMPENSATED", saga.failureReason);
 			},
 
+			/**
+			 * Ends the saga (and runs `onCompleted` / `onCompensated` in the same transaction).
+			 * `last`: the last forward step's outcome, recorded in that transaction too; its
+			 * `saga.stepCompleted` is emitted before `saga.completed`.
+			 */
 			async sagaFinish(
 				this: any,
 				def: SagaDefinition,
 				saga: SagaInstance,
 				status: "COMPLETED" | "COMPENSATED",
-				reason: string | null
+				reason: string | null,
+				last?: {
+					index: number;
+					stepName: string;
+					logId: number;
+					result: unknown;
+					patch: SagaData;
+				}
 			): Promise<SagaInstance> {
 				const seq = this.sequelize as Sequelize;
-				const done = { ...saga, status };
+				const done: SagaInstance = last
+					? {
+							...saga,
+							status,
+							data: { ...saga.data, ...last.patch },
+							currentStep: last.index + 1
+						}
+					: { ...saga, status };
 				await seq.transaction(async t => {
-					await this.sagaFenced(
-						saga,
-						`UPDATE sagas SET status = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
-						 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
-						[status],
-						t
-					);
+					if (last)
+						await this.sagaFenced(
+							saga,
+							`WITH s AS (
+								UPDATE sagas SET status = $3, current_step = $4, data = $5::jsonb,
+									lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+								WHERE id = $1 AND lease_owner = $2 RETURNING id)
+							 UPDATE saga_steps SET status = 'SUCCEEDED', result = $7::jsonb, finished_at = now()
+							 WHERE id = $6 AND saga_id IN (SELECT id FROM s) RETURNING id`,
+							[
+								status,
+								done.currentStep,
+								JSON.stringify(done.data),
+								last.logId,
+								JSON.stringify(last.result ?? null)
+							],
+							t
+						);
+					else
+						await this.sagaFenced(
+							saga,
+							`UPDATE sagas SET status = $3, lease_owner = NULL, lease_expires_at = NULL, updated_at = now()
+							 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
+							[status],
+							t
+						);
+					if (last && def.onStepSucceeded)
+						await this[def.onStepSucceeded](
+							{ ...done, status: saga.status },
+							last.stepName,
+							t
+						);
 					if (status === "COMPLETED" && def.onCompleted)
 						await this[def.onCompleted](done, t);
 					if (status === "COMPENSATED" && def.onCompensated)
 						await this[def.onCompensated](done, reason, t);
 				});
+				if (last) {
+					crashIf("crash-after", last.stepName, saga.id);
+					await this.sagaEmit("saga.stepCompleted", done, { step: last.stepName });
+				}
 				this.logger.info(
 					`Saga ${saga.id} (${saga.name}) ${status}${reason ? ` (${reason})` : ""}`
 				);

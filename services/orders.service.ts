@@ -434,6 +434,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				const sagaId = crypto.randomUUID();
 
 				let row: OrderRow;
+				let saga: SagaInstance | undefined;
 				try {
 					row = await this.sequelize.transaction(async t => {
 						const rows = (await this.sequelize.query(
@@ -467,7 +468,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 							currency,
 							paymentMethod
 						};
-						await this.createSaga("order", data, {
+						saga = await this.createSaga("order", data, {
 							id: sagaId,
 							deadlineMs: config().sagaDeadlineMs,
 							requestId: ctx.requestID ?? null,
@@ -498,7 +499,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					}
 					throw err;
 				}
-				this.launchSaga(sagaId, { fresh: true });
+				this.launchSaga(sagaId, { fresh: saga! });
 				this.logger.info(
 					`Order ${orderId} placed by user ${user.id}: ${lines.length} line(s), ${total} ${currency} (saga ${sagaId})`
 				);

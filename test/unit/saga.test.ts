@@ -669,10 +669,22 @@ describe("saga mixin on a real Postgres", () => {
 		hookFailures.add(`${ref}:tripCompleted:`);
 		// runSaga never throws: an orchestrator-side failure leaves the saga resumable.
 		expect(await svc.runSaga(id)).toBeNull();
-		expect(await svc.getSaga(id)).toMatchObject({ status: "RUNNING", currentStep: 4 });
+		// The last step's outcome is recorded in the completion's transaction: both rolled back,
+		// the last step stays STARTED.
+		expect(await svc.getSaga(id)).toMatchObject({ status: "RUNNING", currentStep: 3 });
+		const log = await svc.getSagaSteps(id);
+		expect(log.map(l => [l.stepName, l.status])).toEqual([
+			["reserve", "SUCCEEDED"],
+			["charge", "SUCCEEDED"],
+			["confirm", "SUCCEEDED"],
+			["ship", "STARTED"]
+		]);
 		expect(await svc.runSaga(id)).toMatchObject({ status: "COMPLETED" });
-		// Every step had been recorded: none ran twice.
-		expect(callsOf(ref)).toEqual(["reserve", "charge", "confirm", "ship"]);
+		// Only the last step ran again, with the same idempotency key (participants answer a
+		// repeat with the first outcome).
+		expect(callsOf(ref)).toEqual(["reserve", "charge", "confirm", "ship", "ship"]);
+		const keys = calls.filter(c => c.ref === ref && c.act === "ship").map(c => c.metaKey);
+		expect(keys).toEqual([`${id}:ship`, `${id}:ship`]);
 		expect(hooksOf(ref).filter(h => h[0] === "tripCompleted")).toHaveLength(2);
 	});
 
