@@ -225,6 +225,8 @@ function register(
 export interface OutboxMixinOptions {
 	/** Relay poll interval, in ms (default `OUTBOX_POLL_MS`). */
 	readonly pollIntervalMs?: number;
+	/** Wait before a woken relay's pass, in ms, batching the commits meanwhile (default `OUTBOX_BATCH_DELAY_MS`). */
+	readonly batchDelayMs?: number;
 	/** Rows published per relay transaction (default 200). */
 	readonly batchSize?: number;
 	/**
@@ -250,6 +252,15 @@ export interface OutboxMethods {
 		data: unknown,
 		opts: { aggregateId: string; requestId?: string | null }
 	): Promise<string>;
+	/**
+	 * Writes several events in transaction `t` with one statement (same contract as
+	 * `enqueueEvent`). @returns their ids, in order
+	 */
+	enqueueEvents(
+		t: Transaction,
+		events: readonly { name: string; data: unknown; aggregateId: string }[],
+		requestId: string | null
+	): Promise<string[]>;
 	/** Runs the relay now (coalesced with a run in progress). */
 	kickRelay(): void;
 }
@@ -277,6 +288,7 @@ interface OutboxRow {
 export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchema> {
 	const pollIntervalMs = opts.pollIntervalMs ?? config().outboxPollMs;
 	const batchSize = opts.batchSize ?? 200;
+	const batchDelayMs = opts.batchDelayMs ?? config().outboxBatchDelayMs;
 	const faults = opts.faults ?? config().outboxFaults;
 	const crash = opts.crash ?? (() => process.kill(process.pid, "SIGKILL"));
 
@@ -367,16 +379,34 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 				data: unknown,
 				o: { aggregateId: string; requestId?: string | null }
 			): Promise<string> {
-				const id = crypto.randomUUID();
+				const [id] = (await this.enqueueEvents(
+					t,
+					[{ name, data, aggregateId: o.aggregateId }],
+					o.requestId ?? null
+				)) as string[];
+				return id!;
+			},
+
+			async enqueueEvents(
+				this: any,
+				t: Transaction,
+				events: readonly { name: string; data: unknown; aggregateId: string }[],
+				requestId: string | null
+			): Promise<string[]> {
+				if (events.length === 0) return [];
+				const ids = events.map(() => crypto.randomUUID());
+				const bind: unknown[] = [requestId];
+				const rows = events.map((e, i) => {
+					bind.push(ids[i], e.name, e.aggregateId, JSON.stringify(e.data));
+					const n = bind.length;
+					return `($${n - 3}, $${n - 2}, $${n - 1}, $${n}::jsonb, $1)`;
+				});
 				await (this.sequelize as Sequelize).query(
-					`INSERT INTO outbox (id, name, aggregate_id, data, request_id) VALUES ($1, $2, $3, $4::jsonb, $5)`,
-					{
-						bind: [id, name, o.aggregateId, JSON.stringify(data), o.requestId ?? null],
-						transaction: t
-					}
+					`INSERT INTO outbox (id, name, aggregate_id, data, request_id) VALUES ${rows.join(", ")}`,
+					{ bind, transaction: t }
 				);
 				t.afterCommit(() => this.kickRelay());
-				return id;
+				return ids;
 			},
 
 			kickRelay(this: any): void {
@@ -390,6 +420,8 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 				// it (each publication runs with its own event's requestId, below).
 				this.$outboxRun = withRequestId(null, async () => {
 					try {
+						// Commits during this wait are published by the same pass.
+						if (batchDelayMs > 0) await delay(batchDelayMs);
 						for (;;) {
 							this.$outboxAgain = false;
 							const sent: number = await this.relayOnce();

@@ -128,6 +128,11 @@ type Models = ReturnType<typeof defineModels>;
 
 interface InventoryMethods {
 	lockStock(productIds: string[], t: Transaction): Promise<Map<string, StockRow>>;
+	adjustStock(
+		t: Transaction,
+		deltas: readonly { productId: string; onHand: number; reserved: number }[],
+		requestId: string | null
+	): Promise<void>;
 	findReservation(orderId: string, t: Transaction, lock: boolean): Promise<ReservationRow | null>;
 	enqueueStockChanged(
 		t: Transaction,
@@ -392,12 +397,15 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							}
 						};
 					}
-					for (const i of items) {
-						await this.sequelize.query(
-							"UPDATE stock SET reserved = reserved + $2, updated_at = now() WHERE product_id = $1",
-							{ bind: [i.productId, i.quantity], transaction: t }
-						);
-					}
+					await this.adjustStock(
+						t,
+						items.map(i => ({
+							productId: i.productId,
+							onHand: 0,
+							reserved: i.quantity
+						})),
+						ctx.requestID ?? null
+					);
 					const rows = (await this.sequelize.query(
 						`INSERT INTO reservations (order_id, status, items, expires_at)
 						 VALUES ($1, 'RESERVED', $2::jsonb, now() + $3::integer * interval '1 millisecond')
@@ -408,11 +416,6 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							transaction: t
 						}
 					)) as { expiresAt: Date }[];
-					await this.enqueueStockChanged(
-						t,
-						items.map(i => i.productId),
-						ctx.requestID ?? null
-					);
 					return {
 						response: reservationView({
 							orderId,
@@ -600,19 +603,18 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							"The reservation expired and its units are no longer available",
 							{ orderId, items: short }
 						);
-					for (const i of items)
-						await this.sequelize.query(
-							"UPDATE stock SET on_hand = on_hand - $2, updated_at = now() WHERE product_id = $1",
-							{ bind: [i.productId, i.quantity], transaction: t }
-						);
+					await this.adjustStock(
+						t,
+						items.map(i => ({
+							productId: i.productId,
+							onHand: -i.quantity,
+							reserved: 0
+						})),
+						ctx.requestID ?? null
+					);
 					await this.sequelize.query(
 						"UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1",
 						{ bind: [orderId], transaction: t }
-					);
-					await this.enqueueStockChanged(
-						t,
-						items.map(i => i.productId),
-						ctx.requestID ?? null
 					);
 					return done;
 				}
@@ -622,26 +624,25 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						`The reservation is ${r.status}`,
 						{ orderId, status: r.status }
 					);
-				await this.lockStock(
-					items.map(i => i.productId),
-					t
-				);
-				for (const i of items) {
-					await this.sequelize.query(
-						to === "COMMITTED"
-							? "UPDATE stock SET on_hand = on_hand - $2, reserved = reserved - $2, updated_at = now() WHERE product_id = $1"
-							: "UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE product_id = $1",
-						{ bind: [i.productId, i.quantity], transaction: t }
+				// Several rows are locked in product-id order first; a single row is locked by its
+				// own update (no ordering to keep).
+				if (items.length > 1)
+					await this.lockStock(
+						items.map(i => i.productId),
+						t
 					);
-				}
+				await this.adjustStock(
+					t,
+					items.map(i => ({
+						productId: i.productId,
+						onHand: to === "COMMITTED" ? -i.quantity : 0,
+						reserved: -i.quantity
+					})),
+					ctx.requestID ?? null
+				);
 				await this.sequelize.query(
 					"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
 					{ bind: [orderId, to], transaction: t }
-				);
-				await this.enqueueStockChanged(
-					t,
-					items.map(i => i.productId),
-					ctx.requestID ?? null
 				);
 				return done;
 			});
@@ -703,20 +704,15 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					totals.map(i => i.productId),
 					t
 				);
-				for (const i of totals)
-					await this.sequelize.query(
-						"UPDATE stock SET reserved = reserved - $2, updated_at = now() WHERE product_id = $1",
-						{ bind: [i.productId, i.quantity], transaction: t }
-					);
+				await this.adjustStock(
+					t,
+					totals.map(i => ({ productId: i.productId, onHand: 0, reserved: -i.quantity })),
+					null
+				);
 				await this.sequelize.query(
 					`UPDATE reservations SET status = 'EXPIRED', updated_at = now()
 					 WHERE order_id = ANY($1::uuid[])`,
 					{ bind: [due.map(r => r.orderId)], transaction: t }
-				);
-				await this.enqueueStockChanged(
-					t,
-					totals.map(i => i.productId),
-					null
 				);
 				return due;
 			});
@@ -732,6 +728,46 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					.catch(err => this.logger.warn("Sweeping expired reservations failed", err))
 					.finally(() => this.scheduleSweep());
 			}, this.$sweepIntervalMs);
+		},
+
+		/**
+		 * Adds `onHand` and `reserved` (signed unit counts) to each product's stock row, and writes
+		 * one durable `stock.changed` event per product with its new level, in transaction `t`:
+		 * two statements whatever the number of products (the update returns the levels). Rows
+		 * of several products must already be locked in product-id order (`lockStock`).
+		 * @throws the database's check violation if a level would go negative or reserved exceed
+		 *   on hand (callers check first, under the lock)
+		 */
+		async adjustStock(
+			this: InventoryThis,
+			t: Transaction,
+			deltas: readonly { productId: string; onHand: number; reserved: number }[],
+			requestId: string | null
+		): Promise<void> {
+			const rows = (await this.sequelize.query(
+				`UPDATE stock AS s SET on_hand = s.on_hand + d.on_hand, reserved = s.reserved + d.reserved,
+					updated_at = now()
+				 FROM unnest($1::uuid[], $2::int[], $3::int[]) AS d(product_id, on_hand, reserved)
+				 WHERE s.product_id = d.product_id
+				 RETURNING s.product_id AS "productId", s.on_hand AS "onHand", s.reserved`,
+				{
+					bind: [
+						deltas.map(d => d.productId),
+						deltas.map(d => d.onHand),
+						deltas.map(d => d.reserved)
+					],
+					type: QueryTypes.SELECT,
+					transaction: t
+				}
+			)) as StockRow[];
+			rows.sort((a, b) =>
+				a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0
+			);
+			await this.enqueueEvents(
+				t,
+				rows.map(r => ({ name: "stock.changed", data: view(r), aggregateId: r.productId })),
+				requestId
+			);
 		},
 
 		/**
