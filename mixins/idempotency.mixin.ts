@@ -7,7 +7,7 @@
  * executing, success or failure, and answer retries with it; and the IETF HTTPAPI draft "The
  * Idempotency-Key HTTP Header Field" (draft-ietf-httpapi-idempotency-key-header), where one key
  * names one request and a key reused for a different request is an error. Deliberate differences:
- * a repeat that arrives while the first call is running waits for it (an advisory lock) instead
+ * a repeat that arrives while the first call is running waits for it (on the key's row) instead
  * of being refused with 409; transient and 5xx failures are NOT saved (Stripe saves 500s), so the
  * saga's retry with the same key runs again; a key reused for another ACTION is refused with
  * `IDEMPOTENCY_KEY_CONFLICT` (409), but the params of a repeat are not compared (no fingerprint:
@@ -80,13 +80,18 @@ export interface IdempotencyMixinMethods {
 	 * Runs `work` at most once per `ctx.meta.idempotencyKey`, in one transaction with its record.
 	 *
 	 * Without a key it just runs `work` in a transaction (with the same `{ response } | { error }`
-	 * handling). With a key, in ONE transaction: takes an advisory lock on the key (concurrent
-	 * calls with one key wait for each other), looks the key up, and
-	 * - found for the same action: answers the stored response, or throws the stored error;
-	 * - found for another action: throws `IDEMPOTENCY_KEY_CONFLICT` (409), nothing runs;
-	 * - not found: runs `work` (inside a savepoint), stores its outcome, commits, answers it.
-	 *   A non-transient 4xx shop error THROWN by `work` rolls back to the savepoint (its partial
-	 *   effects are undone) and is stored and rethrown like a returned `{ error }`.
+	 * handling). With a key, in ONE transaction: claims the key by inserting its record
+	 * (`ON CONFLICT DO NOTHING`; a concurrent call with the key waits on that row until this
+	 * transaction ends), and
+	 * - already recorded for the same action: answers the stored response, or throws the stored
+	 *   error;
+	 * - recorded for another action: throws `IDEMPOTENCY_KEY_CONFLICT` (409), nothing runs;
+	 * - claimed: runs `work`, completes the record with its outcome, commits, answers it.
+	 *   A non-transient 4xx shop error THROWN by `work` rolls the transaction back (its partial
+	 *   effects are undone); a second transaction stores it alone (unless a concurrent call with
+	 *   the key committed first: its answer is the key's) and it is rethrown like a returned
+	 *   `{ error }`. Two statements for the key on the common path (claim, complete), no lock or
+	 *   savepoint round trips.
 	 *
 	 * @param ctx - the action's context; `ctx.meta.idempotencyKey` is the key (a non-empty string)
 	 * @param action - the action's full name, e.g. `payments.charge`: a key belongs to one action
@@ -102,9 +107,6 @@ export interface IdempotencyMixinMethods {
 		work: (t: Transaction) => Promise<IdempotentOutcome<R>>
 	): Promise<R>;
 }
-
-/** The advisory-lock namespace of keys (the two-int form), apart from the services' own locks. */
-const KEY_LOCK_SPACE = 0x1de7;
 
 interface KeyRecord {
 	action: string;
@@ -167,58 +169,90 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 
 				type Decided =
 					{ replay: KeyRecord } | { replay: null; outcome: IdempotentOutcome<R> };
-				const decided: Decided = await seq.transaction(async (t): Promise<Decided> => {
-					if (typeof key !== "string") {
-						const outcome = await work(t);
-						// Keep the effects of a business failure; roll back anything else.
-						if ("error" in outcome && !isStorableError(outcome.error))
-							throw outcome.error;
-						return { replay: null, outcome };
-					}
-					await seq.query("SELECT pg_advisory_xact_lock($1::int, hashtext($2))", {
-						bind: [KEY_LOCK_SPACE, key],
-						transaction: t
-					});
+				/** The stored record of a key another call committed: its answer is the key's. */
+				const stored = async (t: Transaction): Promise<Decided> => {
 					const found = (await seq.query(
 						"SELECT action, outcome, response FROM idempotency_keys WHERE key = $1",
 						{ bind: [key], type: QueryTypes.SELECT, transaction: t }
 					)) as KeyRecord[];
-					if (found[0]) {
-						if (found[0].action !== action)
-							throw shopError(
-								"IDEMPOTENCY_KEY_CONFLICT",
-								`The idempotency key was used for ${found[0].action}`,
-								{ key, action, firstAction: found[0].action }
-							);
-						return { replay: found[0] };
-					}
-					let outcome: IdempotentOutcome<R>;
-					try {
-						// A savepoint: a business error thrown by `work` undoes its partial effects
-						// but not the lock, and the error is still remembered below.
-						outcome = await seq.transaction({ transaction: t }, sp => work(sp));
-					} catch (err) {
-						if (!isStorableError(err)) throw err;
-						outcome = { error: err };
-					}
-					if ("error" in outcome) {
-						if (!isStorableError(outcome.error)) throw outcome.error;
-						await seq.query(
-							`INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, 'ERROR', $3::jsonb)`,
-							{
-								bind: [key, action, JSON.stringify(storedError(outcome.error))],
-								transaction: t
-							}
+					const rec = found[0]!;
+					if (rec.action !== action)
+						throw shopError(
+							"IDEMPOTENCY_KEY_CONFLICT",
+							`The idempotency key was used for ${rec.action}`,
+							{ key, action, firstAction: rec.action }
 						);
-						return { replay: null, outcome };
-					}
-					const response = asStored(outcome.response);
-					await seq.query(
-						`INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, 'OK', $3::jsonb)`,
-						{ bind: [key, action, JSON.stringify(response ?? null)], transaction: t }
-					);
-					return { replay: null, outcome: { ...outcome, response } };
-				});
+					return { replay: rec };
+				};
+				/**
+				 * Claims the key: inserts its record (completed before the commit). A concurrent
+				 * claim of the same key waits on this row until the first transaction ends: then
+				 * it finds the committed record, or, if that rolled back, claims it itself.
+				 */
+				const claim = async (
+					t: Transaction,
+					outcome: "OK" | "ERROR",
+					response: unknown
+				): Promise<boolean> => {
+					const rows = (await seq.query(
+						`INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, $3, $4::jsonb)
+						 ON CONFLICT (key) DO NOTHING RETURNING key`,
+						{
+							bind: [key, action, outcome, JSON.stringify(response)],
+							type: QueryTypes.SELECT,
+							transaction: t
+						}
+					)) as { key: string }[];
+					return rows.length > 0;
+				};
+				let thrown: (Error & { type: ErrorType }) | null = null;
+				const decided: Decided = await seq
+					.transaction(async (t): Promise<Decided> => {
+						if (typeof key !== "string") {
+							const outcome = await work(t);
+							if ("error" in outcome && !isStorableError(outcome.error))
+								throw outcome.error;
+							return { replay: null, outcome };
+						}
+						if (!(await claim(t, "OK", null))) return stored(t);
+						let outcome: IdempotentOutcome<R>;
+						try {
+							outcome = await work(t);
+						} catch (err) {
+							// Its partial effects must go: the whole transaction rolls back, and
+							// the error is stored on its own below.
+							if (isStorableError(err)) thrown = err;
+							throw err;
+						}
+						if ("error" in outcome) {
+							if (!isStorableError(outcome.error)) throw outcome.error;
+							await seq.query(
+								`UPDATE idempotency_keys SET outcome = 'ERROR', response = $2::jsonb WHERE key = $1`,
+								{
+									bind: [key, JSON.stringify(storedError(outcome.error))],
+									transaction: t
+								}
+							);
+							return { replay: null, outcome };
+						}
+						const response = asStored(outcome.response);
+						await seq.query(
+							`UPDATE idempotency_keys SET response = $2::jsonb WHERE key = $1`,
+							{ bind: [key, JSON.stringify(response ?? null)], transaction: t }
+						);
+						return { replay: null, outcome: { ...outcome, response } };
+					})
+					.catch(async (err: unknown): Promise<Decided> => {
+						if (err !== thrown || thrown === null) throw err;
+						const error: Error & { type: ErrorType } = thrown;
+						// A business error thrown by `work`, its effects rolled back: store it
+						// alone, unless another call with the key committed first (its answer wins).
+						return seq.transaction(async t =>
+							(await claim(t, "ERROR", storedError(error)))
+								? { replay: null, outcome: { error } }
+								: stored(t)
+						);
+					});
 
 				if (decided.replay) {
 					const rec = decided.replay;

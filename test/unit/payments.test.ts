@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
 import type { Payment } from "../../services/payments.service";
-import { startTestBroker, type TestBroker } from "../support/broker";
+import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 type Totals = Record<string, { captured: number; refunded: number }>;
 
@@ -42,6 +42,14 @@ describe("payments", () => {
 		(await totals()).USD ?? { captured: 0, refunded: 0 };
 	const eventsOf = (orderId: string): string[] =>
 		events.filter(e => e.payment.orderId === orderId).map(e => e.name);
+	/** The order's events once `n` arrived (the outbox relay publishes after the commit). */
+	const eventsOnceThere = (orderId: string, n: number): Promise<string[]> =>
+		waitFor(
+			async () => eventsOf(orderId),
+			e => e.length >= n,
+			5_000,
+			10
+		);
 
 	describe("charge", () => {
 		it("tok_visa captures; a repeat answers the same payment and the ledger has one CAPTURE", async () => {
@@ -68,7 +76,7 @@ describe("payments", () => {
 				refunded: before.refunded
 			});
 			await expect(broker.call("payments.get", { orderId })).resolves.toEqual(p);
-			expect(eventsOf(orderId)).toEqual(["payment.captured"]);
+			expect(await eventsOnceThere(orderId, 1)).toEqual(["payment.captured"]);
 		});
 
 		it("concurrent first charges of one order capture once", async () => {
@@ -113,7 +121,7 @@ describe("payments", () => {
 				declineCode: "card_declined"
 			});
 			expect(await usd()).toEqual(before);
-			expect(eventsOf(orderId)).toEqual(["payment.declined"]);
+			expect(await eventsOnceThere(orderId, 1)).toEqual(["payment.declined"]);
 		});
 
 		it("tok_chargeDeclinedInsufficientFunds declines with insufficient_funds", async () => {
@@ -209,7 +217,10 @@ describe("payments", () => {
 				captured: before.captured,
 				refunded: before.refunded + 7777
 			});
-			expect(eventsOf(orderId)).toEqual(["payment.captured", "payment.refunded"]);
+			expect(await eventsOnceThere(orderId, 2)).toEqual([
+				"payment.captured",
+				"payment.refunded"
+			]);
 		});
 
 		it("a charge after a refund is refused with PAYMENTS_CONFLICT", async () => {
@@ -240,6 +251,13 @@ describe("payments", () => {
 				data: { orderId, status: "VOIDED" }
 			});
 			expect(await usd()).toEqual(before);
+			// Once the outbox has nothing left to publish, there is still no event.
+			await waitFor(
+				() => broker.call<{ pending: number }>("payments.outboxStatus"),
+				s => s.pending === 0,
+				5_000,
+				10
+			);
 			expect(eventsOf(orderId)).toEqual([]);
 		});
 
