@@ -38,6 +38,13 @@ import {
 	type TestCluster
 } from "../support/cluster";
 
+/** `url` naming database `name` (its query, e.g. the socket directory, kept). */
+function withDatabase(url: string, name: string): string {
+	const u = new URL(url);
+	u.pathname = `/${name}`;
+	return u.toString();
+}
+
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
 
 /** The saga deadline of this suite's orders, in ms. */
@@ -69,7 +76,7 @@ describe("graceful degradation", () => {
 	/** Runs `text` on the notifications database (on its private Postgres). */
 	async function notificationsSql<T>(text: string, values: unknown[] = []): Promise<T[]> {
 		const client = new Client({
-			connectionString: `${notificationsPg.url}/${NOTIFICATIONS_DB}`
+			connectionString: withDatabase(notificationsPg.url, NOTIFICATIONS_DB)
 		});
 		await client.connect();
 		try {
@@ -133,7 +140,7 @@ describe("graceful degradation", () => {
 				"orders-1": { METRICS_PORT: String(metricsPorts["orders-1"]) },
 				"payments-1": { METRICS_PORT: String(metricsPorts["payments-1"]) },
 				"notifications-1": {
-					NOTIFICATIONS_DATABASE_URL: `${notificationsPg.url}/${NOTIFICATIONS_DB}`
+					NOTIFICATIONS_DATABASE_URL: withDatabase(notificationsPg.url, NOTIFICATIONS_DB)
 				}
 			}
 		});

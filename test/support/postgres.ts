@@ -18,7 +18,10 @@ import { projectRoot } from "../../lib/cluster";
 import { freePort } from "./ports";
 
 export interface PrivatePostgres {
-	/** `postgres://postgres:<password>@127.0.0.1:<port>` (no database name); stable across `up()`. */
+	/**
+	 * `postgres://postgres:<password>@127.0.0.1:<port>/postgres?host=<socket dir>` (set the path
+	 * for another database; keep the query); stable across `up()`.
+	 */
 	readonly url: string;
 	/** Fast shutdown; resolves when the server has exited. */
 	down(): Promise<void>;
