@@ -17,6 +17,18 @@ export default tseslint.config(
 	js.configs.recommended,
 	...tseslint.configs.recommended,
 	{
+		// Plain Node scripts of the benchmark (bench/saga-probe.mjs, its preload).
+		files: ["bench/**/*.mjs", "bench/**/*.cjs"],
+		languageOptions: {
+			globals: Object.fromEntries(
+				["process", "console", "setTimeout", "fetch", "URL", "__dirname", "require"].map(
+					g => [g, "readonly"]
+				)
+			)
+		},
+		rules: { "@typescript-eslint/no-require-imports": "off" }
+	},
+	{
 		files: ["**/*.ts"],
 		languageOptions: {
 			parserOptions: { project: "./tsconfig.test.json", tsconfigRootDir: import.meta.dirname }

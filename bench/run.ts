@@ -157,6 +157,8 @@ interface OrderFigures {
 	confirmedPerSec: number;
 	confirmed: number;
 	cancelled: number;
+	/** Cancelled orders by `cancellation_reason` (none expected: stock and card always suffice). */
+	cancelledBy: Record<string, number>;
 	settleP50: number;
 	settleP99: number;
 	drainSeconds: number;
@@ -224,13 +226,14 @@ async function orderRun(
 	}
 	const rows = await ordersQuery<{
 		status: string;
+		reason: string | null;
 		created: string;
 		updated: string;
 		ms: number;
 	}>(
 		databaseUrl,
 		prefix,
-		`SELECT status, EXTRACT(EPOCH FROM created_at) * 1000 AS created, EXTRACT(EPOCH FROM updated_at) * 1000 AS updated,
+		`SELECT status, cancellation_reason AS reason, EXTRACT(EPOCH FROM created_at) * 1000 AS created, EXTRACT(EPOCH FROM updated_at) * 1000 AS updated,
 			EXTRACT(EPOCH FROM updated_at - created_at) * 1000 AS ms
 		 FROM orders WHERE created_at >= $1`,
 		[t0]
@@ -245,6 +248,13 @@ async function orderRun(
 		confirmedPerSec: round(confirmed.length / ((last - first) / 1000), 0),
 		confirmed: confirmed.length,
 		cancelled: rows.length - confirmed.length,
+		cancelledBy: rows
+			.filter(r => r.status !== "CONFIRMED")
+			.reduce<Record<string, number>>((m, r) => {
+				const k = r.reason ?? r.status;
+				m[k] = (m[k] ?? 0) + 1;
+				return m;
+			}, {}),
 		settleP50: round(quantile(ms, 0.5), 0),
 		settleP99: round(quantile(ms, 0.99), 0),
 		drainSeconds: round((Date.now() - drainStart) / 1000, 1)
@@ -364,6 +374,7 @@ async function shopWorkloads(
 		extra: {
 			confirmed: full.confirmed,
 			cancelled: full.cancelled,
+			cancelledBy: full.cancelledBy,
 			drainSeconds: full.drainSeconds,
 			latency: "202→CONFIRMED"
 		}
@@ -381,7 +392,12 @@ async function shopWorkloads(
 		unit: "orders/s",
 		p50: half.settleP50,
 		p99: half.settleP99,
-		extra: { confirmed: half.confirmed, cancelled: half.cancelled, latency: "202→CONFIRMED" },
+		extra: {
+			confirmed: half.confirmed,
+			cancelled: half.cancelled,
+			cancelledBy: half.cancelledBy,
+			latency: "202→CONFIRMED"
+		},
 		usage: half.accepted.usage
 	});
 	log(
