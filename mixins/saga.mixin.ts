@@ -39,7 +39,7 @@ import crypto from "node:crypto";
 import type { ServiceSchema } from "moleculer";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import type { Migration } from "../lib/database";
-import { isErrorType } from "../lib/errors";
+import { isErrorType, shopError, type ErrorType } from "../lib/errors";
 import { countMetric, observeMetric, setMetric } from "../lib/metrics";
 import { withRequestId } from "../lib/request-context";
 import { runStoppedFirst } from "../lib/lifecycle";
@@ -102,10 +102,52 @@ export interface SagaDefinition<D extends SagaData = SagaData> {
 	 * business error there compensates (e.g. the customer asked to cancel).
 	 */
 	readonly beforeStep?: string;
+	/**
+	 * The orchestrator's own row for the saga's subject (e.g. the order), kept by the saga's own
+	 * statements rather than by hooks: a step's outcome, the refusal check, the status mirror and
+	 * the next step's intent are then ONE statement (no transaction, no extra round trips).
+	 */
+	readonly mirror?: SagaMirror;
 	readonly onStepSucceeded?: string;
 	readonly onCompleted?: string;
 	readonly onCompensated?: string;
 	readonly onFailed?: string;
+}
+
+/**
+ * A saga's subject row, updated in the saga's own statements. Identifiers come from the
+ * definition (code), never from input.
+ */
+export interface SagaMirror {
+	/** The row's table; its primary key is `id`. */
+	readonly table: string;
+	/** The saga data field holding the row's `id`. */
+	readonly idField: string;
+	/** Its status column. */
+	readonly statusColumn: string;
+	/** The status a forward step's success sets, by step name. */
+	readonly statusAfterStep: Readonly<Record<string, string>>;
+	/** Statuses that a step's success leaves alone (e.g. already past the pivot, or final). */
+	readonly keepStatuses: readonly string[];
+	/** A timestamp column set to `now()` with the status. */
+	readonly updatedAtColumn?: string;
+	/**
+	 * A boolean column: while it is true, no forward step up to the pivot starts and the saga
+	 * compensates with the shop error `error` (e.g. the customer asked to cancel). Like
+	 * `beforeStep`, checked before every such step.
+	 */
+	readonly refuse?: { readonly column: string; readonly error: ErrorType };
+}
+
+/** A forward step's outcome, as the saga records it. */
+export interface SagaStepOutcome {
+	index: number;
+	stepName: string;
+	/** Its STARTED row in the step log. */
+	logId: number;
+	result: unknown;
+	/** What the step's `result` merged into the saga data. */
+	patch: SagaData;
 }
 
 /** An error as the saga log keeps it. */
@@ -257,16 +299,31 @@ export interface SagaMixinMethods {
 			/** The span that starts the saga (`ctx.span?.id`): its step calls become its children. */
 			parentSpanId?: string | null;
 			transaction?: Transaction;
+			/**
+			 * Record the first step's intent in the same statement (one round trip less); the
+			 * caller vouches nothing can refuse that step yet (`beforeStep` and `mirror.refuse`
+			 * are not checked for it).
+			 */
+			startFirstStep?: boolean;
 		}
-	): Promise<SagaInstance>;
-	/** Drives a saga to its end (or to parking). Never throws: failures are recorded. */
-	runSaga(id: string, owned?: SagaInstance): Promise<SagaInstance | null>;
+	): Promise<SagaInstance & { firstLogId: number | null }>;
+	/**
+	 * Drives a saga to its end (or to parking). Never throws: failures are recorded. `owned`: the
+	 * saga as this node holds its lease (not claimed again); `firstLogId`: with `owned`, its
+	 * current step's intent is already recorded (`createSaga` with `startFirstStep`).
+	 */
+	runSaga(
+		id: string,
+		owned?: SagaInstance,
+		firstLogId?: number | null
+	): Promise<SagaInstance | null>;
 	/**
 	 * Starts `runSaga` in the background, tracked so that stopping the service waits for it.
 	 * `fresh`: the instance `createSaga` returned, once its transaction committed; it emits
-	 * `saga.started` and is driven without reading or claiming it again (the lease is ours).
+	 * `saga.started` and is driven without reading or claiming it again (the lease is ours), from
+	 * its first step's recorded intent when it was created with `startFirstStep`.
 	 */
-	launchSaga(id: string, opts?: { fresh?: SagaInstance }): void;
+	launchSaga(id: string, opts?: { fresh?: SagaInstance & { firstLogId?: number | null } }): void;
 	/**
 	 * Claims up to `limit` sagas whose lease expired (their node died or stopped) and runs them.
 	 * Runs on start and every `recoveryIntervalMs`. @returns the ids claimed
@@ -400,6 +457,11 @@ function errorRecord(step: string, phase: "forward" | "compensate", err: unknown
 	};
 }
 
+/** `name` quoted as an SQL identifier (names come from saga definitions, i.e. code). */
+function ident(name: string): string {
+	return `"${name.replace(/"/g, '""')}"`;
+}
+
 /**
  * Whether step `i` lies after the saga's pivot: the first step following the last compensable
  * one. A failure up to the pivot is compensated; after it the saga can only go forward.
@@ -514,16 +576,29 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					requestId?: string | null;
 					parentSpanId?: string | null;
 					transaction?: Transaction;
+					/**
+					 * Also record the first step's intent (STARTED, attempt 1) in the same
+					 * statement, for `launchSaga`. The caller vouches that nothing can refuse
+					 * that step yet (`beforeStep`, `mirror.refuse` are not checked for it): e.g.
+					 * the subject is created in the same transaction.
+					 */
+					startFirstStep?: boolean;
 				}
-			): Promise<SagaInstance> {
+			): Promise<SagaInstance & { firstLogId: number | null }> {
 				const def = this.sagaDefinition(name) as SagaDefinition;
 				const id = opts.id ?? crypto.randomUUID();
+				const first = opts.startFirstStep ? (def.steps[0]?.name ?? null) : null;
 				const rows = (await (this.sequelize as Sequelize).query(
-					`INSERT INTO sagas (id, name, version, status, current_step, data, deadline_at, request_id,
-						lease_owner, lease_expires_at, parent_span_id)
-					 VALUES ($1, $2, $3, 'RUNNING', 0, $4::jsonb, now() + ($5 || ' milliseconds')::interval, $6,
-						$7, now() + ($8 || ' milliseconds')::interval, $9)
-					 RETURNING *`,
+					`WITH s AS (
+						INSERT INTO sagas (id, name, version, status, current_step, data, deadline_at, request_id,
+							lease_owner, lease_expires_at, parent_span_id, attempts)
+						VALUES ($1, $2, $3, 'RUNNING', 0, $4::jsonb, now() + ($5 || ' milliseconds')::interval, $6,
+							$7, now() + ($8 || ' milliseconds')::interval, $9, CASE WHEN $10::text IS NULL THEN 0 ELSE 1 END)
+						RETURNING *),
+					 f AS (
+						INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
+						SELECT id, 0, $10, 'forward', 'STARTED', 1 FROM s WHERE $10::text IS NOT NULL RETURNING id)
+					 SELECT s.*, (SELECT id FROM f) AS first_log_id FROM s`,
 					{
 						bind: [
 							id,
@@ -534,13 +609,18 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							opts.requestId ?? null,
 							this.$sagaOwner,
 							String(leaseMs),
-							opts.parentSpanId ?? null
+							opts.parentSpanId ?? null,
+							first
 						],
 						type: QueryTypes.SELECT,
 						transaction: opts.transaction
 					}
-				)) as SagaRow[];
-				return toInstance(rows[0]!);
+				)) as (SagaRow & { first_log_id: string | number | null })[];
+				const firstLogId = rows[0]!.first_log_id;
+				return {
+					...toInstance(rows[0]!),
+					firstLogId: firstLogId === null ? null : Number(firstLogId)
+				};
 			},
 
 			/** A recovery pass now, then every `recoveryIntervalMs` until the service stops. */
@@ -566,11 +646,16 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			 * Drives saga `id` in the background. `launch.fresh`: the instance `createSaga` just
 			 * returned (its lease is this node's), so it is neither read nor claimed again.
 			 */
-			launchSaga(this: any, id: string, launch: { fresh?: SagaInstance } = {}): void {
+			launchSaga(
+				this: any,
+				id: string,
+				launch: { fresh?: SagaInstance & { firstLogId?: number | null } } = {}
+			): void {
 				const p: Promise<unknown> = (async () => {
 					if (launch.fresh) {
-						await this.sagaEmit("saga.started", launch.fresh);
-						return this.runSaga(id, launch.fresh);
+						const { firstLogId, ...fresh } = launch.fresh;
+						await this.sagaEmit("saga.started", fresh);
+						return this.runSaga(id, fresh, firstLogId ?? null);
 					}
 					return this.runSaga(id);
 				})().finally(() => this.$sagasInFlight.delete(p));
@@ -684,12 +769,19 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			 * leaves the saga resumable by recovery.
 			 * @returns the saga as this run left it, or null when it was not driven
 			 */
-			runSaga(this: any, id: string, owned?: SagaInstance): Promise<SagaInstance | null> {
+			runSaga(
+				this: any,
+				id: string,
+				owned?: SagaInstance,
+				firstLogId: number | null = null
+			): Promise<SagaInstance | null> {
 				const running = this.$sagaRuns.get(id);
 				if (running) return running;
-				const run: Promise<SagaInstance | null> = this.sagaDrive(id, owned).finally(() =>
-					this.$sagaRuns.delete(id)
-				);
+				const run: Promise<SagaInstance | null> = this.sagaDrive(
+					id,
+					owned,
+					firstLogId
+				).finally(() => this.$sagaRuns.delete(id));
 				this.$sagaRuns.set(id, run);
 				return run;
 			},
@@ -697,7 +789,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			async sagaDrive(
 				this: any,
 				id: string,
-				owned?: SagaInstance
+				owned?: SagaInstance,
+				firstLogId: number | null = null
 			): Promise<SagaInstance | null> {
 				try {
 					// A saga this node just created is already leased to it: no claim round trip.
@@ -712,7 +805,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					const def: SagaDefinition = this.sagaDefinition(saga.name, saga.version);
 					// Its log lines carry the request that started it, also when resumed later.
 					return await withRequestId(saga.requestId, async () => {
-						if (saga!.status === "RUNNING") saga = await this.sagaForward(def, saga!);
+						if (saga!.status === "RUNNING")
+							saga = await this.sagaForward(def, saga!, owned ? firstLogId : null);
 						if (saga && saga.status === "COMPENSATING" && !this.$sagaStopping)
 							saga = await this.sagaCompensate(def, saga);
 						return saga;
@@ -740,7 +834,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			async sagaForward(
 				this: any,
 				def: SagaDefinition,
-				saga: SagaInstance
+				saga: SagaInstance,
+				firstLogId: number | null = null
 			): Promise<SagaInstance> {
 				const deadlineRecord = (step: string): SagaErrorRecord => ({
 					step,
@@ -752,7 +847,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				});
 				// The log id of the next step's first attempt when its intent was recorded in the
 				// same transaction as the previous step's outcome (one round trip less per step).
-				let preStarted: number | null = null;
+				// `firstLogId`: the current step's intent, recorded when the saga was created.
+				let preStarted: number | null = firstLogId;
 				for (let i = saga.currentStep; i < def.steps.length; i++) {
 					const step = def.steps[i]!;
 					const policy = step.retry ?? def.retry;
@@ -775,9 +871,13 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 									i
 								);
 							attempt++;
-							if (def.beforeStep && !sagaIsAfterPivot(def, i)) {
+							if (
+								(def.beforeStep || def.mirror?.refuse) &&
+								!sagaIsAfterPivot(def, i)
+							) {
 								try {
-									await this[def.beforeStep](saga);
+									if (def.beforeStep) await this[def.beforeStep](saga);
+									await this.sagaCheckRefusal(def, saga);
 								} catch (err) {
 									const rec = errorRecord(step.name, "forward", err);
 									await this.sagaAppendError(saga, rec);
@@ -946,62 +1046,74 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 
 			/**
 			 * Records a forward step's outcome (SUCCEEDED, its result, the saga's data) and, with
-			 * `next`, the next step's intent (STARTED, attempt 1, the lease renewed), fenced on the
-			 * lease, in one statement; with `def.onStepSucceeded` that hook runs in the same
-			 * transaction. @returns the saga as recorded and the next step's log id (or null)
+			 * `next`, the next step's intent (STARTED, attempt 1), renewing the lease, fenced on it,
+			 * in one statement. With `def.mirror` the same statement sets the subject's status
+			 * (`statusAfterStep`) and writes the next intent only if the subject does not refuse it
+			 * (`refuse`; the loop's own check then compensates). With `def.onStepSucceeded` that
+			 * hook runs in the same transaction.
+			 * @returns the saga as recorded and the next step's log id (null: not started)
 			 */
 			async sagaLogSuccess(
 				this: any,
 				def: SagaDefinition,
 				saga: SagaInstance,
-				done: {
-					index: number;
-					stepName: string;
-					logId: number;
-					result: unknown;
-					patch: SagaData;
-				},
+				done: SagaStepOutcome,
 				next: string | null
 			): Promise<{ saga: SagaInstance; nextLogId: number | null }> {
 				const seq = this.sequelize as Sequelize;
 				const data = { ...saga.data, ...done.patch };
-				const result = JSON.stringify(done.result ?? null);
-				const record = async (t?: Transaction): Promise<number | null> => {
-					if (next === null) {
-						await this.sagaFenced(
-							saga,
-							`WITH s AS (
-								UPDATE sagas SET current_step = $3, data = $4::jsonb, updated_at = now()
-								WHERE id = $1 AND lease_owner = $2 RETURNING id)
-							 UPDATE saga_steps SET status = 'SUCCEEDED', result = $6::jsonb, finished_at = now()
-							 WHERE id = $5 AND saga_id IN (SELECT id FROM s) RETURNING id`,
-							[done.index + 1, JSON.stringify(data), done.logId, result],
-							t
-						);
-						return null;
-					}
-					const rows = await this.sagaFenced(
-						saga,
-						`WITH s AS (
-							UPDATE sagas SET current_step = $3, data = $4::jsonb, attempts = attempts + 1,
-								updated_at = now(), lease_expires_at = now() + ($7 || ' milliseconds')::interval
-							WHERE id = $1 AND lease_owner = $2 RETURNING id),
-						 d AS (
-							UPDATE saga_steps SET status = 'SUCCEEDED', result = $6::jsonb, finished_at = now()
-							WHERE id = $5 AND saga_id IN (SELECT id FROM s) RETURNING id)
-						 INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
-						 SELECT id, $3, $8, 'forward', 'STARTED', 1 FROM s RETURNING id`,
-						[
-							done.index + 1,
-							JSON.stringify(data),
-							done.logId,
-							result,
-							String(leaseMs),
-							next
-						],
-						t
+				const m = def.mirror;
+				const status = m?.statusAfterStep[done.stepName] ?? null;
+				const refuse =
+					m?.refuse && next !== null && !sagaIsAfterPivot(def, done.index + 1)
+						? m.refuse.column
+						: null;
+				// $1 saga, $2 owner (sagaFenced), $3 next index, $4 data, $5 log id, $6 result,
+				// $7 lease ms, $8 next step's name or null, then $9 the subject's id, $10 status,
+				// $11 statuses kept.
+				const bind: unknown[] = [
+					done.index + 1,
+					JSON.stringify(data),
+					done.logId,
+					JSON.stringify(done.result ?? null),
+					String(leaseMs),
+					next
+				];
+				const ctes: string[] = [];
+				let go = "$8::text IS NOT NULL";
+				if (m && (status || refuse)) bind.push(data[m.idField]);
+				if (m && refuse) {
+					ctes.push(
+						`r AS (SELECT NOT coalesce((SELECT ${ident(refuse)} FROM ${ident(m.table)} WHERE id = $9), false) AS go)`
 					);
-					return Number(rows[0]!.id);
+					go += " AND (SELECT go FROM r)";
+				}
+				ctes.push(
+					`s AS (UPDATE sagas SET current_step = $3, data = $4::jsonb,
+						attempts = attempts + CASE WHEN ${go} THEN 1 ELSE 0 END, updated_at = now(),
+						lease_expires_at = now() + ($7 || ' milliseconds')::interval
+					 WHERE id = $1 AND lease_owner = $2 RETURNING id)`,
+					`d AS (UPDATE saga_steps SET status = 'SUCCEEDED', result = $6::jsonb, finished_at = now()
+					 WHERE id = $5 AND saga_id IN (SELECT id FROM s) RETURNING id)`
+				);
+				if (m && status) {
+					bind.push(status, m.keepStatuses);
+					const col = ident(m.statusColumn);
+					const touch = m.updatedAtColumn ? `, ${ident(m.updatedAtColumn)} = now()` : "";
+					ctes.push(
+						`m AS (UPDATE ${ident(m.table)} SET ${col} = $10${touch}
+						 WHERE id = $9 AND ${col} <> ALL($11::text[]) AND EXISTS (SELECT 1 FROM s) RETURNING id)`
+					);
+				}
+				ctes.push(
+					`n AS (INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
+					 SELECT id, $3, $8, 'forward', 'STARTED', 1 FROM s WHERE ${go} RETURNING id)`
+				);
+				const sql = `WITH ${ctes.join(",\n")}\nSELECT id, (SELECT id FROM n) AS next_log_id FROM s`;
+				const record = async (t?: Transaction): Promise<number | null> => {
+					const rows = await this.sagaFenced(saga, sql, bind, t);
+					const nextLogId = rows[0]!.next_log_id;
+					return nextLogId === null || nextLogId === undefined ? null : Number(nextLogId);
 				};
 				const after: SagaInstance = { ...saga, data, currentStep: done.index + 1 };
 				let nextLogId: number | null;
@@ -1013,6 +1125,27 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					});
 				else nextLogId = await record();
 				return { saga: after, nextLogId };
+			},
+
+			/**
+			 * The in-statement refusal of `def.mirror.refuse`, checked on its own (before a step
+			 * whose intent was not recorded with the previous outcome).
+			 * @throws the shop error `mirror.refuse.error` when the subject refuses
+			 */
+			async sagaCheckRefusal(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance
+			): Promise<void> {
+				const m = def.mirror;
+				if (!m?.refuse) return;
+				const id = saga.data[m.idField];
+				const rows = (await (this.sequelize as Sequelize).query(
+					`SELECT ${ident(m.refuse.column)} AS refused FROM ${ident(m.table)} WHERE id = $1`,
+					{ bind: [id], type: QueryTypes.SELECT }
+				)) as { refused: boolean }[];
+				if (rows[0]?.refused)
+					throw shopError(m.refuse.error, undefined, { [m.idField]: id as string });
 			},
 
 			async sagaLogFailure(
@@ -1158,13 +1291,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				saga: SagaInstance,
 				status: "COMPLETED" | "COMPENSATED",
 				reason: string | null,
-				last?: {
-					index: number;
-					stepName: string;
-					logId: number;
-					result: unknown;
-					patch: SagaData;
-				}
+				last?: SagaStepOutcome
 			): Promise<SagaInstance> {
 				const seq = this.sequelize as Sequelize;
 				const done: SagaInstance = last
@@ -1202,6 +1329,21 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							[status],
 							t
 						);
+					const lastStatus = last && def.mirror?.statusAfterStep[last.stepName];
+					if (lastStatus) {
+						const m = def.mirror!;
+						const col = ident(m.statusColumn);
+						const touch = m.updatedAtColumn
+							? `, ${ident(m.updatedAtColumn)} = now()`
+							: "";
+						await seq.query(
+							`UPDATE ${ident(m.table)} SET ${col} = $2${touch} WHERE id = $1 AND ${col} <> ALL($3::text[])`,
+							{
+								bind: [done.data[m.idField], lastStatus, m.keepStatuses],
+								transaction: t
+							}
+						);
+					}
 					if (last && def.onStepSucceeded)
 						await this[def.onStepSucceeded](
 							{ ...done, status: saga.status },

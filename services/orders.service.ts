@@ -143,7 +143,6 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 		// before the pivot (the attempt cap is far beyond it), and 100 times after it.
 		retry: { maxAttempts: 100, baseDelayMs: 100, maxDelayMs: 2_000 },
 		compensationRetry: { maxAttempts: 10, baseDelayMs: 200, maxDelayMs: 5_000 },
-		beforeStep: "refuseIfCancelRequested",
 		businessErrors: [
 			"INVENTORY_OUT_OF_STOCK",
 			"INVENTORY_RESERVATION_CONFLICT",
@@ -179,7 +178,18 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 				params: d => ({ orderId: d.orderId })
 			}
 		],
-		onStepSucceeded: "onOrderStep",
+		// The order mirrors the saga's progress and refuses further steps once the customer asked
+		// to cancel (so a cancelled order is not charged first and refunded after), in the saga's
+		// own statements.
+		mirror: {
+			table: "orders",
+			idField: "orderId",
+			statusColumn: "status",
+			statusAfterStep: { reserveStock: "STOCK_RESERVED", chargePayment: "PAID" },
+			keepStatuses: ["CONFIRMING", "CONFIRMED", "CANCELLED"],
+			updatedAtColumn: "updated_at",
+			refuse: { column: "cancel_requested", error: "ORDERS_CANCEL_REQUESTED" }
+		},
 		onCompleted: "onOrderConfirmed",
 		onCompensated: "onOrderCancelled"
 	};
@@ -220,6 +230,7 @@ interface OrdersMethods {
 	enqueueOrderEvent(
 		event: "order.confirmed" | "order.cancelled",
 		saga: SagaInstance<OrderSagaData>,
+		row: OrderRow | undefined,
 		t: Transaction
 	): Promise<void>;
 }
@@ -473,7 +484,9 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 							deadlineMs: config().sagaDeadlineMs,
 							requestId: ctx.requestID ?? null,
 							parentSpanId: ctx.span?.id ?? null,
-							transaction: t
+							transaction: t,
+							// The order is created in this transaction: nothing can refuse step 1 yet.
+							startFirstStep: true
 						});
 						await this.enqueueEvent(t, "order.created", orderEvent(rows[0]!), {
 							aggregateId: orderId,
@@ -776,25 +789,6 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			};
 		},
 
-		/**
-		 * Saga `beforeStep` hook: a customer's cancel stops the saga before its next step (so a
-		 * cancelled order is not charged first and refunded after).
-		 * @throws ORDERS_CANCEL_REQUESTED
-		 */
-		async refuseIfCancelRequested(
-			this: OrdersThis,
-			saga: SagaInstance<OrderSagaData>
-		): Promise<void> {
-			const rows = (await this.sequelize.query(
-				"SELECT cancel_requested FROM orders WHERE id = $1",
-				{ bind: [saga.data.orderId], type: QueryTypes.SELECT }
-			)) as { cancel_requested: boolean }[];
-			if (rows[0]?.cancel_requested)
-				throw shopError("ORDERS_CANCEL_REQUESTED", undefined, {
-					orderId: saga.data.orderId
-				});
-		},
-
 		/** Saga step `confirmOrder`: the pivot. Refused when the customer asked to cancel. */
 		async passPivot(
 			this: OrdersThis,
@@ -813,42 +807,21 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			return { status: "CONFIRMING" };
 		},
 
-		/** Saga hook: mirrors progress on the order (in the saga's transaction). */
-		async onOrderStep(
-			this: OrdersThis,
-			saga: SagaInstance<OrderSagaData>,
-			step: string,
-			t: Transaction
-		): Promise<void> {
-			const status =
-				step === "reserveStock"
-					? "STOCK_RESERVED"
-					: step === "chargePayment"
-						? "PAID"
-						: null;
-			if (!status) return;
-			await this.sequelize.query(
-				`UPDATE orders SET status = $2, updated_at = now() WHERE id = $1 AND status NOT IN ('CONFIRMING', 'CONFIRMED', 'CANCELLED')`,
-				{ bind: [saga.data.orderId, status], transaction: t }
-			);
-		},
-
+		/** Saga hook: the order is CONFIRMED and `order.confirmed` goes to the outbox (one transaction). */
 		async onOrderConfirmed(
 			this: OrdersThis,
 			saga: SagaInstance<OrderSagaData>,
 			t: Transaction
 		): Promise<void> {
-			await this.sequelize.query(
-				`UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1`,
-				{
-					bind: [saga.data.orderId],
-					transaction: t
-				}
-			);
-			await this.enqueueOrderEvent("order.confirmed", saga, t);
+			const rows = (await this.sequelize.query(
+				`UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1 RETURNING *`,
+				{ bind: [saga.data.orderId], type: QueryTypes.SELECT, transaction: t }
+			)) as OrderRow[];
+			await this.enqueueOrderEvent("order.confirmed", saga, rows[0], t);
 			t.afterCommit(() => countMetric(this.broker, "ordersConfirmed"));
 		},
 
+		/** Saga hook: the order is CANCELLED and `order.cancelled` goes to the outbox (one transaction). */
 		async onOrderCancelled(
 			this: OrdersThis,
 			saga: SagaInstance<OrderSagaData>,
@@ -860,14 +833,14 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			const rows = (await this.sequelize.query(
 				`UPDATE orders SET status = 'CANCELLED', updated_at = now(),
 					cancellation_reason = CASE WHEN cancel_requested THEN 'CANCELLED_BY_CUSTOMER' ELSE $2 END
-				 WHERE id = $1 RETURNING cancellation_reason`,
+				 WHERE id = $1 RETURNING *`,
 				{
 					bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"],
 					type: QueryTypes.SELECT,
 					transaction: t
 				}
-			)) as { cancellation_reason: string }[];
-			await this.enqueueOrderEvent("order.cancelled", saga, t);
+			)) as OrderRow[];
+			await this.enqueueOrderEvent("order.cancelled", saga, rows[0], t);
 			const cancelled = rows[0]?.cancellation_reason;
 			if (cancelled)
 				t.afterCommit(() =>
@@ -875,14 +848,17 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				);
 		},
 
-		/** Writes `order.confirmed` / `order.cancelled` to the outbox, in the saga's final transaction. */
+		/**
+		 * Writes `order.confirmed` / `order.cancelled` to the outbox, in the saga's final
+		 * transaction. `row`: the order as that transaction just updated it.
+		 */
 		async enqueueOrderEvent(
 			this: OrdersThis,
 			event: "order.confirmed" | "order.cancelled",
 			saga: SagaInstance<OrderSagaData>,
+			row: OrderRow | undefined,
 			t: Transaction
 		): Promise<void> {
-			const row = await this.findOrder(saga.data.orderId, t);
 			if (!row) return;
 			await this.enqueueEvent(t, event, orderEvent(row), {
 				aggregateId: row.id,

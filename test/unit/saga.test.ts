@@ -155,6 +155,44 @@ function tripSaga(): SagaDefinition<TripData> {
 	};
 }
 
+/**
+ * `tour`: the trip's steps with no hooks but a mirror: the `tours` row (id = ref) takes a status
+ * after each step, and its `cancelled` flag refuses the steps up to the pivot.
+ */
+function tourSaga(): SagaDefinition<TripData> {
+	const trip = tripSaga();
+	return {
+		name: "tour",
+		version: 1,
+		stepTimeoutMs: 2_000,
+		retry: RETRY,
+		businessErrors: ["TRIP_REJECTED", "ORDERS_CANCEL_REQUESTED"],
+		failureReason: e => e.type,
+		steps: trip.steps,
+		mirror: {
+			table: "tours",
+			idField: "ref",
+			statusColumn: "status",
+			statusAfterStep: {
+				reserve: "RESERVED",
+				charge: "PAID",
+				confirm: "CONFIRMED",
+				ship: "SHIPPED"
+			},
+			keepStatuses: ["FROZEN"],
+			updatedAtColumn: "updated_at",
+			refuse: { column: "cancelled", error: "ORDERS_CANCEL_REQUESTED" }
+		}
+	};
+}
+
+const tourMigration = {
+	name: "950-create-tours",
+	up: `CREATE TABLE tours (id uuid PRIMARY KEY, status text NOT NULL, cancelled boolean NOT NULL DEFAULT false,
+		updated_at timestamptz NOT NULL DEFAULT now())`,
+	down: "DROP TABLE tours;"
+};
+
 /** The orchestrator under test: DbMixin on the `orders` database with the saga tables only. */
 function orchestratorService(): Partial<ServiceSchema> {
 	async function hook(
@@ -181,7 +219,7 @@ function orchestratorService(): Partial<ServiceSchema> {
 		mixins: [
 			DbMixin({
 				service: "orders",
-				migrations: sagaMigrations,
+				migrations: [...sagaMigrations, tourMigration],
 				models: seq => ({
 					Saga: seq.define(
 						"Saga",
@@ -193,7 +231,7 @@ function orchestratorService(): Partial<ServiceSchema> {
 			}),
 			SagaMixin()
 		],
-		sagas: { trip: tripSaga() },
+		sagas: { trip: tripSaga(), tour: tourSaga() },
 		methods: {
 			/** The pivot, a local method step: `(saga, idempotencyKey, params)`. */
 			async confirmTrip(
@@ -698,6 +736,162 @@ describe("saga mixin on a real Postgres", () => {
 		);
 		expect(saga?.status).toBe("COMPLETED");
 		expect(callsOf(ref)).toEqual(["reserve", "charge", "confirm", "ship"]);
+	});
+});
+
+describe("saga mixin: a mirror kept in the saga's own statements", () => {
+	let t: TestBroker;
+	let svc: SagaMixinMethods & { sequelize: Sequelize };
+
+	beforeAll(async () => {
+		t = await startOrchestrator();
+		svc = orchestrator!;
+	});
+	afterAll(async () => t?.stop());
+
+	const tourStatus = async (ref: string): Promise<string> =>
+		(
+			(await svc.sequelize.query("SELECT status FROM tours WHERE id = $1", {
+				bind: [ref],
+				type: QueryTypes.SELECT
+			})) as { status: string }[]
+		)[0]!.status;
+
+	/** Runs a tour as `launchSaga` would: owned, from its first step's recorded intent. */
+	const run = async (c: { id: string; firstLogId: number | null }) =>
+		svc.runSaga(c.id, (await svc.getSaga(c.id))!, c.firstLogId);
+
+	/** A tour row and its saga created in one transaction, the first step's intent with them. */
+	async function newTour(
+		plan: Partial<Record<Act, Behaviour>> = {}
+	): Promise<{ id: string; ref: string; firstLogId: number | null }> {
+		const ref = crypto.randomUUID();
+		plans.set(ref, plan);
+		return svc.sequelize.transaction(async tx => {
+			await svc.sequelize.query("INSERT INTO tours (id, status) VALUES ($1, 'NEW')", {
+				bind: [ref],
+				transaction: tx
+			});
+			const saga = await svc.createSaga(
+				"tour",
+				{ ref },
+				{ deadlineMs: 30_000, transaction: tx, startFirstStep: true }
+			);
+			return { id: saga.id, ref, firstLogId: saga.firstLogId };
+		});
+	}
+
+	it("startFirstStep records step 1's intent with the saga; each step's status lands on the row", async () => {
+		const seen: string[] = [];
+		const peek = async (_n: number, call: Call): Promise<undefined> => {
+			seen.push(`${call.act}:${await tourStatus(call.ref)}`);
+			return undefined;
+		};
+		const { id, ref, firstLogId } = await newTour({ reserve: peek, charge: peek, ship: peek });
+		expect(firstLogId).toEqual(expect.any(Number));
+		const created = (await svc.getSaga(id))!;
+		expect(created.attempts).toBe(1);
+		expect((await svc.getSagaSteps(id)).map(l => [l.id, l.stepName, l.status])).toEqual([
+			[firstLogId, "reserve", "STARTED"]
+		]);
+
+		(svc as unknown as SagaMixinMethods).launchSaga(id, {
+			fresh: { ...created, firstLogId }
+		});
+		const done = await waitFor(
+			() => svc.getSaga(id),
+			s => s?.status === "COMPLETED",
+			5_000
+		);
+		expect(done).toMatchObject({ status: "COMPLETED", attempts: 4 });
+		expect(callsOf(ref)).toEqual(["reserve", "charge", "confirm", "ship"]);
+		// Each participant ran after the previous step's status was committed with its outcome.
+		expect(seen).toEqual(["reserve:NEW", "charge:RESERVED", "ship:CONFIRMED"]);
+		expect(await tourStatus(ref)).toBe("SHIPPED");
+		// The first step was not logged twice: its intent came from createSaga.
+		expect((await svc.getSagaSteps(id)).map(l => [l.stepName, l.status, l.attempt])).toEqual([
+			["reserve", "SUCCEEDED", 1],
+			["charge", "SUCCEEDED", 1],
+			["confirm", "SUCCEEDED", 1],
+			["ship", "SUCCEEDED", 1]
+		]);
+	});
+
+	it("a status in keepStatuses is left alone", async () => {
+		let ref = "";
+		const created = await newTour({
+			reserve: async () => {
+				await svc.sequelize.query("UPDATE tours SET status = 'FROZEN' WHERE id = $1", {
+					bind: [ref]
+				});
+				return undefined;
+			}
+		});
+		ref = created.ref;
+		expect(await run(created)).toMatchObject({ status: "COMPLETED" });
+		expect(await tourStatus(ref)).toBe("FROZEN");
+	});
+
+	it("the refuse flag set during a step stops the next one in the same statement and compensates", async () => {
+		let ref = "";
+		const created = await newTour({
+			reserve: async () => {
+				await svc.sequelize.query("UPDATE tours SET cancelled = true WHERE id = $1", {
+					bind: [ref]
+				});
+				return undefined;
+			}
+		});
+		ref = created.ref;
+		const done = await run(created);
+		expect(done).toMatchObject({
+			status: "COMPENSATED",
+			failureReason: "ORDERS_CANCEL_REQUESTED"
+		});
+		expect(callsOf(ref)).toEqual(["reserve", "unreserve"]);
+		// No intent was recorded for `charge`: the outcome's statement refused it.
+		expect(
+			(await svc.getSagaSteps(created.id)).map(l => [l.stepName, l.phase, l.status])
+		).toEqual([
+			["reserve", "forward", "SUCCEEDED"],
+			["reserve", "compensate", "SUCCEEDED"]
+		]);
+		expect(await tourStatus(ref)).toBe("RESERVED");
+		expect((await svc.getSaga(created.id))!.errors.map(e => [e.step, e.type])).toEqual([
+			["charge", "ORDERS_CANCEL_REQUESTED"]
+		]);
+	});
+
+	it("the refuse flag is not checked after the pivot", async () => {
+		let ref = "";
+		const created = await newTour({
+			charge: async () => {
+				await svc.sequelize.query("UPDATE tours SET cancelled = true WHERE id = $1", {
+					bind: [ref]
+				});
+				return undefined;
+			}
+		});
+		ref = created.ref;
+		// Set during `charge`: `confirm` (the pivot) is refused and both steps are compensated.
+		const refused = await run(created);
+		expect(refused).toMatchObject({ status: "COMPENSATED" });
+		expect(callsOf(ref)).toEqual(["reserve", "charge", "refund", "unreserve"]);
+
+		// Set during `confirm` (the pivot itself): `ship` comes after the pivot and still runs.
+		let ref2 = "";
+		const second = await newTour({
+			confirm: async () => {
+				await svc.sequelize.query("UPDATE tours SET cancelled = true WHERE id = $1", {
+					bind: [ref2]
+				});
+				return undefined;
+			}
+		});
+		ref2 = second.ref;
+		expect(await run(second)).toMatchObject({ status: "COMPLETED" });
+		expect(callsOf(ref2)).toEqual(["reserve", "charge", "confirm", "ship"]);
+		expect(await tourStatus(ref2)).toBe("SHIPPED");
 	});
 });
 
