@@ -7,7 +7,8 @@
  * Postgres processes (from /proc). `COUNT=1` also counts the SQL statements per order by text
  * (bench/query-counter.cjs preloaded into the shop); `PGBREAK=1` splits Postgres CPU by backend;
  * `PROF=1` writes a CPU profile of the shop to bench/results/saga-profile/. Needs `npm run build`.
- * Env: `P` products (8), `SHOPENV` extra shop env as JSON.
+ * Env: `P` products (8), `W` at most that many orders in flight (default: no bound), `SHOPENV`
+ * extra shop env as JSON.
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
@@ -172,10 +173,28 @@ async function run(n, c) {
 	const t0 = (await db.query("select now()")).rows[0].now;
 	let k = 0;
 	let refused = 0;
+	// `W`: at most W orders in flight (placed, not yet ended), so the shop runs at its capacity
+	// without an ever-growing queue of sagas (whose steps then time out and retry).
+	const window = Number(process.env.W ?? 0);
+	let ended = 0;
+	let polling = window > 0;
+	const poller = (async () => {
+		while (polling) {
+			const r = await db.query(
+				"select count(*)::int n from orders where created_at >= $1 and status in ('CONFIRMED','CANCELLED')",
+				[t0]
+			);
+			ended = r.rows[0].n;
+			await new Promise(r => setTimeout(r, 10));
+		}
+	})();
 	const st = Date.now();
 	await Promise.all(
 		Array.from({ length: c }, async () => {
 			while (k < n) {
+				while (window > 0 && k - refused - ended >= window)
+					await new Promise(r => setTimeout(r, 2));
+				if (k >= n) break;
 				const i = k++;
 				const r = await api(
 					"POST",
@@ -191,6 +210,8 @@ async function run(n, c) {
 		})
 	);
 	const acc = (Date.now() - st) / 1000;
+	polling = false;
+	await poller;
 	for (;;) {
 		const r = await db.query(
 			"select count(*)::int n from orders where created_at >= $1 and status not in ('CONFIRMED','CANCELLED')",

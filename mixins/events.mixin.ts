@@ -54,6 +54,7 @@ import {
 	toHeaders,
 	type JetStreamBus
 } from "../lib/jetstream";
+import { fastQuery } from "../lib/fast-query";
 
 /** A domain event as it travels (the JetStream message body). */
 export interface DomainEvent<T = unknown> {
@@ -401,7 +402,8 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					const n = bind.length;
 					return `($${n - 3}, $${n - 2}, $${n - 1}, $${n}::jsonb, $1)`;
 				});
-				await (this.sequelize as Sequelize).query(
+				await fastQuery(
+					this.sequelize as Sequelize,
 					`INSERT INTO outbox (id, name, aggregate_id, data, request_id) VALUES ${rows.join(", ")}`,
 					{ bind, transaction: t }
 				);
@@ -451,7 +453,8 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 			 */
 			/** Unpublished rows and the age of the oldest, in ms (0 when none). */
 			async outboxBacklog(this: any): Promise<OutboxBacklog> {
-				const [row] = (await (this.sequelize as Sequelize).query(
+				const [row] = (await fastQuery(
+					this.sequelize as Sequelize,
 					`SELECT count(*)::int AS pending,
 						COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)) * 1000, 0)::bigint AS age
 					 FROM outbox WHERE published_at IS NULL`,
@@ -463,12 +466,14 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 			async relayOnce(this: any): Promise<number> {
 				const sequelize = this.sequelize as Sequelize;
 				const sent = await sequelize.transaction(async t => {
-					const [lock] = (await sequelize.query(
+					const [lock] = (await fastQuery(
+						sequelize,
 						"SELECT pg_try_advisory_xact_lock(hashtext('shop.outbox')) AS locked",
 						{ type: QueryTypes.SELECT, transaction: t }
 					)) as { locked: boolean }[];
 					if (!lock!.locked) return -1;
-					const rows = (await sequelize.query(
+					const rows = (await fastQuery(
+						sequelize,
 						`SELECT seq, id, name, aggregate_id, data, request_id, created_at FROM outbox
 						 WHERE published_at IS NULL ORDER BY seq LIMIT $1`,
 						{ bind: [batchSize], type: QueryTypes.SELECT, transaction: t }
@@ -502,7 +507,8 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 						if (faults.includes("crash-after-publish")) crash();
 					}
 					if (published.length > 0)
-						await sequelize.query(
+						await fastQuery(
+							sequelize,
 							"UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])",
 							{ bind: [published], transaction: t }
 						);
@@ -774,11 +780,13 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					const page = ctx.params.page ?? 1;
 					const pageSize = ctx.params.pageSize ?? 20;
 					const where = ctx.params.pending === false ? "" : "WHERE replayed_at IS NULL";
-					const rows = (await this.sequelize.query(
+					const rows = (await fastQuery(
+						this.sequelize,
 						`SELECT * FROM dead_letters ${where} ORDER BY created_at DESC LIMIT $1 OFFSET $2`,
 						{ bind: [pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
 					)) as DeadLetterRow[];
-					const [c] = (await this.sequelize.query(
+					const [c] = (await fastQuery(
+						this.sequelize,
 						`SELECT count(*)::int AS n FROM dead_letters ${where}`,
 						{ type: QueryTypes.SELECT }
 					)) as { n: number }[];
@@ -803,7 +811,8 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				async handler(this: any, ctx: any): Promise<DeadLetter> {
 					if (ctx.meta.user && ctx.meta.user.role !== "admin")
 						throw shopError("AUTH_FORBIDDEN");
-					const [row] = (await this.sequelize.query(
+					const [row] = (await fastQuery(
+						this.sequelize,
 						"SELECT * FROM dead_letters WHERE id = $1",
 						{
 							bind: [ctx.params.id],
@@ -823,14 +832,16 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 								error: (err as Error).message
 							});
 						}
-						await this.sequelize.query(
+						await fastQuery(
+							this.sequelize,
 							"UPDATE dead_letters SET replayed_at = now() WHERE id = $1",
 							{
 								bind: [row.id]
 							}
 						);
 					}
-					const [after] = (await this.sequelize.query(
+					const [after] = (await fastQuery(
+						this.sequelize,
 						"SELECT * FROM dead_letters WHERE id = $1",
 						{
 							bind: [row.id],
@@ -849,7 +860,8 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				visibility: "public",
 				params: {},
 				async handler(this: any) {
-					const [row] = (await this.sequelize.query(
+					const [row] = (await fastQuery(
+						this.sequelize,
 						`SELECT (SELECT count(*)::int FROM inbox) AS inbox,
 							(SELECT count(*)::int FROM dead_letters WHERE replayed_at IS NULL) AS dead`,
 						{ type: QueryTypes.SELECT }
@@ -905,7 +917,8 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				try {
 					if (!handler) throw new Error(`No durable handler for ${event.name}`);
 					const applied = await (this.sequelize as Sequelize).transaction(async t => {
-						const ins = (await this.sequelize.query(
+						const ins = (await fastQuery(
+							this.sequelize,
 							`INSERT INTO inbox (consumer, event_id, event_name) VALUES ($1, $2, $3)
 							 ON CONFLICT DO NOTHING RETURNING event_id`,
 							{
@@ -970,7 +983,8 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				this.logger.error(
 					`${consumer}: ${eventName} ${eventId} dead-lettered after ${deliveries} deliveries: ${error}`
 				);
-				await (this.sequelize as Sequelize).query(
+				await fastQuery(
+					this.sequelize as Sequelize,
 					`INSERT INTO dead_letters (id, consumer, event_id, event_name, event, error, deliveries)
 					 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) ON CONFLICT (consumer, event_id) DO NOTHING`,
 					{

@@ -42,6 +42,7 @@ import type { ShopContext } from "../lib/context";
 import type { Migration } from "../lib/database";
 import { ERRORS, shopError, type ErrorData, type ErrorType } from "../lib/errors";
 import { isTransientError } from "./saga.mixin";
+import { fastQuery } from "../lib/fast-query";
 
 /** The `idempotency_keys` table, to include in the service's migrations. */
 export const idempotencyMigrations: readonly Migration[] = [
@@ -171,7 +172,8 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 					{ replay: KeyRecord } | { replay: null; outcome: IdempotentOutcome<R> };
 				/** The stored record of a key another call committed: its answer is the key's. */
 				const stored = async (t: Transaction): Promise<Decided> => {
-					const found = (await seq.query(
+					const found = (await fastQuery(
+						seq,
 						"SELECT action, outcome, response FROM idempotency_keys WHERE key = $1",
 						{ bind: [key], type: QueryTypes.SELECT, transaction: t }
 					)) as KeyRecord[];
@@ -194,7 +196,8 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 					outcome: "OK" | "ERROR",
 					response: unknown
 				): Promise<boolean> => {
-					const rows = (await seq.query(
+					const rows = (await fastQuery(
+						seq,
 						`INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, $3, $4::jsonb)
 						 ON CONFLICT (key) DO NOTHING RETURNING key`,
 						{
@@ -226,7 +229,8 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 						}
 						if ("error" in outcome) {
 							if (!isStorableError(outcome.error)) throw outcome.error;
-							await seq.query(
+							await fastQuery(
+								seq,
 								`UPDATE idempotency_keys SET outcome = 'ERROR', response = $2::jsonb WHERE key = $1`,
 								{
 									bind: [key, JSON.stringify(storedError(outcome.error))],
@@ -236,7 +240,8 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 							return { replay: null, outcome };
 						}
 						const response = asStored(outcome.response);
-						await seq.query(
+						await fastQuery(
+							seq,
 							`UPDATE idempotency_keys SET response = $2::jsonb WHERE key = $1`,
 							{ bind: [key, JSON.stringify(response ?? null)], transaction: t }
 						);

@@ -43,6 +43,7 @@ import { isErrorType, shopError, type ErrorType } from "../lib/errors";
 import { countMetric, observeMetric, setMetric } from "../lib/metrics";
 import { withRequestId } from "../lib/request-context";
 import { runStoppedFirst } from "../lib/lifecycle";
+import { fastQuery } from "../lib/fast-query";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
 
@@ -588,7 +589,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				const def = this.sagaDefinition(name) as SagaDefinition;
 				const id = opts.id ?? crypto.randomUUID();
 				const first = opts.startFirstStep ? (def.steps[0]?.name ?? null) : null;
-				const rows = (await (this.sequelize as Sequelize).query(
+				const rows = (await fastQuery(
+					this.sequelize as Sequelize,
 					`WITH s AS (
 						INSERT INTO sagas (id, name, version, status, current_step, data, deadline_at, request_id,
 							lease_owner, lease_expires_at, parent_span_id, attempts)
@@ -666,7 +668,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				if (this.$sagaStopping || this.$sagaRecovering) return [];
 				this.$sagaRecovering = true;
 				try {
-					const rows = (await (this.sequelize as Sequelize).query(
+					const rows = (await fastQuery(
+						this.sequelize as Sequelize,
 						`UPDATE sagas SET lease_owner = $1, lease_expires_at = now() + ($2 || ' milliseconds')::interval
 						 WHERE id IN (
 							SELECT id FROM sagas
@@ -691,7 +694,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			/** Sets the `shop.sagas.parked` gauge from the database (with metrics on). */
 			async sagaCountParked(this: any): Promise<void> {
 				if (!this.broker.isMetricsEnabled()) return;
-				const rows = (await (this.sequelize as Sequelize).query(
+				const rows = (await fastQuery(
+					this.sequelize as Sequelize,
 					"SELECT name, count(*)::int AS n FROM sagas WHERE status = 'FAILED' GROUP BY name",
 					{ type: QueryTypes.SELECT }
 				)) as { name: string; n: number }[];
@@ -704,7 +708,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			},
 
 			async getSaga(this: any, id: string): Promise<SagaInstance | null> {
-				const rows = (await (this.sequelize as Sequelize).query(
+				const rows = (await fastQuery(
+					this.sequelize as Sequelize,
 					"SELECT * FROM sagas WHERE id = $1",
 					{ bind: [id], type: QueryTypes.SELECT }
 				)) as SagaRow[];
@@ -712,7 +717,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			},
 
 			async getSagaSteps(this: any, id: string): Promise<SagaStepLogEntry[]> {
-				const rows = (await (this.sequelize as Sequelize).query(
+				const rows = (await fastQuery(
+					this.sequelize as Sequelize,
 					"SELECT * FROM saga_steps WHERE saga_id = $1 ORDER BY id",
 					{ bind: [id], type: QueryTypes.SELECT }
 				)) as Record<string, any>[];
@@ -753,7 +759,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			 * the lease. @returns the saga, or null when another node holds it or it has ended
 			 */
 			async sagaClaim(this: any, id: string): Promise<SagaInstance | null> {
-				const rows = (await (this.sequelize as Sequelize).query(
+				const rows = (await fastQuery(
+					this.sequelize as Sequelize,
 					`UPDATE sagas SET lease_owner = $2, lease_expires_at = now() + ($3 || ' milliseconds')::interval
 					 WHERE id = $1 AND status IN ('RUNNING','COMPENSATING')
 					   AND (lease_owner = $2 OR lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at < now())
@@ -1011,7 +1018,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				bind: unknown[],
 				transaction?: Transaction
 			): Promise<Record<string, unknown>[]> {
-				const rows = (await (this.sequelize as Sequelize).query(sql, {
+				const rows = (await fastQuery(this.sequelize as Sequelize, sql, {
 					bind: [saga.id, this.$sagaOwner, ...bind],
 					type: QueryTypes.SELECT,
 					transaction
@@ -1140,7 +1147,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				const m = def.mirror;
 				if (!m?.refuse) return;
 				const id = saga.data[m.idField];
-				const rows = (await (this.sequelize as Sequelize).query(
+				const rows = (await fastQuery(
+					this.sequelize as Sequelize,
 					`SELECT ${ident(m.refuse.column)} AS refused FROM ${ident(m.table)} WHERE id = $1`,
 					{ bind: [id], type: QueryTypes.SELECT }
 				)) as { refused: boolean }[];
@@ -1163,7 +1171,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						[JSON.stringify(rec)],
 						t
 					);
-					await seq.query(
+					await fastQuery(
+						seq,
 						`UPDATE saga_steps SET status = 'FAILED', error = $2::jsonb, finished_at = now() WHERE id = $1`,
 						{ bind: [logId, JSON.stringify(rec)], transaction: t }
 					);
@@ -1270,7 +1279,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							}
 							return this.sagaPark(def, saga, rec);
 						}
-						await (this.sequelize as Sequelize).query(
+						await fastQuery(
+							this.sequelize as Sequelize,
 							`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
 							{ bind: [logId, JSON.stringify(result ?? null)] }
 						);
@@ -1336,7 +1346,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						const touch = m.updatedAtColumn
 							? `, ${ident(m.updatedAtColumn)} = now()`
 							: "";
-						await seq.query(
+						await fastQuery(
+							seq,
 							`UPDATE ${ident(m.table)} SET ${col} = $2${touch} WHERE id = $1 AND ${col} <> ALL($3::text[])`,
 							{
 								bind: [done.data[m.idField], lastStatus, m.keepStatuses],

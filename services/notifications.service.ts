@@ -25,6 +25,7 @@ import { notificationsMigrations } from "../migrations/notifications";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 import { InboxMixin, inboxMigrations, type DomainEvent } from "../mixins/events.mixin";
 import type { Order } from "./orders.service";
+import { fastQuery } from "../lib/fast-query";
 
 export type NotificationKind = "ORDER_CONFIRMED" | "ORDER_CANCELLED";
 
@@ -170,14 +171,16 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 				if (!user) throw shopError("AUTH_TOKEN_MISSING");
 				const { page, pageSize, orderId } = ctx.params;
 				const where = "user_id = $1 AND ($2::uuid IS NULL OR order_id = $2)";
-				const rows = (await this.sequelize.query(
+				const rows = (await fastQuery(
+					this.sequelize,
 					`SELECT * FROM notifications WHERE ${where} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4`,
 					{
 						bind: [user.id, orderId ?? null, pageSize, (page - 1) * pageSize],
 						type: QueryTypes.SELECT
 					}
 				)) as NotificationRow[];
-				const count = (await this.sequelize.query(
+				const count = (await fastQuery(
+					this.sequelize,
 					`SELECT count(*) AS n FROM notifications WHERE ${where}`,
 					{
 						bind: [user.id, orderId ?? null],
@@ -216,7 +219,8 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 			if (!order || typeof order.id !== "string" || typeof order.userId !== "string")
 				throw new Error(`Malformed order event: ${JSON.stringify(e).slice(0, 200)}`);
 			const { subject, body } = renderEmail(kind, order);
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`INSERT INTO notifications (id, user_id, order_id, kind, recipient, subject, body)
 				 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, kind) DO NOTHING RETURNING id`,
 				{

@@ -49,6 +49,7 @@ import {
 	type SagaStepLogEntry
 } from "../mixins/saga.mixin";
 import type { Product } from "./products.service";
+import { fastQuery } from "../lib/fast-query";
 
 export type OrderStatus =
 	"PENDING" | "STOCK_RESERVED" | "PAID" | "CONFIRMING" | "CONFIRMED" | "CANCELLED";
@@ -402,7 +403,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				const key = ctx.meta.idempotencyKey ?? null;
 				const hash = requestHash(items, paymentMethod);
 				if (key) {
-					const prior = (await this.sequelize.query(
+					const prior = (await fastQuery(
+						this.sequelize,
 						"SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2",
 						{ bind: [user.id, key], type: QueryTypes.SELECT }
 					)) as OrderRow[];
@@ -448,7 +450,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				let saga: SagaInstance | undefined;
 				try {
 					row = await this.sequelize.transaction(async t => {
-						const rows = (await this.sequelize.query(
+						const rows = (await fastQuery(
+							this.sequelize,
 							`INSERT INTO orders (id, user_id, customer_email, status, items, total, currency, payment_method,
 								idempotency_key, request_hash, saga_id)
 							 VALUES ($1, $2, $3, 'PENDING', $4::jsonb, $5, $6, $7, $8, $9, $10) RETURNING *`,
@@ -500,7 +503,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 						key &&
 						(err as { name?: string }).name === "SequelizeUniqueConstraintError"
 					) {
-						const prior = (await this.sequelize.query(
+						const prior = (await fastQuery(
+							this.sequelize,
 							"SELECT * FROM orders WHERE user_id = $1 AND idempotency_key = $2",
 							{ bind: [user.id, key], type: QueryTypes.SELECT }
 						)) as OrderRow[];
@@ -552,13 +556,15 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			}> {
 				const user = requireUser(ctx);
 				const { page, pageSize } = ctx.params;
-				const rows = (await this.sequelize.query(
+				const rows = (await fastQuery(
+					this.sequelize,
 					"SELECT *, count(*) OVER () AS full_count FROM orders WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2 OFFSET $3",
 					{ bind: [user.id, pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
 				)) as (OrderRow & { full_count: string })[];
 				let total = rows[0] ? Number(rows[0].full_count) : 0;
 				if (!rows[0] && page > 1) {
-					const c = (await this.sequelize.query(
+					const c = (await fastQuery(
+						this.sequelize,
 						"SELECT count(*) AS n FROM orders WHERE user_id = $1",
 						{
 							bind: [user.id],
@@ -592,7 +598,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					ctx.meta.$statusCode = 202;
 					return toOrderView(own);
 				}
-				const rows = (await this.sequelize.query(
+				const rows = (await fastQuery(
+					this.sequelize,
 					`UPDATE orders SET cancel_requested = true, updated_at = now()
 					 WHERE id = $1 AND status IN ('PENDING', 'STOCK_RESERVED', 'PAID') RETURNING *`,
 					{ bind: [own.id], type: QueryTypes.SELECT }
@@ -632,7 +639,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				}
 			},
 			async handler(this: OrdersThis, ctx: ShopContext<{ limit: number }>): Promise<Order[]> {
-				const rows = (await this.sequelize.query(
+				const rows = (await fastQuery(
+					this.sequelize,
 					"SELECT * FROM orders ORDER BY created_at DESC, id LIMIT $1",
 					{ bind: [ctx.params.limit], type: QueryTypes.SELECT }
 				)) as OrderRow[];
@@ -667,14 +675,16 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				if (ctx.meta.user && ctx.meta.user.role !== "admin")
 					throw shopError("AUTH_FORBIDDEN");
 				const { status, page, pageSize } = ctx.params;
-				const rows = (await this.sequelize.query(
+				const rows = (await fastQuery(
+					this.sequelize,
 					`SELECT id FROM sagas WHERE ($1::text IS NULL OR status = $1) ORDER BY created_at DESC, id LIMIT $2 OFFSET $3`,
 					{
 						bind: [status ?? null, pageSize, (page - 1) * pageSize],
 						type: QueryTypes.SELECT
 					}
 				)) as { id: string }[];
-				const count = (await this.sequelize.query(
+				const count = (await fastQuery(
+					this.sequelize,
 					"SELECT count(*) AS n FROM sagas WHERE ($1::text IS NULL OR status = $1)",
 					{ bind: [status ?? null], type: QueryTypes.SELECT }
 				)) as { n: string }[];
@@ -728,7 +738,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				// Parked while compensating: finish compensating. Parked going forward (after the
 				// pivot, nothing can be undone): go forward again.
 				const next: SagaStatus = saga.failureReason !== null ? "COMPENSATING" : "RUNNING";
-				const rows = (await this.sequelize.query(
+				const rows = (await fastQuery(
+					this.sequelize,
 					`UPDATE sagas SET status = $2, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
 						redrives = redrives + 1,
 						deadline_at = CASE WHEN $2 = 'RUNNING' THEN greatest(deadline_at, now() + ($3 || ' milliseconds')::interval) ELSE deadline_at END
@@ -748,7 +759,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 
 	methods: {
 		async findOrder(this: OrdersThis, id: string, t?: Transaction): Promise<OrderRow | null> {
-			const rows = (await this.sequelize.query("SELECT * FROM orders WHERE id = $1", {
+			const rows = (await fastQuery(this.sequelize, "SELECT * FROM orders WHERE id = $1", {
 				bind: [id],
 				type: QueryTypes.SELECT,
 				transaction: t
@@ -794,7 +805,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			this: OrdersThis,
 			saga: SagaInstance<OrderSagaData>
 		): Promise<{ status: OrderStatus }> {
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`UPDATE orders SET status = 'CONFIRMING', updated_at = now()
 				 WHERE id = $1 AND NOT cancel_requested AND status IN ('PENDING', 'STOCK_RESERVED', 'PAID', 'CONFIRMING')
 				 RETURNING id`,
@@ -813,7 +825,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			saga: SagaInstance<OrderSagaData>,
 			t: Transaction
 		): Promise<void> {
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1 RETURNING *`,
 				{ bind: [saga.data.orderId], type: QueryTypes.SELECT, transaction: t }
 			)) as OrderRow[];
@@ -830,7 +843,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		): Promise<void> {
 			// A cancel the customer was told was accepted (202) is the reason, whatever else the
 			// saga ran into meanwhile (e.g. a processor outage it was still retrying).
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`UPDATE orders SET status = 'CANCELLED', updated_at = now(),
 					cancellation_reason = CASE WHEN cancel_requested THEN 'CANCELLED_BY_CUSTOMER' ELSE $2 END
 				 WHERE id = $1 RETURNING *`,

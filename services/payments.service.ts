@@ -45,6 +45,7 @@ import {
 	type IdempotentOutcome
 } from "../mixins/idempotency.mixin";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
+import { fastQuery } from "../lib/fast-query";
 
 export type PaymentStatus = "CAPTURED" | "DECLINED" | "REFUNDED" | "VOIDED";
 
@@ -228,7 +229,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				if (!outcome)
 					throw shopError("PAYMENTS_INVALID_METHOD", undefined, { paymentMethod });
 				return this.withIdempotency(ctx, "payments.charge", async t => {
-					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
+					await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
 						bind: [orderId],
 						transaction: t
 					});
@@ -245,7 +246,8 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 						decline_code: outcome.approve ? null : outcome.declineCode
 					});
 					if (row.status === "CAPTURED")
-						await this.sequelize.query(
+						await fastQuery(
+							this.sequelize,
 							`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
 							{ bind: [row.id, orderId, amount, currency], transaction: t }
 						);
@@ -287,7 +289,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 			): Promise<Payment> {
 				const { orderId } = ctx.params;
 				return this.withIdempotency(ctx, "payments.refund", async t => {
-					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
+					await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
 						bind: [orderId],
 						transaction: t
 					});
@@ -304,11 +306,13 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 						return { response: toView(row) };
 					}
 					if (existing.status !== "CAPTURED") return { response: toView(existing) };
-					const rows = (await this.sequelize.query(
+					const rows = (await fastQuery(
+						this.sequelize,
 						`UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE id = $1 RETURNING *`,
 						{ bind: [existing.id], type: QueryTypes.SELECT, transaction: t }
 					)) as PaymentRow[];
-					await this.sequelize.query(
+					await fastQuery(
+						this.sequelize,
 						`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
 						{
 							bind: [existing.id, orderId, existing.amount, existing.currency],
@@ -361,7 +365,8 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 			async handler(
 				this: PaymentsThis
 			): Promise<Record<string, { captured: number; refunded: number }>> {
-				const rows = (await this.sequelize.query(
+				const rows = (await fastQuery(
+					this.sequelize,
 					`SELECT currency, kind, sum(amount)::bigint AS total FROM ledger_entries GROUP BY currency, kind`,
 					{ type: QueryTypes.SELECT }
 				)) as { currency: string; kind: string; total: string }[];
@@ -382,11 +387,15 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 			orderId: string,
 			t: Transaction
 		): Promise<PaymentRow | null> {
-			const rows = (await this.sequelize.query("SELECT * FROM payments WHERE order_id = $1", {
-				bind: [orderId],
-				type: QueryTypes.SELECT,
-				transaction: t
-			})) as PaymentRow[];
+			const rows = (await fastQuery(
+				this.sequelize,
+				"SELECT * FROM payments WHERE order_id = $1",
+				{
+					bind: [orderId],
+					type: QueryTypes.SELECT,
+					transaction: t
+				}
+			)) as PaymentRow[];
 			return rows[0] ?? null;
 		},
 
@@ -395,7 +404,8 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 			t: Transaction,
 			p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
 		): Promise<PaymentRow> {
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`INSERT INTO payments (id, order_id, amount, currency, method, status, decline_code)
 				 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
 				{
