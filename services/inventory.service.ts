@@ -64,6 +64,7 @@ import {
 	type IdempotencyMixinMethods,
 	type IdempotentOutcome
 } from "../mixins/idempotency.mixin";
+import { fastQuery } from "../lib/fast-query";
 
 /** Stock of one product. Units are whole items. */
 export interface StockLevel {
@@ -131,8 +132,9 @@ interface InventoryMethods {
 	adjustStock(
 		t: Transaction,
 		deltas: readonly { productId: string; onHand: number; reserved: number }[],
-		requestId: string | null
-	): Promise<void>;
+		requestId: string | null,
+		opts?: { onlyIfAvailable?: boolean }
+	): Promise<boolean>;
 	findReservation(orderId: string, t: Transaction, lock: boolean): Promise<ReservationRow | null>;
 	enqueueStockChanged(
 		t: Transaction,
@@ -309,7 +311,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							reserved: current.reserved,
 							onHand
 						});
-					await this.sequelize.query(
+					await fastQuery(
+						this.sequelize,
 						`INSERT INTO stock (product_id, on_hand, reserved) VALUES ($1, $2, 0)
 						 ON CONFLICT (product_id) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()`,
 						{ bind: [productId, onHand], transaction: t }
@@ -359,25 +362,64 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				const items = normaliseItems(ctx.params.items);
 				return this.withIdempotency(ctx, "inventory.reserve", async t => {
 					// Serialise all calls for this order on its reservation row (or its absence).
-					await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
+					await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
 						bind: [orderId],
 						transaction: t
 					});
 					const existing = await this.findReservation(orderId, t, true);
 					if (existing) return existingReservationOutcome(existing);
-					const locked = await this.lockStock(
-						items.map(i => i.productId),
-						t
-					);
-					const short = shortfall(items, locked);
+					// The reservation row first and the stock rows last: every order of a product
+					// waits on its stock row, so it is held for as few round trips as possible
+					// (its update, the idempotency record, the commit).
+					const rows = (await fastQuery(
+						this.sequelize,
+						`INSERT INTO reservations (order_id, status, items, expires_at)
+						 VALUES ($1, 'RESERVED', $2::jsonb, now() + $3::integer * interval '1 millisecond')
+						 RETURNING expires_at AS "expiresAt"`,
+						{
+							bind: [orderId, JSON.stringify(items), this.$reservationTtlMs],
+							type: QueryTypes.SELECT,
+							transaction: t
+						}
+					)) as { expiresAt: Date }[];
+					const deltas = items.map(i => ({
+						productId: i.productId,
+						onHand: 0,
+						reserved: i.quantity
+					}));
+					let short: Shortfall[] = [];
+					if (items.length === 1) {
+						// One row: its conditional update locks, checks and reserves at once.
+						const applied = await this.adjustStock(t, deltas, ctx.requestID ?? null, {
+							onlyIfAvailable: true
+						});
+						if (!applied)
+							short = shortfall(
+								items,
+								await this.lockStock(
+									items.map(i => i.productId),
+									t
+								)
+							);
+					} else {
+						// Several rows: locked in product-id order first (no deadlocks), then checked.
+						short = shortfall(
+							items,
+							await this.lockStock(
+								items.map(i => i.productId),
+								t
+							)
+						);
+						if (short.length === 0)
+							await this.adjustStock(t, deltas, ctx.requestID ?? null);
+					}
 					if (short.length > 0) {
 						// Kept (committed with the key): a repeat answers the same refusal.
-						await this.sequelize.query(
-							`INSERT INTO reservations (order_id, status, items, reason) VALUES ($1, 'REJECTED', $2::jsonb, $3::jsonb)`,
-							{
-								bind: [orderId, JSON.stringify(items), JSON.stringify(short)],
-								transaction: t
-							}
+						await fastQuery(
+							this.sequelize,
+							`UPDATE reservations SET status = 'REJECTED', reason = $2::jsonb, expires_at = NULL
+							 WHERE order_id = $1`,
+							{ bind: [orderId, JSON.stringify(short)], transaction: t }
 						);
 						return {
 							...existingReservationOutcome({
@@ -397,25 +439,6 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							}
 						};
 					}
-					await this.adjustStock(
-						t,
-						items.map(i => ({
-							productId: i.productId,
-							onHand: 0,
-							reserved: i.quantity
-						})),
-						ctx.requestID ?? null
-					);
-					const rows = (await this.sequelize.query(
-						`INSERT INTO reservations (order_id, status, items, expires_at)
-						 VALUES ($1, 'RESERVED', $2::jsonb, now() + $3::integer * interval '1 millisecond')
-						 RETURNING expires_at AS "expiresAt"`,
-						{
-							bind: [orderId, JSON.stringify(items), this.$reservationTtlMs],
-							type: QueryTypes.SELECT,
-							transaction: t
-						}
-					)) as { expiresAt: Date }[];
 					return {
 						response: reservationView({
 							orderId,
@@ -517,7 +540,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			t: Transaction
 		): Promise<Map<string, StockRow>> {
 			const ids = [...new Set(productIds)].sort();
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`SELECT product_id AS "productId", on_hand AS "onHand", reserved FROM stock
 				 WHERE product_id = ANY($1::uuid[]) ORDER BY product_id FOR UPDATE`,
 				{ bind: [ids], type: QueryTypes.SELECT, transaction: t }
@@ -531,7 +555,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			t: Transaction,
 			lock: boolean
 		): Promise<ReservationRow | null> {
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`SELECT order_id AS "orderId", status, items, reason, expires_at AS "expiresAt"
 				 FROM reservations WHERE order_id = $1${lock ? " FOR UPDATE" : ""}`,
 				{ bind: [orderId], type: QueryTypes.SELECT, transaction: t }
@@ -551,7 +576,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			const { orderId } = ctx.params;
 			const action = to === "COMMITTED" ? "inventory.commit" : "inventory.release";
 			return this.withIdempotency(ctx, action, async t => {
-				await this.sequelize.query("SELECT pg_advisory_xact_lock(hashtext($1))", {
+				await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
 					bind: [orderId],
 					transaction: t
 				});
@@ -564,7 +589,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							{ orderId }
 						);
 					// Compensation before (or instead of) the step: leave a tombstone.
-					await this.sequelize.query(
+					await fastQuery(
+						this.sequelize,
 						`INSERT INTO reservations (order_id, status, items) VALUES ($1, 'RELEASED', '[]'::jsonb)`,
 						{ bind: [orderId], transaction: t }
 					);
@@ -612,7 +638,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						})),
 						ctx.requestID ?? null
 					);
-					await this.sequelize.query(
+					await fastQuery(
+						this.sequelize,
 						"UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1",
 						{ bind: [orderId], transaction: t }
 					);
@@ -624,6 +651,12 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						`The reservation is ${r.status}`,
 						{ orderId, status: r.status }
 					);
+				// The reservation first, the contended stock rows last (held for fewer round trips).
+				await fastQuery(
+					this.sequelize,
+					"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+					{ bind: [orderId, to], transaction: t }
+				);
 				// Several rows are locked in product-id order first; a single row is locked by its
 				// own update (no ordering to keep).
 				if (items.length > 1)
@@ -639,10 +672,6 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						reserved: -i.quantity
 					})),
 					ctx.requestID ?? null
-				);
-				await this.sequelize.query(
-					"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-					{ bind: [orderId, to], transaction: t }
 				);
 				return done;
 			});
@@ -692,7 +721,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			limit: number
 		): Promise<{ orderId: string; items: ReservationItem[] }[]> {
 			return this.sequelize.transaction(async t => {
-				const due = (await this.sequelize.query(
+				const due = (await fastQuery(
+					this.sequelize,
 					`SELECT order_id AS "orderId", items FROM reservations
 					 WHERE status = 'RESERVED' AND expires_at <= now()
 					 ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
@@ -709,7 +739,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					totals.map(i => ({ productId: i.productId, onHand: 0, reserved: -i.quantity })),
 					null
 				);
-				await this.sequelize.query(
+				await fastQuery(
+					this.sequelize,
 					`UPDATE reservations SET status = 'EXPIRED', updated_at = now()
 					 WHERE order_id = ANY($1::uuid[])`,
 					{ bind: [due.map(r => r.orderId)], transaction: t }
@@ -735,6 +766,9 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		 * one durable `stock.changed` event per product with its new level, in transaction `t`:
 		 * two statements whatever the number of products (the update returns the levels). Rows
 		 * of several products must already be locked in product-id order (`lockStock`).
+		 * `onlyIfAvailable` (one product only): the update applies only if the product's
+		 * available units stay >= 0, checked by the update itself under the row's lock.
+		 * @returns whether the update applied (always true without `onlyIfAvailable`)
 		 * @throws the database's check violation if a level would go negative or reserved exceed
 		 *   on hand (callers check first, under the lock)
 		 */
@@ -742,13 +776,22 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			this: InventoryThis,
 			t: Transaction,
 			deltas: readonly { productId: string; onHand: number; reserved: number }[],
-			requestId: string | null
-		): Promise<void> {
-			const rows = (await this.sequelize.query(
+			requestId: string | null,
+			opts: { onlyIfAvailable?: boolean } = {}
+		): Promise<boolean> {
+			if (opts.onlyIfAvailable && deltas.length !== 1)
+				throw new Error("adjustStock: onlyIfAvailable takes exactly one product");
+			// Re-checked on the row's latest version under its lock (READ COMMITTED), so two
+			// reservations can never both take the last units.
+			const guard = opts.onlyIfAvailable
+				? " AND s.on_hand + d.on_hand - s.reserved - d.reserved >= 0"
+				: "";
+			const rows = (await fastQuery(
+				this.sequelize,
 				`UPDATE stock AS s SET on_hand = s.on_hand + d.on_hand, reserved = s.reserved + d.reserved,
 					updated_at = now()
 				 FROM unnest($1::uuid[], $2::int[], $3::int[]) AS d(product_id, on_hand, reserved)
-				 WHERE s.product_id = d.product_id
+				 WHERE s.product_id = d.product_id${guard}
 				 RETURNING s.product_id AS "productId", s.on_hand AS "onHand", s.reserved`,
 				{
 					bind: [
@@ -763,11 +806,13 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			rows.sort((a, b) =>
 				a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0
 			);
+			if (rows.length === 0) return false;
 			await this.enqueueEvents(
 				t,
 				rows.map(r => ({ name: "stock.changed", data: view(r), aggregateId: r.productId })),
 				requestId
 			);
+			return true;
 		},
 
 		/**
@@ -781,7 +826,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			requestId: string | null
 		): Promise<void> {
 			const ids = [...new Set(productIds)].sort();
-			const rows = (await this.sequelize.query(
+			const rows = (await fastQuery(
+				this.sequelize,
 				`SELECT product_id AS "productId", on_hand AS "onHand", reserved FROM stock
 				 WHERE product_id = ANY($1::uuid[]) ORDER BY product_id`,
 				{ bind: [ids], type: QueryTypes.SELECT, transaction: t }

@@ -155,6 +155,44 @@ describe("inventory", () => {
 		});
 	});
 
+	it("one product under concurrent reservations: never oversold, never refused while units remain", async () => {
+		// A single item is reserved by one conditional update (no SELECT ... FOR UPDATE first).
+		const a = product();
+		await stock(a, 20);
+		const asked = Array.from({ length: 40 }, (_, i) => (i % 3) + 1);
+		const outcomes = await Promise.all(
+			asked.map(quantity =>
+				broker
+					.call("inventory.reserve", {
+						orderId: crypto.randomUUID(),
+						items: [{ productId: a, quantity }]
+					})
+					.then(
+						() => ({ quantity, ok: true, available: -1 }),
+						(e: { type: string; data: { items: { available: number }[] } }) => {
+							expect(e.type).toBe("INVENTORY_OUT_OF_STOCK");
+							return { quantity, ok: false, available: e.data.items[0]!.available };
+						}
+					)
+			)
+		);
+		const reserved = outcomes.filter(o => o.ok).reduce((n, o) => n + o.quantity, 0);
+		const refused = outcomes.filter(o => !o.ok);
+		expect(reserved).toBeLessThanOrEqual(20);
+		expect(refused.length).toBeGreaterThan(0);
+		// Each refusal saw fewer units than it asked for; units only went down meanwhile, so
+		// what is left is less than the smallest refused request.
+		for (const r of refused) expect(r.available).toBeLessThan(r.quantity);
+		const left = 20 - reserved;
+		expect(left).toBeLessThan(Math.min(...refused.map(r => r.quantity)));
+		expect(await broker.call("inventory.get", { productId: a })).toEqual({
+			productId: a,
+			onHand: 20,
+			reserved,
+			available: left
+		});
+	});
+
 	it("refuses onHand below what is reserved, and customers may not set stock", async () => {
 		const a = product();
 		await stock(a, 5);
