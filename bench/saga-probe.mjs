@@ -6,7 +6,7 @@
  * saga steps' durations (from the step log), and CPU ms per order of the shop process and of all
  * Postgres processes (from /proc). `COUNT=1` also counts the SQL statements per order by text
  * (bench/query-counter.cjs preloaded into the shop); `PGBREAK=1` splits Postgres CPU by backend;
- * `PROF=1` writes a CPU profile of the shop to bench/results/saga-profile/. Needs `npm run build`.
+ * `HOT=1` lists each table's updates and how many were HOT; `PROF=1` writes a CPU profile of the shop to bench/results/saga-profile/. Needs `npm run build`.
  * Env: `P` products (8), `W` at most that many orders in flight (default: no bound), `SHOPENV`
  * extra shop env as JSON.
  */
@@ -267,6 +267,31 @@ async function run(n, c) {
 					(s2 / placed).toFixed(2),
 					"ms/order"
 				);
+		}
+	}
+	if (process.env.HOT) {
+		// Updates per table and how many were HOT (no index touched: Postgres' heap-only tuples).
+		for (const svc of ["orders", "inventory", "payments"]) {
+			const u = new URL(pg.url);
+			u.pathname = `/${prefix}${svc}`;
+			const c2 = new Client({ connectionString: u.toString() });
+			await c2.connect();
+			const r = await c2.query(
+				"select relname, n_tup_ins, n_tup_upd, n_tup_hot_upd from pg_stat_user_tables where n_tup_upd > 0 order by n_tup_upd desc"
+			);
+			for (const x of r.rows)
+				console.log(
+					"hot",
+					svc,
+					x.relname,
+					"ins",
+					x.n_tup_ins,
+					"upd",
+					x.n_tup_upd,
+					"hot",
+					x.n_tup_hot_upd
+				);
+			await c2.end();
 		}
 	}
 	if (process.env.COUNT) {

@@ -68,7 +68,6 @@ export async function fastQuery(
 		(Transaction & { connection?: PgConnection; finished?: string }) | null | undefined;
 	let result: PgResult;
 	let connection: PgConnection | undefined;
-	const stack = new Error().stack;
 	try {
 		if (t) {
 			// Sequelize refuses a finished transaction too; its connection may be another's now.
@@ -92,7 +91,7 @@ export async function fastQuery(
 		if (!connection || (typeof e.name === "string" && e.name.startsWith("Sequelize")))
 			throw err;
 		if (e.code === "ECONNRESET") connection._invalid = true;
-		throw new seq.dialect.Query(connection, sequelize, {}).formatError(err, stack);
+		throw new seq.dialect.Query(connection, sequelize, {}).formatError(err);
 	}
 	return options.type === QueryTypes.SELECT ? result.rows : [result.rows, result];
 }

@@ -27,5 +27,12 @@ CREATE UNIQUE INDEX orders_idempotency_key ON orders (user_id, idempotency_key) 
 CREATE INDEX orders_user_created_idx ON orders (user_id, created_at DESC);`,
 		down: "DROP TABLE orders;"
 	},
-	...sagaMigrations
+	...sagaMigrations,
+	{
+		// An order's row is updated with each saga step (its status): room on its page for HOT
+		// updates (no index changes), see 903-saga-hot-updates.
+		name: "904-orders-fillfactor",
+		up: "ALTER TABLE orders SET (fillfactor = 80);",
+		down: "ALTER TABLE orders RESET (fillfactor);"
+	}
 ];
