@@ -97,6 +97,10 @@ export interface IdempotencyMixinMethods {
 	 * @param ctx - the action's context; `ctx.meta.idempotencyKey` is the key (a non-empty string)
 	 * @param action - the action's full name, e.g. `payments.charge`: a key belongs to one action
 	 * @param work - the effect; runs with the transaction to use for every query
+	 * @param opts.lock - serialise with every other call holding the same lock name (a Postgres
+	 *   advisory transaction lock on `hashtext(lock)`, e.g. the order id), taken by the key's
+	 *   claim statement before the key's row (one round trip less); `work`'s statements come
+	 *   after it, so they see whatever the previous holder committed
 	 * @returns the first outcome's response (JSON-safe; as stored)
 	 * @throws the first outcome's business error (rebuilt with `shopError`), IDEMPOTENCY_KEY_CONFLICT
 	 *   (409), REQUEST_INVALID_ID (400) for a key that is not a non-empty string, and whatever
@@ -105,7 +109,8 @@ export interface IdempotencyMixinMethods {
 	withIdempotency<R>(
 		ctx: ShopContext<any>,
 		action: string,
-		work: (t: Transaction) => Promise<IdempotentOutcome<R>>
+		work: (t: Transaction) => Promise<IdempotentOutcome<R>>,
+		opts?: { lock?: string }
 	): Promise<R>;
 }
 
@@ -159,7 +164,8 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 				this: any,
 				ctx: ShopContext<any>,
 				action: string,
-				work: (t: Transaction) => Promise<IdempotentOutcome<R>>
+				work: (t: Transaction) => Promise<IdempotentOutcome<R>>,
+				opts: { lock?: string } = {}
 			): Promise<R> {
 				const seq = this.sequelize as Sequelize;
 				const key: unknown = ctx.meta?.idempotencyKey;
@@ -196,12 +202,18 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 					outcome: "OK" | "ERROR",
 					response: unknown
 				): Promise<boolean> => {
+					const bind = [key, action, outcome, JSON.stringify(response)];
 					const rows = (await fastQuery(
 						seq,
-						`INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, $3, $4::jsonb)
-						 ON CONFLICT (key) DO NOTHING RETURNING key`,
+						opts.lock === undefined
+							? `INSERT INTO idempotency_keys (key, action, outcome, response) VALUES ($1, $2, $3, $4::jsonb)
+							 ON CONFLICT (key) DO NOTHING RETURNING key`
+							: `WITH l AS (SELECT pg_advisory_xact_lock(hashtext($5)))
+							 INSERT INTO idempotency_keys (key, action, outcome, response)
+							 SELECT $1, $2, $3, $4::jsonb FROM l
+							 ON CONFLICT (key) DO NOTHING RETURNING key`,
 						{
-							bind: [key, action, outcome, JSON.stringify(response)],
+							bind: opts.lock === undefined ? bind : [...bind, opts.lock],
 							type: QueryTypes.SELECT,
 							transaction: t
 						}
@@ -212,6 +224,11 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 				const decided: Decided = await seq
 					.transaction(async (t): Promise<Decided> => {
 						if (typeof key !== "string") {
+							if (opts.lock !== undefined)
+								await fastQuery(seq, "SELECT pg_advisory_xact_lock(hashtext($1))", {
+									bind: [opts.lock],
+									transaction: t
+								});
 							const outcome = await work(t);
 							if ("error" in outcome && !isStorableError(outcome.error))
 								throw outcome.error;

@@ -360,40 +360,52 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			): Promise<ReservationView> {
 				const { orderId } = ctx.params;
 				const items = normaliseItems(ctx.params.items);
-				return this.withIdempotency(ctx, "inventory.reserve", async t => {
-					// Serialise all calls for this order on its reservation row (or its absence).
-					await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
-						bind: [orderId],
-						transaction: t
-					});
-					const existing = await this.findReservation(orderId, t, true);
-					if (existing) return existingReservationOutcome(existing);
-					// The reservation row first and the stock rows last: every order of a product
-					// waits on its stock row, so it is held for as few round trips as possible
-					// (its update, the idempotency record, the commit).
-					const rows = (await fastQuery(
-						this.sequelize,
-						`INSERT INTO reservations (order_id, status, items, expires_at)
+				return this.withIdempotency(
+					ctx,
+					"inventory.reserve",
+					async t => {
+						const existing = await this.findReservation(orderId, t, true);
+						if (existing) return existingReservationOutcome(existing);
+						// The reservation row first and the stock rows last: every order of a product
+						// waits on its stock row, so it is held for as few round trips as possible
+						// (its update, the idempotency record, the commit).
+						const rows = (await fastQuery(
+							this.sequelize,
+							`INSERT INTO reservations (order_id, status, items, expires_at)
 						 VALUES ($1, 'RESERVED', $2::jsonb, now() + $3::integer * interval '1 millisecond')
 						 RETURNING expires_at AS "expiresAt"`,
-						{
-							bind: [orderId, JSON.stringify(items), this.$reservationTtlMs],
-							type: QueryTypes.SELECT,
-							transaction: t
-						}
-					)) as { expiresAt: Date }[];
-					const deltas = items.map(i => ({
-						productId: i.productId,
-						onHand: 0,
-						reserved: i.quantity
-					}));
-					let short: Shortfall[] = [];
-					if (items.length === 1) {
-						// One row: its conditional update locks, checks and reserves at once.
-						const applied = await this.adjustStock(t, deltas, ctx.requestID ?? null, {
-							onlyIfAvailable: true
-						});
-						if (!applied)
+							{
+								bind: [orderId, JSON.stringify(items), this.$reservationTtlMs],
+								type: QueryTypes.SELECT,
+								transaction: t
+							}
+						)) as { expiresAt: Date }[];
+						const deltas = items.map(i => ({
+							productId: i.productId,
+							onHand: 0,
+							reserved: i.quantity
+						}));
+						let short: Shortfall[] = [];
+						if (items.length === 1) {
+							// One row: its conditional update locks, checks and reserves at once.
+							const applied = await this.adjustStock(
+								t,
+								deltas,
+								ctx.requestID ?? null,
+								{
+									onlyIfAvailable: true
+								}
+							);
+							if (!applied)
+								short = shortfall(
+									items,
+									await this.lockStock(
+										items.map(i => i.productId),
+										t
+									)
+								);
+						} else {
+							// Several rows: locked in product-id order first (no deadlocks), then checked.
 							short = shortfall(
 								items,
 								await this.lockStock(
@@ -401,60 +413,55 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 									t
 								)
 							);
-					} else {
-						// Several rows: locked in product-id order first (no deadlocks), then checked.
-						short = shortfall(
-							items,
-							await this.lockStock(
-								items.map(i => i.productId),
-								t
-							)
-						);
-						if (short.length === 0)
-							await this.adjustStock(t, deltas, ctx.requestID ?? null);
-					}
-					if (short.length > 0) {
-						// Kept (committed with the key): a repeat answers the same refusal.
-						await fastQuery(
-							this.sequelize,
-							`UPDATE reservations SET status = 'REJECTED', reason = $2::jsonb, expires_at = NULL
+							if (short.length === 0)
+								await this.adjustStock(t, deltas, ctx.requestID ?? null);
+						}
+						if (short.length > 0) {
+							// Kept (committed with the key): a repeat answers the same refusal.
+							await fastQuery(
+								this.sequelize,
+								`UPDATE reservations SET status = 'REJECTED', reason = $2::jsonb, expires_at = NULL
 							 WHERE order_id = $1`,
-							{ bind: [orderId, JSON.stringify(short)], transaction: t }
-						);
+								{ bind: [orderId, JSON.stringify(short)], transaction: t }
+							);
+							return {
+								...existingReservationOutcome({
+									orderId,
+									status: "REJECTED",
+									items,
+									reason: short,
+									expiresAt: null
+								}),
+								afterCommit: async () => {
+									this.logger.info(
+										`Reservation for order ${orderId} REJECTED: out of stock (${short.map(s => `${s.productId} ${s.available}/${s.requested}`).join(", ")})`
+									);
+									countMetric(this.broker, "reservations", {
+										outcome: "out_of_stock"
+									});
+								}
+							};
+						}
 						return {
-							...existingReservationOutcome({
+							response: reservationView({
 								orderId,
-								status: "REJECTED",
+								status: "RESERVED",
 								items,
-								reason: short,
-								expiresAt: null
+								expiresAt: rows[0]!.expiresAt
 							}),
 							afterCommit: async () => {
 								this.logger.info(
-									`Reservation for order ${orderId} REJECTED: out of stock (${short.map(s => `${s.productId} ${s.available}/${s.requested}`).join(", ")})`
+									`Reservation for order ${orderId} RESERVED: ${describeItems(items)}`
 								);
-								countMetric(this.broker, "reservations", {
-									outcome: "out_of_stock"
-								});
+								countMetric(this.broker, "reservations", { outcome: "reserved" });
+								await ctx.emit("stock.reserved", { orderId, items });
 							}
 						};
-					}
-					return {
-						response: reservationView({
-							orderId,
-							status: "RESERVED",
-							items,
-							expiresAt: rows[0]!.expiresAt
-						}),
-						afterCommit: async () => {
-							this.logger.info(
-								`Reservation for order ${orderId} RESERVED: ${describeItems(items)}`
-							);
-							countMetric(this.broker, "reservations", { outcome: "reserved" });
-							await ctx.emit("stock.reserved", { orderId, items });
-						}
-					};
-				});
+					},
+					// The order's calls (reserve, release, commit) take turns: the key's claim takes the
+					// order's advisory lock, so they see each other's reservation row (or its absence).
+					{ lock: orderId }
+				);
 			}
 		},
 
@@ -575,106 +582,112 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		): Promise<ReservationView> {
 			const { orderId } = ctx.params;
 			const action = to === "COMMITTED" ? "inventory.commit" : "inventory.release";
-			return this.withIdempotency(ctx, action, async t => {
-				await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
-					bind: [orderId],
-					transaction: t
-				});
-				const r = await this.findReservation(orderId, t, true);
-				if (!r) {
-					if (to === "COMMITTED")
+			return this.withIdempotency(
+				ctx,
+				action,
+				async t => {
+					const r = await this.findReservation(orderId, t, true);
+					if (!r) {
+						if (to === "COMMITTED")
+							throw shopError(
+								"INVENTORY_RESERVATION_CONFLICT",
+								"No reservation for this order",
+								{ orderId }
+							);
+						// Compensation before (or instead of) the step: leave a tombstone.
+						await fastQuery(
+							this.sequelize,
+							`INSERT INTO reservations (order_id, status, items) VALUES ($1, 'RELEASED', '[]'::jsonb)`,
+							{ bind: [orderId], transaction: t }
+						);
+						return {
+							response: { orderId, status: "RELEASED", items: [], expiresAt: null }
+						};
+					}
+					const current = reservationView(r);
+					if (r.status === to) return { response: current };
+					if ((r.status === "REJECTED" || r.status === "EXPIRED") && to === "RELEASED")
+						return { response: current };
+					const items = normaliseItems(r.items);
+					const done = {
+						response: { ...current, status: to },
+						afterCommit: async () => {
+							this.logger.info(
+								`Reservation for order ${orderId} ${to}: ${describeItems(items)}`
+							);
+							countMetric(this.broker, "reservations", { outcome: to.toLowerCase() });
+							await ctx.emit(
+								to === "COMMITTED" ? "stock.committed" : "stock.released",
+								{
+									orderId,
+									items: r.items
+								}
+							);
+						}
+					};
+					if (r.status === "EXPIRED" && to === "COMMITTED") {
+						// The TTL gave the units back: take them again if nobody else has.
+						const locked = await this.lockStock(
+							items.map(i => i.productId),
+							t
+						);
+						const short = shortfall(items, locked);
+						if (short.length > 0)
+							throw shopError(
+								"INVENTORY_RESERVATION_EXPIRED",
+								"The reservation expired and its units are no longer available",
+								{ orderId, items: short }
+							);
+						await this.adjustStock(
+							t,
+							items.map(i => ({
+								productId: i.productId,
+								onHand: -i.quantity,
+								reserved: 0
+							})),
+							ctx.requestID ?? null
+						);
+						await fastQuery(
+							this.sequelize,
+							"UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1",
+							{ bind: [orderId], transaction: t }
+						);
+						return done;
+					}
+					if (r.status !== "RESERVED")
 						throw shopError(
 							"INVENTORY_RESERVATION_CONFLICT",
-							"No reservation for this order",
-							{ orderId }
+							`The reservation is ${r.status}`,
+							{ orderId, status: r.status }
 						);
-					// Compensation before (or instead of) the step: leave a tombstone.
+					// The reservation first, the contended stock rows last (held for fewer round trips).
 					await fastQuery(
 						this.sequelize,
-						`INSERT INTO reservations (order_id, status, items) VALUES ($1, 'RELEASED', '[]'::jsonb)`,
-						{ bind: [orderId], transaction: t }
+						"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+						{ bind: [orderId, to], transaction: t }
 					);
-					return {
-						response: { orderId, status: "RELEASED", items: [], expiresAt: null }
-					};
-				}
-				const current = reservationView(r);
-				if (r.status === to) return { response: current };
-				if ((r.status === "REJECTED" || r.status === "EXPIRED") && to === "RELEASED")
-					return { response: current };
-				const items = normaliseItems(r.items);
-				const done = {
-					response: { ...current, status: to },
-					afterCommit: async () => {
-						this.logger.info(
-							`Reservation for order ${orderId} ${to}: ${describeItems(items)}`
-						);
-						countMetric(this.broker, "reservations", { outcome: to.toLowerCase() });
-						await ctx.emit(to === "COMMITTED" ? "stock.committed" : "stock.released", {
-							orderId,
-							items: r.items
-						});
-					}
-				};
-				if (r.status === "EXPIRED" && to === "COMMITTED") {
-					// The TTL gave the units back: take them again if nobody else has.
-					const locked = await this.lockStock(
-						items.map(i => i.productId),
-						t
-					);
-					const short = shortfall(items, locked);
-					if (short.length > 0)
-						throw shopError(
-							"INVENTORY_RESERVATION_EXPIRED",
-							"The reservation expired and its units are no longer available",
-							{ orderId, items: short }
+					// Several rows are locked in product-id order first; a single row is locked by its
+					// own update (no ordering to keep).
+					if (items.length > 1)
+						await this.lockStock(
+							items.map(i => i.productId),
+							t
 						);
 					await this.adjustStock(
 						t,
 						items.map(i => ({
 							productId: i.productId,
-							onHand: -i.quantity,
-							reserved: 0
+							onHand: to === "COMMITTED" ? -i.quantity : 0,
+							reserved: -i.quantity
 						})),
 						ctx.requestID ?? null
 					);
-					await fastQuery(
-						this.sequelize,
-						"UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1",
-						{ bind: [orderId], transaction: t }
-					);
 					return done;
-				}
-				if (r.status !== "RESERVED")
-					throw shopError(
-						"INVENTORY_RESERVATION_CONFLICT",
-						`The reservation is ${r.status}`,
-						{ orderId, status: r.status }
-					);
-				// The reservation first, the contended stock rows last (held for fewer round trips).
-				await fastQuery(
-					this.sequelize,
-					"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-					{ bind: [orderId, to], transaction: t }
-				);
-				// Several rows are locked in product-id order first; a single row is locked by its
-				// own update (no ordering to keep).
-				if (items.length > 1)
-					await this.lockStock(
-						items.map(i => i.productId),
-						t
-					);
-				await this.adjustStock(
-					t,
-					items.map(i => ({
-						productId: i.productId,
-						onHand: to === "COMMITTED" ? -i.quantity : 0,
-						reserved: -i.quantity
-					})),
-					ctx.requestID ?? null
-				);
-				return done;
-			});
+				},
+				// The order's calls (reserve, release, commit) take turns: the key's claim takes the
+				// order's advisory lock, so they see each other's reservation row (or its absence).
+				{ lock: orderId }
+			);
 		},
 
 		/**

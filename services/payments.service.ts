@@ -228,47 +228,52 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				const outcome = processorOutcome(paymentMethod);
 				if (!outcome)
 					throw shopError("PAYMENTS_INVALID_METHOD", undefined, { paymentMethod });
-				return this.withIdempotency(ctx, "payments.charge", async t => {
-					await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
-						bind: [orderId],
-						transaction: t
-					});
-					const existing = await this.findPayment(orderId, t);
-					if (existing) return chargeOutcome(existing, amount, currency);
-					if ("unavailable" in outcome)
-						throw shopError("PAYMENTS_PROCESSOR_UNAVAILABLE", undefined, { orderId });
-					const row = await this.insertPayment(t, {
-						order_id: orderId,
-						amount,
-						currency,
-						method: paymentMethod,
-						status: outcome.approve ? "CAPTURED" : "DECLINED",
-						decline_code: outcome.approve ? null : outcome.declineCode
-					});
-					if (row.status === "CAPTURED")
-						await fastQuery(
-							this.sequelize,
-							`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
-							{ bind: [row.id, orderId, amount, currency], transaction: t }
-						);
-					await this.enqueueEvent(
-						t,
-						row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
-						toView(row),
-						{ aggregateId: orderId, requestId: ctx.requestID ?? null }
-					);
-					return {
-						...chargeOutcome(row, amount, currency),
-						afterCommit: async () => {
-							this.logger.info(
-								`Payment ${row.status} for order ${orderId}: ${amount} ${currency}${row.decline_code ? ` (${row.decline_code})` : ""}`
-							);
-							countMetric(this.broker, "payments", {
-								outcome: row.status.toLowerCase()
+				return this.withIdempotency(
+					ctx,
+					"payments.charge",
+					async t => {
+						const existing = await this.findPayment(orderId, t);
+						if (existing) return chargeOutcome(existing, amount, currency);
+						if ("unavailable" in outcome)
+							throw shopError("PAYMENTS_PROCESSOR_UNAVAILABLE", undefined, {
+								orderId
 							});
-						}
-					};
-				});
+						const row = await this.insertPayment(t, {
+							order_id: orderId,
+							amount,
+							currency,
+							method: paymentMethod,
+							status: outcome.approve ? "CAPTURED" : "DECLINED",
+							decline_code: outcome.approve ? null : outcome.declineCode
+						});
+						if (row.status === "CAPTURED")
+							await fastQuery(
+								this.sequelize,
+								`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
+								{ bind: [row.id, orderId, amount, currency], transaction: t }
+							);
+						await this.enqueueEvent(
+							t,
+							row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
+							toView(row),
+							{ aggregateId: orderId, requestId: ctx.requestID ?? null }
+						);
+						return {
+							...chargeOutcome(row, amount, currency),
+							afterCommit: async () => {
+								this.logger.info(
+									`Payment ${row.status} for order ${orderId}: ${amount} ${currency}${row.decline_code ? ` (${row.decline_code})` : ""}`
+								);
+								countMetric(this.broker, "payments", {
+									outcome: row.status.toLowerCase()
+								});
+							}
+						};
+					},
+					// The order's calls (charge, refund) take turns: the key's claim takes the order's
+					// advisory lock, so they see each other's payment row (or its absence).
+					{ lock: orderId }
+				);
 			}
 		},
 
@@ -288,52 +293,55 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<Payment> {
 				const { orderId } = ctx.params;
-				return this.withIdempotency(ctx, "payments.refund", async t => {
-					await fastQuery(this.sequelize, "SELECT pg_advisory_xact_lock(hashtext($1))", {
-						bind: [orderId],
-						transaction: t
-					});
-					const existing = await this.findPayment(orderId, t);
-					if (!existing) {
-						const row = await this.insertPayment(t, {
-							order_id: orderId,
-							amount: 0,
-							currency: "XXX",
-							method: "none",
-							status: "VOIDED",
-							decline_code: null
+				return this.withIdempotency(
+					ctx,
+					"payments.refund",
+					async t => {
+						const existing = await this.findPayment(orderId, t);
+						if (!existing) {
+							const row = await this.insertPayment(t, {
+								order_id: orderId,
+								amount: 0,
+								currency: "XXX",
+								method: "none",
+								status: "VOIDED",
+								decline_code: null
+							});
+							return { response: toView(row) };
+						}
+						if (existing.status !== "CAPTURED") return { response: toView(existing) };
+						const rows = (await fastQuery(
+							this.sequelize,
+							`UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE id = $1 RETURNING *`,
+							{ bind: [existing.id], type: QueryTypes.SELECT, transaction: t }
+						)) as PaymentRow[];
+						await fastQuery(
+							this.sequelize,
+							`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
+							{
+								bind: [existing.id, orderId, existing.amount, existing.currency],
+								transaction: t
+							}
+						);
+						const payment = toView(rows[0]!);
+						await this.enqueueEvent(t, "payment.refunded", payment, {
+							aggregateId: orderId,
+							requestId: ctx.requestID ?? null
 						});
-						return { response: toView(row) };
-					}
-					if (existing.status !== "CAPTURED") return { response: toView(existing) };
-					const rows = (await fastQuery(
-						this.sequelize,
-						`UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE id = $1 RETURNING *`,
-						{ bind: [existing.id], type: QueryTypes.SELECT, transaction: t }
-					)) as PaymentRow[];
-					await fastQuery(
-						this.sequelize,
-						`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
-						{
-							bind: [existing.id, orderId, existing.amount, existing.currency],
-							transaction: t
-						}
-					);
-					const payment = toView(rows[0]!);
-					await this.enqueueEvent(t, "payment.refunded", payment, {
-						aggregateId: orderId,
-						requestId: ctx.requestID ?? null
-					});
-					return {
-						response: payment,
-						afterCommit: async () => {
-							this.logger.info(
-								`Payment REFUNDED for order ${orderId}: ${payment.amount} ${payment.currency}`
-							);
-							countMetric(this.broker, "payments", { outcome: "refunded" });
-						}
-					};
-				});
+						return {
+							response: payment,
+							afterCommit: async () => {
+								this.logger.info(
+									`Payment REFUNDED for order ${orderId}: ${payment.amount} ${payment.currency}`
+								);
+								countMetric(this.broker, "payments", { outcome: "refunded" });
+							}
+						};
+					},
+					// The order's calls (charge, refund) take turns: the key's claim takes the order's
+					// advisory lock, so they see each other's payment row (or its absence).
+					{ lock: orderId }
+				);
 			}
 		},
 

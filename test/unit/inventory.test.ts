@@ -122,6 +122,45 @@ describe("inventory", () => {
 		expect(await broker.call("inventory.get", { productId: a })).toMatchObject({ reserved: 0 });
 	});
 
+	it("a reserve and a release of one order racing (different keys) take turns: nothing leaks", async () => {
+		// The order's advisory lock is taken by each call's key claim: whichever comes second
+		// sees the first one's reservation row (or tombstone), never a half state.
+		const a = product();
+		await stock(a, 1_000);
+		const outcomes = await Promise.all(
+			Array.from({ length: 30 }, async () => {
+				const orderId = crypto.randomUUID();
+				const [reserve, release] = await Promise.allSettled([
+					broker.call(
+						"inventory.reserve",
+						{ orderId, items: [{ productId: a, quantity: 2 }] },
+						{ meta: { idempotencyKey: `${orderId}:reserve` } }
+					),
+					broker.call(
+						"inventory.release",
+						{ orderId },
+						{ meta: { idempotencyKey: `${orderId}:reserve:compensate` } }
+					)
+				]);
+				expect(release.status).toBe("fulfilled");
+				// Reserve first: it succeeded and the release gave the units back. Release
+				// first: its tombstone refused the late reserve.
+				if (reserve.status === "rejected")
+					expect(reserve.reason).toMatchObject({
+						type: "INVENTORY_RESERVATION_CONFLICT"
+					});
+				return reserve.status;
+			})
+		);
+		expect(outcomes.length).toBe(30);
+		expect(await broker.call("inventory.get", { productId: a })).toEqual({
+			productId: a,
+			onHand: 1_000,
+			reserved: 0,
+			available: 1_000
+		});
+	});
+
 	it("never oversells under concurrent reservations of overlapping products", async () => {
 		const a = product();
 		const b = product();
