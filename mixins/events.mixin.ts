@@ -55,6 +55,7 @@ import {
 	type JetStreamBus
 } from "../lib/jetstream";
 import { fastQuery } from "../lib/fast-query";
+import { deferWrite } from "../lib/deferred-writes";
 
 /** A domain event as it travels (the JetStream message body). */
 export interface DomainEvent<T = unknown> {
@@ -402,11 +403,10 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					const n = bind.length;
 					return `($${n - 3}, $${n - 2}, $${n - 1}, $${n}::jsonb, $1)`;
 				});
-				await fastQuery(
-					this.sequelize as Sequelize,
-					`INSERT INTO outbox (id, name, aggregate_id, data, request_id) VALUES ${rows.join(", ")}`,
-					{ bind, transaction: t }
-				);
+				const sql = `INSERT INTO outbox (id, name, aggregate_id, data, request_id) VALUES ${rows.join(", ")}`;
+				// Sent with the transaction's last statement when its owner takes deferred writes.
+				if (!deferWrite(t, { sql, bind }))
+					await fastQuery(this.sequelize as Sequelize, sql, { bind, transaction: t });
 				t.afterCommit(() => this.kickRelay());
 				return ids;
 			},

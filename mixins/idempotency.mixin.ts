@@ -43,6 +43,7 @@ import type { Migration } from "../lib/database";
 import { ERRORS, shopError, type ErrorData, type ErrorType } from "../lib/errors";
 import { isTransientError } from "./saga.mixin";
 import { fastQuery } from "../lib/fast-query";
+import { acceptDeferredWrites, withDeferredWrites } from "../lib/deferred-writes";
 
 /** The `idempotency_keys` table, to include in the service's migrations. */
 export const idempotencyMigrations: readonly Migration[] = [
@@ -235,6 +236,9 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 							return { replay: null, outcome };
 						}
 						if (!(await claim(t, "OK", null))) return stored(t);
+						// The record's completion ends the transaction: writes that need no answer
+						// (outbox rows) ride along with it (lib/deferred-writes.ts).
+						acceptDeferredWrites(t);
 						let outcome: IdempotentOutcome<R>;
 						try {
 							outcome = await work(t);
@@ -246,22 +250,21 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 						}
 						if ("error" in outcome) {
 							if (!isStorableError(outcome.error)) throw outcome.error;
-							await fastQuery(
-								seq,
+							const last = withDeferredWrites(
+								t,
 								`UPDATE idempotency_keys SET outcome = 'ERROR', response = $2::jsonb WHERE key = $1`,
-								{
-									bind: [key, JSON.stringify(storedError(outcome.error))],
-									transaction: t
-								}
+								[key, JSON.stringify(storedError(outcome.error))]
 							);
+							await fastQuery(seq, last.sql, { bind: last.bind, transaction: t });
 							return { replay: null, outcome };
 						}
 						const response = asStored(outcome.response);
-						await fastQuery(
-							seq,
+						const last = withDeferredWrites(
+							t,
 							`UPDATE idempotency_keys SET response = $2::jsonb WHERE key = $1`,
-							{ bind: [key, JSON.stringify(response ?? null)], transaction: t }
+							[key, JSON.stringify(response ?? null)]
 						);
+						await fastQuery(seq, last.sql, { bind: last.bind, transaction: t });
 						return { replay: null, outcome: { ...outcome, response } };
 					})
 					.catch(async (err: unknown): Promise<Decided> => {

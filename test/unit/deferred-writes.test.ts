@@ -1,0 +1,102 @@
+/**
+ * lib/deferred-writes.ts on the jest run's real Postgres: writes handed to a transaction run with
+ * its last statement, exactly once, and commit or roll back with it.
+ */
+import { QueryTypes, type Sequelize } from "sequelize";
+import { createSequelize } from "../../lib/database";
+import { acceptDeferredWrites, deferWrite, withDeferredWrites } from "../../lib/deferred-writes";
+import { fastQuery } from "../../lib/fast-query";
+
+const url = (): string => {
+	const u = new URL(process.env.DATABASE_URL!);
+	u.pathname = "/postgres";
+	return u.toString();
+};
+
+describe("deferred writes", () => {
+	let seq: Sequelize;
+	const table = `dw_${process.pid}`;
+	const rows = async (): Promise<{ k: string; v: number }[]> =>
+		(await fastQuery(seq, `SELECT k, v FROM ${table} ORDER BY k`, {
+			type: QueryTypes.SELECT
+		})) as { k: string; v: number }[];
+	const insert = (k: string, v: number) => ({
+		sql: `INSERT INTO ${table} (k, v) VALUES ($1, $2)`,
+		bind: [k, v]
+	});
+
+	beforeAll(async () => {
+		seq = createSequelize(url(), { pool: { max: 2, min: 0 } });
+		await seq.query(`CREATE TABLE ${table} (k text PRIMARY KEY, v int NOT NULL)`);
+	});
+	afterEach(async () => {
+		await seq.query(`DELETE FROM ${table}`);
+	});
+	afterAll(async () => {
+		await seq.query(`DROP TABLE IF EXISTS ${table}`);
+		await seq.close();
+	});
+
+	it("a transaction that did not accept them takes none: the writer sends its own", async () => {
+		await seq.transaction(async t => {
+			expect(deferWrite(t, insert("a", 1))).toBe(false);
+			expect(deferWrite(null, insert("a", 1))).toBe(false);
+		});
+		expect(await rows()).toEqual([]);
+	});
+
+	it("runs them once with the last statement, parameters renumbered after its own", async () => {
+		const answer = await seq.transaction(async t => {
+			acceptDeferredWrites(t);
+			expect(deferWrite(t, insert("a", 1))).toBe(true);
+			expect(deferWrite(t, insert("b", 2))).toBe(true);
+			// Not sent yet.
+			expect(
+				await fastQuery(seq, `SELECT count(*)::int AS n FROM ${table}`, {
+					type: QueryTypes.SELECT,
+					transaction: t
+				})
+			).toEqual([{ n: 0 }]);
+			const last = withDeferredWrites(t, "SELECT $1::int + $2::int AS sum", [40, 2]);
+			expect(last.bind).toEqual([40, 2, "a", 1, "b", 2]);
+			// Taken: a later write is refused, so nothing can be left behind unsent.
+			expect(deferWrite(t, insert("c", 3))).toBe(false);
+			return fastQuery(seq, last.sql, {
+				bind: last.bind,
+				type: QueryTypes.SELECT,
+				transaction: t
+			});
+		});
+		expect(answer).toEqual([{ sum: 42 }]);
+		expect(await rows()).toEqual([
+			{ k: "a", v: 1 },
+			{ k: "b", v: 2 }
+		]);
+	});
+
+	it("they roll back with the transaction when its last statement fails", async () => {
+		await fastQuery(seq, `INSERT INTO ${table} (k, v) VALUES ('x', 0)`);
+		await expect(
+			seq.transaction(async t => {
+				acceptDeferredWrites(t);
+				deferWrite(t, insert("a", 1));
+				const last = withDeferredWrites(t, `INSERT INTO ${table} (k, v) VALUES ($1, $2)`, [
+					"x",
+					9
+				]);
+				await fastQuery(seq, last.sql, { bind: last.bind, transaction: t });
+			})
+		).rejects.toMatchObject({ name: "SequelizeUniqueConstraintError" });
+		expect(await rows()).toEqual([{ k: "x", v: 0 }]);
+	});
+
+	it("refuses a last statement with its own WITH", async () => {
+		await seq.transaction(async t => {
+			acceptDeferredWrites(t);
+			deferWrite(t, insert("a", 1));
+			expect(() => withDeferredWrites(t, "WITH x AS (SELECT 1) SELECT * FROM x", [])).toThrow(
+				/WITH of its own/
+			);
+		});
+	});
+});
