@@ -36,20 +36,16 @@ export function deferWrite(t: Transaction | null | undefined, write: DeferredWri
 }
 
 /**
- * `sql` (a statement without a `WITH` of its own) with `t`'s deferred writes in front of it as
- * CTEs, their parameters renumbered after `bind`'s; `t` takes no more deferred writes.
- * @throws Error when `sql` has its own WITH (not supported)
+ * `sql` with `writes` in front of it as data-modifying CTEs, all in ONE statement (atomic: they
+ * commit or fail together), the writes' parameters renumbered after `bind`'s. `sql` may have a
+ * `WITH` of its own: the writes join its list (their names: `deferred_<n>`).
  */
-export function withDeferredWrites(
-	t: Transaction,
+export function prependWrites(
 	sql: string,
-	bind: readonly unknown[]
+	bind: readonly unknown[],
+	writes: readonly DeferredWrite[]
 ): { sql: string; bind: unknown[] } {
-	const writes = pending.get(t) ?? [];
-	pending.delete(t);
 	if (writes.length === 0) return { sql, bind: [...bind] };
-	if (/^\s*WITH\b/i.test(sql))
-		throw new Error("withDeferredWrites: the last statement has a WITH of its own");
 	const all: unknown[] = [...bind];
 	const ctes = writes.map((w, i) => {
 		const offset = all.length;
@@ -58,5 +54,25 @@ export function withDeferredWrites(
 		const renumbered = w.sql.replace(/\$(\d+)/g, (_m, n: string) => `$${Number(n) + offset}`);
 		return `deferred_${i} AS (${renumbered})`;
 	});
-	return { sql: `WITH ${ctes.join(", ")} ${sql}`, bind: all };
+	const own = /^\s*WITH\s+/i.exec(sql);
+	return {
+		sql: own
+			? `WITH ${ctes.join(", ")}, ${sql.slice(own[0].length)}`
+			: `WITH ${ctes.join(", ")} ${sql}`,
+		bind: all
+	};
+}
+
+/**
+ * `sql` with `t`'s deferred writes in front of it (`prependWrites`); `t` takes no more deferred
+ * writes.
+ */
+export function withDeferredWrites(
+	t: Transaction,
+	sql: string,
+	bind: readonly unknown[]
+): { sql: string; bind: unknown[] } {
+	const writes = pending.get(t) ?? [];
+	pending.delete(t);
+	return prependWrites(sql, bind, writes);
 }

@@ -55,7 +55,7 @@ import {
 	type JetStreamBus
 } from "../lib/jetstream";
 import { fastQuery } from "../lib/fast-query";
-import { deferWrite } from "../lib/deferred-writes";
+import { deferWrite, type DeferredWrite } from "../lib/deferred-writes";
 
 /** A domain event as it travels (the JetStream message body). */
 export interface DomainEvent<T = unknown> {
@@ -263,6 +263,14 @@ export interface OutboxMethods {
 		events: readonly { name: string; data: unknown; aggregateId: string }[],
 		requestId: string | null
 	): Promise<string[]>;
+	/**
+	 * The outbox insert of `events` as a write to put in a statement of one's own
+	 * (`prependWrites`, lib/deferred-writes.ts); once that statement committed, call `kickRelay`.
+	 */
+	outboxWrite(
+		events: readonly { name: string; data: unknown; aggregateId: string }[],
+		requestId: string | null
+	): DeferredWrite;
 	/** Runs the relay now (coalesced with a run in progress). */
 	kickRelay(): void;
 }
@@ -396,6 +404,25 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 				requestId: string | null
 			): Promise<string[]> {
 				if (events.length === 0) return [];
+				const write: DeferredWrite & { ids: string[] } = this.outboxWrite(
+					events,
+					requestId
+				);
+				// Sent with the transaction's last statement when its owner takes deferred writes.
+				if (!deferWrite(t, write))
+					await fastQuery(this.sequelize as Sequelize, write.sql, {
+						bind: write.bind,
+						transaction: t
+					});
+				t.afterCommit(() => this.kickRelay());
+				return write.ids;
+			},
+
+			outboxWrite(
+				this: any,
+				events: readonly { name: string; data: unknown; aggregateId: string }[],
+				requestId: string | null
+			): DeferredWrite & { ids: string[] } {
 				const ids = events.map(() => crypto.randomUUID());
 				const bind: unknown[] = [requestId];
 				const rows = events.map((e, i) => {
@@ -403,12 +430,11 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					const n = bind.length;
 					return `($${n - 3}, $${n - 2}, $${n - 1}, $${n}::jsonb, $1)`;
 				});
-				const sql = `INSERT INTO outbox (id, name, aggregate_id, data, request_id) VALUES ${rows.join(", ")}`;
-				// Sent with the transaction's last statement when its owner takes deferred writes.
-				if (!deferWrite(t, { sql, bind }))
-					await fastQuery(this.sequelize as Sequelize, sql, { bind, transaction: t });
-				t.afterCommit(() => this.kickRelay());
-				return ids;
+				return {
+					sql: `INSERT INTO outbox (id, name, aggregate_id, data, request_id) VALUES ${rows.join(", ")}`,
+					bind,
+					ids
+				};
 			},
 
 			kickRelay(this: any): void {

@@ -44,6 +44,7 @@ import { countMetric, observeMetric, setMetric } from "../lib/metrics";
 import { withRequestId } from "../lib/request-context";
 import { runStoppedFirst } from "../lib/lifecycle";
 import { fastQuery } from "../lib/fast-query";
+import { prependWrites, type DeferredWrite } from "../lib/deferred-writes";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
 
@@ -328,6 +329,11 @@ export interface SagaMixinMethods {
 			 * are not checked for it).
 			 */
 			startFirstStep?: boolean;
+			/**
+			 * The caller's own writes (e.g. the order row, its outbox event), made by the same
+			 * statement: atomic with the saga without a transaction (lib/deferred-writes.ts).
+			 */
+			with?: readonly DeferredWrite[];
 		}
 	): Promise<SagaInstance & { firstLogId: number | null }>;
 	/**
@@ -606,13 +612,14 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					 * the subject is created in the same transaction.
 					 */
 					startFirstStep?: boolean;
+					/** Writes made by the same statement (see the interface). */
+					with?: readonly DeferredWrite[];
 				}
 			): Promise<SagaInstance & { firstLogId: number | null }> {
 				const def = this.sagaDefinition(name) as SagaDefinition;
 				const id = opts.id ?? crypto.randomUUID();
 				const first = opts.startFirstStep ? (def.steps[0]?.name ?? null) : null;
-				const rows = (await fastQuery(
-					this.sequelize as Sequelize,
+				const statement = prependWrites(
 					`WITH s AS (
 						INSERT INTO sagas (id, name, version, status, current_step, data, deadline_at, request_id,
 							lease_owner, lease_expires_at, parent_span_id, attempts)
@@ -623,23 +630,25 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						INSERT INTO saga_steps (saga_id, step_index, step_name, phase, status, attempt)
 						SELECT id, 0, $10, 'forward', 'STARTED', 1 FROM s WHERE $10::text IS NOT NULL RETURNING id)
 					 SELECT s.*, (SELECT id FROM f) AS first_log_id FROM s`,
-					{
-						bind: [
-							id,
-							def.name,
-							def.version,
-							JSON.stringify(data),
-							String(opts.deadlineMs),
-							opts.requestId ?? null,
-							this.$sagaOwner,
-							String(leaseMs),
-							opts.parentSpanId ?? null,
-							first
-						],
-						type: QueryTypes.SELECT,
-						transaction: opts.transaction
-					}
-				)) as (SagaRow & { first_log_id: string | number | null })[];
+					[
+						id,
+						def.name,
+						def.version,
+						JSON.stringify(data),
+						String(opts.deadlineMs),
+						opts.requestId ?? null,
+						this.$sagaOwner,
+						String(leaseMs),
+						opts.parentSpanId ?? null,
+						first
+					],
+					opts.with ?? []
+				);
+				const rows = (await fastQuery(this.sequelize as Sequelize, statement.sql, {
+					bind: statement.bind,
+					type: QueryTypes.SELECT,
+					transaction: opts.transaction
+				})) as (SagaRow & { first_log_id: string | number | null })[];
 				const firstLogId = rows[0]!.first_log_id;
 				return {
 					...toInstance(rows[0]!),

@@ -446,16 +446,47 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				const orderId = crypto.randomUUID();
 				const sagaId = crypto.randomUUID();
 
-				let row: OrderRow;
-				let saga: SagaInstance | undefined;
+				const now = new Date();
+				const row: OrderRow = {
+					id: orderId,
+					user_id: user.id,
+					customer_email: user.email,
+					status: "PENDING",
+					items: lines,
+					total,
+					currency,
+					payment_method: paymentMethod,
+					cancellation_reason: null,
+					cancel_requested: false,
+					idempotency_key: key,
+					request_hash: hash,
+					saga_id: sagaId,
+					created_at: now,
+					updated_at: now
+				};
+				const data: OrderSagaData = {
+					orderId,
+					items: items.map(i => ({ productId: i.productId, quantity: i.quantity })),
+					amount: total,
+					currency,
+					paymentMethod
+				};
+				let saga: SagaInstance;
 				try {
-					row = await this.sequelize.transaction(async t => {
-						const rows = (await fastQuery(
-							this.sequelize,
-							`INSERT INTO orders (id, user_id, customer_email, status, items, total, currency, payment_method,
-								idempotency_key, request_hash, saga_id)
-							 VALUES ($1, $2, $3, 'PENDING', $4::jsonb, $5, $6, $7, $8, $9, $10) RETURNING *`,
+					// The order, its saga (with step 1's intent) and `order.created` in the outbox:
+					// ONE statement, so atomic without a transaction (one round trip in all).
+					saga = await this.createSaga("order", data, {
+						id: sagaId,
+						deadlineMs: config().sagaDeadlineMs,
+						requestId: ctx.requestID ?? null,
+						parentSpanId: ctx.span?.id ?? null,
+						// The order is created with the saga: nothing can refuse step 1 yet.
+						startFirstStep: true,
+						with: [
 							{
+								sql: `INSERT INTO orders (id, user_id, customer_email, status, items, total, currency,
+									payment_method, idempotency_key, request_hash, saga_id, created_at, updated_at)
+								 VALUES ($1, $2, $3, 'PENDING', $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $11)`,
 								bind: [
 									orderId,
 									user.id,
@@ -466,36 +497,21 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 									paymentMethod,
 									key,
 									hash,
-									sagaId
+									sagaId,
+									now
+								]
+							},
+							this.outboxWrite(
+								[
+									{
+										name: "order.created",
+										data: orderEvent(row),
+										aggregateId: orderId
+									}
 								],
-								type: QueryTypes.SELECT,
-								transaction: t
-							}
-						)) as OrderRow[];
-						const data: OrderSagaData = {
-							orderId,
-							items: items.map(i => ({
-								productId: i.productId,
-								quantity: i.quantity
-							})),
-							amount: total,
-							currency,
-							paymentMethod
-						};
-						saga = await this.createSaga("order", data, {
-							id: sagaId,
-							deadlineMs: config().sagaDeadlineMs,
-							requestId: ctx.requestID ?? null,
-							parentSpanId: ctx.span?.id ?? null,
-							transaction: t,
-							// The order is created in this transaction: nothing can refuse step 1 yet.
-							startFirstStep: true
-						});
-						await this.enqueueEvent(t, "order.created", orderEvent(rows[0]!), {
-							aggregateId: orderId,
-							requestId: ctx.requestID ?? null
-						});
-						return rows[0]!;
+								ctx.requestID ?? null
+							)
+						]
 					});
 				} catch (err) {
 					// Two requests with one Idempotency-Key raced: the loser answers the winner's order.
@@ -516,7 +532,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					}
 					throw err;
 				}
-				this.launchSaga(sagaId, { fresh: saga! });
+				this.kickRelay();
+				this.launchSaga(sagaId, { fresh: saga });
 				this.logger.info(
 					`Order ${orderId} placed by user ${user.id}: ${lines.length} line(s), ${total} ${currency} (saga ${sagaId})`
 				);

@@ -4,7 +4,12 @@
  */
 import { QueryTypes, type Sequelize } from "sequelize";
 import { createSequelize } from "../../lib/database";
-import { acceptDeferredWrites, deferWrite, withDeferredWrites } from "../../lib/deferred-writes";
+import {
+	acceptDeferredWrites,
+	deferWrite,
+	prependWrites,
+	withDeferredWrites
+} from "../../lib/deferred-writes";
 import { fastQuery } from "../../lib/fast-query";
 
 const url = (): string => {
@@ -90,13 +95,32 @@ describe("deferred writes", () => {
 		expect(await rows()).toEqual([{ k: "x", v: 0 }]);
 	});
 
-	it("refuses a last statement with its own WITH", async () => {
-		await seq.transaction(async t => {
+	it("joins a last statement's own WITH list (prependWrites)", async () => {
+		const answer = await seq.transaction(async t => {
 			acceptDeferredWrites(t);
 			deferWrite(t, insert("a", 1));
-			expect(() => withDeferredWrites(t, "WITH x AS (SELECT 1) SELECT * FROM x", [])).toThrow(
-				/WITH of its own/
+			const last = withDeferredWrites(
+				t,
+				"WITH x AS (SELECT $1::int AS n) SELECT n + 1 AS m FROM x",
+				[41]
 			);
+			return fastQuery(seq, last.sql, {
+				bind: last.bind,
+				type: QueryTypes.SELECT,
+				transaction: t
+			});
 		});
+		expect(answer).toEqual([{ m: 42 }]);
+		expect(await rows()).toEqual([{ k: "a", v: 1 }]);
+		// Without a transaction: one statement is atomic by itself.
+		const one = prependWrites(
+			`INSERT INTO ${table} (k, v) VALUES ($1, $2)`,
+			["a", 5],
+			[insert("b", 2)]
+		);
+		await expect(fastQuery(seq, one.sql, { bind: one.bind })).rejects.toMatchObject({
+			name: "SequelizeUniqueConstraintError"
+		});
+		expect(await rows()).toEqual([{ k: "a", v: 1 }]);
 	});
 });
