@@ -11,8 +11,12 @@
  * Queries", 7.8.4 "Data-Modifying Statements in WITH"), in the same transaction: the writes
  * commit or roll back with everything else. A transaction that never accepted deferred writes
  * gets none: `deferWrite` answers false and the writer sends its statement itself.
+ *
+ * The writes of one statement run in no defined order and see the same snapshot: they must not
+ * touch the same rows as each other or as the last statement, nor depend on each other.
  */
-import type { Transaction } from "sequelize";
+import type { Sequelize, Transaction } from "sequelize";
+import { fastQuery } from "./fast-query";
 
 /** One deferred write: a data-modifying statement numbering its own parameters from `$1`. */
 export interface DeferredWrite {
@@ -75,4 +79,17 @@ export function withDeferredWrites(
 	const writes = pending.get(t) ?? [];
 	pending.delete(t);
 	return prependWrites(sql, bind, writes);
+}
+
+/**
+ * Makes `write` in transaction `t`: with its last statement when `t` takes deferred writes
+ * (`deferWrite`), else now.
+ */
+export async function writeOrDefer(
+	sequelize: Sequelize,
+	t: Transaction,
+	write: DeferredWrite
+): Promise<void> {
+	if (!deferWrite(t, write))
+		await fastQuery(sequelize, write.sql, { bind: write.bind, transaction: t });
 }

@@ -55,7 +55,7 @@ import {
 	type JetStreamBus
 } from "../lib/jetstream";
 import { fastQuery } from "../lib/fast-query";
-import { deferWrite, type DeferredWrite } from "../lib/deferred-writes";
+import { writeOrDefer, type DeferredWrite } from "../lib/deferred-writes";
 
 /** A domain event as it travels (the JetStream message body). */
 export interface DomainEvent<T = unknown> {
@@ -409,11 +409,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 					requestId
 				);
 				// Sent with the transaction's last statement when its owner takes deferred writes.
-				if (!deferWrite(t, write))
-					await fastQuery(this.sequelize as Sequelize, write.sql, {
-						bind: write.bind,
-						transaction: t
-					});
+				await writeOrDefer(this.sequelize as Sequelize, t, write);
 				t.afterCommit(() => this.kickRelay());
 				return write.ids;
 			},

@@ -65,6 +65,7 @@ import {
 	type IdempotentOutcome
 } from "../mixins/idempotency.mixin";
 import { fastQuery } from "../lib/fast-query";
+import { writeOrDefer } from "../lib/deferred-writes";
 
 /** Stock of one product. Units are whole items. */
 export interface StockLevel {
@@ -366,20 +367,10 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					async t => {
 						const existing = await this.findReservation(orderId, t, true);
 						if (existing) return existingReservationOutcome(existing);
-						// The reservation row first and the stock rows last: every order of a product
-						// waits on its stock row, so it is held for as few round trips as possible
-						// (its update, the idempotency record, the commit).
-						const rows = (await fastQuery(
-							this.sequelize,
-							`INSERT INTO reservations (order_id, status, items, expires_at)
-						 VALUES ($1, 'RESERVED', $2::jsonb, now() + $3::integer * interval '1 millisecond')
-						 RETURNING expires_at AS "expiresAt"`,
-							{
-								bind: [orderId, JSON.stringify(items), this.$reservationTtlMs],
-								type: QueryTypes.SELECT,
-								transaction: t
-							}
-						)) as { expiresAt: Date }[];
+						// The stock rows are the contended ones (every order of a product waits on
+						// its row): they are updated first, and the reservation row is written with
+						// the key's record (lib/deferred-writes.ts), so a stock row is held for the
+						// fewest round trips (its update, the record, the commit).
 						const deltas = items.map(i => ({
 							productId: i.productId,
 							onHand: 0,
@@ -418,12 +409,10 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 						}
 						if (short.length > 0) {
 							// Kept (committed with the key): a repeat answers the same refusal.
-							await fastQuery(
-								this.sequelize,
-								`UPDATE reservations SET status = 'REJECTED', reason = $2::jsonb, expires_at = NULL
-							 WHERE order_id = $1`,
-								{ bind: [orderId, JSON.stringify(short)], transaction: t }
-							);
+							await writeOrDefer(this.sequelize, t, {
+								sql: `INSERT INTO reservations (order_id, status, items, reason) VALUES ($1, 'REJECTED', $2::jsonb, $3::jsonb)`,
+								bind: [orderId, JSON.stringify(items), JSON.stringify(short)]
+							});
 							return {
 								...existingReservationOutcome({
 									orderId,
@@ -442,12 +431,19 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 								}
 							};
 						}
+						// The TTL runs from now on this node's clock (the sweeper compares it with the
+						// database's: clocks of one deployment agree far better than a TTL's scale).
+						const expiresAt = new Date(Date.now() + this.$reservationTtlMs);
+						await writeOrDefer(this.sequelize, t, {
+							sql: `INSERT INTO reservations (order_id, status, items, expires_at) VALUES ($1, 'RESERVED', $2::jsonb, $3)`,
+							bind: [orderId, JSON.stringify(items), expiresAt]
+						});
 						return {
 							response: reservationView({
 								orderId,
 								status: "RESERVED",
 								items,
-								expiresAt: rows[0]!.expiresAt
+								expiresAt
 							}),
 							afterCommit: async () => {
 								this.logger.info(
@@ -660,12 +656,12 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							`The reservation is ${r.status}`,
 							{ orderId, status: r.status }
 						);
-					// The reservation first, the contended stock rows last (held for fewer round trips).
-					await fastQuery(
-						this.sequelize,
-						"UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-						{ bind: [orderId, to], transaction: t }
-					);
+					// The reservation's new status goes with the key's record (lib/deferred-writes.ts): the
+					// contended stock rows are held for fewer round trips.
+					await writeOrDefer(this.sequelize, t, {
+						sql: "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
+						bind: [orderId, to]
+					});
 					// Several rows are locked in product-id order first; a single row is locked by its
 					// own update (no ordering to keep).
 					if (items.length > 1)

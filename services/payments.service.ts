@@ -46,6 +46,7 @@ import {
 } from "../mixins/idempotency.mixin";
 import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import { fastQuery } from "../lib/fast-query";
+import { writeOrDefer } from "../lib/deferred-writes";
 
 export type PaymentStatus = "CAPTURED" | "DECLINED" | "REFUNDED" | "VOIDED";
 
@@ -247,11 +248,11 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 							decline_code: outcome.approve ? null : outcome.declineCode
 						});
 						if (row.status === "CAPTURED")
-							await fastQuery(
-								this.sequelize,
-								`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
-								{ bind: [row.id, orderId, amount, currency], transaction: t }
-							);
+							// With the key's record (lib/deferred-writes.ts): no answer needed.
+							await writeOrDefer(this.sequelize, t, {
+								sql: `INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
+								bind: [row.id, orderId, amount, currency]
+							});
 						await this.enqueueEvent(
 							t,
 							row.status === "CAPTURED" ? "payment.captured" : "payment.declined",
@@ -315,14 +316,10 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 							`UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE id = $1 RETURNING *`,
 							{ bind: [existing.id], type: QueryTypes.SELECT, transaction: t }
 						)) as PaymentRow[];
-						await fastQuery(
-							this.sequelize,
-							`INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
-							{
-								bind: [existing.id, orderId, existing.amount, existing.currency],
-								transaction: t
-							}
-						);
+						await writeOrDefer(this.sequelize, t, {
+							sql: `INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
+							bind: [existing.id, orderId, existing.amount, existing.currency]
+						});
 						const payment = toView(rows[0]!);
 						await this.enqueueEvent(t, "payment.refunded", payment, {
 							aggregateId: orderId,
