@@ -148,7 +148,14 @@ const brokerConfig: BrokerOptions = {
 	tracking: { enabled: true, shutdownTimeout: 10_000 },
 
 	disableBalancer: false,
-	registry: { strategy: "RoundRobin", preferLocal: true },
+	/**
+	 * A stopping node announces that it has no services (an empty INFO), then takes requests for
+	 * `stopDelay` ms more before refusing them (Moleculer: `ServiceNotAvailableError`, "dropped
+	 * because broker is stopped"): long enough for busy callers to hear it (the default, 100 ms,
+	 * was not, under load: test/cluster/fault-tolerance.test.ts "SIGTERM under load"). Without a
+	 * transporter nobody else calls it: Moleculer's default.
+	 */
+	registry: { strategy: "RoundRobin", preferLocal: true, stopDelay: c.transporter ? 1_000 : 100 },
 
 	/**
 	 * Opens per endpoint when half of at least 20 calls in 60 s fail; probes after 10 s. A failure
