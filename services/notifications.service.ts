@@ -171,23 +171,22 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 				if (!user) throw shopError("AUTH_TOKEN_MISSING");
 				const { page, pageSize, orderId } = ctx.params;
 				const where = "user_id = $1 AND ($2::uuid IS NULL OR order_id = $2)";
-				const rows = (await fastQuery(
+				// The page and the total from ONE statement (one snapshot): two queries could
+				// count a notification written between them that the page did not show.
+				const found = (await fastQuery(
 					this.sequelize,
-					`SELECT * FROM notifications WHERE ${where} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4`,
+					`SELECT t.total, n.* FROM (SELECT count(*)::int AS total FROM notifications WHERE ${where}) t
+					 LEFT JOIN LATERAL (
+						SELECT * FROM notifications WHERE ${where} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4
+					 ) n ON true`,
 					{
 						bind: [user.id, orderId ?? null, pageSize, (page - 1) * pageSize],
 						type: QueryTypes.SELECT
 					}
-				)) as NotificationRow[];
-				const count = (await fastQuery(
-					this.sequelize,
-					`SELECT count(*) AS n FROM notifications WHERE ${where}`,
-					{
-						bind: [user.id, orderId ?? null],
-						type: QueryTypes.SELECT
-					}
-				)) as { n: string }[];
-				const total = Number(count[0]?.n ?? 0);
+				)) as (NotificationRow & { total: number })[];
+				const total = found[0]?.total ?? 0;
+				// No notification on the page: one row of nulls beside the total.
+				const rows = found.filter(r => r.id !== null);
 				return {
 					rows: rows.map(r => ({
 						id: r.id,

@@ -205,6 +205,16 @@ describe("notifications", () => {
 		const page2 = await list(alice, { page: 2, pageSize: 2 });
 		expect(page2).toMatchObject({ page: 2, pageSize: 2, total: 3, totalPages: 2 });
 		expect(page2.rows.map(r => r.orderId)).toEqual([aliceOrders[0]!.order.id]);
+		// Past the last page: no rows, the total still counted.
+		await expect(list(alice, { page: 3, pageSize: 2 })).resolves.toMatchObject({
+			rows: [],
+			total: 3,
+			totalPages: 2
+		});
+		await expect(list(admin, { orderId: bobOrder.order.id })).resolves.toMatchObject({
+			rows: [],
+			total: 0
+		});
 	});
 
 	it("counts a redelivered event as a duplicate in its inbox, with no second effect", async () => {
