@@ -197,6 +197,8 @@ describe("the circuit breaker's failure check", () => {
 			true
 		);
 		expect(circuitBreakerFailure({ code: 422, type: "VALIDATION_ERROR" })).toBe(false);
+		// Backpressure is the node working as designed, not failing.
+		expect(circuitBreakerFailure({ code: 503, type: "ORDERS_OVERLOADED" })).toBe(false);
 		const outage = {
 			code: 503,
 			type: "SERVICE_UNAVAILABLE",
