@@ -396,6 +396,9 @@ async function shopWorkloads(
 			confirmed: half.confirmed,
 			cancelled: half.cancelled,
 			cancelledBy: half.cancelledBy,
+			accepted: half.accepted.ok,
+			refused: half.accepted.non2xx,
+			errors: half.accepted.errors,
 			latency: "202→CONFIRMED"
 		},
 		usage: half.accepted.usage
