@@ -33,7 +33,9 @@
  * Hooks (service methods named in the definition) run inside the transaction that records the
  * saga's transition, so the orchestrator's own state (e.g. the order's status) changes atomically
  * with the saga log: `onStepSucceeded(saga, stepName, transaction)`, `onCompleted(saga, transaction)`,
- * `onCompensated(saga, reason, transaction)`, `onFailed(saga, transaction)`.
+ * `onCompensated(saga, reason, transaction)`, `onFailed(saga, transaction)`. A `mirror` does the
+ * commonest of them declaratively and cheaper: the subject row's status after each step and a
+ * refusal flag, in the step's own statement (`SagaMirror`).
  */
 import crypto from "node:crypto";
 import type { ServiceSchema } from "moleculer";
