@@ -494,6 +494,21 @@ function ident(name: string): string {
 }
 
 /**
+ * The mirror's status update: the row `$<id>` takes status `$<status>` unless its status is one
+ * of `$<keep>` (text[]); `also` is more of the WHERE clause.
+ */
+function mirrorStatusUpdate(
+	m: SagaMirror,
+	p: { id: number; status: number; keep: number },
+	also = ""
+): string {
+	const col = ident(m.statusColumn);
+	const touch = m.updatedAtColumn ? `, ${ident(m.updatedAtColumn)} = now()` : "";
+	return `UPDATE ${ident(m.table)} SET ${col} = $${p.status}${touch}
+		WHERE id = $${p.id} AND ${col} <> ALL($${p.keep}::text[])${also}`;
+}
+
+/**
  * Whether step `i` lies after the saga's pivot: the first step following the last compensable
  * one. A failure up to the pivot is compensated; after it the saga can only go forward.
  */
@@ -1138,11 +1153,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				);
 				if (m && status) {
 					bind.push(status, m.keepStatuses);
-					const col = ident(m.statusColumn);
-					const touch = m.updatedAtColumn ? `, ${ident(m.updatedAtColumn)} = now()` : "";
 					ctes.push(
-						`m AS (UPDATE ${ident(m.table)} SET ${col} = $10${touch}
-						 WHERE id = $9 AND ${col} <> ALL($11::text[]) AND EXISTS (SELECT 1 FROM s) RETURNING id)`
+						`m AS (${mirrorStatusUpdate(m, { id: 9, status: 10, keep: 11 }, " AND EXISTS (SELECT 1 FROM s)")} RETURNING id)`
 					);
 				}
 				ctes.push(
@@ -1375,18 +1387,10 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					const lastStatus = last && def.mirror?.statusAfterStep[last.stepName];
 					if (lastStatus) {
 						const m = def.mirror!;
-						const col = ident(m.statusColumn);
-						const touch = m.updatedAtColumn
-							? `, ${ident(m.updatedAtColumn)} = now()`
-							: "";
-						await fastQuery(
-							seq,
-							`UPDATE ${ident(m.table)} SET ${col} = $2${touch} WHERE id = $1 AND ${col} <> ALL($3::text[])`,
-							{
-								bind: [done.data[m.idField], lastStatus, m.keepStatuses],
-								transaction: t
-							}
-						);
+						await fastQuery(seq, mirrorStatusUpdate(m, { id: 1, status: 2, keep: 3 }), {
+							bind: [done.data[m.idField], lastStatus, m.keepStatuses],
+							transaction: t
+						});
 					}
 					if (last && def.onStepSucceeded)
 						await this[def.onStepSucceeded](

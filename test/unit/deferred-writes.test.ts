@@ -11,12 +11,7 @@ import {
 	withDeferredWrites
 } from "../../lib/deferred-writes";
 import { fastQuery } from "../../lib/fast-query";
-
-const url = (): string => {
-	const u = new URL(process.env.DATABASE_URL!);
-	u.pathname = "/postgres";
-	return u.toString();
-};
+import { sharedDatabaseUrl } from "../support/database-url";
 
 describe("deferred writes", () => {
 	let seq: Sequelize;
@@ -31,7 +26,7 @@ describe("deferred writes", () => {
 	});
 
 	beforeAll(async () => {
-		seq = createSequelize(url(), { pool: { max: 2, min: 0 } });
+		seq = createSequelize(sharedDatabaseUrl(), { pool: { max: 2, min: 0 } });
 		await seq.query(`CREATE TABLE ${table} (k text PRIMARY KEY, v int NOT NULL)`);
 	});
 	afterEach(async () => {

@@ -5,18 +5,13 @@
 import { QueryTypes, type Sequelize } from "sequelize";
 import { createSequelize } from "../../lib/database";
 import { fastQuery } from "../../lib/fast-query";
-
-const url = (): string => {
-	const u = new URL(process.env.DATABASE_URL!);
-	u.pathname = "/postgres";
-	return u.toString();
-};
+import { sharedDatabaseUrl } from "../support/database-url";
 
 describe("fastQuery", () => {
 	let seq: Sequelize;
 	const table = `fq_${process.pid}`;
 	beforeAll(async () => {
-		seq = createSequelize(url(), { pool: { max: 2, min: 0 } });
+		seq = createSequelize(sharedDatabaseUrl(), { pool: { max: 2, min: 0 } });
 		await seq.query(
 			`CREATE TABLE ${table} (id int PRIMARY KEY, doc jsonb, at timestamptz DEFAULT now(), big bigint)`
 		);

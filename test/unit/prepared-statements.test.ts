@@ -7,12 +7,7 @@
 import { QueryTypes, type Sequelize } from "sequelize";
 import { resetConfig } from "../../lib/config";
 import { createSequelize, preparedName } from "../../lib/database";
-
-const url = (): string => {
-	const u = new URL(process.env.DATABASE_URL!);
-	u.pathname = "/postgres";
-	return u.toString();
-};
+import { sharedDatabaseUrl } from "../support/database-url";
 
 /** The named statements of the transaction's connection, as Postgres lists them. */
 async function preparedOnConnection(seq: Sequelize, work: (t: any) => Promise<void>) {
@@ -43,7 +38,7 @@ describe("prepared statements", () => {
 	it("parameterised queries run as named statements, with the right results", async () => {
 		delete process.env.DATABASE_PREPARED_STATEMENTS;
 		resetConfig();
-		const seq = createSequelize(url(), { pool: { max: 1, min: 0 } });
+		const seq = createSequelize(sharedDatabaseUrl(), { pool: { max: 1, min: 0 } });
 		try {
 			const text = "SELECT $1::int + 1 AS y";
 			const answers: number[] = [];
@@ -69,7 +64,7 @@ describe("prepared statements", () => {
 	it("DATABASE_PREPARED_STATEMENTS=false: unnamed, as Sequelize sends them", async () => {
 		process.env.DATABASE_PREPARED_STATEMENTS = "false";
 		resetConfig();
-		const seq = createSequelize(url(), { pool: { max: 1, min: 0 } });
+		const seq = createSequelize(sharedDatabaseUrl(), { pool: { max: 1, min: 0 } });
 		try {
 			const prepared = await preparedOnConnection(seq, async t => {
 				await seq.query("SELECT $1::int AS z", { bind: [1], transaction: t });
@@ -84,7 +79,7 @@ describe("prepared statements", () => {
 		const u = new URL(process.env.DATABASE_URL!);
 		const socketDir = u.searchParams.get("host");
 		expect(socketDir).toMatch(/^\//);
-		const seq = createSequelize(url(), { pool: { max: 1, min: 0 } });
+		const seq = createSequelize(sharedDatabaseUrl(), { pool: { max: 1, min: 0 } });
 		try {
 			// A Unix-socket session has no client address.
 			const [row] = (await seq.query("SELECT inet_client_addr() AS addr", {

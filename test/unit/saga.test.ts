@@ -757,6 +757,16 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 			})) as { status: string }[]
 		)[0]!.status;
 
+	/** A participant behaviour that changes the calling tour's row (`set`: SQL assignments). */
+	const onTour =
+		(set: string): Behaviour =>
+		async (_n, call) => {
+			await svc.sequelize.query(`UPDATE tours SET ${set} WHERE id = $1`, {
+				bind: [call.ref]
+			});
+			return undefined;
+		};
+
 	/** Runs a tour as `launchSaga` would: owned, from its first step's recorded intent. */
 	const run = async (c: { id: string; firstLogId: number | null }) =>
 		svc.runSaga(c.id, (await svc.getSaga(c.id))!, c.firstLogId);
@@ -818,31 +828,15 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 	});
 
 	it("a status in keepStatuses is left alone", async () => {
-		let ref = "";
-		const created = await newTour({
-			reserve: async () => {
-				await svc.sequelize.query("UPDATE tours SET status = 'FROZEN' WHERE id = $1", {
-					bind: [ref]
-				});
-				return undefined;
-			}
-		});
-		ref = created.ref;
+		const created = await newTour({ reserve: onTour("status = 'FROZEN'") });
+		const ref = created.ref;
 		expect(await run(created)).toMatchObject({ status: "COMPLETED" });
 		expect(await tourStatus(ref)).toBe("FROZEN");
 	});
 
 	it("the refuse flag set during a step stops the next one in the same statement and compensates", async () => {
-		let ref = "";
-		const created = await newTour({
-			reserve: async () => {
-				await svc.sequelize.query("UPDATE tours SET cancelled = true WHERE id = $1", {
-					bind: [ref]
-				});
-				return undefined;
-			}
-		});
-		ref = created.ref;
+		const created = await newTour({ reserve: onTour("cancelled = true") });
+		const ref = created.ref;
 		const done = await run(created);
 		expect(done).toMatchObject({
 			status: "COMPENSATED",
@@ -863,32 +857,16 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 	});
 
 	it("the refuse flag is not checked after the pivot", async () => {
-		let ref = "";
-		const created = await newTour({
-			charge: async () => {
-				await svc.sequelize.query("UPDATE tours SET cancelled = true WHERE id = $1", {
-					bind: [ref]
-				});
-				return undefined;
-			}
-		});
-		ref = created.ref;
+		const created = await newTour({ charge: onTour("cancelled = true") });
+		const ref = created.ref;
 		// Set during `charge`: `confirm` (the pivot) is refused and both steps are compensated.
 		const refused = await run(created);
 		expect(refused).toMatchObject({ status: "COMPENSATED" });
 		expect(callsOf(ref)).toEqual(["reserve", "charge", "refund", "unreserve"]);
 
 		// Set during `confirm` (the pivot itself): `ship` comes after the pivot and still runs.
-		let ref2 = "";
-		const second = await newTour({
-			confirm: async () => {
-				await svc.sequelize.query("UPDATE tours SET cancelled = true WHERE id = $1", {
-					bind: [ref2]
-				});
-				return undefined;
-			}
-		});
-		ref2 = second.ref;
+		const second = await newTour({ confirm: onTour("cancelled = true") });
+		const ref2 = second.ref;
 		expect(await run(second)).toMatchObject({ status: "COMPLETED" });
 		expect(callsOf(ref2)).toEqual(["reserve", "charge", "confirm", "ship"]);
 		expect(await tourStatus(ref2)).toBe("SHIPPED");
