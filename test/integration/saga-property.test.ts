@@ -9,8 +9,11 @@
  * orchestrator crashes armed as "the next N sagas to reach <crash-before|crash-after>:<step>
  * crash there" (saga ids are only known once the saga runs). When every order has ended, it
  * checks the invariants:
- * - every order ends CONFIRMED or CANCELLED, within its deadline plus a lease, a recovery
- *   interval and a scheduling margin (measured from its creation, on the database's clock);
+ * - every order ends CONFIRMED or CANCELLED, within `settleBound`: its deadline (which bounds
+ *   the steps up to the pivot), the worst-case retries after the pivot and of compensations, a
+ *   lease and a recovery interval per crash, and a scheduling margin (measured from its
+ *   creation; the order's `created_at` is the orders node's clock, its `updated_at` the
+ *   database's, one machine here);
  *   a declined card is never CONFIRMED, and a cancellation has a reason the scenario can cause;
  * - per product: `onHand` = initial − units of CONFIRMED orders, `reserved` = 0;
  * - per order: a CAPTURED payment of the order's total iff CONFIRMED, a COMMITTED reservation iff
@@ -26,7 +29,13 @@ import crypto from "node:crypto";
 import * as fc from "fast-check";
 import type { ServiceBroker } from "moleculer";
 import { resetConfig } from "../../lib/config";
-import { createOrdersService, type Order, type SagaView } from "../../services/orders.service";
+import { backoffDelay, type SagaRetryPolicy } from "../../mixins/saga.mixin";
+import {
+	createOrdersService,
+	orderSaga,
+	type Order,
+	type SagaView
+} from "../../services/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan, type FaultRule } from "../support/faults";
 
@@ -129,6 +138,43 @@ const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
 	)
 });
 
+/**
+ * Worst-case time from an order's 202 to its end in scenario `s`, in ms. The saga's deadline
+ * bounds only the steps up to the pivot (and one step may start just before it); after it, what
+ * bounds the time is the work itself: the retries of the step after the pivot (`commitStock`)
+ * and of the compensations, each waiting at most its backoff cap (plus a call timeout for a lost
+ * answer), and every crash, which leaves the saga to recovery once its lease expires. All the
+ * faults of the scenario may hit one saga.
+ */
+function settleBound(s: Scenario): number {
+	const saga = orderSaga();
+	const retries = (rules: readonly FaultRule[], policy: SagaRetryPolicy): number => {
+		let ms = 0;
+		let attempt = 1;
+		for (const r of rules) {
+			if (r.kind === "down") continue; // not generated here
+			for (let i = 0; i < r.times; i++) {
+				attempt++;
+				ms +=
+					(r.kind === "loseAnswer" ? STEP_TIMEOUT_MS : 0) +
+					backoffDelay(policy, attempt, () => 1);
+			}
+		}
+		return ms;
+	};
+	const compensation = saga.compensationRetry ?? saga.retry;
+	const crashes = s.crashes.reduce((n, c) => n + c.count, 0);
+	return (
+		DEADLINE_MS +
+		STEP_TIMEOUT_MS +
+		retries(s.faults["inventory.commit"], saga.retry) +
+		retries(s.faults["inventory.release"], compensation) +
+		retries(s.faults["payments.refund"], compensation) +
+		crashes * (LEASE_MS + RECOVERY_INTERVAL_MS) +
+		SCHEDULING_MARGIN_MS
+	);
+}
+
 class SimulatedCrash extends Error {}
 
 /** Armed crash points, `<kind>:<step>` → how many more sagas crash there. */
@@ -189,7 +235,11 @@ describe("order saga: property-based invariants under random faults", () => {
 		resetConfig();
 		t = await startTestBroker(["products", "inventory", "payments", "notifications"], {
 			env,
-			broker: { middlewares: [plan.middleware()] },
+			// No circuit breaker: on this single node, a burst of injected transient faults opened
+			// an endpoint's breaker and every saga then waited its half-open time (10 s), which
+			// `settleBound` does not model (seed 706561415: orders ended after 21 s). The breaker
+			// is tested in test/cluster/fault-tolerance.test.ts.
+			broker: { middlewares: [plan.middleware()], circuitBreaker: { enabled: false } },
 			extra: [
 				createOrdersService({
 					leaseMs: LEASE_MS,
@@ -286,7 +336,7 @@ describe("order saga: property-based invariants under random faults", () => {
 					)
 				)
 			);
-			const bound = DEADLINE_MS + LEASE_MS + RECOVERY_INTERVAL_MS + SCHEDULING_MARGIN_MS;
+			const bound = settleBound(s);
 			const confirmed = new Set<string>();
 			for (const [i, o] of ended.entries()) {
 				const p = placed[i]!;
