@@ -96,7 +96,10 @@ export interface ShopConfig {
 	 * are refused with 503 ORDERS_OVERLOADED and `Retry-After` instead of queueing without bound.
 	 */
 	readonly sagaMaxInFlight: number;
-	/** Time-to-live of a stock reservation that is neither committed nor released, in ms. */
+	/**
+	 * Time-to-live of a stock reservation that is neither committed nor released, in ms; never
+	 * below `sagaDeadlineMs` (refused at start-up). Counted on the database's clock.
+	 */
 	readonly reservationTtlMs: number;
 	/** How often inventory releases expired reservations, in ms. */
 	readonly reservationSweepIntervalMs: number;
@@ -352,6 +355,15 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		}
 	}
 
+	// A reservation must outlive the part of its saga that can still give it up (up to the pivot,
+	// bounded by the deadline): a shorter TTL would cancel healthy orders as TIMEOUT.
+	const sagaDeadlineMs = int(env, "SAGA_DEADLINE_MS", 30_000, 1_000, 24 * 3600_000);
+	const reservationTtlMs = int(env, "RESERVATION_TTL_MS", 120_000, 500, 7 * 24 * 3600_000);
+	if (reservationTtlMs < sagaDeadlineMs)
+		throw new ConfigError(
+			`RESERVATION_TTL_MS (${reservationTtlMs}) must not be below SAGA_DEADLINE_MS (${sagaDeadlineMs})`
+		);
+
 	return Object.freeze({
 		env: nodeEnv as ShopConfig["env"],
 		production,
@@ -376,12 +388,12 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		jaegerEndpoint,
 		logLevel,
 		logFormat,
-		sagaDeadlineMs: int(env, "SAGA_DEADLINE_MS", 30_000, 1_000, 24 * 3600_000),
+		sagaDeadlineMs,
 		sagaStepTimeoutMs: int(env, "SAGA_STEP_TIMEOUT_MS", 5_000, 100, 600_000),
 		sagaLeaseMs: int(env, "SAGA_LEASE_MS", 15_000, 200, 3600_000),
 		sagaRecoveryIntervalMs: int(env, "SAGA_RECOVERY_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaMaxInFlight: int(env, "SAGA_MAX_IN_FLIGHT", 400, 1, 1_000_000),
-		reservationTtlMs: int(env, "RESERVATION_TTL_MS", 120_000, 500, 7 * 24 * 3600_000),
+		reservationTtlMs,
 		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),
 		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10, 3600_000),

@@ -21,8 +21,11 @@
  *
  * Steps after the last compensable one (the pivot) cannot be undone: their transient failures are
  * retried and, if they persist, the saga is parked `FAILED` rather than compensated; the deadline
- * no longer applies to them. A step's retry policy is the only retry layer: its calls are made
- * with the broker's retry policy off (`retries: 0`).
+ * no longer applies to them. Whether the pivot has passed is also read from its effect
+ * (`mirror.pivotStatuses`) before compensating, so a pivot whose outcome was not recorded (a crash
+ * between its effect and the log) is never undone by recovery: the saga goes forward. A step's
+ * retry policy is the only retry layer: its calls are made with the broker's retry policy off
+ * (`retries: 0`).
  *
  * Stopping the service starts no further step: the calls in flight are awaited and recorded, and
  * the saga stays `RUNNING`/`COMPENSATING`, to be resumed with `runSaga`.
@@ -141,6 +144,15 @@ export interface SagaMirror {
 	 * `beforeStep`, checked before every such step.
 	 */
 	readonly refuse?: { readonly column: string; readonly error: ErrorType };
+	/**
+	 * Statuses of the subject that say the pivot has passed (e.g. `CONFIRMING`, `CONFIRMED`), set
+	 * by the pivot step itself. When the pivot's effect committed but its outcome was not recorded
+	 * (a crash, a lost connection), the saga would otherwise be resumed before its pivot and
+	 * compensate what cannot be undone; with these, before compensating the saga reads the
+	 * subject's status (one statement, on the compensation path only) and, past the pivot, goes
+	 * forward instead: the deadline no longer applies and a failure parks it.
+	 */
+	readonly pivotStatuses?: readonly string[];
 }
 
 /** A forward step's outcome, as the saga records it. */
@@ -904,6 +916,18 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				// same transaction as the previous step's outcome (one round trip less per step).
 				// `firstLogId`: the current step's intent, recorded when the saga was created.
 				let preStarted: number | null = firstLogId;
+				// Whether the subject says the pivot has passed (`mirror.pivotStatuses`): read only
+				// when the saga is about to compensate, and from then on it only goes forward.
+				let pastPivot = false;
+				const mayCompensate = async (i: number): Promise<boolean> => {
+					if (sagaIsAfterPivot(def, i) || pastPivot) return false;
+					pastPivot = await this.sagaPivotPassed(def, saga);
+					if (pastPivot)
+						this.logger.warn(
+							`Saga ${saga.id} (${saga.name}): its subject is past the pivot, going forward`
+						);
+					return !pastPivot;
+				};
 				for (let i = saga.currentStep; i < def.steps.length; i++) {
 					const step = def.steps[i]!;
 					const policy = step.retry ?? def.retry;
@@ -918,7 +942,11 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 						} else {
 							// Stopping: leave the saga RUNNING here, to be resumed.
 							if (this.$sagaStopping) return saga;
-							if (this.sagaDeadlinePassed(def, saga, i))
+							if (
+								!pastPivot &&
+								this.sagaDeadlinePassed(def, saga, i) &&
+								(await mayCompensate(i))
+							)
 								return this.sagaBeginCompensation(
 									def,
 									saga,
@@ -928,7 +956,8 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 							attempt++;
 							if (
 								(def.beforeStep || def.mirror?.refuse) &&
-								!sagaIsAfterPivot(def, i)
+								!sagaIsAfterPivot(def, i) &&
+								!pastPivot
 							) {
 								try {
 									if (def.beforeStep) await this[def.beforeStep](saga);
@@ -958,7 +987,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 								await sleep(backoffDelay(policy, attempt + 1));
 								continue;
 							}
-							if (sagaIsAfterPivot(def, i)) return this.sagaPark(def, saga, rec);
+							if (!(await mayCompensate(i))) return this.sagaPark(def, saga, rec);
 							return this.sagaBeginCompensation(def, saga, rec, i);
 						}
 						// Recording the outcome is the orchestrator's own business: a failure here
@@ -989,6 +1018,25 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 					}
 				}
 				return this.sagaFinish(def, saga, "COMPLETED", null);
+			},
+
+			/**
+			 * Whether the saga's subject says its pivot has passed (`def.mirror.pivotStatuses`),
+			 * whatever the step log says. One statement; false without `pivotStatuses`.
+			 */
+			async sagaPivotPassed(
+				this: any,
+				def: SagaDefinition,
+				saga: SagaInstance
+			): Promise<boolean> {
+				const m = def.mirror;
+				if (!m?.pivotStatuses?.length) return false;
+				const rows = (await fastQuery(
+					this.sequelize as Sequelize,
+					`SELECT ${ident(m.statusColumn)} AS status FROM ${ident(m.table)} WHERE id = $1`,
+					{ bind: [saga.data[m.idField]], type: QueryTypes.SELECT }
+				)) as { status: string }[];
+				return rows[0] !== undefined && m.pivotStatuses.includes(rows[0].status);
 			},
 
 			/**

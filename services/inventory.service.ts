@@ -19,9 +19,13 @@
  *
  * Reservations carry a TTL (a semantic lock, in the sense of Garcia-Molina & Salem's sagas: the
  * units are held for the order only so long): `reserve` sets `expires_at = now() +
- * RESERVATION_TTL_MS`. A sweeper (every `RESERVATION_SWEEP_INTERVAL_MS`, one sweep at a time per
- * node, none while stopping; `releaseExpired` runs one on demand) claims `RESERVED` reservations
- * past their `expires_at` with `FOR UPDATE SKIP LOCKED` (so nodes sweeping together never take the
+ * RESERVATION_TTL_MS`, `now()` being the database's clock, the one the sweeper compares with. A
+ * sweeper (every `RESERVATION_SWEEP_INTERVAL_MS`, one sweep at a time per node, none while
+ * stopping; `releaseExpired` runs one on demand) first asks the orders service which of the due
+ * reservations may lapse (`orders.lapseReservations`, which fences those orders off their pivot in
+ * the same step): a reservation of an order past its pivot (its card charged) is kept, with
+ * `expires_at` cleared, so its saga can always commit it; without an answer nothing expires. It
+ * then claims the others, still `RESERVED` and due, with `FOR UPDATE SKIP LOCKED` (so nodes sweeping together never take the
  * same one, nor wait on a reservation a call is changing), locks their stock rows in ascending
  * product-id order like `reserve`, gives the units back (`reserved -= quantity`) and marks them
  * `EXPIRED`. Expiry takes effect when swept: until then a late `commit` still finds the units
@@ -135,7 +139,7 @@ interface InventoryMethods {
 		deltas: readonly { productId: string; onHand: number; reserved: number }[],
 		requestId: string | null,
 		opts?: { onlyIfAvailable?: boolean }
-	): Promise<boolean>;
+	): Promise<Date | null>;
 	findReservation(orderId: string, t: Transaction, lock: boolean): Promise<ReservationRow | null>;
 	enqueueStockChanged(
 		t: Transaction,
@@ -148,7 +152,10 @@ interface InventoryMethods {
 	): Promise<ReservationView>;
 	releaseExpiredReservations(): Promise<number>;
 	sweepExpired(): Promise<number>;
-	sweepExpiredBatch(limit: number): Promise<{ orderId: string; items: ReservationItem[] }[]>;
+	sweepExpiredBatch(limit: number): Promise<{
+		due: number;
+		expired: { orderId: string; items: ReservationItem[] }[];
+	} | null>;
 	scheduleSweep(): void;
 }
 /** The sweeper's state on `this`. */
@@ -377,6 +384,9 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 							reserved: i.quantity
 						}));
 						let short: Shortfall[] = [];
+						// The database's clock (its `now()`, this transaction's start), from the
+						// stock update: the TTL is counted on it.
+						let dbNow: Date | null = null;
 						if (items.length === 1) {
 							// One row: its conditional update locks, checks and reserves at once.
 							const applied = await this.adjustStock(
@@ -387,6 +397,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 									onlyIfAvailable: true
 								}
 							);
+							dbNow = applied;
 							if (!applied)
 								short = shortfall(
 									items,
@@ -405,7 +416,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 								)
 							);
 							if (short.length === 0)
-								await this.adjustStock(t, deltas, ctx.requestID ?? null);
+								dbNow = await this.adjustStock(t, deltas, ctx.requestID ?? null);
 						}
 						if (short.length > 0) {
 							// Kept (committed with the key): a repeat answers the same refusal.
@@ -431,9 +442,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 								}
 							};
 						}
-						// The TTL runs from now on this node's clock (the sweeper compares it with the
-						// database's: clocks of one deployment agree far better than a TTL's scale).
-						const expiresAt = new Date(Date.now() + this.$reservationTtlMs);
+						// The TTL is counted on the database's clock, the one the sweeper compares it
+						// with: a node whose clock is off can neither shorten nor stretch it.
+						const expiresAt = new Date(
+							(dbNow ?? new Date()).getTime() + this.$reservationTtlMs
+						);
 						await writeOrDefer(this.sequelize, t, {
 							sql: `INSERT INTO reservations (order_id, status, items, expires_at) VALUES ($1, 'RESERVED', $2::jsonb, $3)`,
 							bind: [orderId, JSON.stringify(items), expiresAt]
@@ -706,36 +719,88 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			let released = 0;
 			for (;;) {
 				const batch = await this.sweepExpiredBatch(SWEEP_BATCH);
-				released += batch.length;
-				if (batch.length > 0)
-					countMetric(this.broker, "reservations", { outcome: "expired" }, batch.length);
-				for (const r of batch)
+				if (!batch) return released;
+				released += batch.expired.length;
+				if (batch.expired.length > 0)
+					countMetric(
+						this.broker,
+						"reservations",
+						{ outcome: "expired" },
+						batch.expired.length
+					);
+				for (const r of batch.expired)
 					await this.broker.emit("stock.released", {
 						orderId: r.orderId,
 						items: r.items,
 						reason: "EXPIRED"
 					});
-				if (batch.length < SWEEP_BATCH || this.$sweepStopping) return released;
+				if (batch.due < SWEEP_BATCH || this.$sweepStopping) return released;
 			}
 		},
 
 		/**
-		 * Claims up to `limit` RESERVED reservations past their `expires_at` (`SKIP LOCKED`: those
-		 * another transaction holds are left for the next sweep), gives their units back and
-		 * marks them EXPIRED, in one transaction. Stock rows are locked in ascending product-id
-		 * order, after the reservation rows, as `reserve` and `release`/`commit` do.
+		 * One batch of the sweep: up to `limit` RESERVED reservations past their `expires_at` (on
+		 * the database's clock). Their orders' saga decides first (`orders.lapseReservations`,
+		 * which also fences those orders off their pivot): the reservations of orders past their
+		 * pivot are kept (`expires_at` cleared: they no longer expire, their saga commits them or
+		 * an operator resolves it); the others are claimed (`SKIP LOCKED`: those another
+		 * transaction holds are left for the next sweep), their units given back and marked
+		 * EXPIRED, in one transaction. Stock rows are locked in ascending product-id order, after
+		 * the reservation rows, as `reserve` and `release`/`commit` do.
+		 * @returns how many were due and the ones expired; null when the orders service did not
+		 *   answer (nothing expires without its word: the next sweep asks again)
 		 */
 		async sweepExpiredBatch(
 			this: InventoryThis,
 			limit: number
-		): Promise<{ orderId: string; items: ReservationItem[] }[]> {
-			return this.sequelize.transaction(async t => {
+		): Promise<{
+			due: number;
+			expired: { orderId: string; items: ReservationItem[] }[];
+		} | null> {
+			const candidates = (await fastQuery(
+				this.sequelize,
+				`SELECT order_id AS "orderId" FROM reservations
+				 WHERE status = 'RESERVED' AND expires_at <= now()
+				 ORDER BY expires_at LIMIT $1`,
+				{ bind: [limit], type: QueryTypes.SELECT }
+			)) as { orderId: string }[];
+			if (candidates.length === 0) return { due: 0, expired: [] };
+			const orderIds = candidates.map(c => c.orderId);
+			let kept: string[];
+			try {
+				({ kept } = await this.broker.call<{ kept: string[] }, { orderIds: string[] }>(
+					"orders.lapseReservations",
+					{ orderIds },
+					{ timeout: 10_000, retries: 0 }
+				));
+			} catch (err) {
+				this.logger.warn(
+					`Sweep: ${orderIds.length} reservation(s) due, but the orders service did not say which may lapse; kept for now`,
+					err
+				);
+				return null;
+			}
+			if (kept.length > 0) {
+				await fastQuery(
+					this.sequelize,
+					`UPDATE reservations SET expires_at = NULL, updated_at = now()
+					 WHERE order_id = ANY($1::uuid[]) AND status = 'RESERVED'`,
+					{ bind: [kept] }
+				);
+				this.logger.info(
+					`Sweep: ${kept.length} reservation(s) of orders past their pivot kept past their TTL`
+				);
+			}
+			const keep = new Set(kept);
+			const lapse = orderIds.filter(id => !keep.has(id));
+			if (lapse.length === 0) return { due: candidates.length, expired: [] };
+			const expired = await this.sequelize.transaction(async t => {
 				const due = (await fastQuery(
 					this.sequelize,
 					`SELECT order_id AS "orderId", items FROM reservations
-					 WHERE status = 'RESERVED' AND expires_at <= now()
+					 WHERE status = 'RESERVED' AND expires_at <= now() AND order_id = ANY($2::uuid[])
 					 ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
-					{ bind: [limit], type: QueryTypes.SELECT, transaction: t }
+					{ bind: [limit, lapse], type: QueryTypes.SELECT, transaction: t }
 				)) as { orderId: string; items: ReservationItem[] }[];
 				if (due.length === 0) return [];
 				const totals = normaliseItems(due.flatMap(r => r.items));
@@ -756,6 +821,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				);
 				return due;
 			});
+			return { due: candidates.length, expired };
 		},
 
 		/** Arms the sweeper's next run (a timeout re-armed after each sweep: runs never overlap). */
@@ -777,7 +843,8 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		 * of several products must already be locked in product-id order (`lockStock`).
 		 * `onlyIfAvailable` (one product only): the update applies only if the product's
 		 * available units stay >= 0, checked by the update itself under the row's lock.
-		 * @returns whether the update applied (always true without `onlyIfAvailable`)
+		 * @returns the database's `now()` (this transaction's start) when the update applied, null
+		 *   when it did not (`onlyIfAvailable`)
 		 * @throws the database's check violation if a level would go negative or reserved exceed
 		 *   on hand (callers check first, under the lock)
 		 */
@@ -787,7 +854,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			deltas: readonly { productId: string; onHand: number; reserved: number }[],
 			requestId: string | null,
 			opts: { onlyIfAvailable?: boolean } = {}
-		): Promise<boolean> {
+		): Promise<Date | null> {
 			if (opts.onlyIfAvailable && deltas.length !== 1)
 				throw new Error("adjustStock: onlyIfAvailable takes exactly one product");
 			// Re-checked on the row's latest version under its lock (READ COMMITTED), so two
@@ -801,7 +868,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					updated_at = now()
 				 FROM unnest($1::uuid[], $2::int[], $3::int[]) AS d(product_id, on_hand, reserved)
 				 WHERE s.product_id = d.product_id${guard}
-				 RETURNING s.product_id AS "productId", s.on_hand AS "onHand", s.reserved`,
+				 RETURNING s.product_id AS "productId", s.on_hand AS "onHand", s.reserved, now() AS "dbNow"`,
 				{
 					bind: [
 						deltas.map(d => d.productId),
@@ -811,17 +878,17 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					type: QueryTypes.SELECT,
 					transaction: t
 				}
-			)) as StockRow[];
+			)) as (StockRow & { dbNow: Date })[];
 			rows.sort((a, b) =>
 				a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0
 			);
-			if (rows.length === 0) return false;
+			if (rows.length === 0) return null;
 			await this.enqueueEvents(
 				t,
 				rows.map(r => ({ name: "stock.changed", data: view(r), aggregateId: r.productId })),
 				requestId
 			);
-			return true;
+			return new Date(rows[0]!.dbNow);
 		},
 
 		/**

@@ -39,6 +39,7 @@ import { ordersMigrations } from "../migrations/orders";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
 import {
+	SagaLeaseLostError,
 	SagaMixin,
 	type SagaDefinition,
 	type SagaErrorRecord,
@@ -96,6 +97,8 @@ interface OrderRow {
 	payment_method: string;
 	cancellation_reason: string | null;
 	cancel_requested: boolean;
+	/** Its reservation was given up before the pivot (`lapseReservations`): no pivot. */
+	reservation_lapsed?: boolean;
 	idempotency_key: string | null;
 	request_hash: string | null;
 	saga_id: string | null;
@@ -126,6 +129,8 @@ export function cancellationReason(err: SagaErrorRecord): string {
 			return "PAYMENT_METHOD_INVALID";
 		case "ORDERS_CANCEL_REQUESTED":
 			return "CANCELLED_BY_CUSTOMER";
+		// The reservation lapsed before the pivot: the saga outlived its time.
+		case "INVENTORY_RESERVATION_EXPIRED":
 		case "SAGA_DEADLINE_EXCEEDED":
 			return "TIMEOUT";
 		default:
@@ -147,6 +152,7 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 		businessErrors: [
 			"INVENTORY_OUT_OF_STOCK",
 			"INVENTORY_RESERVATION_CONFLICT",
+			"INVENTORY_RESERVATION_EXPIRED",
 			"PAYMENTS_CARD_DECLINED",
 			"PAYMENTS_INVALID_METHOD",
 			"PAYMENTS_CONFLICT",
@@ -189,7 +195,10 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 			statusAfterStep: { reserveStock: "STOCK_RESERVED", chargePayment: "PAID" },
 			keepStatuses: ["CONFIRMING", "CONFIRMED", "CANCELLED"],
 			updatedAtColumn: "updated_at",
-			refuse: { column: "cancel_requested", error: "ORDERS_CANCEL_REQUESTED" }
+			refuse: { column: "cancel_requested", error: "ORDERS_CANCEL_REQUESTED" },
+			// Once the order says CONFIRMING (the pivot's own update), the saga only goes forward,
+			// even if the pivot's outcome was never recorded and the deadline has passed.
+			pivotStatuses: ["CONFIRMING", "CONFIRMED"]
 		},
 		onCompleted: "onOrderConfirmed",
 		onCompensated: "onOrderCancelled"
@@ -638,6 +647,39 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		},
 
 		/**
+		 * Inventory's sweeper asks before it gives up reservations past their TTL (not published
+		 * over REST). An order that has not passed its pivot is marked so that it never will (its
+		 * saga then compensates, `TIMEOUT`): its reservation may lapse. An order past its pivot
+		 * (`CONFIRMING`, `CONFIRMED`) keeps its reservation: its card was charged and its saga only
+		 * goes forward. The orders are locked (ascending id) while deciding, so the decision and
+		 * the pivot exclude each other. Unknown or cancelled orders may lapse.
+		 * @param orderIds - 1 to 1000 order ids
+		 * @returns `{ kept }`: the ids whose reservations must not lapse
+		 */
+		lapseReservations: {
+			visibility: "public",
+			params: {
+				$$strict: true,
+				orderIds: { type: "array", min: 1, max: 1000, items: { type: "uuid" } }
+			},
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ orderIds: string[] }>
+			): Promise<{ kept: string[] }> {
+				const rows = (await fastQuery(
+					this.sequelize,
+					`WITH o AS (SELECT id, status FROM orders WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE),
+					 l AS (UPDATE orders SET reservation_lapsed = true, updated_at = now()
+						WHERE id IN (SELECT id FROM o WHERE status IN ('PENDING', 'STOCK_RESERVED', 'PAID'))
+						RETURNING id)
+					 SELECT id FROM o WHERE status IN ('CONFIRMING', 'CONFIRMED')`,
+					{ bind: [ctx.params.orderIds], type: QueryTypes.SELECT }
+				)) as { id: string }[];
+				return { kept: rows.map(r => r.id) };
+			}
+		},
+
+		/**
 		 * The newest orders of every customer, for operators (REPL `orders recent`; not published).
 		 * @param limit - 1 to 100 (default 10)
 		 * @returns Order[] newest first
@@ -817,23 +859,46 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			};
 		},
 
-		/** Saga step `confirmOrder`: the pivot. Refused when the customer asked to cancel. */
+		/**
+		 * Saga step `confirmOrder`: the pivot, the order becomes `CONFIRMING`. One statement,
+		 * fenced on this run's lease of the saga (it locks the saga's row, so a node recovering the
+		 * saga either sees the pivot passed or keeps this run from passing it). Repeating it is a
+		 * no-op success.
+		 * @throws ORDERS_CANCEL_REQUESTED when the customer asked to cancel,
+		 *   INVENTORY_RESERVATION_EXPIRED when the order's reservation was given up
+		 *   (`lapseReservations`), SagaLeaseLostError when this run no longer holds the saga
+		 */
 		async passPivot(
 			this: OrdersThis,
 			saga: SagaInstance<OrderSagaData>
 		): Promise<{ status: OrderStatus }> {
+			const orderId = saga.data.orderId;
 			const rows = (await fastQuery(
 				this.sequelize,
-				`UPDATE orders SET status = 'CONFIRMING', updated_at = now()
-				 WHERE id = $1 AND NOT cancel_requested AND status IN ('PENDING', 'STOCK_RESERVED', 'PAID', 'CONFIRMING')
+				`WITH s AS (SELECT id FROM sagas WHERE id = $2 AND lease_owner = $3 AND status = 'RUNNING' FOR UPDATE)
+				 UPDATE orders SET status = 'CONFIRMING', updated_at = now()
+				 WHERE id = $1 AND NOT cancel_requested AND NOT reservation_lapsed
+				   AND status IN ('PENDING', 'STOCK_RESERVED', 'PAID', 'CONFIRMING') AND EXISTS (SELECT 1 FROM s)
 				 RETURNING id`,
-				{ bind: [saga.data.orderId], type: QueryTypes.SELECT }
+				{ bind: [orderId, saga.id, saga.leaseOwner], type: QueryTypes.SELECT }
 			)) as { id: string }[];
-			if (!rows[0])
-				throw shopError("ORDERS_CANCEL_REQUESTED", undefined, {
-					orderId: saga.data.orderId
-				});
-			return { status: "CONFIRMING" };
+			if (rows[0]) return { status: "CONFIRMING" };
+			// Refused: say why (the refusal path only).
+			const why = (await fastQuery(
+				this.sequelize,
+				`SELECT o.reservation_lapsed, EXISTS (SELECT 1 FROM sagas
+					WHERE id = $2 AND lease_owner = $3 AND status = 'RUNNING') AS owned
+				 FROM orders o WHERE o.id = $1`,
+				{ bind: [orderId, saga.id, saga.leaseOwner], type: QueryTypes.SELECT }
+			)) as { reservation_lapsed: boolean; owned: boolean }[];
+			if (why[0] && !why[0].owned) throw new SagaLeaseLostError(saga.id);
+			if (why[0]?.reservation_lapsed)
+				throw shopError(
+					"INVENTORY_RESERVATION_EXPIRED",
+					"The order's reservation lapsed before its pivot",
+					{ orderId }
+				);
+			throw shopError("ORDERS_CANCEL_REQUESTED", undefined, { orderId });
 		},
 
 		/** Saga hook: the order is CONFIRMED and `order.confirmed` goes to the outbox (one transaction). */
@@ -860,17 +925,27 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		): Promise<void> {
 			// A cancel the customer was told was accepted (202) is the reason, whatever else the
 			// saga ran into meanwhile (e.g. a processor outage it was still retrying).
+			// Guarded: an order past its pivot is never cancelled by a compensation (the saga reads
+			// the pivot's effect before compensating; this holds even if that were bypassed).
 			const rows = (await fastQuery(
 				this.sequelize,
 				`UPDATE orders SET status = 'CANCELLED', updated_at = now(),
 					cancellation_reason = CASE WHEN cancel_requested THEN 'CANCELLED_BY_CUSTOMER' ELSE $2 END
-				 WHERE id = $1 RETURNING *`,
+				 WHERE id = $1 AND status NOT IN ('CONFIRMING', 'CONFIRMED') RETURNING *`,
 				{
 					bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"],
 					type: QueryTypes.SELECT,
 					transaction: t
 				}
 			)) as OrderRow[];
+			if (!rows[0]) {
+				const now = await this.findOrder(saga.data.orderId, t);
+				if (now)
+					// Rolls the saga's completion back: it stays COMPENSATING, for an operator.
+					throw new Error(
+						`Order ${now.id} is ${now.status}: past its pivot, a compensation may not cancel it`
+					);
+			}
 			await this.enqueueOrderEvent("order.cancelled", saga, rows[0], t);
 			const cancelled = rows[0]?.cancellation_reason;
 			if (cancelled)

@@ -301,12 +301,14 @@ describe("inventory: reservations carry a TTL", () => {
 	});
 	const saved = {
 		ttl: process.env.RESERVATION_TTL_MS,
-		sweep: process.env.RESERVATION_SWEEP_INTERVAL_MS
+		sweep: process.env.RESERVATION_SWEEP_INTERVAL_MS,
+		deadline: process.env.SAGA_DEADLINE_MS
 	};
 	afterAll(() => {
 		for (const [k, v] of [
 			["RESERVATION_TTL_MS", saved.ttl],
-			["RESERVATION_SWEEP_INTERVAL_MS", saved.sweep]
+			["RESERVATION_SWEEP_INTERVAL_MS", saved.sweep],
+			["SAGA_DEADLINE_MS", saved.deadline]
 		] as const)
 			if (v === undefined) delete process.env[k];
 			else process.env[k] = v;
@@ -318,10 +320,13 @@ describe("inventory: reservations carry a TTL", () => {
 		const events: { name: string; payload: StockEvent }[] = [];
 
 		beforeAll(async () => {
-			t = await startTestBroker(["inventory"], {
+			// The sweeper asks the orders service which reservations may lapse (these orders are
+			// unknown to it: all of them may).
+			t = await startTestBroker(["inventory", "orders"], {
 				env: {
 					RESERVATION_TTL_MS: String(TTL_MS),
-					RESERVATION_SWEEP_INTERVAL_MS: "3600000"
+					RESERVATION_SWEEP_INTERVAL_MS: "3600000",
+					SAGA_DEADLINE_MS: "1000"
 				},
 				extra: [listener(events)]
 			});
@@ -387,6 +392,52 @@ describe("inventory: reservations carry a TTL", () => {
 			// Released once: a second sweep finds nothing.
 			expect(await sweep()).toEqual({ released: 0 });
 			expect(await level(productId)).toMatchObject({ reserved: 0 });
+		});
+
+		it("the TTL is counted on the database's clock: a node whose clock runs late cannot shorten it", async () => {
+			const productId = await newProduct(2);
+			const orderId = crypto.randomUUID();
+			// This node's clock reads ten minutes early while it reserves.
+			const realNow = Date.now.bind(Date);
+			const skew = jest.spyOn(Date, "now").mockImplementation(() => realNow() - 600_000);
+			try {
+				await reserve(orderId, productId, 1);
+			} finally {
+				skew.mockRestore();
+			}
+			expect(await sweep()).toEqual({ released: 0 });
+			expect(await reservation(orderId)).toMatchObject({ status: "RESERVED" });
+			await sleep(TTL_MS + 150);
+			expect(await sweep()).toEqual({ released: 1 });
+		});
+
+		it("the orders service decides: a reservation of an order past its pivot is kept, not expired", async () => {
+			const productId = await newProduct(3);
+			const orderId = crypto.randomUUID();
+			const orders = (
+				broker.getLocalService("orders") as unknown as {
+					sequelize: import("sequelize").Sequelize;
+				}
+			).sequelize;
+			// An order row as the saga leaves it at its pivot (its card charged).
+			await orders.query(
+				`INSERT INTO orders (id, user_id, customer_email, status, items, total, currency, payment_method)
+				 VALUES ($1, $2, 'c@example.com', 'CONFIRMING', '[]'::jsonb, 100, 'EUR', 'tok_visa')`,
+				{ bind: [orderId, crypto.randomUUID()] }
+			);
+			await reserve(orderId, productId, 2);
+			await sleep(TTL_MS + 150);
+			expect(await sweep()).toEqual({ released: 0 });
+			expect(await reservation(orderId)).toMatchObject({
+				status: "RESERVED",
+				expiresAt: null
+			});
+			expect(await level(productId)).toMatchObject({ reserved: 2, available: 1 });
+			// Its saga commits it whenever it can.
+			await expect(broker.call("inventory.commit", { orderId })).resolves.toMatchObject({
+				status: "COMMITTED"
+			});
+			expect(await level(productId)).toMatchObject({ onHand: 1, reserved: 0 });
 		});
 
 		it("release after expiry is a no-op success (EXPIRED), units untouched, no second event", async () => {
@@ -471,11 +522,12 @@ describe("inventory: reservations carry a TTL", () => {
 		});
 
 		it("two nodes sweeping at once release each expired reservation exactly once", async () => {
-			const second = await startTestBroker(["inventory"], {
+			const second = await startTestBroker(["inventory", "orders"], {
 				prefix: t.prefix,
 				env: {
 					RESERVATION_TTL_MS: String(TTL_MS),
-					RESERVATION_SWEEP_INTERVAL_MS: "3600000"
+					RESERVATION_SWEEP_INTERVAL_MS: "3600000",
+					SAGA_DEADLINE_MS: "1000"
 				}
 			});
 			try {
@@ -523,8 +575,12 @@ describe("inventory: reservations carry a TTL", () => {
 		const events: { name: string; payload: StockEvent }[] = [];
 
 		beforeAll(async () => {
-			t = await startTestBroker(["inventory"], {
-				env: { RESERVATION_TTL_MS: "500", RESERVATION_SWEEP_INTERVAL_MS: "100" },
+			t = await startTestBroker(["inventory", "orders"], {
+				env: {
+					RESERVATION_TTL_MS: "1000",
+					RESERVATION_SWEEP_INTERVAL_MS: "100",
+					SAGA_DEADLINE_MS: "1000"
+				},
 				extra: [listener(events)]
 			});
 			broker = t.broker;
