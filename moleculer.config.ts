@@ -9,6 +9,7 @@ import type { BrokerOptions } from "moleculer";
 import { config } from "./lib/config";
 import { circuitBreakerFailure, DatabaseUnavailableMiddleware } from "./lib/database-unavailable";
 import { ShopErrorRegenerator } from "./lib/errors";
+import { FailoverMiddleware } from "./lib/failover";
 import { shopLogger } from "./lib/logger";
 import { NodeHealthMiddleware } from "./lib/node-health";
 import { PortableParamsMiddleware } from "./lib/openapi";
@@ -138,7 +139,12 @@ const brokerConfig: BrokerOptions = {
 
 	/**
 	 * A node that dies without saying goodbye (SIGKILL, power loss) leaves the registry after
-	 * `heartbeatTimeout` s; until then calls routed to it wait for `requestTimeout`.
+	 * `heartbeatTimeout` s (checked every `heartbeatTimeout` s, on whole seconds: 8 to 16 s).
+	 * Callers do not wait for that: a call outstanding for `FAILOVER_PROBE_MS` (500 ms) has its
+	 * target probed through NATS, and a killed node (no subscription left) is dropped at once,
+	 * its calls retried on a live replica (lib/failover.ts, docs/failover.md). Shorter heartbeats
+	 * were measured and rejected there: whole-second checks cannot get under 3 s, and a
+	 * CPU-starved but live node would be declared dead.
 	 */
 	heartbeatInterval: 2,
 	heartbeatTimeout: 8,
@@ -147,6 +153,12 @@ const brokerConfig: BrokerOptions = {
 	/** Graceful shutdown: wait for in-flight requests before leaving. */
 	tracking: { enabled: true, shutdownTimeout: 10_000 },
 
+	/**
+	 * Moleculer's balancer, not NATS queue groups: it keeps the per-endpoint circuit breaker,
+	 * `preferLocal` and the strategy, and knows each request's target, which the failover probe
+	 * needs (docs/failover.md: `disableBalancer: true` alone still lost the calls in flight on
+	 * the killed node for the whole timeout).
+	 */
 	disableBalancer: false,
 	/**
 	 * A stopping node announces that it has no services (an empty INFO), then takes requests for
@@ -191,12 +203,14 @@ const brokerConfig: BrokerOptions = {
 	 * `/health` and `/ready` on HEALTH_PORT (lib/node-health.ts); params' RegExp patterns as
 	 * strings, so that they reach the gateway's OpenAPI document from other nodes (lib/openapi.ts);
 	 * an unreachable database answers 503 SERVICE_UNAVAILABLE (retryable), not the driver's error
-	 * as a 500 (lib/database-unavailable.ts).
+	 * as a 500 (lib/database-unavailable.ts); a killed node's calls fail over in under a second
+	 * (lib/failover.ts).
 	 */
 	middlewares: [
 		RequestContextMiddleware,
 		PortableParamsMiddleware,
 		DatabaseUnavailableMiddleware,
+		FailoverMiddleware({ probeAfterMs: c.failoverProbeMs }),
 		...(c.healthPort > 0 ? [NodeHealthMiddleware(c.healthPort)] : [])
 	],
 

@@ -69,6 +69,12 @@ export interface ShopConfig {
 	readonly metricsPort: number;
 	/** This node's `/health` and `/ready` port (lib/node-health.ts); 0 = off. */
 	readonly healthPort: number;
+	/**
+	 * `FAILOVER_PROBE_MS` (500): a remote call outstanding this long makes its target node be
+	 * probed through NATS; a node with no subscription left (killed) is dropped at once and its
+	 * calls retried elsewhere (lib/failover.ts, docs/failover.md). 0 = off (heartbeats only).
+	 */
+	readonly failoverProbeMs: number;
 	/** HMAC secret of access tokens. */
 	readonly jwtSecret: string;
 	/** Whether `jwtSecret` was generated for this data dir (development only). */
@@ -379,6 +385,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		embeddedPostgresPort: int(env, "EMBEDDED_POSTGRES_PORT", 5439, 1, 65535),
 		metricsPort: int(env, "METRICS_PORT", 3030, 0, 65535),
 		healthPort: int(env, "HEALTH_PORT", 3031, 0, 65535),
+		failoverProbeMs: int(env, "FAILOVER_PROBE_MS", 500, 0, 60_000),
 		jwtSecret,
 		jwtSecretGenerated,
 		jwtExpiresInSeconds: int(env, "JWT_EXPIRES_IN", 3600, 60, 30 * 24 * 3600),
