@@ -15,9 +15,15 @@
  *
  * Prints every node's output prefixed with its nodeID, then `[cluster] Ready in ...`. Ctrl-C (or
  * SIGTERM) stops the nodes (gateway first), then the nats-server and Postgres started here.
+ *
+ * Crash-only (lib/cluster-recovery.ts): every process started here is written down in
+ * `DATA_DIR/cluster-processes.json` and watched by a watchdog that ends them (same order) if this
+ * supervisor dies without stopping them (SIGKILL); start-up first ends whatever a crashed
+ * supervisor on the same DATA_DIR left running, and refuses while that supervisor still runs.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
+import { endPreviousRun, trackProcesses, type ProcessTracker } from "../lib/cluster-recovery";
 import { config, ConfigError } from "../lib/config";
 import {
 	projectRoot,
@@ -49,12 +55,16 @@ interface DatabaseProcess {
  * `npm run db` as a child process: the embedded Postgres under DATA_DIR (first start initialises
  * it); resolves with its DATABASE_URL once it prints it.
  */
-function startDatabaseProcess(log: (m: string) => void): Promise<DatabaseProcess> {
+function startDatabaseProcess(
+	log: (m: string) => void,
+	track: (child: ChildProcess, what: string) => void
+): Promise<DatabaseProcess> {
 	const child = spawn(process.execPath, [path.join(projectRoot(), "dist", "bin", "db.js")], {
 		env: process.env,
 		stdio: ["ignore", "pipe", "pipe"],
 		detached: true
 	});
+	track(child, "npm run db");
 	let out = "";
 	return new Promise((resolve, reject) => {
 		const onData = (d: Buffer): void => {
@@ -127,6 +137,14 @@ async function main(): Promise<void> {
 	let nats: ServerProcess | null = null;
 	let postgres: DatabaseProcess | null = null;
 	let cluster: Cluster | null = null;
+	let tracker: ProcessTracker | null = null;
+	/** The servers started here are ended after the nodes (tier 3) if this process crashes. */
+	const track = (child: ChildProcess, what: string): void => {
+		const pid = child.pid;
+		if (pid === undefined || !tracker) return;
+		tracker.started(pid, what, 3);
+		child.once("exit", () => tracker?.exited(pid, 3));
+	};
 	/** A signal during start-up is acted on when the current step ends (nothing half-started leaks). */
 	let phase: "starting" | "running" | "stopping" = "starting";
 	let stopRequested = false;
@@ -136,6 +154,7 @@ async function main(): Promise<void> {
 		if (cluster) await cluster.stop();
 		if (nats) await nats.stop();
 		if (postgres) await postgres.stop();
+		tracker?.close();
 	};
 	const stopAndExit = (): void => {
 		stopAll().then(
@@ -172,6 +191,8 @@ async function main(): Promise<void> {
 	};
 
 	try {
+		await endPreviousRun(c.dataDir, log);
+		tracker = trackProcesses(c.dataDir);
 		let transporter = c.transporter;
 		if (!transporter) {
 			const port = (await isPortFree(4222)) ? 4222 : await freePort();
@@ -181,12 +202,13 @@ async function main(): Promise<void> {
 				jetStreamDir: path.join(path.resolve(c.dataDir), "nats")
 			});
 			transporter = nats.url;
+			track(nats.child, "nats-server");
 			log(`nats-server pid ${nats.pid} on ${transporter}`);
 		}
 		if (interrupted()) return;
 		let databaseUrl = c.databaseUrl;
 		if (!databaseUrl) {
-			postgres = await startDatabaseProcess(log);
+			postgres = await startDatabaseProcess(log, track);
 			databaseUrl = postgres.url;
 		}
 		if (interrupted()) return;
@@ -213,6 +235,7 @@ async function main(): Promise<void> {
 			baseEnv: process.env,
 			nodeEnv,
 			port,
+			tracker,
 			onOutput: (nodeID, line) => console.log(`${nodeID.padEnd(width)} | ${line}`),
 			onUnexpectedExit: (node, exit) =>
 				log(

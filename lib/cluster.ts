@@ -21,6 +21,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
+import type { ProcessTracker } from "./cluster-recovery";
 import { waitForExit } from "./local-servers";
 import { natsConnectionOptions, type NatsSecurity } from "./nats-options";
 import { SHOP_SERVICES } from "./shop";
@@ -33,6 +34,12 @@ export const SHOP_NAMESPACE = "shop";
 
 /** Stop order; services not listed stop in the last wave. */
 const STOP_WAVES: readonly (readonly ShopService[])[] = [["api"], ["orders"]];
+
+/** The stop wave of a service's nodes (its index in STOP_WAVES; the last wave after them). */
+function stopWave(name: ShopService): number {
+	const i = STOP_WAVES.findIndex(w => w.includes(name));
+	return i >= 0 ? i : STOP_WAVES.length;
+}
 
 /** Environment variables of the supervisor that must not reach a node. */
 const NOT_INHERITED = [
@@ -114,6 +121,11 @@ export interface ClusterOptions {
 	readonly readyTimeoutMs?: number;
 	/** How long a node may take to stop after SIGTERM before SIGKILL, in ms (default 15 s). */
 	readonly stopTimeoutMs?: number;
+	/**
+	 * Told about each node process started and exited, with its stop wave as tier (0: gateway,
+	 * 1: orders, 2: the rest), so that a crash of this process ends them too (lib/cluster-recovery.ts).
+	 */
+	readonly tracker?: Pick<ProcessTracker, "started" | "exited">;
 }
 
 export interface Cluster {
@@ -190,6 +202,8 @@ class NodeProcess implements ClusterNode {
 		this.child = child;
 		this.exit = null;
 		this.expectingExit = false;
+		const tier = stopWave(this.name);
+		if (child.pid !== undefined) this.owner.tracker?.started(child.pid, this.nodeID, tier);
 		for (const stream of [child.stdout!, child.stderr!]) {
 			let partial = "";
 			stream.on("data", (d: Buffer) => {
@@ -205,6 +219,7 @@ class NodeProcess implements ClusterNode {
 		}
 		this.exited = new Promise(resolve => {
 			child.once("exit", (code, signal) => {
+				if (child.pid !== undefined) this.owner.tracker?.exited(child.pid, tier);
 				const exit = { code, signal };
 				if (this.child === child) this.exit = exit;
 				this.append(`\n[${this.nodeID} exited: ${signal ?? `code ${code}`}]\n`);
@@ -266,6 +281,7 @@ class ClusterImpl implements Cluster {
 	readonly onUnexpectedExit: ClusterOptions["onUnexpectedExit"];
 	readonly stopTimeoutMs: number;
 	readonly readyTimeoutMs: number;
+	readonly tracker: ClusterOptions["tracker"];
 	stopping = false;
 	private readonly killAll = (): void => {
 		for (const n of this.nodes) if (n.running) n.child.kill("SIGKILL");
@@ -287,6 +303,7 @@ class ClusterImpl implements Cluster {
 		this.url = services.includes("api") ? `http://127.0.0.1:${opts.port}` : null;
 		this.onOutput = opts.onOutput;
 		this.onUnexpectedExit = opts.onUnexpectedExit;
+		this.tracker = opts.tracker;
 		this.stopTimeoutMs = opts.stopTimeoutMs ?? 15_000;
 		this.readyTimeoutMs = opts.readyTimeoutMs ?? 60_000;
 		this.broker = new ServiceBroker({

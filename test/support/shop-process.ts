@@ -72,7 +72,8 @@ export async function startShopProcess(
 	});
 	const startupMs = Date.now() - t0;
 	return {
-		url: `http://127.0.0.1:${port}`,
+		// `opts.env` may name the port (a restart on the same address).
+		url: `http://127.0.0.1:${env.PORT}`,
 		dataDir,
 		env,
 		output: () => out,
