@@ -159,6 +159,23 @@ export interface ShopConfig {
 	/** How long a failed login is remembered, in ms (`LOGIN_FAILURE_WINDOW_MS`). */
 	readonly loginFailureWindowMs: number;
 	/**
+	 * Password hashes and verifications one users node runs at once (`PASSWORD_HASH_CONCURRENCY`);
+	 * default: the CPUs available to the process, at most 3 (argon2 runs on libuv's thread pool
+	 * of 4, which file I/O and DNS lookups share). lib/password-hasher.ts.
+	 */
+	readonly passwordHashConcurrency: number;
+	/**
+	 * Hashes that may wait for a slot (`PASSWORD_HASH_MAX_QUEUE`); past it a sign-up or login is
+	 * refused at once with 429 `USERS_BUSY` and `Retry-After`.
+	 */
+	readonly passwordHashMaxQueue: number;
+	/**
+	 * Longest wait of a hash for a slot, in ms (`PASSWORD_HASH_MAX_WAIT_MS`, 7000); a request
+	 * still waiting then is refused with 429 `USERS_BUSY`, leaving 3 s of the gateway's 10 s
+	 * timeout for the hash itself and the database.
+	 */
+	readonly passwordHashMaxWaitMs: number;
+	/**
 	 * Addresses of reverse proxies whose `X-Forwarded-For` the gateway believes (`TRUSTED_PROXIES`,
 	 * comma-separated IPs); empty: the client address is always the TCP peer.
 	 */
@@ -422,6 +439,15 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 			1_000,
 			90 * 24 * 3600_000
 		),
+		passwordHashConcurrency: int(
+			env,
+			"PASSWORD_HASH_CONCURRENCY",
+			Math.max(1, Math.min(os.availableParallelism(), 3)),
+			1,
+			1_024
+		),
+		passwordHashMaxQueue: int(env, "PASSWORD_HASH_MAX_QUEUE", 200, 0, 1_000_000),
+		passwordHashMaxWaitMs: int(env, "PASSWORD_HASH_MAX_WAIT_MS", 7_000, 1, 600_000),
 		trustedProxies: Object.freeze(trustedProxies),
 		natsToken,
 		natsTlsCa,

@@ -95,6 +95,11 @@ export const ERRORS = {
 		description: "Wrong e-mail or password."
 	},
 	USERS_NOT_FOUND: { code: 404, retryable: false, description: "No such user." },
+	USERS_BUSY: {
+		code: 429,
+		retryable: true,
+		description: "Password hashing is at its limit (PASSWORD_HASH_*); retry after Retry-After."
+	},
 	PRODUCTS_NOT_FOUND: { code: 404, retryable: false, description: "No such product." },
 	PRODUCTS_SKU_TAKEN: { code: 409, retryable: false, description: "A product has that SKU." },
 	INVENTORY_NOT_FOUND: { code: 404, retryable: false, description: "No stock record." },

@@ -1,9 +1,12 @@
 /**
  * `users`: accounts and authentication.
  *
- * Passwords are hashed with Argon2id (the `argon2` package, RFC 9106 parameters of its defaults);
- * access tokens are HS256 JWTs (`jsonwebtoken`) signed with `JWT_SECRET`, verified with the
- * algorithm pinned (so `alg: none` and RS/HS confusion are refused). Roles: `customer`, `admin`.
+ * Passwords are hashed with Argon2id (OWASP's m = 19 MiB, t = 2, p = 1) in a bounded pool
+ * (lib/password-hasher.ts: `PASSWORD_HASH_*` settings; over its limits 429 `USERS_BUSY`); hashes
+ * of other parameters (the former library defaults) still verify and are replaced on the next
+ * successful login. Access tokens are HS256 JWTs (`jsonwebtoken`) signed with `JWT_SECRET`,
+ * verified with the algorithm pinned (so `alg: none` and RS/HS confusion are refused). Roles:
+ * `customer`, `admin`.
  * On first start the administrator `ADMIN_EMAIL` is seeded (password `ADMIN_PASSWORD`, or a
  * generated one printed once).
  *
@@ -15,7 +18,6 @@
  * Events emitted: `user.registered` `{ id, email, name, role }`.
  */
 import crypto from "node:crypto";
-import argon2 from "argon2";
 import jwt from "jsonwebtoken";
 import type { Service } from "moleculer";
 import {
@@ -29,6 +31,7 @@ import { config } from "../lib/config";
 import type { AuthUser, ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
 import { LoginThrottle } from "../lib/login-throttle";
+import { PasswordHasher } from "../lib/password-hasher";
 import {
 	PASSWORD_MAX_LENGTH,
 	PASSWORD_MIN_LENGTH,
@@ -78,6 +81,7 @@ type Models = ReturnType<typeof defineModels>;
 
 interface UsersMethods {
 	hashPassword(password: string): Promise<string>;
+	rehashIfOutdated(row: UserRow, password: string): Promise<void>;
 	issueToken(user: PublicUser): string;
 	toPublic(row: UserRow): PublicUser;
 	createUser(
@@ -90,7 +94,11 @@ interface UsersMethods {
 }
 type UsersThis = Service &
 	DbMixinMethods<Models> &
-	UsersMethods & { dummyHash: Promise<string>; loginThrottle: LoginThrottle };
+	UsersMethods & {
+		dummyHash: Promise<string>;
+		loginThrottle: LoginThrottle;
+		passwordHasher: PasswordHasher;
+	};
 
 const emailRule = { type: "email", normalize: true, max: 254 } as const;
 
@@ -112,14 +120,16 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 
 	actions: {
 		/**
-		 * Registers a customer.
+		 * Registers a customer. A registered e-mail is refused before the password is hashed (the
+		 * answer is the same 409 as the unique constraint's, which stays the final arbiter).
 		 * @param email - unique, case-insensitive (stored lower-case)
 		 * @param password - 10 to 256 characters (else VALIDATION_ERROR), not the e-mail nor a
 		 *   common password (else USERS_PASSWORD_WEAK): lib/password-policy.ts
 		 * @param name - 1 to 100 characters
 		 * @returns 201 `{ user: { id, email, name, role: "customer" }, token }`
 		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422), USERS_PASSWORD_WEAK (422,
-		 *   `data.reasons`: `SAME_AS_EMAIL`, `COMMON`)
+		 *   `data.reasons`: `SAME_AS_EMAIL`, `COMMON`), USERS_BUSY (429, `Retry-After`) when the
+		 *   password hashing pool is full
 		 * @emits user.registered
 		 */
 		register: {
@@ -140,6 +150,11 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 					throw shopError("USERS_PASSWORD_WEAK", describeWeaknesses(reasons), {
 						reasons
 					});
+				// A taken e-mail is answered before the costly hash (the same 409 as the unique
+				// index's, which stays the final arbiter for two sign-ups racing).
+				const email = ctx.params.email.toLowerCase();
+				if (await this.models.User.findOne({ where: { email }, attributes: ["id"] }))
+					throw shopError("USERS_EMAIL_TAKEN");
 				const user = await this.createUser(
 					ctx.params.email,
 					ctx.params.password,
@@ -155,13 +170,19 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		/**
 		 * Exchanges credentials for a token. Failures are counted per account and per client
 		 * address (`ctx.meta.clientIp`, from the gateway); unknown e-mails are counted like known
-		 * ones, so neither the answers nor the throttling tell which accounts exist.
+		 * ones, so neither the answers nor the throttling tell which accounts exist. A stored hash
+		 * made with older parameters is replaced by one with the current ones after a successful
+		 * login (argon2's `needsRehash`).
 		 * @returns `{ user, token }`
 		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail or a wrong password alike;
 		 *   AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in seconds) while the account or the
-		 *   address is blocked (`LOGIN_*` settings), whatever the password
+		 *   address is blocked (`LOGIN_*` settings), whatever the password; USERS_BUSY (429,
+		 *   `Retry-After`, not counted as a failure) when the password hashing pool is full
 		 */
 		login: {
+			// Never retried by the broker: a timed-out login would hash again exactly when the
+			// node is overloaded. A client that gets 429 USERS_BUSY retries after Retry-After.
+			retryPolicy: { enabled: false },
 			params: {
 				$$strict: true,
 				email: emailRule,
@@ -186,12 +207,13 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				const data = row?.get({ plain: true });
 				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
 				const hash = data?.passwordHash ?? (await this.dummyHash);
-				const ok = await argon2.verify(hash, ctx.params.password).catch(() => false);
+				const ok = await this.passwordHasher.verify(hash, ctx.params.password);
 				if (!data || !ok) {
 					await this.loginThrottle.failed(email, ip);
 					throw shopError("USERS_INVALID_CREDENTIALS");
 				}
 				await this.loginThrottle.succeeded(email);
+				await this.rehashIfOutdated(data, ctx.params.password);
 				const user = this.toPublic(data);
 				return { user, token: this.issueToken(user) };
 			}
@@ -269,8 +291,29 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 	},
 
 	methods: {
-		async hashPassword(password: string): Promise<string> {
-			return argon2.hash(password, { type: argon2.argon2id });
+		/** Argon2id of the password, in the bounded pool; throws USERS_BUSY (429) when full. */
+		async hashPassword(this: UsersThis, password: string): Promise<string> {
+			return this.passwordHasher.hash(password);
+		},
+
+		/**
+		 * Replaces `row`'s hash when older parameters made it, after a successful login (so the
+		 * password is at hand). Only if the stored hash is still the one just verified; best
+		 * effort: a busy pool or a database error leave it for the next login.
+		 */
+		async rehashIfOutdated(this: UsersThis, row: UserRow, password: string): Promise<void> {
+			if (!this.passwordHasher.needsRehash(row.passwordHash)) return;
+			try {
+				const passwordHash = await this.hashPassword(password);
+				await this.models.User.update(
+					{ passwordHash },
+					{ where: { id: row.id, passwordHash: row.passwordHash } }
+				);
+			} catch (err) {
+				this.logger.warn(
+					`Re-hashing the password of user ${row.id} failed; next login will retry: ${(err as Error).message}`
+				);
+			}
 		},
 
 		issueToken(this: UsersThis, user: PublicUser): string {
@@ -346,11 +389,15 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 	},
 
 	created(this: UsersThis): void {
-		this.dummyHash = argon2.hash(crypto.randomBytes(16).toString("hex"), {
-			type: argon2.argon2id
-		});
-		this.dummyHash.catch(() => undefined);
 		const c = config();
+		this.passwordHasher = new PasswordHasher({
+			concurrency: c.passwordHashConcurrency,
+			maxQueue: c.passwordHashMaxQueue,
+			maxWaitMs: c.passwordHashMaxWaitMs
+		});
+		// Verified against for unknown e-mails: same parameters, so the same cost as a real one.
+		this.dummyHash = this.passwordHasher.hash(crypto.randomBytes(16).toString("hex"));
+		this.dummyHash.catch(() => undefined);
 		this.loginThrottle = new LoginThrottle({
 			maxFailuresPerAccount: c.loginMaxFailuresPerAccount,
 			maxFailuresPerIp: c.loginMaxFailuresPerIp,

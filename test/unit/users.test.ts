@@ -1,7 +1,11 @@
 import crypto from "node:crypto";
+import type { Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import argon2 from "argon2";
 import jwt from "jsonwebtoken";
 import type { ServiceBroker } from "moleculer";
-import { config } from "../../lib/config";
+import type { Model, ModelStatic } from "sequelize";
+import { config, resetConfig } from "../../lib/config";
 import type { AuthUser, ShopMeta } from "../../lib/context";
 import { customer, startTestBroker, type TestBroker } from "../support/broker";
 
@@ -11,6 +15,32 @@ interface AuthResult {
 }
 
 const b64url = (o: unknown): string => Buffer.from(JSON.stringify(o)).toString("base64url");
+
+/** The Argon2 variant and parameters of a PHC string (`$argon2id$v=19$m=..,t=..,p=..$...`). */
+function hashParams(phc: string): { type: string; m: number; t: number; p: number } {
+	const [, type, , params] = phc.split("$");
+	const kv = Object.fromEntries(
+		(params ?? "").split(",").map(pair => pair.split("=") as [string, string])
+	);
+	return { type: type ?? "", m: Number(kv.m), t: Number(kv.t), p: Number(kv.p) };
+}
+/** lib/password-hasher.ts: Argon2id with the OWASP parameters. */
+const CURRENT = { type: "argon2id", m: 19_456, t: 2, p: 1 };
+
+/** The users service's internals the tests look at (its model and password hasher). */
+interface UsersInternals {
+	models: { User: ModelStatic<Model<{ id: string; email: string; passwordHash: string }>> };
+	passwordHasher: { hash(password: string): Promise<string> };
+	dummyHash: Promise<string>;
+}
+const internals = (broker: ServiceBroker): UsersInternals =>
+	broker.getLocalService("users") as unknown as UsersInternals;
+const storedHash = async (broker: ServiceBroker, email: string): Promise<string> => {
+	const row = await internals(broker).models.User.findOne({
+		where: { email: email.toLowerCase() }
+	});
+	return row!.get("passwordHash") as string;
+};
 
 describe("users", () => {
 	let t: TestBroker;
@@ -174,6 +204,64 @@ describe("users", () => {
 		});
 	});
 
+	describe("password hashing", () => {
+		it("stores a new password as Argon2id with m = 19456 KiB, t = 2, p = 1", async () => {
+			const e = email("owasp");
+			await register({ email: e, password: "password-123", name: "Owasp" });
+			expect(hashParams(await storedHash(broker, e))).toEqual(CURRENT);
+		});
+
+		it("verifies unknown e-mails against a dummy hash of the same parameters", async () => {
+			expect(hashParams(await internals(broker).dummyHash)).toEqual(CURRENT);
+		});
+
+		it("logs in a user whose hash has the former parameters, then stores a current hash", async () => {
+			const e = email("legacy");
+			const { user } = await register({ email: e, password: "legacy-password", name: "Old" });
+			// What the shop stored before: argon2's defaults (m = 64 MiB, t = 3, p = 4).
+			const legacy = await argon2.hash("legacy-password", { type: argon2.argon2id });
+			expect(hashParams(legacy)).toEqual({ type: "argon2id", m: 65_536, t: 3, p: 4 });
+			await internals(broker).models.User.update(
+				{ passwordHash: legacy },
+				{ where: { id: user.id } }
+			);
+
+			await expect(
+				broker.call("users.login", { email: e, password: "wrong-password" })
+			).rejects.toMatchObject({ type: "USERS_INVALID_CREDENTIALS" });
+			expect(await storedHash(broker, e)).toBe(legacy); // a failed login changes nothing
+
+			const res: AuthResult = await broker.call("users.login", {
+				email: e,
+				password: "legacy-password"
+			});
+			expect(res.user).toEqual(user);
+			const rehashed = await storedHash(broker, e);
+			expect(hashParams(rehashed)).toEqual(CURRENT);
+			expect(await argon2.verify(rehashed, "legacy-password")).toBe(true);
+			// And the new hash works for the next login, and is kept (no re-hash every time).
+			await expect(
+				broker.call("users.login", { email: e, password: "legacy-password" })
+			).resolves.toMatchObject({ user: { id: user.id } });
+			expect(await storedHash(broker, e)).toBe(rehashed);
+		});
+
+		it("refuses a registered e-mail before hashing the password", async () => {
+			const e = email("taken");
+			await register({ email: e, password: "password-123", name: "First" });
+			const hasher = internals(broker).passwordHasher;
+			const spy = jest.spyOn(hasher, "hash");
+			try {
+				await expect(
+					register({ email: e.toUpperCase(), password: "password-456", name: "Again" })
+				).rejects.toMatchObject({ type: "USERS_EMAIL_TAKEN", code: 409 });
+				expect(spy).not.toHaveBeenCalled();
+			} finally {
+				spy.mockRestore();
+			}
+		});
+	});
+
 	describe("me", () => {
 		it("answers the caller from the database", async () => {
 			const { user } = await register({
@@ -309,5 +397,99 @@ describe("users", () => {
 			password: "admin-password-1"
 		});
 		expect(again.user.id).toBe(res.user.id);
+	});
+});
+
+describe("users with a password-hashing pool of one and no queue (over HTTP)", () => {
+	const env = {
+		PASSWORD_HASH_CONCURRENCY: "1",
+		PASSWORD_HASH_MAX_QUEUE: "0",
+		// One counted failure would block the account: refusals for load must not count.
+		LOGIN_MAX_FAILURES_PER_ACCOUNT: "1"
+	};
+	let t: TestBroker;
+	let base: string;
+
+	beforeAll(async () => {
+		t = await startTestBroker(["api", "users"], { env });
+		const api = t.broker.getLocalService("api") as unknown as { server: Server };
+		base = `http://127.0.0.1:${(api.server.address() as AddressInfo).port}`;
+	});
+	afterAll(async () => {
+		await t?.stop();
+		for (const k of Object.keys(env)) delete process.env[k];
+		resetConfig();
+	});
+
+	const post = async (
+		url: string,
+		body: object
+	): Promise<{ status: number; type?: string; retryAfter: string | null }> => {
+		const res = await fetch(base + url, {
+			method: "POST",
+			headers: { "Content-Type": "application/json" },
+			body: JSON.stringify(body)
+		});
+		const json = (await res.json()) as { type?: string };
+		return { status: res.status, type: json.type, retryAfter: res.headers.get("retry-after") };
+	};
+
+	it("answers logins past the pool 429 USERS_BUSY with Retry-After at once, unretried and uncounted", async () => {
+		const e = `busy-${crypto.randomBytes(4).toString("hex")}@example.com`;
+		expect(
+			(await post("/api/users/register", { email: e, password: "busy-password", name: "B" }))
+				.status
+		).toBe(201);
+
+		const t0 = Date.now();
+		const answers = await Promise.all(
+			Array.from({ length: 8 }, () =>
+				post("/api/users/login", { email: e, password: "busy-password" })
+			)
+		);
+		const elapsed = Date.now() - t0;
+		const busy = answers.filter(a => a.status === 429);
+		expect(answers.filter(a => a.status === 200).length).toBeGreaterThanOrEqual(1);
+		// The broker retrying them (USERS_BUSY is retryable) would have turned these into 200s.
+		expect(busy.length).toBeGreaterThanOrEqual(1);
+		for (const b of busy)
+			expect(b).toEqual({ status: 429, type: "USERS_BUSY", retryAfter: "1" });
+		expect(answers.filter(a => a.status !== 200 && a.status !== 429)).toEqual([]);
+		expect(elapsed).toBeLessThan(5_000);
+
+		// Not counted as failed logins: with LOGIN_MAX_FAILURES_PER_ACCOUNT=1 a single counted
+		// failure would have blocked the account.
+		expect(
+			await post("/api/users/login", { email: e, password: "busy-password" })
+		).toMatchObject({ status: 200 });
+	});
+
+	it("answers sign-ups past the pool 429 USERS_BUSY, and creates no account for them", async () => {
+		const emails = Array.from(
+			{ length: 8 },
+			(_, i) => `busy-signup-${i}-${crypto.randomBytes(4).toString("hex")}@example.com`
+		);
+		const answers = await Promise.all(
+			emails.map(e =>
+				post("/api/users/register", { email: e, password: "busy-password", name: "S" })
+			)
+		);
+		expect(answers.filter(a => a.status === 201).length).toBeGreaterThanOrEqual(1);
+		expect(answers.filter(a => a.status === 429).length).toBeGreaterThanOrEqual(1);
+		for (const [i, a] of answers.entries()) {
+			if (a.status === 429) {
+				expect(a).toEqual({ status: 429, type: "USERS_BUSY", retryAfter: "1" });
+				// The e-mail is still free: signing up again (alone) works.
+				expect(
+					(
+						await post("/api/users/register", {
+							email: emails[i],
+							password: "busy-password",
+							name: "S"
+						})
+					).status
+				).toBe(201);
+			} else expect(a.status).toBe(201);
+		}
 	});
 });
