@@ -87,6 +87,53 @@ export async function nodeReadiness(broker: ServiceBroker): Promise<NodeReadines
 	return { ready: Object.values(checks).every(v => v === "ok"), checks };
 }
 
+/**
+ * The local services (not Moleculer's internal `$` ones, not `except`, a full name) whose
+ * `started` has not finished: Moleculer registers a local service only once it has started.
+ */
+export function localServicesStarting(broker: ServiceBroker, except?: string): string[] {
+	const registry = (
+		broker as unknown as {
+			registry: { services: { has(fullName: string, nodeID: string): boolean } };
+		}
+	).registry;
+	return (broker.services as Service[])
+		.filter(s => !s.name.startsWith("$") && s.fullName !== except)
+		.filter(s => !registry.services.has(s.fullName, broker.nodeID))
+		.map(s => s.fullName);
+}
+
+/**
+ * Resolves once every local service but `except` has started: checked now and on each
+ * `$services.changed` (Moleculer emits it as it registers a service), so it costs no polling.
+ * A service that fails to start never registers: the wait then ends only when `signal` aborts
+ * (the waiting service's `stopped`), rejecting with its reason.
+ * @param except - the waiting service's full name
+ */
+export function waitForLocalServices(
+	broker: ServiceBroker,
+	except: string,
+	signal: AbortSignal
+): Promise<void> {
+	const bus = (broker as unknown as { localBus: NodeJS.EventEmitter }).localBus;
+	return new Promise<void>((resolve, reject) => {
+		const done = (err?: unknown): void => {
+			bus.off("$services.changed", check);
+			signal.removeEventListener("abort", abort);
+			if (err) reject(err);
+			else resolve();
+		};
+		const check = (): void => {
+			if (localServicesStarting(broker, except).length === 0) done();
+		};
+		const abort = (): void => done(signal.reason);
+		if (signal.aborted) return abort();
+		bus.on("$services.changed", check);
+		signal.addEventListener("abort", abort);
+		check();
+	});
+}
+
 function send(res: http.ServerResponse, status: number, body: unknown): void {
 	res.statusCode = status;
 	res.setHeader("Content-Type", "application/json; charset=utf-8");

@@ -48,7 +48,8 @@ import { Errors, type Context, type Service, type ServiceSchema } from "molecule
 import ApiGateway, { type RateLimitSettings, type RateLimitStore } from "moleculer-web";
 import { config, DATABASE_SERVICES } from "../lib/config";
 import type { AuthUser, ShopServiceSchema } from "../lib/context";
-import { ERRORS, FRAMEWORK_ERROR_TYPES, shopError, type ErrorType } from "../lib/errors";
+import { ERRORS, shopError, type ErrorType } from "../lib/errors";
+import { toErrorBody, type ErrorBody } from "../lib/gateway-errors";
 import { RedisRateLimitStore, type RedisRateLimitSettings } from "../lib/rate-limit-store";
 import {
 	isOrderStreamPath,
@@ -60,6 +61,7 @@ import {
 } from "../mixins/web.mixin";
 import { withRequestId } from "../lib/request-context";
 import { ApiDocsMixin } from "../mixins/api-docs.mixin";
+import { waitForLocalServices } from "../lib/node-health";
 
 type Req = IncomingMessage & {
 	$ctx: Context<unknown, Record<string, unknown>>;
@@ -332,120 +334,46 @@ export function retryAfterSeconds(
 	return Math.max(1, Math.ceil((reset - now) / 1000));
 }
 
-/** The error body of the CONTRACT: `{ name, message, code, type, data }`. */
-export interface ErrorBody {
-	name: string;
-	message: string;
-	code: number;
-	type: string;
-	data?: unknown;
-}
-
-/**
- * Maps any error that reaches the gateway to the CONTRACT's body: body-parser's and
- * moleculer-web's own errors get the shop's stable types; unknown errors become INTERNAL_ERROR.
- * In production a 5xx keeps only name, message, code and type.
- */
-export function toErrorBody(err: unknown, production: boolean): ErrorBody {
-	const e = (err ?? {}) as {
-		name?: string;
-		message?: string;
-		code?: unknown;
-		status?: unknown;
-		type?: unknown;
-		data?: unknown;
-	};
-	const known = (type: keyof typeof ERRORS, data?: unknown): ErrorBody => ({
-		name: "ShopClientError",
-		message: ERRORS[type].description,
-		code: ERRORS[type].code,
-		type,
-		...(data === undefined ? {} : { data })
-	});
-	// moleculer-web's rate limiter throws RateLimitExceeded without a type.
-	if (e.name === "RateLimitExceeded") return known("REQUEST_RATE_LIMITED");
-	// A compressed body that does not decompress: moleculer-web re-wraps body-parser's zlib
-	// error, keeping zlib's string `code` and dropping its 400 status.
-	if (typeof e.code === "string" && /^(?:Z_|ERR__ERROR_)/.test(e.code))
-		return known("REQUEST_INVALID_JSON");
-	// body-parser (http-errors) failures
-	switch (e.type) {
-		case "entity.parse.failed":
-			return known("REQUEST_INVALID_JSON");
-		case "entity.too.large":
-			return known("REQUEST_BODY_TOO_LARGE");
-		case "encoding.unsupported":
-		case "charset.unsupported":
-			return known("REQUEST_UNSUPPORTED_MEDIA_TYPE");
-		case "request.aborted":
-		case "request.size.invalid":
-		case "stream.encoding.set":
-			return known("REQUEST_INVALID_JSON");
-		// moleculer-web's own
-		case "NOT_FOUND":
-			return known("REQUEST_NOT_FOUND");
-		// A path param that is not valid percent-encoding (`/api/products/%ff`).
-		case "UNABLE_DECODE_PARAM":
-			return known("REQUEST_MALFORMED");
-		// Every route is an alias of a known action (mappingPolicy "restrict"), so a missing
-		// service behind one is an outage (its nodes died or left), not a missing resource.
-		case "SERVICE_NOT_FOUND":
-		case "SERVICE_UNAVAILABLE":
-			return {
-				name: "ServiceNotAvailableError",
-				message: FRAMEWORK_ERROR_TYPES.SERVICE_NOT_AVAILABLE!.description,
-				code: 503,
-				type: "SERVICE_NOT_AVAILABLE"
-			};
-		case "PAYLOAD_TOO_LARGE":
-			return known("REQUEST_BODY_TOO_LARGE");
-		case "INVALID_REQUEST_BODY":
-			return known("REQUEST_INVALID_JSON");
-		case "NO_TOKEN":
-			return known("AUTH_TOKEN_MISSING");
-		case "INVALID_TOKEN":
-			return known("AUTH_TOKEN_INVALID");
-		case "RATE_LIMIT_EXCEEDED":
-			return known("REQUEST_RATE_LIMITED");
-	}
-	const type = typeof e.type === "string" ? e.type : "";
-	const spec = (ERRORS as Record<string, { code: number }>)[type] ?? FRAMEWORK_ERROR_TYPES[type];
-	const rawCode =
-		typeof e.code === "number" ? e.code : typeof e.status === "number" ? e.status : 500;
-	const code = spec ? spec.code : rawCode >= 400 && rawCode < 600 ? rawCode : 500;
-	if (!spec && code >= 500) {
-		return production || !type
-			? {
-					name: "InternalError",
-					message: "Internal server error",
-					code: 500,
-					type: "INTERNAL_ERROR"
-				}
-			: {
-					name: "InternalError",
-					message: "Internal server error",
-					code,
-					type: "INTERNAL_ERROR",
-					data: { cause: e.name }
-				};
-	}
-	const body: ErrorBody = {
-		name: String(e.name ?? "Error"),
-		message: String(e.message ?? ""),
-		code,
-		type: type || "INTERNAL_ERROR"
-	};
-	if (e.data !== undefined && !(production && code >= 500)) body.data = e.data;
-	return body;
-}
+/** Re-exported: the gateway's error mapping lives in lib/gateway-errors.ts. */
+export { toErrorBody, type ErrorBody };
 
 type ApiThis = Service & WebMethods & { sendErrorBody(req: Req, res: Res, err: unknown): void };
+
+/**
+ * Ready before reachable: the HTTP port opens (moleculer-web's `started`) only once every other
+ * local service has started (lib/node-health.ts `waitForLocalServices`), so in one process
+ * (`npm start`) no client meets a route whose service is still migrating or seeding. Mixed in
+ * LAST: Moleculer runs the mixins' lifecycle handlers from the last mixin to the first, then the
+ * service's own, so this `started` runs before moleculer-web's. Alone on its node (the cluster
+ * form) it waits for nothing; routes whose service is not registered then answer 503
+ * `SERVICE_NOT_AVAILABLE` with `Retry-After` (lib/gateway-errors.ts). If another local service
+ * fails to start, `broker.start()` fails, the wait ends when the broker stops, and the port never
+ * opens.
+ */
+type StartupThis = Service & { $startup: AbortController };
+const ListenWhenLocalServicesStarted: Partial<ShopServiceSchema<StartupThis>> = {
+	created(this: StartupThis): void {
+		this.$startup = new AbortController();
+	},
+	started(this: StartupThis): Promise<void> {
+		return waitForLocalServices(this.broker, this.fullName, this.$startup.signal);
+	},
+	stopped(this: StartupThis): void {
+		this.$startup.abort(new Error("The broker stopped while the gateway was starting."));
+	}
+};
 
 const ApiService: ShopServiceSchema<ApiThis> = {
 	name: "api",
 	// WebMixin first: its send404 (deep links load the web app) and stopped (ends the order
 	// streams before the server waits for its connections) take precedence over moleculer-web's.
-	mixins: [WebMixin(), ApiGateway as unknown as Partial<ServiceSchema>, ApiDocsMixin],
+	// ListenWhenLocalServicesStarted last: its `started` runs first (see there).
+	mixins: [
+		WebMixin(),
+		ApiGateway as unknown as Partial<ServiceSchema>,
+		ApiDocsMixin,
+		ListenWhenLocalServicesStarted as Partial<ServiceSchema>
+	],
 
 	settings: {
 		port: config().port,
@@ -588,9 +516,19 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 							})
 						);
 					},
-					/** Readiness: the transporter (if any) and every service's database answer. */
+					/**
+					 * Readiness: the transporter (if any) and every service's database answer;
+					 * while this node's broker starts or stops, `checks.broker` says so. A 503
+					 * carries `Retry-After: 1`.
+					 */
 					async "GET ready"(this: ApiThis, req: Req, res: Res): Promise<void> {
 						const checks: Record<string, string> = {};
+						const state = this.broker as unknown as {
+							started: boolean;
+							stopping?: boolean;
+						};
+						if (state.stopping) checks.broker = "stopping";
+						else if (!state.started) checks.broker = "starting";
 						const transit = (
 							this.broker as unknown as { transit?: { connected: boolean } }
 						).transit;
@@ -613,6 +551,7 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 						);
 						const ok = Object.values(checks).every(v => v === "ok");
 						res.statusCode = ok ? 200 : 503;
+						if (!ok) res.setHeader("Retry-After", "1");
 						res.setHeader("Content-Type", "application/json; charset=utf-8");
 						res.end(JSON.stringify({ status: ok ? "ready" : "unavailable", checks }));
 					}
