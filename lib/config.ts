@@ -188,6 +188,55 @@ export interface ShopConfig {
 	readonly natsTlsCert: string | null;
 	/** PEM file of this node's client key for NATS (`NATS_TLS_KEY`, with the certificate). */
 	readonly natsTlsKey: string | null;
+	/**
+	 * Retention (lib/retention.ts, docs/retention.md): what each service's purge job deletes, and
+	 * how. Every window is in ms and compared with the database's clock.
+	 */
+	readonly retention: RetentionConfig;
+	/**
+	 * The JetStream streams' limits (lib/jetstream.ts): `EVENTS_MAX_AGE_MS` (7 d, at least the
+	 * 10-minute duplicate window), `EVENTS_MAX_BYTES` (1 GiB) per stream, and
+	 * `EVENTS_CONSUMER_LAG_ALERT_MS` (half the max age): a durable consumer whose oldest
+	 * unacknowledged event is this old is reported behind (metric, readiness detail).
+	 */
+	readonly eventsMaxAgeMs: number;
+	readonly eventsMaxBytes: number;
+	readonly eventsConsumerLagAlertMs: number;
+}
+
+/** Retention settings (`RETENTION_*` and one window per table; defaults in docs/retention.md). */
+export interface RetentionConfig {
+	/** How often each service's purge job runs (`RETENTION_INTERVAL_MS`, 1 h). */
+	readonly intervalMs: number;
+	/** Rows deleted per statement (`RETENTION_BATCH_SIZE`, 500). */
+	readonly batchSize: number;
+	/** Pause between two batches (`RETENTION_BATCH_PAUSE_MS`, 100). */
+	readonly batchPauseMs: number;
+	/** Published outbox rows are kept this long after publication (`OUTBOX_RETENTION_MS`, 7 d). */
+	readonly outboxMs: number;
+	/**
+	 * Inbox records (consumer, event id) are kept this long after processing
+	 * (`INBOX_RETENTION_MS`, 8 d); never below `EVENTS_MAX_AGE_MS`, so deduplication outlives
+	 * any redelivery of the event by the stream.
+	 */
+	readonly inboxMs: number;
+	/**
+	 * Idempotency keys of participants (`IDEMPOTENCY_KEY_RETENTION_MS`, 7 d); never below
+	 * `SAGA_DEADLINE_MS` nor `RESERVATION_TTL_MS`.
+	 */
+	readonly idempotencyKeyMs: number;
+	/** Finished sagas (COMPLETED, COMPENSATED) and their steps (`SAGA_RETENTION_MS`, 30 d). */
+	readonly sagaMs: number;
+	/** Entries of `sagas.errors` kept, the newest (`SAGA_ERRORS_KEEP`, 20). */
+	readonly sagaErrorsKeep: number;
+	/** Dead letters already replayed (`DEAD_LETTER_RETENTION_MS`, 30 d); pending ones are kept. */
+	readonly deadLetterMs: number;
+	/**
+	 * Reservations in a final status (COMMITTED, RELEASED, REJECTED, EXPIRED) after their last
+	 * change (`RESERVATION_RETENTION_MS`, 30 d); never below `IDEMPOTENCY_KEY_RETENTION_MS`.
+	 * RESERVED ones (also those kept past the pivot, `expires_at` NULL) are never purged.
+	 */
+	readonly reservationMs: number;
 }
 
 /** Thrown at start-up when the environment is invalid; the process should exit. */
@@ -300,6 +349,53 @@ function parseFaults(raw: string | null): ShopConfig["sagaFaults"] {
 	);
 }
 
+const DAY_MS = 24 * 3600_000;
+
+/**
+ * The retention settings (docs/retention.md gives each default's reason). Windows that guard a
+ * saga's retries are checked against the saga's own bounds.
+ */
+function retentionConfig(
+	env: Env,
+	sagaDeadlineMs: number,
+	reservationTtlMs: number
+): RetentionConfig {
+	const idempotencyKeyMs = int(
+		env,
+		"IDEMPOTENCY_KEY_RETENTION_MS",
+		7 * DAY_MS,
+		3600_000,
+		365 * DAY_MS
+	);
+	if (idempotencyKeyMs < Math.max(sagaDeadlineMs, reservationTtlMs))
+		throw new ConfigError(
+			`IDEMPOTENCY_KEY_RETENTION_MS (${idempotencyKeyMs}) must not be below SAGA_DEADLINE_MS nor RESERVATION_TTL_MS`
+		);
+	const reservationMs = int(
+		env,
+		"RESERVATION_RETENTION_MS",
+		30 * DAY_MS,
+		3600_000,
+		3650 * DAY_MS
+	);
+	if (reservationMs < idempotencyKeyMs)
+		throw new ConfigError(
+			`RESERVATION_RETENTION_MS (${reservationMs}) must not be below IDEMPOTENCY_KEY_RETENTION_MS (${idempotencyKeyMs})`
+		);
+	return Object.freeze({
+		intervalMs: int(env, "RETENTION_INTERVAL_MS", 3600_000, 1_000, 7 * DAY_MS),
+		batchSize: int(env, "RETENTION_BATCH_SIZE", 500, 1, 100_000),
+		batchPauseMs: int(env, "RETENTION_BATCH_PAUSE_MS", 100, 0, 60_000),
+		outboxMs: int(env, "OUTBOX_RETENTION_MS", 7 * DAY_MS, 60_000, 3650 * DAY_MS),
+		inboxMs: int(env, "INBOX_RETENTION_MS", 8 * DAY_MS, 600_000, 3650 * DAY_MS),
+		idempotencyKeyMs,
+		sagaMs: int(env, "SAGA_RETENTION_MS", 30 * DAY_MS, 3600_000, 3650 * DAY_MS),
+		sagaErrorsKeep: int(env, "SAGA_ERRORS_KEEP", 20, 1, 1_000),
+		deadLetterMs: int(env, "DEAD_LETTER_RETENTION_MS", 30 * DAY_MS, 3600_000, 3650 * DAY_MS),
+		reservationMs
+	});
+}
+
 /** Parses and validates an environment into a frozen config. Throws `ConfigError`. */
 export function loadConfig(env: Env = process.env): ShopConfig {
 	const nodeEnv = str(env, "NODE_ENV") ?? "development";
@@ -387,6 +483,25 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 			`RESERVATION_TTL_MS (${reservationTtlMs}) must not be below SAGA_DEADLINE_MS (${sagaDeadlineMs})`
 		);
 
+	const retention = retentionConfig(env, sagaDeadlineMs, reservationTtlMs);
+	const eventsMaxAgeMs = int(env, "EVENTS_MAX_AGE_MS", 7 * DAY_MS, 600_000, 365 * DAY_MS);
+	const eventsConsumerLagAlertMs = int(
+		env,
+		"EVENTS_CONSUMER_LAG_ALERT_MS",
+		Math.floor(eventsMaxAgeMs / 2),
+		1_000,
+		365 * DAY_MS
+	);
+	if (eventsConsumerLagAlertMs >= eventsMaxAgeMs)
+		throw new ConfigError(
+			`EVENTS_CONSUMER_LAG_ALERT_MS (${eventsConsumerLagAlertMs}) must be below EVENTS_MAX_AGE_MS (${eventsMaxAgeMs})`
+		);
+	// Deduplication must outlive redelivery: the stream may deliver an event again until it ages out.
+	if (retention.inboxMs < eventsMaxAgeMs)
+		throw new ConfigError(
+			`INBOX_RETENTION_MS (${retention.inboxMs}) must not be below EVENTS_MAX_AGE_MS (${eventsMaxAgeMs})`
+		);
+
 	return Object.freeze({
 		env: nodeEnv as ShopConfig["env"],
 		production,
@@ -452,7 +567,11 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		natsToken,
 		natsTlsCa,
 		natsTlsCert,
-		natsTlsKey
+		natsTlsKey,
+		retention,
+		eventsMaxAgeMs,
+		eventsMaxBytes: int(env, "EVENTS_MAX_BYTES", 1024 ** 3, 65_536, 2 ** 50),
+		eventsConsumerLagAlertMs
 	});
 }
 

@@ -4,7 +4,10 @@
  *
  * - Stream `SHOP_EVENTS`, subjects `shop.events.<event name>`, file storage, a duplicate window
  *   (`Nats-Msg-Id` = the outbox row id), so a relay that re-sends after a crash is deduplicated by
- *   the server.
+ *   the server. Limits (`StreamLimits`: `EVENTS_MAX_AGE_MS`, 7 d; `EVENTS_MAX_BYTES`, 1 GiB, for
+ *   each stream): past either the server drops the OLDEST messages, read or not, so a consumer
+ *   that falls behind loses events; `consumerLag` tells (the consumers' metric and readiness
+ *   detail, mixins/events.mixin.ts). Limits are applied to existing streams too.
  * - Stream `SHOP_DLQ`, subjects `shop.dlq.<consumer>`: messages a consumer gave up on after
  *   `maxDeliver` deliveries, with the error in headers.
  * - Consumers: durable, explicit ack, `max_deliver`, `ack_wait`; acknowledged by the caller only
@@ -24,7 +27,9 @@ import {
 	type ConsumerConfig,
 	type JetStreamClient,
 	type JetStreamManager,
-	type NatsConnection
+	type NatsConnection,
+	type StreamInfo,
+	DiscardPolicy
 } from "nats";
 import { natsConnectionOptions, type NatsSecurity } from "./nats-options";
 
@@ -34,6 +39,20 @@ export const EVENTS_STREAM = "SHOP_EVENTS";
 export const DLQ_STREAM = "SHOP_DLQ";
 /** How long the server remembers a `Nats-Msg-Id` to drop a re-sent duplicate, in ms. */
 export const DUPLICATE_WINDOW_MS = 10 * 60_000;
+
+/** Retention limits of both streams. */
+export interface StreamLimits {
+	/** Oldest message kept, in ms (at least `DUPLICATE_WINDOW_MS`). */
+	readonly maxAgeMs: number;
+	/** Largest size of the stream, in bytes. */
+	readonly maxBytes: number;
+}
+
+/** The limits when none are given: 7 days, 1 GiB (lib/config.ts's defaults). */
+export const DEFAULT_STREAM_LIMITS: StreamLimits = {
+	maxAgeMs: 7 * 24 * 3600_000,
+	maxBytes: 1024 ** 3
+};
 
 /** The subject of domain event `name` (e.g. `order.confirmed` → `shop.events.order.confirmed`). */
 export function eventSubject(name: string): string {
@@ -65,11 +84,13 @@ export interface JetStreamBus {
  * @param url - `nats://[token@|user:password@]host:port` (the `TRANSPORTER` setting)
  * @param name - connection name shown in the server's monitoring (`/connz`)
  * @param security - `NATS_TOKEN` and the `NATS_TLS_*` files (lib/config.ts)
+ * @param limits - the streams' `max_age` and `max_bytes` (created, or updated when they differ)
  */
 export async function connectJetStream(
 	url: string,
 	name: string,
-	security: NatsSecurity = {}
+	security: NatsSecurity = {},
+	limits: StreamLimits = DEFAULT_STREAM_LIMITS
 ): Promise<JetStreamBus> {
 	const opts = natsConnectionOptions(url, security);
 	const nc = await connect({
@@ -82,8 +103,8 @@ export async function connectJetStream(
 	let jsm: JetStreamManager;
 	try {
 		jsm = await nc.jetstreamManager();
-		await ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"]);
-		await ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"]);
+		await ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"], limits);
+		await ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"], limits);
 	} catch (err) {
 		await nc.close().catch(() => undefined);
 		if (String((err as { code?: unknown }).code) === "503")
@@ -105,18 +126,32 @@ export async function connectJetStream(
 async function ensureStream(
 	jsm: JetStreamManager,
 	stream: string,
-	subjects: string[]
+	subjects: string[],
+	limits: StreamLimits
 ): Promise<void> {
+	const maxAge = nanos(limits.maxAgeMs);
+	let existing: StreamInfo | null = null;
 	try {
-		await jsm.streams.info(stream);
+		existing = await jsm.streams.info(stream);
 	} catch {
+		existing = null;
+	}
+	if (existing) {
+		const c = existing.config;
+		if (c.max_age !== maxAge || c.max_bytes !== limits.maxBytes)
+			await jsm.streams.update(stream, { ...c, max_age: maxAge, max_bytes: limits.maxBytes });
+		return;
+	}
+	{
 		try {
 			await jsm.streams.add({
 				name: stream,
 				subjects,
 				storage: StorageType.File,
 				duplicate_window: nanos(DUPLICATE_WINDOW_MS),
-				max_age: nanos(7 * 24 * 3600_000)
+				max_age: maxAge,
+				max_bytes: limits.maxBytes,
+				discard: DiscardPolicy.Old
 			});
 		} catch (err) {
 			// Another node created it meanwhile.
@@ -172,4 +207,63 @@ export function toHeaders(values: Record<string, string>): ReturnType<typeof nat
 	const h = natsHeaders();
 	for (const [k, v] of Object.entries(values)) h.set(k, v);
 	return h;
+}
+
+/** How far a durable consumer is behind its stream (`consumerLag`). */
+export interface ConsumerLag {
+	/** The durable consumer's name. */
+	readonly consumer: string;
+	/** Its events not yet acknowledged (not yet delivered + delivered and unacknowledged). */
+	readonly pending: number;
+	/** Age of the oldest of them, in ms (0 when none). */
+	readonly oldestPendingAgeMs: number;
+	/**
+	 * The stream's first sequence is past the consumer's ack floor while it has events pending:
+	 * the server dropped messages (age or size limit) the consumer had not acknowledged, some of
+	 * which may have been its own. A heuristic: a consumer created after the stream dropped
+	 * messages reads as `lost` until it acknowledged its first event.
+	 */
+	readonly lost: boolean;
+	/** `lost`, or the oldest pending event is at least `alertMs` old: an operator must look. */
+	readonly behind: boolean;
+}
+
+/**
+ * Where durable consumer `durable` of `SHOP_EVENTS` stands against the stream's retention.
+ * @param alertMs - pending events this old make it `behind` (`EVENTS_CONSUMER_LAG_ALERT_MS`)
+ */
+export async function consumerLag(
+	jsm: JetStreamManager,
+	durable: string,
+	alertMs: number
+): Promise<ConsumerLag> {
+	const [ci, si] = await Promise.all([
+		jsm.consumers.info(EVENTS_STREAM, durable),
+		jsm.streams.info(EVENTS_STREAM)
+	]);
+	const pending = ci.num_pending + ci.num_ack_pending;
+	const floor = ci.ack_floor.stream_seq;
+	let oldestPendingAgeMs = 0;
+	if (pending > 0) {
+		try {
+			// The server's STREAM.MSG.GET takes `next_by_subj` (the first message on the subject
+			// at or after `seq`); the client's types only list it for direct gets.
+			const next = { seq: floor + 1, next_by_subj: ci.config.filter_subject ?? ">" };
+			const m = await jsm.streams.getMessage(
+				EVENTS_STREAM,
+				next as unknown as Parameters<JetStreamManager["streams"]["getMessage"]>[1]
+			);
+			oldestPendingAgeMs = Math.max(0, Date.now() - m.time.getTime());
+		} catch {
+			// Acknowledged or dropped meanwhile.
+		}
+	}
+	const lost = pending > 0 && si.state.first_seq > floor + 1;
+	return {
+		consumer: durable,
+		pending,
+		oldestPendingAgeMs,
+		lost,
+		behind: lost || (pending > 0 && oldestPendingAgeMs >= alertMs)
+	};
 }

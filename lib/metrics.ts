@@ -14,6 +14,12 @@
  * | `shop_sagas_parked` | gauge | `saga` | orders: sagas parked now (the database's count, refreshed by every recovery pass) |
  * | `shop_inventory_reservations_total` | counter | `outcome` | inventory: `reserved`, `out_of_stock`, `committed`, `released`, `expired` |
  * | `shop_payments_total` | counter | `outcome` | payments: `captured`, `declined`, `refunded` |
+ * | `shop_retention_purged_total` | counter | `service`, `table` | every service with retention (lib/retention.ts): rows its purge job deleted |
+ * | `shop_retention_last_run_seconds` | gauge (s) | `service` | when this node's purge job last finished a run (Unix time; only the node holding the lease runs) |
+ * | `shop_retention_duration` | gauge (ms) | `service` | how long that run took |
+ * | `shop_events_consumer_behind` | gauge | `service`, `consumer` | consumers (mixins/events.mixin.ts): 1 when a durable consumer is behind its stream's retention (its oldest unacknowledged event is older than `EVENTS_CONSUMER_LAG_ALERT_MS`, or the stream dropped events past its ack floor), else 0 |
+ * | `shop_events_consumer_pending` | gauge | `service`, `consumer` | events of the consumer not yet acknowledged |
+ * | `shop_events_consumer_oldest_pending_age` | gauge (ms) | `service`, `consumer` | age of its oldest unacknowledged event (0 when none) |
  *
  * Counters with a known label set start at 0 on the nodes that count them, so a rate is defined
  * before the first event.
@@ -106,6 +112,45 @@ export const SHOP_METRICS = {
 		description: "Payments, by outcome",
 		labelNames: ["outcome"],
 		zeros: ["captured", "declined", "refunded"].map(outcome => ({ outcome }))
+	},
+	retentionPurged: {
+		type: "counter",
+		name: "shop.retention.purged.total",
+		description: "Rows deleted by the retention purge job, by table",
+		labelNames: ["service", "table"]
+	},
+	retentionLastRun: {
+		type: "gauge",
+		name: "shop.retention.last.run.seconds",
+		description: "When this node's retention purge job last finished a run (Unix time, s)",
+		labelNames: ["service"]
+	},
+	retentionDuration: {
+		type: "gauge",
+		name: "shop.retention.duration",
+		description: "Duration of this node's last retention purge run (ms)",
+		labelNames: ["service"],
+		unit: "milliseconds"
+	},
+	eventsConsumerBehind: {
+		type: "gauge",
+		name: "shop.events.consumer.behind",
+		description:
+			"1 when a durable event consumer is behind its stream's retention (events at risk or lost)",
+		labelNames: ["service", "consumer"]
+	},
+	eventsConsumerPending: {
+		type: "gauge",
+		name: "shop.events.consumer.pending",
+		description: "Events of a durable consumer not yet acknowledged",
+		labelNames: ["service", "consumer"]
+	},
+	eventsConsumerOldestPendingAge: {
+		type: "gauge",
+		name: "shop.events.consumer.oldest.pending.age",
+		description: "Age of a durable consumer's oldest unacknowledged event (ms)",
+		labelNames: ["service", "consumer"],
+		unit: "milliseconds"
 	}
 } as const satisfies Record<string, MetricDef>;
 

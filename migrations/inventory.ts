@@ -38,5 +38,11 @@ UPDATE reservations SET status = 'RELEASED', updated_at = now() WHERE status = '
 ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
 ALTER TABLE reservations ADD CONSTRAINT reservations_status_check
 	CHECK (status IN ('RESERVED', 'COMMITTED', 'RELEASED', 'REJECTED'));`
+	},
+	{
+		// The retention purge finds reservations in a final status by their last change.
+		name: "003-reservations-final-idx",
+		up: "CREATE INDEX reservations_final_idx ON reservations (updated_at) WHERE status <> 'RESERVED';",
+		down: "DROP INDEX reservations_final_idx;"
 	}
 ];

@@ -29,9 +29,19 @@
  * database does not answer (lib/database-unavailable.ts) is no fault of the event and spends no
  * delivery: the consumer holds the message and tries again until the database is back.
  *
+ * Retention (lib/retention.ts, docs/retention.md): published outbox rows are purged
+ * `OUTBOX_RETENTION_MS` after publication (unpublished ones never), inbox records
+ * `INBOX_RETENTION_MS` after processing (never below the stream's `EVENTS_MAX_AGE_MS`, so an event
+ * the stream may still redeliver is still deduplicated), dead letters `DEAD_LETTER_RETENTION_MS`
+ * after their replay (pending ones are kept for an operator). A consumer that falls behind the
+ * stream's retention is reported: `shop_events_consumer_behind` and the `events` detail of the
+ * service's `readiness` answer.
+ *
  * Metrics (with METRICS_PORT): `shop_outbox_pending`, `shop_outbox_lag_ms`,
  * `shop_outbox_published_total`, `shop_events_processed_total`, `shop_events_duplicates_total`,
- * `shop_events_redeliveries_total`, `shop_events_dead_letters_total`.
+ * `shop_events_redeliveries_total`, `shop_events_dead_letters_total`,
+ * `shop_events_consumer_behind`, `shop_events_consumer_pending`,
+ * `shop_events_consumer_oldest_pending_age`.
  */
 import crypto from "node:crypto";
 import type { ServiceBroker, ServiceSchema } from "moleculer";
@@ -48,14 +58,23 @@ import {
 	DLQ_STREAM,
 	EVENTS_STREAM,
 	connectJetStream,
+	consumerLag,
 	deadLetterSubject,
 	ensureConsumer,
 	eventSubject,
 	toHeaders,
+	type ConsumerLag,
 	type JetStreamBus
 } from "../lib/jetstream";
 import { fastQuery } from "../lib/fast-query";
 import { writeOrDefer, type DeferredWrite } from "../lib/deferred-writes";
+import {
+	addRetentionTask,
+	retentionActions,
+	startRetention,
+	stopRetention
+} from "../lib/retention";
+import { registerMetrics, setMetric } from "../lib/metrics";
 
 /** A domain event as it travels (the JetStream message body). */
 export interface DomainEvent<T = unknown> {
@@ -105,6 +124,12 @@ CREATE TABLE outbox (
 );
 CREATE INDEX outbox_unsent ON outbox (seq) WHERE published_at IS NULL;`,
 		down: "DROP TABLE outbox;"
+	},
+	{
+		// The retention purge finds published rows by their publication time.
+		name: "951-outbox-published-idx",
+		up: "CREATE INDEX outbox_published_idx ON outbox (published_at) WHERE published_at IS NOT NULL;",
+		down: "DROP INDEX outbox_published_idx;"
 	}
 ];
 
@@ -133,8 +158,17 @@ CREATE TABLE dead_letters (
 	UNIQUE (consumer, event_id)
 );`,
 		down: "DROP TABLE dead_letters; DROP TABLE inbox;"
+	},
+	{
+		// The retention purge finds old inbox records by their processing time.
+		name: "961-inbox-processed-idx",
+		up: "CREATE INDEX inbox_processed_idx ON inbox (processed_at);",
+		down: "DROP INDEX inbox_processed_idx;"
 	}
 ];
+
+/** `$2` ms before the database's now: the cutoff of a retention task (lib/retention.ts). */
+const CUTOFF = "now() - $2::float8 * interval '1 millisecond'";
 
 // ---------------------------------------------------------------------------------------------
 // The shared bus: one NATS connection per process and URL; in-process consumers per broker.
@@ -144,7 +178,14 @@ const buses = new Map<string, { bus: Promise<JetStreamBus>; users: number }>();
 async function acquireBus(url: string, name: string): Promise<JetStreamBus> {
 	let entry = buses.get(url);
 	if (!entry) {
-		entry = { bus: connectJetStream(url, name, natsSecurity(config())), users: 0 };
+		const c = config();
+		entry = {
+			bus: connectJetStream(url, name, natsSecurity(c), {
+				maxAgeMs: c.eventsMaxAgeMs,
+				maxBytes: c.eventsMaxBytes
+			}),
+			users: 0
+		};
 		buses.set(url, entry);
 		entry.bus.catch(() => buses.delete(url));
 	}
@@ -192,6 +233,9 @@ function busUrl(): string | null {
 }
 
 const delay = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
+
+/** How often a consumer's lag is measured for its gauges, in ms (readiness measures it anew). */
+const LAG_CHECK_INTERVAL_MS = 30_000;
 
 /** What one delivery came to; "unavailable": the consumer's database did not answer. */
 type ApplyOutcome = "applied" | "duplicate" | "failed" | "deadLettered" | "unavailable";
@@ -316,6 +360,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 		merged(schema: ServiceSchema): void {
 			// Runs before DbMixin's stopped (Moleculer runs them in reverse): the DB is still open.
 			runStoppedFirst(schema, stopRelay);
+			runStoppedFirst(schema, stopRetention);
 		},
 
 		created(this: any): void {
@@ -339,6 +384,12 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 				"shop.outbox.published.total",
 				"Outbox rows published"
 			);
+			addRetentionTask(this, {
+				table: "outbox",
+				sql: `DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox
+					WHERE published_at < ${CUTOFF} ORDER BY published_at LIMIT $1)`,
+				windowMs: config().retention.outboxMs
+			});
 		},
 
 		async started(this: any): Promise<void> {
@@ -349,11 +400,13 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 			}
 			this.$outboxTimer = setInterval(() => this.kickRelay(), pollIntervalMs);
 			this.$outboxTimer.unref?.();
+			startRetention.call(this);
 		},
 
 		stopped: stopRelay,
 
 		actions: {
+			...retentionActions(),
 			/**
 			 * Outbox lag of this service's database (operators, metrics).
 			 * @returns `{ pending, oldestPendingAgeMs, published, serverDuplicates, mode }`: rows not
@@ -661,6 +714,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				event,
 				list.filter(c => !this.$inboxLocal.includes(c))
 			);
+		clearInterval(this.$inboxLagTimer);
 		for (const sub of this.$inboxSubs) sub.stop();
 		await Promise.allSettled([...this.$inboxInFlight]);
 		await Promise.allSettled(this.$inboxLoops);
@@ -670,6 +724,19 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 	return {
 		merged(schema: ServiceSchema): void {
 			runStoppedFirst(schema, stopConsumers);
+			runStoppedFirst(schema, stopRetention);
+		},
+
+		hooks: {
+			after: {
+				/**
+				 * The service's readiness answer (DbMixin's) gains `events`: its consumers' lag;
+				 * a consumer behind its stream's retention is reported, not made unready.
+				 */
+				async readiness(this: any, _ctx: unknown, res: object): Promise<object> {
+					return { ...res, events: await this.eventsReadiness() };
+				}
+			}
 		},
 
 		created(this: any): void {
@@ -680,6 +747,22 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 			this.$inboxLocal = [] as LocalConsumer[];
 			this.$inboxBusUrl = null;
 			this.$inboxStats = { processed: 0, duplicates: 0, redeliveries: 0, deadLettered: 0 };
+			this.$inboxDurables = [] as string[];
+			this.$inboxBus = null;
+			this.$inboxLagTimer = null;
+			const retention = config().retention;
+			addRetentionTask(this, {
+				table: "inbox",
+				sql: `DELETE FROM inbox WHERE (consumer, event_id) IN (SELECT consumer, event_id
+					FROM inbox WHERE processed_at < ${CUTOFF} ORDER BY processed_at LIMIT $1)`,
+				windowMs: retention.inboxMs
+			});
+			addRetentionTask(this, {
+				table: "dead_letters",
+				sql: `DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters
+					WHERE replayed_at < ${CUTOFF} LIMIT $1)`,
+				windowMs: retention.deadLetterMs
+			});
 			register(
 				this.broker,
 				"counter",
@@ -737,6 +820,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					localRegistry(this.broker).set(event, [...list, local]);
 					this.$inboxLocal.push(local);
 				}
+				startRetention.call(this);
 				return;
 			}
 			const bus: JetStreamBus = await acquireBus(url, `${this.broker.nodeID}-events`);
@@ -746,6 +830,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					maxDeliver,
 					ackWaitMs
 				});
+				this.$inboxDurables.push(durable);
 				const consumer = await bus.js.consumers.get(EVENTS_STREAM, durable);
 				const messages = await consumer.consume({ max_messages: 64 });
 				this.$inboxSubs.push(messages);
@@ -764,11 +849,24 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					})
 				);
 			}
+			this.$inboxBus = bus;
+			registerMetrics(this.broker, [
+				"eventsConsumerBehind",
+				"eventsConsumerPending",
+				"eventsConsumerOldestPendingAge"
+			]);
+			this.$inboxLagTimer = setInterval(
+				() => void this.checkConsumerLag().catch(() => undefined),
+				LAG_CHECK_INTERVAL_MS
+			);
+			this.$inboxLagTimer.unref?.();
+			startRetention.call(this);
 		},
 
 		stopped: stopConsumers,
 
 		actions: {
+			...retentionActions(),
 			/**
 			 * Dead letters of this service's consumers, newest first (admin).
 			 * @param pending - only those not replayed yet (default true)
@@ -894,6 +992,59 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 		},
 
 		methods: {
+			/**
+			 * Where each of this node's durable consumers stands against the stream's retention
+			 * (lib/jetstream.ts `consumerLag`); sets the `shop_events_consumer_*` gauges and logs
+			 * an error for each consumer behind. @returns one ConsumerLag per consumer ([] locally)
+			 */
+			async checkConsumerLag(this: any): Promise<ConsumerLag[]> {
+				const bus = this.$inboxBus as JetStreamBus | null;
+				if (!bus) return [];
+				const alertMs = config().eventsConsumerLagAlertMs;
+				const lags: ConsumerLag[] = await Promise.all(
+					(this.$inboxDurables as string[]).map(d => consumerLag(bus.jsm, d, alertMs))
+				);
+				for (const l of lags) {
+					const labels = { service: this.name, consumer: l.consumer };
+					setMetric(this.broker, "eventsConsumerBehind", l.behind ? 1 : 0, labels);
+					setMetric(this.broker, "eventsConsumerPending", l.pending, labels);
+					setMetric(
+						this.broker,
+						"eventsConsumerOldestPendingAge",
+						l.oldestPendingAgeMs,
+						labels
+					);
+					if (l.behind)
+						this.logger.error(
+							`${l.consumer} is behind its stream's retention: ${l.pending} events pending, the oldest ${l.oldestPendingAgeMs} ms old${l.lost ? "; the stream dropped events it had not acknowledged" : ""}`
+						);
+				}
+				return lags;
+			},
+
+			/**
+			 * The `events` detail of the readiness answer.
+			 * @returns `{ mode: "jetstream" | "local", behind: string[], consumers: ConsumerLag[] }`;
+			 *   with `error` instead of consumers when JetStream did not answer
+			 */
+			async eventsReadiness(this: any): Promise<object> {
+				if (!this.$inboxBus) return { mode: "local", behind: [], consumers: [] };
+				try {
+					const consumers: ConsumerLag[] = await this.checkConsumerLag();
+					return {
+						mode: "jetstream",
+						behind: consumers.filter(c => c.behind).map(c => c.consumer),
+						consumers
+					};
+				} catch (err) {
+					return {
+						mode: "jetstream",
+						behind: [],
+						error: err instanceof Error ? err.message : String(err)
+					};
+				}
+			},
+
 			track<T>(this: any, p: Promise<T>): Promise<T> {
 				this.$inboxInFlight.add(p);
 				return p.finally(() => this.$inboxInFlight.delete(p));

@@ -11,8 +11,11 @@
  * of being refused with 409; transient and 5xx failures are NOT saved (Stripe saves 500s), so the
  * saga's retry with the same key runs again; a key reused for another ACTION is refused with
  * `IDEMPOTENCY_KEY_CONFLICT` (409), but the params of a repeat are not compared (no fingerprint:
- * the saga derives a step's params from its stored data, so they never differ); records are kept
- * forever (no 24-hour pruning yet; `created_at` is indexed for it).
+ * the saga derives a step's params from its stored data, so they never differ); records are
+ * purged `IDEMPOTENCY_KEY_RETENTION_MS` (7 d; never below the saga's deadline nor the reservation
+ * TTL) after they were written, by the service's retention job (lib/retention.ts): a repeat
+ * inside that window gets the first outcome, a key older than it is forgotten (the participants
+ * also refuse a second effect by their own keys: one payment and one reservation per order).
  *
  * The key is `ctx.meta.idempotencyKey` (the order saga sends `<sagaId>:<stepName>` and, for a
  * compensation, `<sagaId>:<stepName>:compensate`). Its record lives in the service's own database,
@@ -44,6 +47,14 @@ import { ERRORS, shopError, type ErrorData, type ErrorType } from "../lib/errors
 import { isTransientError } from "./saga.mixin";
 import { fastQuery } from "../lib/fast-query";
 import { acceptDeferredWrites, withDeferredWrites } from "../lib/deferred-writes";
+import { config } from "../lib/config";
+import { runStoppedFirst } from "../lib/lifecycle";
+import {
+	addRetentionTask,
+	retentionActions,
+	startRetention,
+	stopRetention
+} from "../lib/retention";
 
 /** The `idempotency_keys` table, to include in the service's migrations. */
 export const idempotencyMigrations: readonly Migration[] = [
@@ -160,6 +171,26 @@ const asStored = <R>(response: R): R =>
 
 export function IdempotencyMixin(): Partial<ServiceSchema> {
 	return {
+		merged(schema: ServiceSchema): void {
+			runStoppedFirst(schema, stopRetention);
+		},
+
+		created(this: any): void {
+			addRetentionTask(this, {
+				table: "idempotency_keys",
+				sql: `DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys
+					WHERE created_at < now() - $2::float8 * interval '1 millisecond'
+					ORDER BY created_at LIMIT $1)`,
+				windowMs: config().retention.idempotencyKeyMs
+			});
+		},
+
+		started(this: any): void {
+			startRetention.call(this);
+		},
+
+		actions: retentionActions(),
+
 		methods: {
 			async withIdempotency<R>(
 				this: any,

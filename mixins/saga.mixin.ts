@@ -49,6 +49,8 @@ import { countMetric, observeMetric, setMetric } from "../lib/metrics";
 import { withRequestId } from "../lib/request-context";
 import { runStoppedFirst } from "../lib/lifecycle";
 import { fastQuery } from "../lib/fast-query";
+import { config } from "../lib/config";
+import { addRetentionTask, startRetention, stopRetention } from "../lib/retention";
 import { prependWrites, type DeferredWrite } from "../lib/deferred-writes";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
@@ -289,6 +291,18 @@ ALTER TABLE sagas RESET (fillfactor);
 ALTER TABLE saga_steps RESET (fillfactor);`
 	}
 ];
+
+/**
+ * SQL for `sagas.errors` with the error record in parameter `param` appended, keeping only the
+ * newest `SAGA_ERRORS_KEEP` entries (bounded at write time: a saga retried for long does not
+ * grow its row without bound; every attempt's error also stays in its `saga_steps` row).
+ */
+function appendError(param: string): string {
+	const keep = config().retention.sagaErrorsKeep;
+	return `(SELECT COALESCE(jsonb_agg(e ORDER BY i), '[]'::jsonb)
+		FROM jsonb_array_elements(errors || jsonb_build_array(${param}::jsonb)) WITH ORDINALITY AS x(e, i)
+		WHERE i > jsonb_array_length(errors) + 1 - ${keep})`;
+}
 
 /**
  * Call options that keep a saga's step calls in the trace of the request that started it
@@ -596,6 +610,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			// closes the database. Keep the drain last so that it runs first, whatever the order
 			// of the mixins, while the saga log can still be written.
 			runStoppedFirst(schema, drainSagas);
+			runStoppedFirst(schema, stopRetention);
 		},
 
 		created(this: any): void {
@@ -607,9 +622,28 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			// A fresh owner token per service instance: a restarted node with the same nodeID
 			// does not mistake the dead process's leases for its own.
 			this.$sagaOwner = `${this.broker.nodeID}:${crypto.randomBytes(4).toString("hex")}`;
+			// Retention (lib/retention.ts): finished sagas (never running, compensating or
+			// parked ones), their steps first, SAGA_RETENTION_MS after they were created and last
+			// changed.
+			const finished = `SELECT id FROM sagas WHERE status IN ('COMPLETED','COMPENSATED')
+				AND created_at < now() - $2::float8 * interval '1 millisecond'
+				AND updated_at < now() - $2::float8 * interval '1 millisecond'`;
+			const windowMs = config().retention.sagaMs;
+			addRetentionTask(this, {
+				table: "saga_steps",
+				sql: `DELETE FROM saga_steps WHERE id IN (SELECT id FROM saga_steps
+					WHERE saga_id IN (${finished}) LIMIT $1)`,
+				windowMs
+			});
+			addRetentionTask(this, {
+				table: "sagas",
+				sql: `DELETE FROM sagas WHERE id IN (${finished} ORDER BY created_at LIMIT $1)`,
+				windowMs
+			});
 		},
 
 		started(this: any): void {
+			startRetention.call(this);
 			// Recovery waits for the whole broker: resuming a saga before its participants are
 			// registered would only burn its retries.
 			if (this.broker.started) this.sagaStartRecovery();
@@ -1259,7 +1293,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				await seq.transaction(async t => {
 					await this.sagaFenced(
 						saga,
-						`UPDATE sagas SET errors = errors || jsonb_build_array($3::jsonb), updated_at = now()
+						`UPDATE sagas SET errors = ${appendError("$3")}, updated_at = now()
 						 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
 						[JSON.stringify(rec)],
 						t
@@ -1280,7 +1314,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			): Promise<void> {
 				await this.sagaFenced(
 					saga,
-					`UPDATE sagas SET errors = errors || jsonb_build_array($3::jsonb), updated_at = now()
+					`UPDATE sagas SET errors = ${appendError("$3")}, updated_at = now()
 					 WHERE id = $1 AND lease_owner = $2 RETURNING id`,
 					[JSON.stringify(rec)]
 				);
@@ -1298,7 +1332,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 				await this.sagaFenced(
 					saga,
 					`UPDATE sagas SET status = 'COMPENSATING', failure_reason = $3, current_step = $4,
-						errors = CASE WHEN errors @> jsonb_build_array($5::jsonb) THEN errors ELSE errors || jsonb_build_array($5::jsonb) END,
+						errors = CASE WHEN errors @> jsonb_build_array($5::jsonb) THEN errors ELSE ${appendError("$5")} END,
 						updated_at = now() WHERE id = $1 AND lease_owner = $2 RETURNING id`,
 					[reason, failedIndex, JSON.stringify(rec)]
 				);

@@ -70,6 +70,7 @@ import {
 } from "../mixins/idempotency.mixin";
 import { fastQuery } from "../lib/fast-query";
 import { writeOrDefer } from "../lib/deferred-writes";
+import { addRetentionTask } from "../lib/retention";
 
 /** Stock of one product. Units are whole items. */
 export interface StockLevel {
@@ -924,6 +925,16 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		this.$sweepTimer = null;
 		this.$sweepInFlight = null;
 		this.$sweepStopping = false;
+		// Retention (lib/retention.ts, run by the mixins' job): reservations in a final status,
+		// RESERVATION_RETENTION_MS after their last change. RESERVED ones, also those kept past
+		// their pivot (`expires_at` NULL), are never purged.
+		addRetentionTask(this, {
+			table: "reservations",
+			sql: `DELETE FROM reservations WHERE order_id IN (SELECT order_id FROM reservations
+				WHERE status <> 'RESERVED' AND updated_at < now() - $2::float8 * interval '1 millisecond'
+				ORDER BY updated_at LIMIT $1)`,
+			windowMs: c.retention.reservationMs
+		});
 	},
 
 	/** Starts the sweeper (after DbMixin's `started` connected the database). */
