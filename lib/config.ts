@@ -103,6 +103,15 @@ export interface ShopConfig {
 	 */
 	readonly sagaMaxInFlight: number;
 	/**
+	 * Per-customer bounds on `orders.create` (issue 16, item 6): a customer's orders in flight (not
+	 * yet CONFIRMED or CANCELLED, parked ones included: `ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER`, 20)
+	 * and the units they hold (`ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER`, 1000). Past either,
+	 * 429 `ORDERS_CUSTOMER_LIMIT` with `Retry-After`. Counted in the order's own INSERT under a
+	 * per-customer lock in the orders database: exact across every orders node. `0` = off.
+	 */
+	readonly ordersMaxInFlightPerCustomer: number;
+	readonly ordersMaxUnitsReservedPerCustomer: number;
+	/**
 	 * Time-to-live of a stock reservation that is neither committed nor released, in ms; never
 	 * below `sagaDeadlineMs` (refused at start-up). Counted on the database's clock.
 	 */
@@ -532,6 +541,20 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		sagaLeaseMs: int(env, "SAGA_LEASE_MS", 15_000, 200, 3600_000),
 		sagaRecoveryIntervalMs: int(env, "SAGA_RECOVERY_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaMaxInFlight: int(env, "SAGA_MAX_IN_FLIGHT", 400, 1, 1_000_000),
+		ordersMaxInFlightPerCustomer: int(
+			env,
+			"ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER",
+			20,
+			0,
+			1_000_000
+		),
+		ordersMaxUnitsReservedPerCustomer: int(
+			env,
+			"ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER",
+			1_000,
+			0,
+			1_000_000_000
+		),
 		reservationTtlMs,
 		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),

@@ -145,6 +145,18 @@ export const ERRORS = {
 		description:
 			"This orders node runs as many sagas as it may (SAGA_MAX_IN_FLIGHT); retry after Retry-After."
 	},
+	ORDERS_CUSTOMER_LIMIT: {
+		code: 429,
+		retryable: false,
+		description:
+			"The customer has as many orders (or units) in flight as one may (ORDERS_MAX_*_PER_CUSTOMER); retry after Retry-After."
+	},
+	ORDERS_STREAM_LIMIT: {
+		code: 429,
+		retryable: false,
+		description:
+			"The caller (or its address) holds as many order streams as one may (ORDER_STREAMS_MAX_PER_*); retry after Retry-After."
+	},
 	ORDERS_NOT_FOUND: {
 		code: 404,
 		retryable: false,
@@ -199,7 +211,13 @@ export const ERRORS = {
 	SAGAS_NOT_PARKED: {
 		code: 409,
 		retryable: false,
-		description: "Only a saga parked as FAILED can be redriven."
+		description: "Only a saga parked as FAILED can be redriven, or refunded and cancelled."
+	},
+	SAGAS_STOCK_COMMITTED: {
+		code: 409,
+		retryable: false,
+		description:
+			"The parked order's stock was committed: redrive its saga forward instead of refunding and cancelling it."
 	},
 	SERVICE_UNAVAILABLE: {
 		code: 503,

@@ -372,6 +372,11 @@ export const RESPONSES: Record<string, ResponseSpec> = {
 	"orders.listSagas": json(200, "SagaPage", "Sagas, newest first"),
 	"orders.getSaga": json(200, "SagaDetail", "The saga and its step log"),
 	"orders.redriveSaga": json(202, "Saga", "Resumed"),
+	"orders.refundAndCancelSaga": json(
+		202,
+		"Saga",
+		"Compensating past its pivot: refund, release, order CANCELLED / OPERATOR_REFUNDED"
+	),
 	"notifications.listDeadLetters": json(200, "DeadLetterPage", "Dead letters, newest first"),
 	"notifications.replayDeadLetter": json(200, "DeadLetter", "Replayed"),
 	"api.outbox": json(200, "OutboxStatus", "Outbox lag of every emitting service"),

@@ -1,9 +1,12 @@
 /**
  * Operator commands for the Moleculer REPL (`npm run repl`, or `moleculer-runner --repl` on any
- * node): `saga list [--status S]`, `saga show <id>`, `saga redrive <id>`, `stock <productId>`,
- * `orders recent [--limit N]`. Each calls the services' actions, so it works from any node of a
- * cluster.
+ * node): `saga list [--status S]`, `saga show <id>`, `saga redrive <id> [--note TEXT]`,
+ * `saga refund-cancel <id> [--note TEXT]`, `stock <productId>`, `orders recent [--limit N]`.
+ * Each calls the services' actions, so it works from any node of a cluster. The operator actions
+ * (redrive, refund and cancel) are audited with `repl:<OS user>@<host>` as who
+ * (`replOperator()`).
  */
+import os from "node:os";
 import type { ServiceBroker } from "moleculer";
 
 interface ReplCommand {
@@ -25,12 +28,28 @@ async function report(fn: () => Promise<void>): Promise<void> {
 	}
 }
 
+/** Who runs this REPL, for the audit of operator actions: `repl:<OS user>@<host>`. */
+export function replOperator(): string {
+	let user = process.env.USER ?? "unknown";
+	try {
+		user = os.userInfo().username;
+	} catch {
+		// no passwd entry for this uid (a container): keep $USER
+	}
+	return `repl:${user}@${os.hostname()}`;
+}
+
 export const replCommands: ReplCommand[] = [
 	{
 		command: "saga <verb> [id]",
-		description: "Sagas: saga list [--status FAILED] | saga show <id> | saga redrive <id>",
+		description:
+			"Sagas: saga list [--status FAILED] | saga show <id> | saga redrive <id> | saga refund-cancel <id> (a saga parked after its pivot: refund, release, order CANCELLED)",
 		options: [
-			{ option: "-s, --status <status>", description: "list: only sagas with this status" }
+			{ option: "-s, --status <status>", description: "list: only sagas with this status" },
+			{
+				option: "-n, --note <text>",
+				description: "redrive, refund-cancel: a note kept with the audit record"
+			}
 		],
 		async action(broker, args) {
 			await report(async () => {
@@ -51,10 +70,20 @@ export const replCommands: ReplCommand[] = [
 				} else if (verb === "show") {
 					if (!args.id) throw new Error("usage: saga show <id>");
 					out(await broker.call("orders.getSaga", { id: args.id }));
-				} else if (verb === "redrive") {
-					if (!args.id) throw new Error("usage: saga redrive <id>");
-					out(await broker.call("orders.redriveSaga", { id: args.id }));
-				} else throw new Error(`unknown verb "${verb}" (list, show, redrive)`);
+				} else if (verb === "redrive" || verb === "refund-cancel") {
+					if (!args.id) throw new Error(`usage: saga ${verb} <id> [--note TEXT]`);
+					const note = args.options?.note as string | undefined;
+					out(
+						await broker.call(
+							verb === "redrive"
+								? "orders.redriveSaga"
+								: "orders.refundAndCancelSaga",
+							{ id: args.id, ...(note ? { note } : {}) },
+							{ meta: { operator: replOperator() } }
+						)
+					);
+				} else
+					throw new Error(`unknown verb "${verb}" (list, show, redrive, refund-cancel)`);
 			});
 		}
 	},

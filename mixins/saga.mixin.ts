@@ -390,6 +390,11 @@ export interface SagaMixinMethods {
 	getSagaSteps(id: string): Promise<SagaStepLogEntry[]>;
 	/** The definition of saga `name`: that version, or the highest deployed. Throws if absent. */
 	sagaDefinition(name: string, version?: number): SagaDefinition;
+	/**
+	 * Emits a saga lifecycle event (`saga.compensating`, ...) as the mixin does, e.g. for an
+	 * operator's transition; a failure to emit is logged, never thrown.
+	 */
+	sagaEmit(event: string, saga: SagaInstance, extra?: Record<string, unknown>): Promise<void>;
 }
 
 declare module "moleculer" {

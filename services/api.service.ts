@@ -97,6 +97,7 @@ export const API_ALIASES: Record<string, { action: string; auth?: AliasAuth }> =
 	"GET admin/nodes": alias("api.nodes", "admin"),
 	"GET admin/orders/rate": alias("api.orderRate", "admin"),
 	"POST admin/sagas/:id/redrive": alias("orders.redriveSaga", "admin"),
+	"POST admin/sagas/:id/refund-and-cancel": alias("orders.refundAndCancelSaga", "admin"),
 	"GET admin/dead-letters": alias("notifications.listDeadLetters", "admin"),
 	"POST admin/dead-letters/:id/replay": alias("notifications.replayDeadLetter", "admin"),
 	"GET admin/outbox": alias("api.outbox", "admin"),

@@ -79,7 +79,8 @@ export interface Order {
 	currency: string;
 	paymentMethod: string;
 	/** `OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_METHOD_INVALID`, `TIMEOUT`,
-	 * `CANCELLED_BY_CUSTOMER` or `PROCESSING_FAILED`; null unless cancelled. */
+	 * `CANCELLED_BY_CUSTOMER`, `PROCESSING_FAILED` or `OPERATOR_REFUNDED` (an operator refunded
+	 * and cancelled its saga parked after the pivot); null unless cancelled. */
 	cancellationReason: string | null;
 	cancelRequested: boolean;
 	createdAt: string;
@@ -205,6 +206,24 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 	};
 }
 
+/** SQLSTATE raised by `orders_admit` (migration 906) past a per-customer bound. */
+const CUSTOMER_LIMIT_SQLSTATE = "OC429";
+
+/**
+ * The counts of a refusal by `orders_admit` (`err`: what the order's INSERT threw), or null when
+ * `err` is something else. `{ inFlight, unitsInFlight, units, maxInFlight, maxUnits }`.
+ */
+export function customerLimitOf(err: unknown): Record<string, number> | null {
+	const e = err as { parent?: { code?: unknown; detail?: unknown }; code?: unknown } | null;
+	const pg = e?.parent ?? e;
+	if (pg?.code !== CUSTOMER_LIMIT_SQLSTATE) return null;
+	try {
+		return JSON.parse(String((pg as { detail?: unknown }).detail)) as Record<string, number>;
+	} catch {
+		return {};
+	}
+}
+
 /** A stable hash of what an order request asks for (Idempotency-Key reuse detection). */
 export function requestHash(
 	items: { productId: string; quantity: number }[],
@@ -235,6 +254,8 @@ function defineModels(sequelize: Sequelize): { Order: ModelStatic<Model> } {
 type Models = ReturnType<typeof defineModels>;
 
 interface OrdersMethods {
+	sagaInterventions(id: string): Promise<SagaIntervention[]>;
+	sagaRefundRequested(id: string): Promise<boolean>;
 	findOrder(id: string, t?: Transaction): Promise<OrderRow | null>;
 	findOwnOrder(ctx: ShopContext, id: string): Promise<OrderRow>;
 	enqueueOrderEvent(
@@ -299,6 +320,47 @@ export interface SagaView {
 	updatedAt: string;
 }
 
+/** What an operator did to a parked saga (`saga_interventions`), as `getSaga` shows it. */
+export interface SagaIntervention {
+	action: "REDRIVE" | "REFUND_AND_CANCEL";
+	/** The admin's user id; null for an internal caller (the REPL). */
+	actorId: string | null;
+	/** The admin's e-mail, or the internal caller's `operator` (e.g. `repl:alice@host`). */
+	actor: string;
+	note: string | null;
+	/** ISO 8601, the database's clock. */
+	at: string;
+}
+
+/** The order's `cancellationReason` after an operator's refund and cancel. */
+export const OPERATOR_REFUNDED = "OPERATOR_REFUNDED";
+
+/** Parameters of the operator actions: an optional note kept with the audit record. */
+const operatorParams = { note: { type: "string", max: 500, optional: true } } as const;
+
+/**
+ * Who acts: the caller's user (REST: the gateway set it), else meta `operator` of an internal
+ * caller (the REPL sends `repl:<os user>@<host>`; a REST client cannot set meta), else
+ * `internal@<nodeID>`.
+ */
+function operatorOf(ctx: ShopContext): { actorId: string | null; actor: string } {
+	const user = ctx.meta.user;
+	if (user) return { actorId: user.id, actor: user.email };
+	const named = (ctx.meta as { operator?: unknown }).operator;
+	return {
+		actorId: null,
+		actor:
+			typeof named === "string" && named.length > 0
+				? named.slice(0, 200)
+				: `internal@${ctx.nodeID ?? "local"}`
+	};
+}
+
+/** The order id of an order saga. */
+function sagaOrderId(saga: SagaInstance): string | null {
+	return typeof saga.data.orderId === "string" ? saga.data.orderId : null;
+}
+
 /**
  * The orders service schema. `sagaOptions` override the saga mixin's (failure tests inject
  * crashes and short leases this way); by default they come from the config.
@@ -353,7 +415,12 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		 * Meta `idempotencyKey` (the `Idempotency-Key` header): a repeat returns the same order.
 		 * @returns 202 Order with `status: "PENDING"`
 		 * @throws ORDERS_OVERLOADED (503, Retry-After) past SAGA_MAX_IN_FLIGHT sagas on this node,
-		 *   AUTH_TOKEN_MISSING (401), VALIDATION_ERROR (422), ORDERS_PRODUCT_UNAVAILABLE (422),
+		 *   ORDERS_CUSTOMER_LIMIT (429, Retry-After; `data: { inFlight, unitsInFlight, units,
+		 *   maxInFlight, maxUnits }`) when the caller already has ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER
+		 *   orders in flight or this order's units would take them past
+		 *   ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER (counted in the order's own INSERT, under a lock
+		 *   on the customer in the orders database: exact across every orders node; see migration
+		 *   906), AUTH_TOKEN_MISSING (401), VALIDATION_ERROR (422), ORDERS_PRODUCT_UNAVAILABLE (422),
 		 *   ORDERS_CURRENCY_MISMATCH (422), ORDERS_TOTAL_TOO_LARGE (422), ORDERS_IDEMPOTENCY_KEY_REUSED (422)
 		 * @emits order.created
 		 */
@@ -449,6 +516,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 					};
 				});
 				const total = lines.reduce((s, l) => s + l.lineTotal, 0);
+				const units = lines.reduce((s, l) => s + l.quantity, 0);
 				if (total > MAX_TOTAL)
 					throw shopError("ORDERS_TOTAL_TOO_LARGE", undefined, { total, max: MAX_TOTAL });
 				const currency = [...currencies][0]!;
@@ -493,9 +561,14 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 						startFirstStep: true,
 						with: [
 							{
+								// The per-customer bounds are checked by this INSERT itself
+								// (`orders_admit` raises OC429 past them, failing the whole
+								// statement: no order, no saga, no event).
 								sql: `INSERT INTO orders (id, user_id, customer_email, status, items, total, currency,
 									payment_method, idempotency_key, request_hash, saga_id, created_at, updated_at)
-								 VALUES ($1, $2, $3, 'PENDING', $4::jsonb, $5, $6, $7, $8, $9, $10, $11, $11)`,
+								 SELECT $1::uuid, $2::uuid, $3::text, 'PENDING', $4::jsonb, $5::integer, $6::text, $7::text,
+									$8::text, $9::text, $10::uuid, $11::timestamptz, $11::timestamptz
+								 WHERE orders_admit($2::uuid, $12::integer, $13::integer, $14::integer)`,
 								bind: [
 									orderId,
 									user.id,
@@ -507,7 +580,10 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 									key,
 									hash,
 									sagaId,
-									now
+									now,
+									units,
+									config().ordersMaxInFlightPerCustomer,
+									config().ordersMaxUnitsReservedPerCustomer
 								]
 							},
 							this.outboxWrite(
@@ -523,6 +599,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 						]
 					});
 				} catch (err) {
+					const limit = customerLimitOf(err);
+					if (limit) throw shopError("ORDERS_CUSTOMER_LIMIT", undefined, limit);
 					// Two requests with one Idempotency-Key raced: the loser answers the winner's order.
 					if (
 						key &&
@@ -762,8 +840,10 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		},
 
 		/**
-		 * One saga with its step log, for operators (admin).
+		 * One saga with its step log and what operators did to it, for operators (admin).
 		 * @returns SagaView plus `steps: [{ stepIndex, stepName, phase, status, attempt, result, error, startedAt, finishedAt }]`
+		 *   and `interventions: [{ action, actorId, actor, note, at }]` (oldest first; `action`:
+		 *   `REDRIVE` or `REFUND_AND_CANCEL`)
 		 * @throws SAGAS_NOT_FOUND (404), AUTH_FORBIDDEN (403)
 		 */
 		getSaga: {
@@ -771,25 +851,41 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			async handler(
 				this: OrdersThis,
 				ctx: ShopContext<{ id: string }>
-			): Promise<SagaView & { steps: SagaStepLogEntry[] }> {
+			): Promise<
+				SagaView & { steps: SagaStepLogEntry[]; interventions: SagaIntervention[] }
+			> {
 				if (ctx.meta.user && ctx.meta.user.role !== "admin")
 					throw shopError("AUTH_FORBIDDEN");
 				const saga = await this.getSaga(ctx.params.id);
 				if (!saga) throw shopError("SAGAS_NOT_FOUND");
-				return { ...this.sagaView(saga), steps: await this.getSagaSteps(saga.id) };
+				const [steps, interventions] = await Promise.all([
+					this.getSagaSteps(saga.id),
+					this.sagaInterventions(saga.id)
+				]);
+				return { ...this.sagaView(saga), steps, interventions };
 			}
 		},
 
 		/**
-		 * Resumes a saga parked as FAILED (admin): backward if it can still compensate, else forward.
+		 * Resumes a saga parked as FAILED (admin): backward if it was compensating, else forward
+		 * (a saga parked after its pivot: its step is tried again under a new idempotency key).
+		 * Audited in the same statement (`saga_interventions`: `REDRIVE`, who, when).
+		 * @param id - the saga's id
+		 * @param note - optional, up to 500 characters, kept with the audit record
+		 * Who is recorded: the caller's user (REST: the admin's id and e-mail), else meta
+		 * `operator` (the REPL's `repl:<user>@<host>`).
 		 * @returns 202 SagaView of the resumed saga
-		 * @throws SAGAS_NOT_FOUND (404), SAGAS_NOT_PARKED (409)
+		 * @throws SAGAS_NOT_FOUND (404), SAGAS_NOT_PARKED (409), AUTH_FORBIDDEN (403)
 		 */
 		redriveSaga: {
-			params: { $$strict: true, id: { type: "uuid" } },
-			async handler(this: OrdersThis, ctx: ShopContext<{ id: string }>): Promise<SagaView> {
+			params: { $$strict: true, id: { type: "uuid" }, ...operatorParams },
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ id: string; note?: string }>
+			): Promise<SagaView> {
 				if (ctx.meta.user && ctx.meta.user.role !== "admin")
 					throw shopError("AUTH_FORBIDDEN");
+				const who = operatorOf(ctx);
 				const saga = await this.getSaga(ctx.params.id);
 				if (!saga) throw shopError("SAGAS_NOT_FOUND");
 				if (saga.status !== "FAILED")
@@ -799,24 +895,165 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				const next: SagaStatus = saga.failureReason !== null ? "COMPENSATING" : "RUNNING";
 				const rows = (await fastQuery(
 					this.sequelize,
-					`UPDATE sagas SET status = $2, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
+					`WITH s AS (UPDATE sagas SET status = $2, updated_at = now(), lease_owner = NULL, lease_expires_at = NULL,
 						redrives = redrives + 1,
 						deadline_at = CASE WHEN $2 = 'RUNNING' THEN greatest(deadline_at, now() + ($3 || ' milliseconds')::interval) ELSE deadline_at END
-					 WHERE id = $1 AND status = 'FAILED' RETURNING id`,
+					 WHERE id = $1 AND status = 'FAILED' RETURNING id)
+					 INSERT INTO saga_interventions (saga_id, order_id, action, actor_id, actor, note)
+					 SELECT id, $4, 'REDRIVE', $5, $6, $7 FROM s RETURNING saga_id AS id`,
 					{
-						bind: [saga.id, next, String(config().sagaDeadlineMs)],
+						bind: [
+							saga.id,
+							next,
+							String(config().sagaDeadlineMs),
+							sagaOrderId(saga),
+							who.actorId,
+							who.actor,
+							ctx.params.note ?? null
+						],
 						type: QueryTypes.SELECT
 					}
 				)) as { id: string }[];
 				if (!rows[0]) throw shopError("SAGAS_NOT_PARKED");
+				this.logger.warn(`Saga ${saga.id} redriven (${next}) by ${who.actor}`);
 				this.launchSaga(saga.id);
 				ctx.meta.$statusCode = 202;
 				return this.sagaView({ ...saga, status: next });
+			}
+		},
+
+		/**
+		 * "Refund and cancel" (admin): the way out of a saga parked after its pivot when it should
+		 * not go forward (the order's card was charged, its stock is still held, and the commit
+		 * keeps failing). The saga compensates after its pivot through the same machinery as any
+		 * compensation: `payments.refund` then `inventory.release`, each with its own idempotency
+		 * key (`<sagaId>:<step>:compensate:r<N>`); the order ends `CANCELLED` with
+		 * `cancellationReason: "OPERATOR_REFUNDED"` and `order.cancelled` goes to the outbox (the
+		 * customer's e-mail). The request is recorded (`saga_interventions`: `REFUND_AND_CANCEL`,
+		 * who, when, note) in the statement that hands the saga to compensation; that record is
+		 * what lets the order's guard cancel a `CONFIRMING` order. A saga parked while it was
+		 * already compensating is resumed backward with its own reason. Idempotent: a repeat (or a
+		 * concurrent call) answers the saga as it is now, and nothing is refunded twice.
+		 * @param id - the saga's id
+		 * @param note - optional, up to 500 characters, kept with the audit record
+		 * @returns 202 SagaView (status `COMPENSATING` when this call started it)
+		 * @throws SAGAS_NOT_FOUND (404), SAGAS_NOT_PARKED (409) unless parked as FAILED,
+		 *   SAGAS_STOCK_COMMITTED (409) when inventory already committed the order's stock (redrive
+		 *   it forward instead), AUTH_FORBIDDEN (403)
+		 * @emits saga.compensating (`step: "operator"`); later order.cancelled (durable)
+		 */
+		refundAndCancelSaga: {
+			params: { $$strict: true, id: { type: "uuid" }, ...operatorParams },
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ id: string; note?: string }>
+			): Promise<SagaView> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
+				const who = operatorOf(ctx);
+				const saga = await this.getSaga(ctx.params.id);
+				if (!saga) throw shopError("SAGAS_NOT_FOUND");
+				ctx.meta.$statusCode = 202;
+				if (await this.sagaRefundRequested(saga.id)) return this.sagaView(saga);
+				if (saga.status !== "FAILED")
+					throw shopError("SAGAS_NOT_PARKED", undefined, { status: saga.status });
+				const orderId = sagaOrderId(saga);
+				// Committed stock cannot be released (inventory has no way to take a commit back):
+				// refunding would leave the order's stock shipped and its money returned.
+				if (orderId) {
+					const held: { status?: string } | null = await ctx.call(
+						"inventory.getReservation",
+						{ orderId }
+					);
+					if (held?.status === "COMMITTED")
+						throw shopError("SAGAS_STOCK_COMMITTED", undefined, { orderId });
+				}
+				const reason = saga.failureReason ?? OPERATOR_REFUNDED;
+				const record: SagaErrorRecord = {
+					step: "operator",
+					phase: "compensate",
+					type: "SAGA_REFUND_AND_CANCEL",
+					code: null,
+					message: `Refund and cancel requested by ${who.actor}`,
+					at: new Date().toISOString()
+				};
+				const rows = (await fastQuery(
+					this.sequelize,
+					`WITH s AS (UPDATE sagas SET status = 'COMPENSATING', failure_reason = $2, updated_at = now(),
+						lease_owner = NULL, lease_expires_at = NULL, redrives = redrives + 1,
+						errors = errors || jsonb_build_array($3::jsonb)
+					 WHERE id = $1 AND status = 'FAILED' RETURNING id)
+					 INSERT INTO saga_interventions (saga_id, order_id, action, actor_id, actor, note)
+					 SELECT id, $4, 'REFUND_AND_CANCEL', $5, $6, $7 FROM s RETURNING saga_id AS id`,
+					{
+						bind: [
+							saga.id,
+							reason,
+							JSON.stringify(record),
+							orderId,
+							who.actorId,
+							who.actor,
+							ctx.params.note ?? null
+						],
+						type: QueryTypes.SELECT
+					}
+				)) as { id: string }[];
+				if (!rows[0]) {
+					// A concurrent call won: answer what it did.
+					const now = await this.getSaga(saga.id);
+					if (now && (await this.sagaRefundRequested(saga.id))) return this.sagaView(now);
+					throw shopError("SAGAS_NOT_PARKED", undefined, { status: now?.status });
+				}
+				const compensating: SagaInstance = {
+					...saga,
+					status: "COMPENSATING",
+					failureReason: reason,
+					redrives: saga.redrives + 1
+				};
+				this.logger.warn(
+					`Saga ${saga.id} (order ${orderId ?? "-"}): refund and cancel requested by ${who.actor}`
+				);
+				countMetric(this.broker, "sagaCompensations", { saga: saga.name, reason });
+				await this.sagaEmit("saga.compensating", compensating, { step: "operator" });
+				this.launchSaga(saga.id);
+				return this.sagaView(compensating);
 			}
 		}
 	},
 
 	methods: {
+		/** What operators did to saga `id`, oldest first. */
+		async sagaInterventions(this: OrdersThis, id: string): Promise<SagaIntervention[]> {
+			const rows = (await fastQuery(
+				this.sequelize,
+				"SELECT action, actor_id, actor, note, created_at FROM saga_interventions WHERE saga_id = $1 ORDER BY id",
+				{ bind: [id], type: QueryTypes.SELECT }
+			)) as {
+				action: SagaIntervention["action"];
+				actor_id: string | null;
+				actor: string;
+				note: string | null;
+				created_at: Date;
+			}[];
+			return rows.map(r => ({
+				action: r.action,
+				actorId: r.actor_id,
+				actor: r.actor,
+				note: r.note,
+				at: new Date(r.created_at).toISOString()
+			}));
+		},
+
+		/** Whether an operator asked to refund and cancel saga `id`. */
+		async sagaRefundRequested(this: OrdersThis, id: string): Promise<boolean> {
+			const rows = await fastQuery(
+				this.sequelize,
+				"SELECT 1 FROM saga_interventions WHERE saga_id = $1 AND action = 'REFUND_AND_CANCEL'",
+				{ bind: [id], type: QueryTypes.SELECT }
+			);
+			return rows.length > 0;
+		},
+
 		async findOrder(this: OrdersThis, id: string, t?: Transaction): Promise<OrderRow | null> {
 			const rows = (await fastQuery(this.sequelize, "SELECT * FROM orders WHERE id = $1", {
 				bind: [id],
@@ -909,7 +1146,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		): Promise<void> {
 			const rows = (await fastQuery(
 				this.sequelize,
-				`UPDATE orders SET status = 'CONFIRMED', updated_at = now() WHERE id = $1 RETURNING *`,
+				`UPDATE orders SET status = 'CONFIRMED', settled = true, updated_at = now() WHERE id = $1 RETURNING *`,
 				{ bind: [saga.data.orderId], type: QueryTypes.SELECT, transaction: t }
 			)) as OrderRow[];
 			await this.enqueueOrderEvent("order.confirmed", saga, rows[0], t);
@@ -926,14 +1163,19 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			// A cancel the customer was told was accepted (202) is the reason, whatever else the
 			// saga ran into meanwhile (e.g. a processor outage it was still retrying).
 			// Guarded: an order past its pivot is never cancelled by a compensation (the saga reads
-			// the pivot's effect before compensating; this holds even if that were bypassed).
+			// the pivot's effect before compensating; this holds even if that were bypassed),
+			// unless an operator explicitly refunded and cancelled its parked saga (audited in
+			// saga_interventions, `refundAndCancelSaga`): a CONFIRMING order then ends CANCELLED.
 			const rows = (await fastQuery(
 				this.sequelize,
-				`UPDATE orders SET status = 'CANCELLED', updated_at = now(),
+				`UPDATE orders SET status = 'CANCELLED', settled = true, updated_at = now(),
 					cancellation_reason = CASE WHEN cancel_requested THEN 'CANCELLED_BY_CUSTOMER' ELSE $2 END
-				 WHERE id = $1 AND status NOT IN ('CONFIRMING', 'CONFIRMED') RETURNING *`,
+				 WHERE id = $1 AND (status NOT IN ('CONFIRMING', 'CONFIRMED')
+					OR (status = 'CONFIRMING' AND EXISTS (SELECT 1 FROM saga_interventions
+						WHERE saga_id = $3 AND action = 'REFUND_AND_CANCEL')))
+				 RETURNING *`,
 				{
-					bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED"],
+					bind: [saga.data.orderId, reason ?? "PROCESSING_FAILED", saga.id],
 					type: QueryTypes.SELECT,
 					transaction: t
 				}

@@ -101,6 +101,15 @@ export interface Saga {
 	updatedAt: string;
 }
 
+/** What an operator did to a parked saga (`GET /api/admin/sagas/:id`, `interventions`). */
+export interface SagaIntervention {
+	action: "REDRIVE" | "REFUND_AND_CANCEL";
+	actorId: string | null;
+	actor: string;
+	note: string | null;
+	at: string;
+}
+
 export interface SagaStep {
 	id: number;
 	stepIndex: number;

@@ -9,6 +9,7 @@ import {
 	type Product,
 	type RatePoint,
 	type Saga,
+	type SagaIntervention,
 	type SagaStep,
 	type Stock
 } from "../api";
@@ -121,6 +122,29 @@ function SagaTable(props: {
 			setError(err as ApiError);
 		}
 	};
+	/**
+	 * "Refund and cancel" a saga parked after its pivot (it was going forward: no failure
+	 * reason): the payment is refunded, the stock released, the order CANCELLED
+	 * (OPERATOR_REFUNDED). Asks first: it cannot be undone.
+	 */
+	const refundAndCancel = async (s: Saga): Promise<void> => {
+		setError(null);
+		const order = s.orderId ? shortId(s.orderId) : shortId(s.id);
+		if (
+			!window.confirm(
+				`Refund and cancel order ${order}? Its payment is refunded, its stock released, and the customer is told. This cannot be undone.`
+			)
+		)
+			return;
+		try {
+			const after = await api<Saga>("POST", `/admin/sagas/${s.id}/refund-and-cancel`);
+			setMessage(`Saga ${shortId(s.id)}: refund and cancel started, now ${after.status}.`);
+			props.onSelect(s.id);
+			sagas.reload();
+		} catch (err) {
+			setError(err as ApiError);
+		}
+	};
 	return (
 		<section class="panel panel-wide" aria-labelledby={`${props.id}-title`} id={props.id}>
 			<h2 id={`${props.id}-title`}>
@@ -198,6 +222,18 @@ function SagaTable(props: {
 													Redrive
 												</button>
 											)}
+											{props.redrive &&
+												s.status === "FAILED" &&
+												s.failureReason === null && (
+													<button
+														type="button"
+														class="danger"
+														onClick={() => refundAndCancel(s)}
+														aria-label={`Refund and cancel saga ${shortId(s.id)}`}
+													>
+														Refund &amp; cancel
+													</button>
+												)}
 										</td>
 									</tr>
 								);
@@ -215,7 +251,11 @@ const FINAL_SAGA = new Set(["COMPLETED", "COMPENSATED"]);
 /** One saga's step log as a timeline, re-read until the saga is finished. */
 function SagaDetail({ id, onClose }: { id: string; onClose(): void }): JSX.Element {
 	const saga = useLoad(
-		() => api<Saga & { steps: SagaStep[] }>("GET", `/admin/sagas/${id}`),
+		() =>
+			api<Saga & { steps: SagaStep[]; interventions?: SagaIntervention[] }>(
+				"GET",
+				`/admin/sagas/${id}`
+			),
 		[id],
 		1500
 	);
@@ -239,11 +279,31 @@ function SagaDetail({ id, onClose }: { id: string; onClose(): void }): JSX.Eleme
 						<StatusBadge status={s.status} /> order <code>{s.orderId}</code>
 						{s.failureReason && <> · reason {s.failureReason}</>}
 						{s.status === "FAILED" ? (
-							<span class="muted"> · parked: fix the cause, then redrive</span>
+							<span class="muted">
+								{" "}
+								· parked: fix the cause, then redrive
+								{s.failureReason === null && " (or refund and cancel the order)"}
+							</span>
 						) : (
 							!FINAL_SAGA.has(s.status) && <span class="muted"> · updating</span>
 						)}
 					</p>
+					{s.interventions && s.interventions.length > 0 && (
+						<ul class="interventions" aria-label="Operator actions">
+							{s.interventions.map(a => (
+								<li key={`${a.action}-${a.at}`} data-action={a.action}>
+									<span class="timeline-time">{time(a.at)}</span>{" "}
+									<strong>
+										{a.action === "REDRIVE"
+											? "Redriven"
+											: "Refunded and cancelled"}
+									</strong>{" "}
+									by {a.actor}
+									{a.note && <span class="muted"> ({a.note})</span>}
+								</li>
+							))}
+						</ul>
+					)}
 					<ol class="timeline">
 						{s.steps.map(step => (
 							<li
