@@ -58,6 +58,8 @@ const DURATION = Number(process.env.BENCH_DURATION_S ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const FORMS = (process.env.BENCH_FORMS ?? "single,cluster").split(",");
 const PROFILE = process.env.BENCH_PROFILE === "1";
+/** Customers the load spreads its orders over (round robin). */
+const BENCH_CUSTOMERS = 64;
 const ADMIN = { email: "admin@example.com", password: "bench-admin-password-1" };
 const JWT_SECRET = "bench-secret-bench-secret-bench-secret-0123456789";
 const log = (m: string): void => console.log(`[bench] ${m}`);
@@ -120,8 +122,11 @@ async function seed(base: string): Promise<{ productIds: string[]; tokens: strin
 		if (p.status !== 201) throw new Error(`create product: ${JSON.stringify(p.body)}`);
 		productIds.push(p.body.id);
 	}
+	// Enough customers that the per-customer bounds (ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER, 20 by
+	// default) never refuse before the node's own backpressure (SAGA_MAX_IN_FLIGHT, 400): the
+	// bench measures the shop's capacity in its production configuration, not one customer's.
 	const tokens: string[] = [];
-	for (let i = 0; i < 16; i++) {
+	for (let i = 0; i < BENCH_CUSTOMERS; i++) {
 		const r = await api(base, "POST", "/api/users/register", {
 			email: `bench-${i}-${crypto.randomBytes(3).toString("hex")}@example.com`,
 			password: "correct horse battery staple",

@@ -107,8 +107,9 @@ for (let i = 0; i < PRODUCTS; i++) {
 	);
 	pids.push(p.body.id);
 }
+// 64 customers: the per-customer bound (ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER, 20) never refuses first.
 const toks = [];
-for (let i = 0; i < 16; i++) {
+for (let i = 0; i < 64; i++) {
 	const r = await api("POST", "/api/users/register", {
 		email: `u${i}-${crypto.randomBytes(3).toString("hex")}@example.com`,
 		password: "correct horse battery staple",
