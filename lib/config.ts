@@ -13,6 +13,7 @@ import path from "node:path";
 import net from "node:net";
 import { natsConnectionOptions, redactUrl } from "./nats-options";
 import { describeWeaknesses, passwordWeaknesses } from "./password-policy";
+import { placeholderSecret } from "./secrets";
 
 /** The services that own a database, each its own database on one Postgres server. */
 export const DATABASE_SERVICES = [
@@ -38,7 +39,10 @@ export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace";
 export type LogFormat = "json" | "pretty";
 
 export interface ShopConfig {
-	/** `development` or `production`; production hides error internals and requires JWT_SECRET. */
+	/**
+	 * `development` or `production`; production hides error internals, refuses placeholder
+	 * secrets (lib/secrets.ts) and requires JWT_SECRET where tokens are signed or verified.
+	 */
 	readonly env: "development" | "production" | "test";
 	readonly production: boolean;
 	/** Gateway HTTP port. */
@@ -124,6 +128,13 @@ export interface ShopConfig {
 	 * right before invoking, or right after recording the outcome of, that saga step).
 	 */
 	readonly sagaFaults: readonly { kind: "crash-before" | "crash-after"; step: string }[];
+	/**
+	 * `PAYMENTS_SIMULATED_FAULTS`: whether the simulated processor's fault tokens and switches
+	 * work (`tok_processorUnavailable`, `payments.simulateOutage`); default on, except with
+	 * NODE_ENV=production, where such a token is refused as `PAYMENTS_INVALID_METHOD` unless
+	 * this is set to true (services/payments.service.ts).
+	 */
+	readonly paymentsSimulatedFaults: boolean;
 	/** How often each emitting service's outbox relay looks for unsent events, in ms. */
 	/**
 	 * `OUTBOX_BATCH_DELAY_MS` (5): how long a woken outbox relay waits before its pass, so that
@@ -423,12 +434,25 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 	if (!/^[a-z0-9_]{0,30}$/.test(prefix))
 		throw new ConfigError(`DATABASE_PREFIX must match [a-z0-9_]{0,30}, got "${prefix}"`);
 
+	// In production no secret may still hold a placeholder of the deployment files or the docs
+	// (lib/secrets.ts), named in the error.
+	if (production) {
+		const placeholder = placeholderSecret(
+			env,
+			DATABASE_SERVICES.map(s => `${s.toUpperCase()}_DATABASE_URL`)
+		);
+		if (placeholder) throw new ConfigError(placeholder);
+	}
+
 	let jwtSecret = str(env, "JWT_SECRET");
 	let jwtSecretGenerated = false;
 	if (jwtSecret === null) {
-		if (production) throw new ConfigError("JWT_SECRET is required when NODE_ENV=production");
-		jwtSecret = developmentSecret(dataDir);
-		jwtSecretGenerated = true;
+		// Production: only the nodes that sign or verify tokens (users) need it; they read
+		// `jwtSecret` (or `requireJwtSecret()`), which throws there (see the getter below).
+		if (!production) {
+			jwtSecret = developmentSecret(dataDir);
+			jwtSecretGenerated = true;
+		}
 	} else if (jwtSecret.length < 32) {
 		throw new ConfigError("JWT_SECRET must be at least 32 characters");
 	}
@@ -527,7 +551,15 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		metricsPort: int(env, "METRICS_PORT", 3030, 0, 65535),
 		healthPort: int(env, "HEALTH_PORT", 3031, 0, 65535),
 		failoverProbeMs: int(env, "FAILOVER_PROBE_MS", 500, 0, 60_000),
-		jwtSecret,
+		// A getter: in production without JWT_SECRET (a node that neither signs nor verifies
+		// tokens) reading it throws ConfigError; the users service reads it when created.
+		get jwtSecret(): string {
+			if (jwtSecret === null)
+				throw new ConfigError(
+					"JWT_SECRET is required when NODE_ENV=production on a node that signs or verifies access tokens (the users service)"
+				);
+			return jwtSecret;
+		},
 		jwtSecretGenerated,
 		jwtExpiresInSeconds: int(env, "JWT_EXPIRES_IN", 3600, 60, 30 * 24 * 3600),
 		adminEmail,
@@ -558,6 +590,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		reservationTtlMs,
 		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),
+		paymentsSimulatedFaults: bool(env, "PAYMENTS_SIMULATED_FAULTS", !production),
 		outboxPollMs: int(env, "OUTBOX_POLL_MS", 1_000, 10, 3600_000),
 		outboxBatchDelayMs: int(env, "OUTBOX_BATCH_DELAY_MS", 5, 0, 1_000),
 		outboxFaults: production ? [] : parseOutboxFaults(str(env, "OUTBOX_FAULTS")),
@@ -604,6 +637,14 @@ let current: ShopConfig | null = null;
 export function config(): ShopConfig {
 	if (!current) current = loadConfig();
 	return current;
+}
+
+/**
+ * The JWT secret, for the nodes that sign or verify access tokens (the users service): throws
+ * `ConfigError` in production when `JWT_SECRET` is unset (other nodes need not have it).
+ */
+export function requireJwtSecret(): string {
+	return config().jwtSecret;
 }
 
 /** Replaces the process's config (start-up scripts that set env after import, and tests). */

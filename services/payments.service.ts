@@ -8,8 +8,21 @@
  * | `tok_visa`, `tok_mastercard`, `tok_amex` | approved: the amount is captured |
  * | `tok_chargeDeclined` | declined, `declineCode: "card_declined"` |
  * | `tok_chargeDeclinedInsufficientFunds` | declined, `declineCode: "insufficient_funds"` |
- * | `tok_processorUnavailable` | the processor is down: `PAYMENTS_PROCESSOR_UNAVAILABLE` (retryable) |
+ * | `tok_processorUnavailable` | simulated fault: the processor is down for this payment, `PAYMENTS_PROCESSOR_UNAVAILABLE` (503, retryable, `data.scope: "request"`) |
  * | anything else | `PAYMENTS_INVALID_METHOD` (422) |
+ *
+ * Simulated faults (`PAYMENTS_SIMULATED_FAULTS`, lib/config.ts): on by default, OFF with
+ * NODE_ENV=production unless that setting is `true`. Off, `tok_processorUnavailable` is refused
+ * like any unknown token (`PAYMENTS_INVALID_METHOD`, 422: the order ends CANCELLED with
+ * `PAYMENT_METHOD_INVALID`), and `simulateOutage` is refused (`AUTH_FORBIDDEN`): a customer
+ * cannot make the shop's processor look down. On, `simulateOutage` makes every charge of this
+ * node fail for a while (`data.scope: "processor"`), the way a real processor outage would.
+ *
+ * Circuit breaker (lib/database-unavailable.ts `circuitBreakerFailure`): only the processor's
+ * failures count against `payments.charge` (`scope: "processor"`); a failure tied to one
+ * payment (`scope: "request"`) does not, so one customer's outage-token orders (a dozen opened
+ * the breaker before, and every honest order then waited for its half-open time) cannot refuse
+ * another customer's card.
  *
  * `charge` captures at once (authorise-and-capture in one call). Idempotency, in two layers:
  * - by idempotency key (`ctx.meta.idempotencyKey`, see `IdempotencyMixin`): `charge` and `refund`
@@ -33,6 +46,7 @@ import crypto from "node:crypto";
 import type { Service } from "moleculer";
 import { QueryTypes, type Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
+import { config } from "../lib/config";
 import { shopError } from "../lib/errors";
 import { countMetric, registerMetrics } from "../lib/metrics";
 import { paymentsMigrations } from "../migrations/payments";
@@ -67,8 +81,16 @@ export interface Payment {
 
 type Outcome = { approve: true } | { approve: false; declineCode: string } | { unavailable: true };
 
-/** The simulated processor's answer for a token, or null for an unknown token. */
-export function processorOutcome(token: string): Outcome | null {
+/** Test tokens that simulate a fault of the processor, not a card's answer (see above). */
+export const SIMULATED_FAULT_TOKENS: readonly string[] = ["tok_processorUnavailable"];
+
+/**
+ * The simulated processor's answer for a token, or null for an unknown token.
+ * @param simulatedFaults - whether fault tokens work (`PAYMENTS_SIMULATED_FAULTS`); off, they
+ *   are unknown tokens
+ */
+export function processorOutcome(token: string, simulatedFaults = true): Outcome | null {
+	if (!simulatedFaults && SIMULATED_FAULT_TOKENS.includes(token)) return null;
 	switch (token) {
 		case "tok_visa":
 		case "tok_mastercard":
@@ -122,8 +144,10 @@ interface PaymentsMethods {
 		p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
 	): Promise<PaymentRow>;
 }
-type PaymentsThis = Service &
-	DbMixinMethods<Models> &
+type PaymentsThis = Service & {
+	/** End of this node's simulated processor outage (`simulateOutage`), epoch ms; 0: none. */
+	outageUntil: number;
+} & DbMixinMethods<Models> &
 	IdempotencyMixinMethods &
 	OutboxMethods &
 	PaymentsMethods;
@@ -190,6 +214,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	/** Business metrics (lib/metrics.ts) start at 0 on this node. */
 	created(this: PaymentsThis): void {
 		registerMetrics(this.broker, ["payments"]);
+		this.outageUntil = 0;
 	},
 
 	actions: {
@@ -201,8 +226,11 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 		 * @param currency - ISO 4217
 		 * @param paymentMethod - a test token (see the table above)
 		 * @returns Payment with `status: "CAPTURED"`
-		 * @throws PAYMENTS_CARD_DECLINED (402, `data.declineCode`), PAYMENTS_INVALID_METHOD (422),
-		 *   PAYMENTS_PROCESSOR_UNAVAILABLE (503, retryable), PAYMENTS_CONFLICT (409) when the order's
+		 * @throws PAYMENTS_CARD_DECLINED (402, `data.declineCode`), PAYMENTS_INVALID_METHOD (422;
+		 *   a simulated-fault token when simulated faults are off too), PAYMENTS_PROCESSOR_UNAVAILABLE
+		 *   (503, retryable; `data.scope`: `"processor"` during a `simulateOutage`, counted by the
+		 *   circuit breaker, `"request"` for `tok_processorUnavailable`, not counted),
+		 *   PAYMENTS_CONFLICT (409) when the order's
 		 *   payment was refunded/voided or had another amount, IDEMPOTENCY_KEY_CONFLICT (409) when
 		 *   the key was used for another action
 		 * @emits payment.captured | payment.declined
@@ -226,19 +254,35 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				}>
 			): Promise<Payment> {
 				const { orderId, amount, currency, paymentMethod } = ctx.params;
-				const outcome = processorOutcome(paymentMethod);
+				const simulatedFaults = config().paymentsSimulatedFaults;
+				const outcome = processorOutcome(paymentMethod, simulatedFaults);
 				if (!outcome)
-					throw shopError("PAYMENTS_INVALID_METHOD", undefined, { paymentMethod });
+					throw shopError(
+						"PAYMENTS_INVALID_METHOD",
+						SIMULATED_FAULT_TOKENS.includes(paymentMethod)
+							? "Simulated-fault payment tokens are off (PAYMENTS_SIMULATED_FAULTS)"
+							: undefined,
+						{ paymentMethod }
+					);
 				return this.withIdempotency(
 					ctx,
 					"payments.charge",
 					async t => {
 						const existing = await this.findPayment(orderId, t);
 						if (existing) return chargeOutcome(existing, amount, currency);
-						if ("unavailable" in outcome)
+						// The whole processor down (every card): the breaker counts it.
+						if (simulatedFaults && this.outageUntil > Date.now())
 							throw shopError("PAYMENTS_PROCESSOR_UNAVAILABLE", undefined, {
-								orderId
+								orderId,
+								scope: "processor"
 							});
+						// Down for this payment only (its token): not the endpoint's failure.
+						if ("unavailable" in outcome)
+							throw shopError(
+								"PAYMENTS_PROCESSOR_UNAVAILABLE",
+								"The card processor is unavailable for this payment (simulated)",
+								{ orderId, scope: "request" }
+							);
 						const row = await this.insertPayment(t, {
 							order_id: orderId,
 							amount,
@@ -339,6 +383,43 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					// advisory lock, so they see each other's payment row (or its absence).
 					{ lock: orderId }
 				);
+			}
+		},
+
+		/**
+		 * Simulates an outage of the whole processor on this node (operators, tests; not
+		 * published over REST): for `durationMs` every charge fails with
+		 * `PAYMENTS_PROCESSOR_UNAVAILABLE` (`data.scope: "processor"`, counted by the circuit
+		 * breaker); a replay of a recorded payment still answers. `durationMs: 0` ends it.
+		 * @param durationMs - how long, in ms (0 to 3 600 000)
+		 * @returns `{ until }`: the outage's end (ISO 8601), null when none
+		 * @throws AUTH_FORBIDDEN (403) when simulated faults are off (PAYMENTS_SIMULATED_FAULTS)
+		 */
+		simulateOutage: {
+			visibility: "public",
+			params: {
+				$$strict: true,
+				durationMs: { type: "number", integer: true, min: 0, max: 3_600_000 }
+			},
+			async handler(
+				this: PaymentsThis,
+				ctx: ShopContext<{ durationMs: number }>
+			): Promise<{ until: string | null }> {
+				if (!config().paymentsSimulatedFaults)
+					throw shopError(
+						"AUTH_FORBIDDEN",
+						"Simulated faults are off (PAYMENTS_SIMULATED_FAULTS)"
+					);
+				const { durationMs } = ctx.params;
+				this.outageUntil = durationMs > 0 ? Date.now() + durationMs : 0;
+				this.logger.warn(
+					durationMs > 0
+						? `Simulated processor outage for ${durationMs} ms`
+						: "Simulated processor outage ended"
+				);
+				return {
+					until: this.outageUntil ? new Date(this.outageUntil).toISOString() : null
+				};
 			}
 		},
 

@@ -13,9 +13,10 @@
  *   their deliveries; once it is back every order has its one notification, nothing is
  *   dead-lettered.
  * - A node that keeps failing opens a circuit breaker, and the breaker's state shows in the
- *   Prometheus metrics (METRICS_PORT): orders paid with `tok_processorUnavailable` (the simulated
- *   processor answers PAYMENTS_PROCESSOR_UNAVAILABLE, 503, on every retry of the saga) open the
- *   breaker of endpoint `payments-1` / `payments.charge`: `moleculer_circuit_breaker_opened_active`
+ *   Prometheus metrics (METRICS_PORT): during a simulated outage of the whole processor
+ *   (`payments.simulateOutage`: every card fails with PAYMENTS_PROCESSOR_UNAVAILABLE, 503,
+ *   `data.scope: "processor"`, on every retry of the saga; one token's failures,
+ *   `tok_processorUnavailable`, are not counted) orders open the breaker of endpoint `payments-1` / `payments.charge`: `moleculer_circuit_breaker_opened_active`
  *   becomes 1 and `moleculer_circuit_breaker_opened_total` counts it. Moleculer keeps a breaker on
  *   every node that calls the endpoint, the failing node itself included (its breaker wraps local
  *   actions too): whichever of the two sees half of 20 calls fail first opens, and once the
@@ -341,34 +342,44 @@ describe("graceful degradation", () => {
 				};
 				expect(await openOn()).toEqual([]);
 
-				// Each of these sagas retries the charge, which keeps failing with 503.
-				const ids: string[] = [];
-				for (let i = 0; i < 12; i++) ids.push(await placeOrder("tok_processorUnavailable"));
-				const open = await until(openOn, o => o.length > 0, 30_000, 250);
-				expect(open.length).toBeGreaterThan(0);
-				for (const n of open)
-					expect(
-						await metric(n, "moleculer_circuit_breaker_opened_total", labels)
-					).toBeGreaterThanOrEqual(1);
-				console.log(`degradation: breaker for payments-1/payments.charge open on ${open}`);
+				// The processor down for every card: each of these sagas retries the charge, which
+				// keeps failing with 503. The outage lasts until the orders are cancelled.
+				await cluster.broker.call("payments.simulateOutage", { durationMs: 120_000 });
+				try {
+					const ids: string[] = [];
+					for (let i = 0; i < 12; i++) ids.push(await placeOrder("tok_visa"));
+					const open = await until(openOn, o => o.length > 0, 30_000, 250);
+					expect(open.length).toBeGreaterThan(0);
+					for (const n of open)
+						expect(
+							await metric(n, "moleculer_circuit_breaker_opened_total", labels)
+						).toBeGreaterThanOrEqual(1);
+					console.log(
+						`degradation: breaker for payments-1/payments.charge open on ${open}`
+					);
 
-				// Meanwhile the orders wait (a transient failure), none has failed.
-				for (const id of ids)
-					expect(["PENDING", "STOCK_RESERVED"]).toContain((await getOrder(id)).status);
-				// Let them go: the customer cancels, the sagas compensate.
-				for (const id of ids)
-					expect(
-						(await api(base, "POST", `/api/orders/${id}/cancel`, { token })).status
-					).toBe(202);
-				const cancelled = await until(
-					() => Promise.all(ids.map(getOrder)),
-					os => os.every(o => o.status === "CANCELLED"),
-					30_000,
-					250
-				);
-				expect(new Set(cancelled.map(o => o.cancellationReason))).toEqual(
-					new Set(["CANCELLED_BY_CUSTOMER"])
-				);
+					// Meanwhile the orders wait (a transient failure), none has failed.
+					for (const id of ids)
+						expect(["PENDING", "STOCK_RESERVED"]).toContain(
+							(await getOrder(id)).status
+						);
+					// Let them go: the customer cancels, the sagas compensate.
+					for (const id of ids)
+						expect(
+							(await api(base, "POST", `/api/orders/${id}/cancel`, { token })).status
+						).toBe(202);
+					const cancelled = await until(
+						() => Promise.all(ids.map(getOrder)),
+						os => os.every(o => o.status === "CANCELLED"),
+						30_000,
+						250
+					);
+					expect(new Set(cancelled.map(o => o.cancellationReason))).toEqual(
+						new Set(["CANCELLED_BY_CUSTOMER"])
+					);
+				} finally {
+					await cluster.broker.call("payments.simulateOutage", { durationMs: 0 });
+				}
 			}),
 		90_000
 	);

@@ -2,6 +2,7 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { ConfigError, DATABASE_SERVICES, loadConfig } from "../../lib/config";
+import { EXAMPLE_SECRET_VALUES } from "../../lib/secrets";
 
 describe("loadConfig", () => {
 	const secret = "s".repeat(32);
@@ -116,10 +117,124 @@ describe("loadConfig", () => {
 		expect(fs.existsSync(path.join(dataDir, "jwt-secret"))).toBe(false);
 	});
 
-	it("requires JWT_SECRET when NODE_ENV=production, and generates none", () => {
-		expect(() => loadConfig(env({ NODE_ENV: "production" }))).toThrow(ConfigError);
-		expect(() => loadConfig(env({ NODE_ENV: "production" }))).toThrow(/JWT_SECRET/);
+	it("requires JWT_SECRET when NODE_ENV=production where tokens are signed or verified, and generates none", () => {
+		// A node that neither signs nor verifies tokens starts without it ...
+		const c = loadConfig(env({ NODE_ENV: "production" }));
+		expect(c.jwtSecretGenerated).toBe(false);
+		// ... and one that does (users) is refused when it reads it.
+		expect(() => c.jwtSecret).toThrow(ConfigError);
+		expect(() => c.jwtSecret).toThrow(/JWT_SECRET is required when NODE_ENV=production/);
 		expect(fs.existsSync(path.join(dataDir, "jwt-secret"))).toBe(false);
+		expect(loadConfig(env({ NODE_ENV: "production", JWT_SECRET: secret })).jwtSecret).toBe(
+			secret
+		);
+	});
+
+	describe("placeholder secrets (lib/secrets.ts)", () => {
+		const prod = (vars: Record<string, string>): Record<string, string | undefined> =>
+			env({ NODE_ENV: "production", JWT_SECRET: secret, ...vars });
+
+		it.each<[string, Record<string, string>, string]>([
+			[
+				"CHANGE-ME in JWT_SECRET",
+				{ JWT_SECRET: `CHANGE-ME-${"x".repeat(32)}` },
+				"JWT_SECRET"
+			],
+			[
+				"deploy/k8s/secret.yaml's former ADMIN_PASSWORD",
+				{ ADMIN_PASSWORD: "CHANGE-ME-admin-password" },
+				"ADMIN_PASSWORD"
+			],
+			["changeme in any case", { ADMIN_PASSWORD: "ChangeMe-please-1234" }, "ADMIN_PASSWORD"],
+			[
+				"the README's example admin password",
+				{ ADMIN_PASSWORD: "YSIRbbRIESlGR8xo" },
+				"ADMIN_PASSWORD"
+			],
+			["CHANGE-ME in NATS_TOKEN", { NATS_TOKEN: "CHANGE-ME-token" }, "NATS_TOKEN"],
+			[
+				"secret.yaml's DATABASE_URL",
+				{ DATABASE_URL: "postgres://shop:CHANGE-ME@postgres:5432" },
+				"DATABASE_URL"
+			],
+			[
+				"the docs' user:pass in DATABASE_URL",
+				{ DATABASE_URL: "postgres://user:pass@db:5432" },
+				"DATABASE_URL"
+			],
+			[
+				"the docs' user:password in TRANSPORTER",
+				{ TRANSPORTER: "nats://user:password@nats:4222" },
+				"TRANSPORTER"
+			],
+			[
+				"the docs' <token> in TRANSPORTER",
+				{ TRANSPORTER: "nats://%3Ctoken%3E@nats:4222" },
+				"TRANSPORTER"
+			],
+			["the docs' :pass in CACHER", { CACHER: "redis://:pass@redis:6379" }, "CACHER"],
+			[
+				"CHANGE-ME in a service's database URL",
+				{ ORDERS_DATABASE_URL: "postgres://shop:CHANGE-ME@db/orders" },
+				"ORDERS_DATABASE_URL"
+			]
+		])("production refuses %s, naming the variable and not its value", (_l, vars, name) => {
+			let err: unknown;
+			try {
+				loadConfig(prod(vars));
+			} catch (e) {
+				err = e;
+			}
+			expect(err).toBeInstanceOf(ConfigError);
+			const message = (err as Error).message;
+			expect(message).toMatch(new RegExp(`^${name} still holds a placeholder`));
+			expect(message).not.toContain(vars[name]);
+		});
+
+		it("development accepts them (with the other checks: length, password policy)", () => {
+			expect(
+				loadConfig(env({ DATABASE_URL: "postgres://user:pass@db:5432" })).databaseUrl
+			).toBe("postgres://user:pass@db:5432");
+			expect(
+				loadConfig(env({ JWT_SECRET: `CHANGE-ME-${"x".repeat(32)}` })).jwtSecretGenerated
+			).toBe(false);
+		});
+
+		it("production accepts real secrets, whatever the examples", () => {
+			const c = loadConfig(
+				prod({
+					ADMIN_PASSWORD: "a-real-admin-pw-4c9e",
+					DATABASE_URL: "postgres://shop:Xk2v9QpL0aZ@db:5432",
+					TRANSPORTER: "nats://s3cr3t-t0ken-value@nats:4222",
+					CACHER: "redis://:r3d1s-passw0rd@redis:6379"
+				})
+			);
+			expect(c.adminPassword).toBe("a-real-admin-pw-4c9e");
+			expect(EXAMPLE_SECRET_VALUES.length).toBeGreaterThan(0);
+		});
+	});
+
+	it("PAYMENTS_SIMULATED_FAULTS: on by default, off in production unless set", () => {
+		expect(loadConfig(env({ JWT_SECRET: secret })).paymentsSimulatedFaults).toBe(true);
+		expect(
+			loadConfig(env({ JWT_SECRET: secret, NODE_ENV: "production" })).paymentsSimulatedFaults
+		).toBe(false);
+		expect(
+			loadConfig(
+				env({
+					JWT_SECRET: secret,
+					NODE_ENV: "production",
+					PAYMENTS_SIMULATED_FAULTS: "true"
+				})
+			).paymentsSimulatedFaults
+		).toBe(true);
+		expect(
+			loadConfig(env({ JWT_SECRET: secret, PAYMENTS_SIMULATED_FAULTS: "false" }))
+				.paymentsSimulatedFaults
+		).toBe(false);
+		expect(() =>
+			loadConfig(env({ JWT_SECRET: secret, PAYMENTS_SIMULATED_FAULTS: "maybe" }))
+		).toThrow(/PAYMENTS_SIMULATED_FAULTS/);
 	});
 
 	it.each<[string, Record<string, string>, RegExp]>([

@@ -9,6 +9,9 @@
  * - every environment variable they set is one lib/config.ts reads (or a documented variable of
  *   an infrastructure image), the nodes get the ones CONTRACT.md says a distributed node needs,
  *   and the resulting environment is accepted by `loadConfig` (secret placeholders are not);
+ * - only the nodes that sign or verify access tokens (users) get `JWT_SECRET`, only users gets
+ *   `ADMIN_PASSWORD`; every value the Kubernetes Secret ships is a placeholder lib/secrets.ts
+ *   refuses in production, naming the variable;
  * - the Postgres init scripts create exactly the databases lib/database.ts computes from that
  *   environment; the URLs point at services and ports that exist;
  * - probes and healthchecks hit routes that exist (the gateway's /health and /ready in
@@ -25,6 +28,7 @@ import path from "node:path";
 import type { BrokerOptions } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
 import { ConfigError, DATABASE_SERVICES, loadConfig, resetConfig } from "../../lib/config";
+import { placeholderReason, SECRET_URL_VARIABLES } from "../../lib/secrets";
 import { databaseUrl } from "../../lib/database";
 import { NODE_HEALTH_PATHS } from "../../lib/node-health";
 
@@ -57,7 +61,26 @@ const INFRA_VARS: Record<string, string> = {
 const SECRET_VARS = ["JWT_SECRET", "DATABASE_URL", "ADMIN_PASSWORD", "POSTGRES_PASSWORD"];
 
 /** What a node started one per process needs (CONTRACT.md: Commands and Environment). */
-const NODE_VARS = ["NODE_ENV", "TRANSPORTER", "CACHER", "JWT_SECRET", "METRICS_PORT"];
+const NODE_VARS = ["NODE_ENV", "TRANSPORTER", "CACHER", "METRICS_PORT"];
+
+/**
+ * The services that sign or verify access tokens: users signs them (login, register) and
+ * verifies them (`users.resolveToken`, which the gateway calls). Only their nodes get JWT_SECRET;
+ * only users seeds the administrator (ADMIN_PASSWORD).
+ */
+const TOKEN_SERVICES = ["users"];
+
+/** Which secrets a node of `service` gets: the token secret and admin password only where used. */
+function expectSecretsOnlyWhereUsed(service: string, env: Record<string, string>): void {
+	expect({ service, JWT_SECRET: "JWT_SECRET" in env }).toEqual({
+		service,
+		JWT_SECRET: TOKEN_SERVICES.includes(service)
+	});
+	expect({ service, ADMIN_PASSWORD: "ADMIN_PASSWORD" in env }).toEqual({
+		service,
+		ADMIN_PASSWORD: service === "users"
+	});
+}
 
 /** A valid secret substituted for the placeholders when an environment is given to loadConfig. */
 const TEST_SECRET = "t".repeat(48);
@@ -70,11 +93,11 @@ const runnerCommand = (service: string): string[] => [
 	`dist/services/${service}.service.js`
 ];
 
-/** The names lib/config.ts reads, from its source: str/int/url(env, "NAME"), <SERVICE>_DATABASE_URL. */
+/** The names lib/config.ts reads, from its source: str/int/url/bool(env, "NAME"), <SERVICE>_DATABASE_URL. */
 function configVars(): Set<string> {
 	const src = read("lib/config.ts");
 	const names = new Set(
-		[...src.matchAll(/\b(?:str|int|url)\(\s*env,\s*"([A-Z][A-Z0-9_]*)"/g)].map(m => m[1]!)
+		[...src.matchAll(/\b(?:str|int|url|bool)\(\s*env,\s*"([A-Z][A-Z0-9_]*)"/g)].map(m => m[1]!)
 	);
 	if (src.includes("`${s.toUpperCase()}_DATABASE_URL`"))
 		for (const s of DATABASE_SERVICES) names.add(`${s.toUpperCase()}_DATABASE_URL`);
@@ -408,6 +431,7 @@ describe("deployment files", () => {
 				for (const name of [...NODE_VARS, "DATABASE_URL"])
 					expect({ s, name, set: name in env }).toEqual({ s, name, set: true });
 				expect(env.NODE_ENV).toBe("production");
+				expectSecretsOnlyWhereUsed(s, env);
 			}
 			expect(envOf("api").PORT).toBeDefined();
 			for (const infra of ["nats", "postgres", "redis", "jaeger", "prometheus", "grafana"])
@@ -628,6 +652,16 @@ describe("deployment files", () => {
 			return env;
 		}
 
+		/** `env` with the Secret's placeholders replaced by real values, as an operator would. */
+		const realSecrets = (env: Record<string, string>): Record<string, string> => ({
+			...env,
+			...(env.DATABASE_URL
+				? { DATABASE_URL: env.DATABASE_URL.replace("CHANGE-ME", "pw-for-tests") }
+				: {}),
+			...("JWT_SECRET" in env ? { JWT_SECRET: TEST_SECRET } : {}),
+			...("ADMIN_PASSWORD" in env ? { ADMIN_PASSWORD: "a-real-admin-pw-4c9e" } : {})
+		});
+
 		/** A container port by name or number. */
 		function portOf(container: Obj, port: string | number): number {
 			if (typeof port === "number") return port;
@@ -670,6 +704,29 @@ describe("deployment files", () => {
 					name,
 					placeholder: true
 				});
+			// Each one is refused in production (lib/secrets.ts), none passes (the admin password
+			// shipped as "CHANGE-ME-admin-password" passed the password policy).
+			for (const [name, value] of Object.entries(secretData)) {
+				const url = (SECRET_URL_VARIABLES as readonly string[]).includes(name);
+				expect({ name, refused: placeholderReason(value, url) !== null }).toEqual({
+					name,
+					refused: true
+				});
+				if (name === "POSTGRES_PASSWORD") continue; // the postgres image's, not the shop's
+				// The token secret and the admin password are refused outside production too
+				// (too short, too weak): no forgotten placeholder works anywhere.
+				if (name === "JWT_SECRET" || name === "ADMIN_PASSWORD")
+					expect(() => loadConfig(configEnv({ [name]: value }))).toThrow(ConfigError);
+				expect(() =>
+					loadConfig(
+						configEnv({
+							NODE_ENV: "production",
+							JWT_SECRET: TEST_SECRET,
+							[name]: value
+						})
+					)
+				).toThrow(new RegExp(`^${name} still holds a placeholder`));
+			}
 			for (const name of [...Object.keys(configMap.data), ...Object.keys(secretData)])
 				expect({ name, known: CONFIG_VARS.has(name) || name in INFRA_VARS }).toEqual({
 					name,
@@ -713,9 +770,13 @@ describe("deployment files", () => {
 				];
 				for (const name of needs)
 					expect({ s, name, set: name in env }).toEqual({ s, name, set: true });
-				// The placeholder secret keeps a node from starting; a real one is accepted.
-				expect(() => loadConfig(configEnv(env))).toThrow(ConfigError);
-				const c = loadConfig(configEnv({ ...env, JWT_SECRET: TEST_SECRET }));
+				expectSecretsOnlyWhereUsed(s, env);
+				// The placeholder secrets keep a node from starting; real ones are accepted. (The
+				// gateway gets no secret at all.)
+				if (Object.values(env).some(v => v.includes("CHANGE-ME")))
+					expect(() => loadConfig(configEnv(env))).toThrow(ConfigError);
+				else expect(s).toBe("api");
+				const c = loadConfig(configEnv(realSecrets(env)));
 				expect(c.production).toBe(true);
 				for (const [u, port] of [
 					[c.transporter, 4222],
@@ -729,8 +790,7 @@ describe("deployment files", () => {
 					);
 				}
 				if (c.databaseUrl)
-					for (const db of computedDatabases({ ...env, JWT_SECRET: TEST_SECRET }))
-						computed.add(db);
+					for (const db of computedDatabases(realSecrets(env))) computed.add(db);
 			}
 			// Postgres initialises exactly those databases, for the user and password of DATABASE_URL.
 			const init = named("ConfigMap", "postgres-init").data["init.sql"] as string;

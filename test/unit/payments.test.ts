@@ -1,6 +1,7 @@
 import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
 import type { Payment } from "../../services/payments.service";
+import { resetConfig } from "../../lib/config";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 type Totals = Record<string, { captured: number; refunded: number }>;
@@ -157,6 +158,92 @@ describe("payments", () => {
 			expect(await usd()).toEqual(before);
 			// A retry once the processor answers captures normally.
 			await expect(charge(orderId, 999)).resolves.toMatchObject({ status: "CAPTURED" });
+		});
+
+		it("tok_processorUnavailable's failure is tied to its payment (data.scope request), not the circuit breaker's business", async () => {
+			await expect(
+				charge(crypto.randomUUID(), 999, "tok_processorUnavailable")
+			).rejects.toMatchObject({
+				type: "PAYMENTS_PROCESSOR_UNAVAILABLE",
+				data: { scope: "request" }
+			});
+		});
+
+		describe("with simulated faults off (PAYMENTS_SIMULATED_FAULTS=false, production's default)", () => {
+			const saved = process.env.PAYMENTS_SIMULATED_FAULTS;
+			beforeAll(() => {
+				process.env.PAYMENTS_SIMULATED_FAULTS = "false";
+				resetConfig();
+			});
+			afterAll(() => {
+				if (saved === undefined) delete process.env.PAYMENTS_SIMULATED_FAULTS;
+				else process.env.PAYMENTS_SIMULATED_FAULTS = saved;
+				resetConfig();
+			});
+
+			it("tok_processorUnavailable is refused like an unknown token: PAYMENTS_INVALID_METHOD 422, nothing recorded", async () => {
+				const before = await usd();
+				const orderId = crypto.randomUUID();
+				await expect(
+					charge(orderId, 999, "tok_processorUnavailable")
+				).rejects.toMatchObject({
+					type: "PAYMENTS_INVALID_METHOD",
+					code: 422,
+					message: expect.stringMatching(/PAYMENTS_SIMULATED_FAULTS/),
+					data: { paymentMethod: "tok_processorUnavailable" }
+				});
+				await expect(broker.call("payments.get", { orderId })).resolves.toBeNull();
+				expect(await usd()).toEqual(before);
+				// Ordinary test cards are not faults: they work as before.
+				await expect(charge(orderId, 999)).resolves.toMatchObject({ status: "CAPTURED" });
+			});
+
+			it("payments.simulateOutage is refused: AUTH_FORBIDDEN 403, and charges go on", async () => {
+				await expect(
+					broker.call("payments.simulateOutage", { durationMs: 60_000 })
+				).rejects.toMatchObject({ type: "AUTH_FORBIDDEN", code: 403 });
+				await expect(charge(crypto.randomUUID(), 999)).resolves.toMatchObject({
+					status: "CAPTURED"
+				});
+			});
+		});
+
+		it("payments.simulateOutage: every card fails (data.scope processor) until it ends; a recorded payment still answers", async () => {
+			const paid = crypto.randomUUID();
+			await charge(paid, 700);
+			const on = await broker.call<{ until: string | null }, { durationMs: number }>(
+				"payments.simulateOutage",
+				{
+					durationMs: 60_000
+				}
+			);
+			try {
+				expect(Date.parse(on.until!)).toBeGreaterThan(Date.now());
+				const orderId = crypto.randomUUID();
+				await expect(
+					broker.call(
+						"payments.charge",
+						{ orderId, amount: 999, currency: "USD", paymentMethod: "tok_visa" },
+						{ retries: 0 }
+					)
+				).rejects.toMatchObject({
+					type: "PAYMENTS_PROCESSOR_UNAVAILABLE",
+					data: { scope: "processor" }
+				});
+				await expect(broker.call("payments.get", { orderId })).resolves.toBeNull();
+				await expect(charge(paid, 700)).resolves.toMatchObject({ status: "CAPTURED" });
+			} finally {
+				const off = await broker.call<{ until: string | null }, { durationMs: number }>(
+					"payments.simulateOutage",
+					{
+						durationMs: 0
+					}
+				);
+				expect(off.until).toBeNull();
+			}
+			await expect(charge(crypto.randomUUID(), 999)).resolves.toMatchObject({
+				status: "CAPTURED"
+			});
 		});
 
 		it("the same order with another amount or currency: PAYMENTS_CONFLICT 409, ledger unchanged", async () => {
