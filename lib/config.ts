@@ -179,6 +179,19 @@ export interface ShopConfig {
 	/** How long a failed login is remembered, in ms (`LOGIN_FAILURE_WINDOW_MS`). */
 	readonly loginFailureWindowMs: number;
 	/**
+	 * Successful logins of one account (from any address) per `loginRateWindowMs` before its
+	 * further logins are refused until the window ends (`LOGIN_MAX_PER_ACCOUNT`, 30); 0 = not
+	 * counted. Each login costs a password hash; a person logs in a few times a day.
+	 */
+	readonly loginMaxPerAccount: number;
+	/**
+	 * Successful logins from one client address (any accounts) per `loginRateWindowMs`
+	 * (`LOGIN_MAX_PER_IP`, 600): room for an office or a carrier's NAT; 0 = not counted.
+	 */
+	readonly loginMaxPerIp: number;
+	/** The fixed window of the successful-login counts, in ms (`LOGIN_RATE_WINDOW_MS`, 60000). */
+	readonly loginRateWindowMs: number;
+	/**
 	 * Password hashes and verifications one users node runs at once (`PASSWORD_HASH_CONCURRENCY`);
 	 * default: the CPUs available to the process, at most 3 (argon2 runs on libuv's thread pool
 	 * of 4, which file I/O and DNS lookups share). lib/password-hasher.ts.
@@ -610,6 +623,9 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 			1_000,
 			90 * 24 * 3600_000
 		),
+		loginMaxPerAccount: int(env, "LOGIN_MAX_PER_ACCOUNT", 30, 0, 1_000_000),
+		loginMaxPerIp: int(env, "LOGIN_MAX_PER_IP", 600, 0, 1_000_000_000),
+		loginRateWindowMs: int(env, "LOGIN_RATE_WINDOW_MS", 60_000, 1_000, 24 * 3600_000),
 		passwordHashConcurrency: int(
 			env,
 			"PASSWORD_HASH_CONCURRENCY",

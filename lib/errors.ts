@@ -81,7 +81,8 @@ export const ERRORS = {
 	AUTH_LOGIN_THROTTLED: {
 		code: 429,
 		retryable: false,
-		description: "Too many failed logins (account or address); see `Retry-After`."
+		description:
+			"Too many failed logins or sign-ups of a taken e-mail, or logins (account or address); see `Retry-After`."
 	},
 	USERS_EMAIL_TAKEN: { code: 409, retryable: false, description: "The e-mail is registered." },
 	USERS_PASSWORD_WEAK: {

@@ -11,9 +11,12 @@
  * generated one printed once).
  *
  * Passwords follow lib/password-policy.ts (10 to 256 characters, not the e-mail, not a common
- * password). Failed logins are counted per account and per client address (`ctx.meta.clientIp`,
- * set by the gateway) by lib/login-throttle.ts, in Redis when `CACHER` is set; over the limits a
- * login is refused with 429 `AUTH_LOGIN_THROTTLED` before the password is even checked.
+ * password). Failed logins, and sign-ups of an e-mail that is already registered, are counted
+ * per account and per client address (`ctx.meta.clientIp`, set by the gateway) by
+ * lib/login-throttle.ts, in Redis when `CACHER` is set; so are successful logins, over a window of
+ * their own (`LOGIN_MAX_PER_ACCOUNT` / `LOGIN_MAX_PER_IP` per `LOGIN_RATE_WINDOW_MS`). Over the
+ * limits a login or sign-up is refused with 429 `AUTH_LOGIN_THROTTLED` (`data.retryAfter`, s)
+ * before the database is asked and the password hashed.
  *
  * Events emitted: `user.registered` `{ id, email, name, role }`.
  */
@@ -30,7 +33,7 @@ import {
 import { config } from "../lib/config";
 import type { AuthUser, ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
-import { LoginThrottle } from "../lib/login-throttle";
+import { LoginThrottle, type ThrottleBlock } from "../lib/login-throttle";
 import { PasswordHasher } from "../lib/password-hasher";
 import {
 	PASSWORD_MAX_LENGTH,
@@ -80,6 +83,7 @@ function defineModels(sequelize: Sequelize): { User: ModelStatic<Model<UserRow>>
 type Models = ReturnType<typeof defineModels>;
 
 interface UsersMethods {
+	throttled(block: ThrottleBlock, what: string): Error;
 	hashPassword(password: string): Promise<string>;
 	rehashIfOutdated(row: UserRow, password: string): Promise<void>;
 	issueToken(user: PublicUser): string;
@@ -121,7 +125,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 	actions: {
 		/**
 		 * Registers a customer. A registered e-mail is refused before the password is hashed (the
-		 * answer is the same 409 as the unique constraint's, which stays the final arbiter).
+		 * answer is the same 409 as the unique constraint's, which stays the final arbiter), and
+		 * counted like a failed login of that e-mail from the client's address
+		 * (`ctx.meta.clientIp`), so repeating it is throttled as guessing is.
 		 * @param email - unique, case-insensitive (stored lower-case)
 		 * @param password - 10 to 256 characters (else VALIDATION_ERROR), not the e-mail nor a
 		 *   common password (else USERS_PASSWORD_WEAK): lib/password-policy.ts
@@ -129,7 +135,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		 * @returns 201 `{ user: { id, email, name, role: "customer" }, token }`
 		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422), USERS_PASSWORD_WEAK (422,
 		 *   `data.reasons`: `SAME_AS_EMAIL`, `COMMON`), USERS_BUSY (429, `Retry-After`) when the
-		 *   password hashing pool is full
+		 *   password hashing pool is full, AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in
+		 *   seconds) while the e-mail or the address has `LOGIN_MAX_FAILURES_PER_*` failed logins
+		 *   and sign-ups of registered e-mails (lib/login-throttle.ts)
 		 * @emits user.registered
 		 */
 		register: {
@@ -150,17 +158,27 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 					throw shopError("USERS_PASSWORD_WEAK", describeWeaknesses(reasons), {
 						reasons
 					});
-				// A taken e-mail is answered before the costly hash (the same 409 as the unique
-				// index's, which stays the final arbiter for two sign-ups racing).
 				const email = ctx.params.email.toLowerCase();
-				if (await this.models.User.findOne({ where: { email }, attributes: ["id"] }))
-					throw shopError("USERS_EMAIL_TAKEN");
-				const user = await this.createUser(
-					ctx.params.email,
-					ctx.params.password,
-					ctx.params.name,
-					"customer"
-				);
+				const ip = typeof ctx.meta.clientIp === "string" ? ctx.meta.clientIp : null;
+				const block = await this.loginThrottle.checkFailures(email, ip);
+				if (block) throw this.throttled(block, "attempts for this e-mail or address");
+				// A taken e-mail is answered before the costly hash (the same 409 as the unique
+				// index's, which stays the final arbiter for two sign-ups racing), and counted.
+				let user: PublicUser;
+				try {
+					if (await this.models.User.findOne({ where: { email }, attributes: ["id"] }))
+						throw shopError("USERS_EMAIL_TAKEN");
+					user = await this.createUser(
+						ctx.params.email,
+						ctx.params.password,
+						ctx.params.name,
+						"customer"
+					);
+				} catch (err) {
+					if ((err as { type?: unknown }).type === "USERS_EMAIL_TAKEN")
+						await this.loginThrottle.failed(email, ip);
+					throw err;
+				}
 				ctx.meta.$statusCode = 201;
 				await ctx.emit("user.registered", user);
 				return { user, token: this.issueToken(user) };
@@ -170,14 +188,17 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		/**
 		 * Exchanges credentials for a token. Failures are counted per account and per client
 		 * address (`ctx.meta.clientIp`, from the gateway); unknown e-mails are counted like known
-		 * ones, so neither the answers nor the throttling tell which accounts exist. A stored hash
+		 * ones, so neither the answers nor the throttling tell which accounts exist. Successes are
+		 * counted too, per account and per address over `LOGIN_RATE_WINDOW_MS`. A stored hash
 		 * made with older parameters is replaced by one with the current ones after a successful
 		 * login (argon2's `needsRehash`).
 		 * @returns `{ user, token }`
 		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail or a wrong password alike;
 		 *   AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in seconds) while the account or the
-		 *   address is blocked (`LOGIN_*` settings), whatever the password; USERS_BUSY (429,
-		 *   `Retry-After`, not counted as a failure) when the password hashing pool is full
+		 *   address is blocked for failures (`LOGIN_MAX_FAILURES_*`, `LOGIN_BLOCK_MS`) or has had
+		 *   `LOGIN_MAX_PER_ACCOUNT` / `LOGIN_MAX_PER_IP` successful logins in the current window,
+		 *   whatever the password; USERS_BUSY (429, `Retry-After`, not counted as a failure) when
+		 *   the password hashing pool is full
 		 */
 		login: {
 			// Never retried by the broker: a timed-out login would hash again exactly when the
@@ -195,14 +216,11 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				const email = ctx.params.email.toLowerCase();
 				const ip = typeof ctx.meta.clientIp === "string" ? ctx.meta.clientIp : null;
 				const block = await this.loginThrottle.check(email, ip);
-				if (block) {
-					const retryAfter = Math.ceil(block.retryAfterMs / 1000);
-					throw shopError(
-						"AUTH_LOGIN_THROTTLED",
-						`Too many failed logins; try again in ${retryAfter} s.`,
-						{ retryAfter }
+				if (block)
+					throw this.throttled(
+						block,
+						block.reason === "logins" ? "logins" : "failed logins"
 					);
-				}
 				const row = await this.models.User.findOne({ where: { email } });
 				const data = row?.get({ plain: true });
 				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
@@ -212,7 +230,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 					await this.loginThrottle.failed(email, ip);
 					throw shopError("USERS_INVALID_CREDENTIALS");
 				}
-				await this.loginThrottle.succeeded(email);
+				await this.loginThrottle.succeeded(email, ip);
 				await this.rehashIfOutdated(data, ctx.params.password);
 				const user = this.toPublic(data);
 				return { user, token: this.issueToken(user) };
@@ -291,6 +309,19 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 	},
 
 	methods: {
+		/**
+		 * The 429 AUTH_LOGIN_THROTTLED of a throttle block; `data.retryAfter` (whole seconds, at
+		 * least 1) is what the gateway sends as `Retry-After`.
+		 */
+		throttled(block: ThrottleBlock, what: string): Error {
+			const retryAfter = Math.max(1, Math.ceil(block.retryAfterMs / 1000));
+			return shopError(
+				"AUTH_LOGIN_THROTTLED",
+				`Too many ${what}; try again in ${retryAfter} s.`,
+				{ retryAfter }
+			);
+		},
+
 		/** Argon2id of the password, in the bounded pool; throws USERS_BUSY (429) when full. */
 		async hashPassword(this: UsersThis, password: string): Promise<string> {
 			return this.passwordHasher.hash(password);
@@ -403,6 +434,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			maxFailuresPerIp: c.loginMaxFailuresPerIp,
 			blockMs: c.loginBlockMs,
 			windowMs: c.loginFailureWindowMs,
+			maxLoginsPerAccount: c.loginMaxPerAccount,
+			maxLoginsPerIp: c.loginMaxPerIp,
+			rateWindowMs: c.loginRateWindowMs,
 			redisUrl: c.cacher,
 			// Deployments (and test runs) sharing one Redis count apart, like their databases.
 			keyPrefix: `shop-login:${c.databasePrefix}`,
