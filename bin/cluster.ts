@@ -22,6 +22,7 @@
  * supervisor on the same DATA_DIR left running, and refuses while that supervisor still runs.
  */
 import { spawn, type ChildProcess } from "node:child_process";
+import crypto from "node:crypto";
 import path from "node:path";
 import { endPreviousRun, trackProcesses, type ProcessTracker } from "../lib/cluster-recovery";
 import { config, ConfigError } from "../lib/config";
@@ -225,6 +226,15 @@ async function main(): Promise<void> {
 				HEALTH_PORT: String(healthBase > 0 ? healthBase + i : 0)
 			};
 		});
+		// Without ADMIN_PASSWORD the administrator's password is generated here and handed to the
+		// users nodes in their environment: no node logs it; it is printed once below, when this
+		// start created the administrator with it.
+		const generatedAdminPassword = c.adminPassword
+			? null
+			: crypto.randomBytes(12).toString("base64url");
+		if (generatedAdminPassword)
+			for (const id of nodeIDs)
+				if (id.startsWith("users-")) nodeEnv[id]!.ADMIN_PASSWORD = generatedAdminPassword;
 		const width = Math.max(...nodeIDs.map(id => id.length));
 		log(`Starting ${nodeIDs.length} nodes: ${nodeIDs.join(", ")}`);
 		cluster = await startCluster({
@@ -260,6 +270,20 @@ async function main(): Promise<void> {
 			log(
 				`Nodes    http://127.0.0.1:${healthBase}/ready .. :${healthBase + nodeIDs.length - 1} (each node's /health and /ready, same order)`
 			);
+		if (generatedAdminPassword) {
+			// Created now with the generated password, or on an earlier start (then it is not ours
+			// to show): a login tells which.
+			const login = await fetch(`${cluster.url}/api/users/login`, {
+				method: "POST",
+				headers: { "Content-Type": "application/json" },
+				body: JSON.stringify({ email: c.adminEmail, password: generatedAdminPassword })
+			}).catch(() => null);
+			if (login?.status === 200)
+				log(
+					`Admin    ${c.adminEmail} / ${generatedAdminPassword}  (generated on this first start and shown only now, never logged: note it, or set ADMIN_PASSWORD)`
+				);
+			else log(`Admin    ${c.adminEmail} (its password was set on its first start)`);
+		}
 		if (c.jwtSecretGenerated)
 			log(`JWT_SECRET not set: the nodes share the development secret in ${c.dataDir}`);
 		log(

@@ -30,7 +30,7 @@ import {
 	type Sequelize,
 	UniqueConstraintError
 } from "sequelize";
-import { config } from "../lib/config";
+import { config, ConfigError, requireJwtSecret } from "../lib/config";
 import type { AuthUser, ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
 import { LoginThrottle, type ThrottleBlock } from "../lib/login-throttle";
@@ -388,6 +388,16 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			const c = config();
 			const existing = await this.models.User.findOne({ where: { email: c.adminEmail } });
 			if (existing) return;
+			const announce = (
+				this.broker.options as {
+					onAdministratorCreated?: (admin: { email: string; password: string }) => void;
+				}
+			).onAdministratorCreated;
+			// A production node on its own would have to log a generated password: refused.
+			if (!c.adminPassword && !announce && c.production)
+				throw new ConfigError(
+					"ADMIN_PASSWORD is required to create the administrator on a production users node (a generated password would have to be written to its log)"
+				);
 			const password = c.adminPassword ?? crypto.randomBytes(12).toString("base64url");
 			try {
 				await this.createUser(c.adminEmail, password, "Administrator", "admin");
@@ -400,13 +410,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				return;
 			}
 			// One process (`npm start`, lib/shop.ts): the start script prints the generated
-			// password in its summary, and no log line carries it. A node on its own has nobody
-			// else to tell: its log shows it, once.
-			const announce = (
-				this.broker.options as {
-					onAdministratorCreated?: (admin: { email: string; password: string }) => void;
-				}
-			).onAdministratorCreated;
+			// password in its summary, and no log line carries it (`npm run cluster` hands its users
+			// nodes a generated ADMIN_PASSWORD and prints it itself). A development node on its own
+			// has nobody else to tell: its log shows it, once.
 			if (announce) {
 				announce({ email: c.adminEmail, password });
 				this.logger.info(
@@ -421,6 +427,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 
 	created(this: UsersThis): void {
 		const c = config();
+		// This node signs and verifies access tokens: in production without JWT_SECRET it refuses
+		// to start (ConfigError) instead of answering 500 at the first login.
+		requireJwtSecret();
 		this.passwordHasher = new PasswordHasher({
 			concurrency: c.passwordHashConcurrency,
 			maxQueue: c.passwordHashMaxQueue,
