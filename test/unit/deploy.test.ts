@@ -358,7 +358,12 @@ describe("deployment files", () => {
 		const compose = parse(read("docker-compose.yml"), { merge: true }) as Obj;
 		const example = parseDotenv(read(".env.example"));
 		/** .env.example with the required secrets filled in, as a user would. */
-		const filled = { ...example, JWT_SECRET: TEST_SECRET, POSTGRES_PASSWORD: "pw-for-tests" };
+		const filled = {
+			...example,
+			JWT_SECRET: TEST_SECRET,
+			ADMIN_PASSWORD: "admin-password-for-tests",
+			POSTGRES_PASSWORD: "pw-for-tests"
+		};
 		const services = compose.services as Record<string, Obj>;
 		const nodeNames = Object.keys(services).filter(
 			n =>
@@ -453,6 +458,12 @@ describe("deployment files", () => {
 			expect(example.JWT_SECRET).toBe("");
 			expect(example.POSTGRES_PASSWORD).toBe("");
 			expect(() => envOf("users", example)).toThrow(/JWT_SECRET|POSTGRES_PASSWORD/);
+			// A production users node never generates an administrator password (it would be
+			// logged): compose refuses to start users without one.
+			expect(example.ADMIN_PASSWORD).toBe("");
+			expect(() =>
+				envOf("users", { ...example, JWT_SECRET: TEST_SECRET, POSTGRES_PASSWORD: "pw" })
+			).toThrow(/ADMIN_PASSWORD/);
 			expect(() =>
 				interpolate(String(services.postgres!.environment.POSTGRES_PASSWORD), example)
 			).toThrow(/POSTGRES_PASSWORD/);
