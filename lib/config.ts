@@ -97,6 +97,12 @@ export interface ShopConfig {
 	readonly sagaDeadlineMs: number;
 	/** Timeout of one saga step call, in ms. */
 	readonly sagaStepTimeoutMs: number;
+	/**
+	 * Attempts of a saga step on transient failures, the first included (`SAGA_STEP_MAX_ATTEMPTS`):
+	 * after the pivot, the retry budget before the saga is parked (100: about 95 s of backoff);
+	 * before it, the deadline usually ends the retries first.
+	 */
+	readonly sagaStepMaxAttempts: number;
 	/** How long a node's claim on a running saga lasts without renewal, in ms (crash recovery). */
 	readonly sagaLeaseMs: number;
 	/** How often an orders node looks for sagas whose lease expired, in ms. */
@@ -583,6 +589,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		logFormat,
 		sagaDeadlineMs,
 		sagaStepTimeoutMs: int(env, "SAGA_STEP_TIMEOUT_MS", 5_000, 100, 600_000),
+		sagaStepMaxAttempts: int(env, "SAGA_STEP_MAX_ATTEMPTS", 100, 1, 100_000),
 		sagaLeaseMs: int(env, "SAGA_LEASE_MS", 15_000, 200, 3600_000),
 		sagaRecoveryIntervalMs: int(env, "SAGA_RECOVERY_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaMaxInFlight: int(env, "SAGA_MAX_IN_FLIGHT", 400, 1, 1_000_000),

@@ -147,8 +147,9 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 		version: 1,
 		stepTimeoutMs: c.sagaStepTimeoutMs,
 		// Transient failures (a participant down, timeouts) are retried until the saga's deadline
-		// before the pivot (the attempt cap is far beyond it), and 100 times after it.
-		retry: { maxAttempts: 100, baseDelayMs: 100, maxDelayMs: 2_000 },
+		// before the pivot (the attempt cap is far beyond it), and SAGA_STEP_MAX_ATTEMPTS times
+		// after it (100 by default: about 95 s of backoff), then the saga is parked.
+		retry: { maxAttempts: c.sagaStepMaxAttempts, baseDelayMs: 100, maxDelayMs: 2_000 },
 		compensationRetry: { maxAttempts: 10, baseDelayMs: 200, maxDelayMs: 5_000 },
 		businessErrors: [
 			"INVENTORY_OUT_OF_STOCK",

@@ -111,10 +111,30 @@ export async function startCluster(opts: TestClusterOptions = {}): Promise<TestC
 		waitReady: ms => cluster.waitReady(ms),
 		outputs: () => cluster.outputs(),
 		async stop() {
+			// A frozen node (freezeNode) would take SIGTERM only once continued.
+			for (const n of cluster.nodes) if (n.running) thawNode(n);
 			await cluster.stop();
 			await cleanUp();
 		}
 	};
+}
+
+/**
+ * Freezes a node's process with SIGSTOP: a hung process, which keeps its connections (NATS, its
+ * Postgres sessions) and the calls it received, and answers nothing. `TestCluster.stop()` thaws
+ * every node first; a test replaces a hung node with `node.kill("SIGKILL")` then `node.restart()`.
+ */
+export function freezeNode(node: ClusterNode): void {
+	process.kill(node.pid, "SIGSTOP");
+}
+
+/** Continues a node frozen by `freezeNode` (SIGCONT); harmless on a running one. */
+export function thawNode(node: ClusterNode): void {
+	try {
+		process.kill(node.pid, "SIGCONT");
+	} catch {
+		// Already gone.
+	}
 }
 
 /** Runs `fn`; when it throws, prints every node's output (then rethrows). */
