@@ -122,6 +122,16 @@ export interface ShopConfig {
 	readonly ordersMaxInFlightPerCustomer: number;
 	readonly ordersMaxUnitsReservedPerCustomer: number;
 	/**
+	 * Operator visibility: an order still in a non-terminal status (not CONFIRMED, CANCELLED or
+	 * REFUNDED) this long (ms) after it was placed, or a refund this long after it was asked for,
+	 * is stuck (`ORDERS_STUCK_AFTER_MS`, default `SAGA_DEADLINE_MS` + 60 000): counted in the
+	 * `shop_orders_stuck{status}` gauge, listed by `orders.stuck` (REPL `orders stuck`, the
+	 * dashboard). `ORDERS_STUCK_CHECK_INTERVAL_MS` (30 000): how often each orders node recounts
+	 * the gauge; `0` = never (the action still answers).
+	 */
+	readonly ordersStuckAfterMs: number;
+	readonly ordersStuckCheckIntervalMs: number;
+	/**
 	 * Time-to-live of a stock reservation that is neither committed nor released, in ms; never
 	 * below `sagaDeadlineMs` (refused at start-up). Counted on the database's clock.
 	 */
@@ -607,6 +617,14 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 			0,
 			1_000_000_000
 		),
+		ordersStuckAfterMs: int(
+			env,
+			"ORDERS_STUCK_AFTER_MS",
+			sagaDeadlineMs + 60_000,
+			1_000,
+			30 * DAY_MS
+		),
+		ordersStuckCheckIntervalMs: int(env, "ORDERS_STUCK_CHECK_INTERVAL_MS", 30_000, 0, 3600_000),
 		reservationTtlMs,
 		reservationSweepIntervalMs: int(env, "RESERVATION_SWEEP_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaFaults: production ? [] : parseFaults(str(env, "SAGA_FAULTS")),

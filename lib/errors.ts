@@ -168,6 +168,11 @@ export const ERRORS = {
 		retryable: false,
 		description: "The order is confirmed or past its point of no return."
 	},
+	ORDERS_NOT_REFUNDABLE: {
+		code: 409,
+		retryable: false,
+		description: "Only a CONFIRMED order can be refunded (an admin's return)."
+	},
 	ORDERS_CURRENCY_MISMATCH: {
 		code: 422,
 		retryable: false,

@@ -8,6 +8,8 @@
  * | `shop_orders_created_total` | counter | | orders: an order accepted (202), not an idempotent repeat |
  * | `shop_orders_confirmed_total` | counter | | orders: an order's saga completed |
  * | `shop_orders_cancelled_total` | counter | `reason` | orders: an order cancelled (`OUT_OF_STOCK`, `PAYMENT_DECLINED`, ...) |
+ * | `shop_orders_refunded_total` | counter | `restock` | orders: an order refunded by an admin (its refund saga completed; `restock`: `true`/`false`) |
+ * | `shop_orders_stuck` | gauge | `status` | orders: orders in a non-terminal status (`PENDING`, `STOCK_RESERVED`, `PAID`, `CONFIRMING`, `REFUNDING`) past `ORDERS_STUCK_AFTER_MS` (the database's count, refreshed every `ORDERS_STUCK_CHECK_INTERVAL_MS`) |
  * | `shop_saga_step_duration_bucket` | histogram (ms) | `saga`, `step`, `phase`, `outcome` | orders: one step or compensation call (`forward`/`compensate`, `succeeded`/`failed`) |
  * | `shop_saga_compensations_total` | counter | `saga`, `reason` | orders: a saga started compensating |
  * | `shop_saga_parked_total` | counter | `saga` | orders: a saga parked as FAILED (an operator must redrive it) |
@@ -70,6 +72,20 @@ export const SHOP_METRICS = {
 		description: "Orders cancelled, by cancellation reason",
 		labelNames: ["reason"],
 		zeros: CANCEL_REASONS.map(reason => ({ reason }))
+	},
+	ordersRefunded: {
+		type: "counter",
+		name: "shop.orders.refunded.total",
+		description: "Orders refunded by an admin (their refund saga completed), by restock",
+		labelNames: ["restock"],
+		zeros: [{ restock: "true" }, { restock: "false" }]
+	},
+	ordersStuck: {
+		type: "gauge",
+		name: "shop.orders.stuck",
+		description:
+			"Orders in a non-terminal status past ORDERS_STUCK_AFTER_MS, by status (an operator must look at them)",
+		labelNames: ["status"]
 	},
 	sagaStepDuration: {
 		type: "histogram",

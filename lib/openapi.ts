@@ -220,7 +220,16 @@ export const SCHEMAS: Record<string, JsonSchema> = {
 		id: uuid,
 		userId: uuid,
 		status: {
-			enum: ["PENDING", "STOCK_RESERVED", "PAID", "CONFIRMING", "CONFIRMED", "CANCELLED"]
+			enum: [
+				"PENDING",
+				"STOCK_RESERVED",
+				"PAID",
+				"CONFIRMING",
+				"CONFIRMED",
+				"CANCELLED",
+				"REFUNDING",
+				"REFUNDED"
+			]
 		},
 		items: { type: "array", items: ref("OrderItem") },
 		total: { ...int, description: "Integer cents" },
@@ -236,10 +245,52 @@ export const SCHEMAS: Record<string, JsonSchema> = {
 		updatedAt: time
 	}),
 	OrderPage: page("Order"),
+	OrderRefund: obj({
+		sagaId: uuid,
+		sagaStatus: { type: ["string", "null"] },
+		restock: { type: "boolean" },
+		amount: { ...int, description: "Integer cents (the order's total: a full refund)" },
+		currency: str,
+		actorId: { type: ["string", "null"] },
+		actor: str,
+		note: { type: ["string", "null"] },
+		at: time
+	}),
+	OrderWithRefund: { allOf: [ref("Order"), obj({ refund: ref("OrderRefund") })] },
+	LedgerEntry: obj({
+		id: int,
+		paymentId: uuid,
+		kind: { enum: ["CAPTURE", "REFUND"] },
+		amount: { ...int, description: "Integer cents" },
+		currency: str,
+		createdAt: time
+	}),
+	AdminOrder: {
+		allOf: [
+			ref("Order"),
+			obj({
+				customerEmail: str,
+				payments: { type: "array", items: {} },
+				ledger: { type: "array", items: ref("LedgerEntry") },
+				captured: { ...int, description: "Ledger captures of the order, integer cents" },
+				refunded: { ...int, description: "Ledger refunds of the order, integer cents" },
+				reservation: {},
+				sagas: { type: "array", items: ref("Saga") },
+				interventions: { type: "array", items: {} },
+				refund: { anyOf: [ref("OrderRefund"), { type: "null" }] }
+			})
+		]
+	},
+	StuckOrders: obj({
+		thresholdMs: int,
+		counts: { type: "object", additionalProperties: int },
+		total: int,
+		rows: { type: "array", items: ref("Order") }
+	}),
 	Notification: obj({
 		id: uuid,
 		orderId: uuid,
-		kind: { enum: ["ORDER_CONFIRMED", "ORDER_CANCELLED"] },
+		kind: { enum: ["ORDER_CONFIRMED", "ORDER_CANCELLED", "ORDER_REFUNDED"] },
 		recipient: str,
 		subject: str,
 		body: str,
@@ -376,6 +427,21 @@ export const RESPONSES: Record<string, ResponseSpec> = {
 		202,
 		"Saga",
 		"Compensating past its pivot: refund, release, order CANCELLED / OPERATOR_REFUNDED"
+	),
+	"orders.refund": json(
+		202,
+		"OrderWithRefund",
+		"Refund started (REFUNDING) or already done (REFUNDED): a repeat answers the first"
+	),
+	"orders.adminGet": json(
+		200,
+		"AdminOrder",
+		"The order with its payments, ledger entries, reservation, sagas and operators' actions"
+	),
+	"orders.stuck": json(
+		200,
+		"StuckOrders",
+		"Orders in a non-terminal status past ORDERS_STUCK_AFTER_MS, oldest first"
 	),
 	"notifications.listDeadLetters": json(200, "DeadLetterPage", "Dead letters, newest first"),
 	"notifications.replayDeadLetter": json(200, "DeadLetter", "Replayed"),

@@ -1,13 +1,15 @@
 /**
  * Operator commands for the Moleculer REPL (`npm run repl`, or `moleculer-runner --repl` on any
  * node): `saga list [--status S]`, `saga show <id>`, `saga redrive <id> [--note TEXT]`,
- * `saga refund-cancel <id> [--note TEXT]`, `stock <productId>`, `orders recent [--limit N]`.
+ * `saga refund-cancel <id> [--note TEXT]`, `stock <productId>`, `orders recent [--limit N]`,
+ * `orders stuck [--limit N]`, `orders show <id>`, `orders refund <id> [--restock] [--note TEXT]`.
  * Each calls the services' actions, so it works from any node of a cluster. The operator actions
- * (redrive, refund and cancel) are audited with `repl:<OS user>@<host>` as who
+ * (redrive, refund and cancel, refund) are audited with `repl:<OS user>@<host>` as who
  * (`replOperator()`).
  */
 import os from "node:os";
 import type { ServiceBroker } from "moleculer";
+import { formatMoney } from "./money";
 
 interface ReplCommand {
 	command: string;
@@ -97,18 +99,67 @@ export const replCommands: ReplCommand[] = [
 		}
 	},
 	{
-		command: "orders <verb>",
-		description: "Orders: orders recent [--limit N]",
-		options: [{ option: "-l, --limit <n>", description: "how many (default 10)" }],
+		command: "orders <verb> [id]",
+		description:
+			"Orders: orders recent [--limit N] | orders stuck [--limit N] (not finished past ORDERS_STUCK_AFTER_MS, with the saga to redrive) | orders show <id> (payments, ledger, sagas) | orders refund <id> [--restock] [--note TEXT] (refund a CONFIRMED order)",
+		options: [
+			{ option: "-l, --limit <n>", description: "recent, stuck: how many (default 10 / 50)" },
+			{ option: "-r, --restock", description: "refund: put the order's units back on hand" },
+			{
+				option: "-n, --note <text>",
+				description: "refund: a note kept with the audit record"
+			}
+		],
 		async action(broker, args) {
 			await report(async () => {
-				if (args.verb !== "recent") throw new Error(`unknown verb "${args.verb}" (recent)`);
-				const limit = Number(args.options?.limit ?? 10);
-				const rows: Record<string, any>[] = await broker.call("orders.recent", { limit });
-				for (const o of rows)
+				const verb = String(args.verb);
+				if (verb === "recent") {
+					const limit = Number(args.options?.limit ?? 10);
+					const rows: Record<string, any>[] = await broker.call("orders.recent", {
+						limit
+					});
+					for (const o of rows)
+						console.log(
+							`${o.id}  ${String(o.status).padEnd(10)} ${formatMoney(o.total, o.currency)}  ${o.items.length} item(s)  ${o.createdAt}${o.cancellationReason ? `  ${o.cancellationReason}` : ""}`
+						);
+				} else if (verb === "stuck") {
+					const limit = Number(args.options?.limit ?? 50);
+					const s: {
+						thresholdMs: number;
+						counts: Record<string, number>;
+						total: number;
+						rows: Record<string, any>[];
+					} = await broker.call("orders.stuck", { limit });
 					console.log(
-						`${o.id}  ${String(o.status).padEnd(10)} ${(o.total / 100).toFixed(2)} ${o.currency}  ${o.items.length} item(s)  ${o.createdAt}${o.cancellationReason ? `  ${o.cancellationReason}` : ""}`
+						`${s.total} order(s) not finished after ${s.thresholdMs} ms: ${Object.entries(
+							s.counts
+						)
+							.map(([status, n]) => `${status} ${n}`)
+							.join(", ")}`
 					);
+					for (const o of s.rows)
+						console.log(
+							`${o.id}  ${String(o.status).padEnd(10)} ${Math.round(o.ageMs / 1000)} s  ${formatMoney(o.total, o.currency)}  saga ${o.sagaId ?? "-"} ${o.sagaName ?? ""} ${o.sagaStatus ?? ""}`
+						);
+				} else if (verb === "show") {
+					if (!args.id) throw new Error("usage: orders show <id>");
+					out(await broker.call("orders.adminGet", { id: args.id }));
+				} else if (verb === "refund") {
+					if (!args.id)
+						throw new Error("usage: orders refund <id> [--restock] [--note TEXT]");
+					const note = args.options?.note as string | undefined;
+					out(
+						await broker.call(
+							"orders.refund",
+							{
+								id: args.id,
+								restock: args.options?.restock === true,
+								...(note ? { note } : {})
+							},
+							{ meta: { operator: replOperator() } }
+						)
+					);
+				} else throw new Error(`unknown verb "${verb}" (recent, stuck, show, refund)`);
 			});
 		}
 	}

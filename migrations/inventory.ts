@@ -44,5 +44,20 @@ ALTER TABLE reservations ADD CONSTRAINT reservations_status_check
 		name: "003-reservations-final-idx",
 		up: "CREATE INDEX reservations_final_idx ON reservations (updated_at) WHERE status <> 'RESERVED';",
 		down: "DROP INDEX reservations_final_idx;"
+	},
+	{
+		// An admin's refund with restock (`inventory.restock`): a COMMITTED reservation's units
+		// go back on hand once, and it is marked RESTOCKED. Down: back to COMMITTED (the units
+		// stay on hand).
+		name: "004-reservation-restocked-status",
+		up: `
+ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
+ALTER TABLE reservations ADD CONSTRAINT reservations_status_check
+	CHECK (status IN ('RESERVED', 'COMMITTED', 'RELEASED', 'REJECTED', 'EXPIRED', 'RESTOCKED'));`,
+		down: `
+UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE status = 'RESTOCKED';
+ALTER TABLE reservations DROP CONSTRAINT reservations_status_check;
+ALTER TABLE reservations ADD CONSTRAINT reservations_status_check
+	CHECK (status IN ('RESERVED', 'COMMITTED', 'RELEASED', 'REJECTED', 'EXPIRED'));`
 	}
 ];

@@ -19,5 +19,18 @@ CREATE TABLE notifications (
 CREATE UNIQUE INDEX notifications_once ON notifications (order_id, kind);
 CREATE INDEX notifications_user_idx ON notifications (user_id, created_at DESC);`,
 		down: "DROP TABLE notifications;"
+	},
+	{
+		// An admin's refund (return) of a confirmed order: `order.refunded` (issue 16, item 4).
+		name: "002-order-refunded-kind",
+		up: `
+ALTER TABLE notifications DROP CONSTRAINT notifications_kind_check;
+ALTER TABLE notifications ADD CONSTRAINT notifications_kind_check
+	CHECK (kind IN ('ORDER_CONFIRMED', 'ORDER_CANCELLED', 'ORDER_REFUNDED'));`,
+		down: `
+DELETE FROM notifications WHERE kind = 'ORDER_REFUNDED';
+ALTER TABLE notifications DROP CONSTRAINT notifications_kind_check;
+ALTER TABLE notifications ADD CONSTRAINT notifications_kind_check
+	CHECK (kind IN ('ORDER_CONFIRMED', 'ORDER_CANCELLED'));`
 	}
 ];

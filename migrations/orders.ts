@@ -107,5 +107,32 @@ CREATE TABLE saga_interventions (
 CREATE INDEX saga_interventions_saga_idx ON saga_interventions (saga_id, id);
 CREATE UNIQUE INDEX saga_interventions_refund_once ON saga_interventions (saga_id) WHERE action = 'REFUND_AND_CANCEL';`,
 		down: "DROP TABLE saga_interventions;"
+	},
+	{
+		// Admin refunds (returns, issue 16 item 4): a CONFIRMED order goes REFUNDING (its refund
+		// saga runs) then REFUNDED. The request is audited in saga_interventions (`REFUND`, who,
+		// when, note), at most one per order (the index that also finds refunds in flight for the
+		// stuck-orders gauge); `order_id` indexed for an order's admin view.
+		name: "908-order-refunds",
+		up: `
+ALTER TABLE orders DROP CONSTRAINT orders_status_check;
+ALTER TABLE orders ADD CONSTRAINT orders_status_check CHECK (status IN ('PENDING', 'STOCK_RESERVED', 'PAID',
+	'CONFIRMING', 'CONFIRMED', 'CANCELLED', 'REFUNDING', 'REFUNDED'));
+ALTER TABLE saga_interventions DROP CONSTRAINT saga_interventions_action_check;
+ALTER TABLE saga_interventions ADD CONSTRAINT saga_interventions_action_check
+	CHECK (action IN ('REDRIVE', 'REFUND_AND_CANCEL', 'REFUND'));
+CREATE UNIQUE INDEX saga_interventions_refund_order_once ON saga_interventions (order_id) WHERE action = 'REFUND';
+CREATE INDEX saga_interventions_order_idx ON saga_interventions (order_id);`,
+		down: `
+DROP INDEX saga_interventions_order_idx;
+DROP INDEX saga_interventions_refund_order_once;
+DELETE FROM saga_interventions WHERE action = 'REFUND';
+ALTER TABLE saga_interventions DROP CONSTRAINT saga_interventions_action_check;
+ALTER TABLE saga_interventions ADD CONSTRAINT saga_interventions_action_check
+	CHECK (action IN ('REDRIVE', 'REFUND_AND_CANCEL'));
+UPDATE orders SET status = 'CONFIRMED' WHERE status IN ('REFUNDING', 'REFUNDED');
+ALTER TABLE orders DROP CONSTRAINT orders_status_check;
+ALTER TABLE orders ADD CONSTRAINT orders_status_check CHECK (status IN ('PENDING', 'STOCK_RESERVED', 'PAID',
+	'CONFIRMING', 'CONFIRMED', 'CANCELLED'));`
 	}
 ];

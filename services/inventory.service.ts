@@ -36,7 +36,8 @@
  *   `INVENTORY_RESERVATION_EXPIRED` (409) and changes nothing;
  * - `reserve` of the same order fails with `INVENTORY_RESERVATION_EXPIRED`.
  *
- * Reservation statuses: `RESERVED` → `COMMITTED` | `RELEASED` | `EXPIRED` (→ `COMMITTED`), or
+ * Reservation statuses: `RESERVED` → `COMMITTED` (→ `RESTOCKED`, an admin's refund with
+ * restock: `restock` puts the units back on hand) | `RELEASED` | `EXPIRED` (→ `COMMITTED`), or
  * `REJECTED` (out of stock), or a `RELEASED` tombstone.
  *
  * Events emitted (only when the effect happens, never on a replay): `stock.reserved`
@@ -86,7 +87,8 @@ export interface ReservationItem {
 	quantity: number;
 }
 
-export type ReservationStatus = "RESERVED" | "COMMITTED" | "RELEASED" | "REJECTED" | "EXPIRED";
+export type ReservationStatus =
+	"RESERVED" | "COMMITTED" | "RELEASED" | "REJECTED" | "EXPIRED" | "RESTOCKED";
 
 /** The outcome of reserve/release/commit. */
 export interface ReservationView {
@@ -513,6 +515,86 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<ReservationView> {
 				return this.transition(ctx, "COMMITTED");
+			}
+		},
+
+		/**
+		 * Gives an order's committed units back on hand: an admin's refund with restock (the
+		 * orders service's `order-refund` saga; not published over REST). The units come from
+		 * the reservation itself, never from the caller: `onHand += quantity` per product, under
+		 * the same locks as `commit`, and the reservation `COMMITTED` → `RESTOCKED`, at most once
+		 * per order. Idempotent (by key and by order): a `RESTOCKED` reservation answers as it is.
+		 * @returns `{ orderId, status: "RESTOCKED", items, expiresAt: null }`
+		 * @throws INVENTORY_RESERVATION_CONFLICT (409) unless the order's stock was committed (no
+		 *   reservation, or `RESERVED`, `RELEASED`, `REJECTED`, `EXPIRED`), IDEMPOTENCY_KEY_CONFLICT
+		 *   (409)
+		 * @emits stock.released (`{ orderId, items, reason: "RESTOCKED" }`), stock.changed
+		 */
+		restock: {
+			visibility: "public",
+			params: orderIdParams,
+			async handler(
+				this: InventoryThis,
+				ctx: ShopContext<{ orderId: string }>
+			): Promise<ReservationView> {
+				const { orderId } = ctx.params;
+				return this.withIdempotency(
+					ctx,
+					"inventory.restock",
+					async t => {
+						const r = await this.findReservation(orderId, t, true);
+						if (!r)
+							throw shopError(
+								"INVENTORY_RESERVATION_CONFLICT",
+								"No reservation for this order",
+								{ orderId }
+							);
+						const current = reservationView(r);
+						if (r.status === "RESTOCKED") return { response: current };
+						if (r.status !== "COMMITTED")
+							throw shopError(
+								"INVENTORY_RESERVATION_CONFLICT",
+								`Only committed stock can be restocked; the reservation is ${r.status}`,
+								{ orderId, status: r.status }
+							);
+						const items = normaliseItems(r.items);
+						await fastQuery(
+							this.sequelize,
+							"UPDATE reservations SET status = 'RESTOCKED', updated_at = now() WHERE order_id = $1",
+							{ bind: [orderId], transaction: t }
+						);
+						if (items.length > 1)
+							await this.lockStock(
+								items.map(i => i.productId),
+								t
+							);
+						await this.adjustStock(
+							t,
+							items.map(i => ({
+								productId: i.productId,
+								onHand: i.quantity,
+								reserved: 0
+							})),
+							ctx.requestID ?? null
+						);
+						return {
+							response: { ...current, status: "RESTOCKED", expiresAt: null },
+							afterCommit: async () => {
+								this.logger.info(
+									`Reservation for order ${orderId} RESTOCKED: ${describeItems(items)}`
+								);
+								countMetric(this.broker, "reservations", { outcome: "restocked" });
+								await ctx.emit("stock.released", {
+									orderId,
+									items: r.items,
+									reason: "RESTOCKED"
+								});
+							}
+						};
+					},
+					// Takes turns with the order's other calls (its advisory lock), like `commit`.
+					{ lock: orderId }
+				);
 			}
 		},
 

@@ -1,11 +1,14 @@
 /**
- * `notifications`: records the e-mail the shop would send when an order is confirmed or
- * cancelled (no mail is sent: the record is the outbox a mailer would read). One record per order
- * and kind, enforced by a unique index, so a repeated event has no second effect.
+ * `notifications`: records the e-mail the shop would send when an order is confirmed, cancelled
+ * or refunded (no mail is sent: the record is the outbox a mailer would read). One record per
+ * order and kind, enforced by a unique index, so a repeated event has no second effect. Amounts
+ * are written in the currency's own minor unit (`formatMoney`: 2 decimals for USD, none for JPY,
+ * 3 for KWD), from integer minor units.
  *
  * Consumes, durably (InboxMixin, mixins/events.mixin.ts: a JetStream durable consumer shared by
  * the service's nodes, acknowledged after the transaction commits, an inbox against redelivery,
- * dead letters after `EVENT_MAX_DELIVER` failed deliveries): `order.confirmed`, `order.cancelled`.
+ * dead letters after `EVENT_MAX_DELIVER` failed deliveries): `order.confirmed`, `order.cancelled`,
+ * `order.refunded`.
  * Admin actions from the mixin: `listDeadLetters`, `replayDeadLetter`, `inboxStatus`.
  * Events emitted: `notification.created` with the notification.
  */
@@ -26,8 +29,9 @@ import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 import { InboxMixin, inboxMigrations, type DomainEvent } from "../mixins/events.mixin";
 import type { Order } from "./orders.service";
 import { fastQuery } from "../lib/fast-query";
+import { formatMoney } from "../lib/money";
 
-export type NotificationKind = "ORDER_CONFIRMED" | "ORDER_CANCELLED";
+export type NotificationKind = "ORDER_CONFIRMED" | "ORDER_CANCELLED" | "ORDER_REFUNDED";
 
 /** A notification as the API shows it. */
 export interface Notification {
@@ -51,9 +55,11 @@ interface NotificationRow {
 	created_at: Date;
 }
 
-/** The payload of `order.confirmed` / `order.cancelled`. */
+/** The payload of `order.confirmed` / `order.cancelled` / `order.refunded` (with `refund`). */
 interface OrderEvent {
 	order: Order & { customerEmail: string };
+	/** `order.refunded` only: what was refunded, integer minor units. */
+	refund?: { amount: number; currency: string; restock: boolean };
 }
 
 function defineModels(sequelize: Sequelize): { Notification: ModelStatic<Model> } {
@@ -75,13 +81,16 @@ type NotificationsThis = Service &
 		record(kind: NotificationKind, e: OrderEvent, t?: Transaction): Promise<void>;
 	};
 
-const money = (cents: number, currency: string): string =>
-	`${(cents / 100).toFixed(2)} ${currency}`;
+const money = formatMoney;
 
-/** The e-mail's subject and body for an order event. */
+/**
+ * The e-mail's subject and body for an order event.
+ * @param refund - `ORDER_REFUNDED`: what was refunded (integer minor units); default the total
+ */
 export function renderEmail(
 	kind: NotificationKind,
-	order: Order
+	order: Order,
+	refund?: { amount: number; currency: string; restock: boolean }
 ): { subject: string; body: string } {
 	const lines = order.items
 		.map(i => `  ${i.quantity} x ${i.name} (${i.sku}) ${money(i.lineTotal, order.currency)}`)
@@ -90,6 +99,11 @@ export function renderEmail(
 		return {
 			subject: `Order ${order.id.slice(0, 8)} confirmed`,
 			body: `Thank you for your order.\n\n${lines}\n\nTotal: ${money(order.total, order.currency)}\n`
+		};
+	if (kind === "ORDER_REFUNDED")
+		return {
+			subject: `Order ${order.id.slice(0, 8)} refunded`,
+			body: `Your order was refunded: ${money(refund?.amount ?? order.total, refund?.currency ?? order.currency)} goes back to the card it was paid with.\n\n${lines}\n`
 		};
 	return {
 		subject: `Order ${order.id.slice(0, 8)} cancelled`,
@@ -111,7 +125,7 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 
 	/**
 	 * Durable consumers (InboxMixin: JetStream, acknowledged after this transaction commits; the
-	 * inbox drops redeliveries): one e-mail record per confirmed or cancelled order.
+	 * inbox drops redeliveries): one e-mail record per confirmed, cancelled or refunded order.
 	 */
 	durableEvents: {
 		async "order.confirmed"(
@@ -127,6 +141,13 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 			t: Transaction
 		): Promise<void> {
 			await this.record("ORDER_CANCELLED", event.data, t);
+		},
+		async "order.refunded"(
+			this: NotificationsThis,
+			event: DomainEvent<OrderEvent>,
+			t: Transaction
+		): Promise<void> {
+			await this.record("ORDER_REFUNDED", event.data, t);
 		}
 	},
 
@@ -217,7 +238,7 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 			const order = e.order;
 			if (!order || typeof order.id !== "string" || typeof order.userId !== "string")
 				throw new Error(`Malformed order event: ${JSON.stringify(e).slice(0, 200)}`);
-			const { subject, body } = renderEmail(kind, order);
+			const { subject, body } = renderEmail(kind, order, e.refund);
 			const rows = (await fastQuery(
 				this.sequelize,
 				`INSERT INTO notifications (id, user_id, order_id, kind, recipient, subject, body)

@@ -16,10 +16,27 @@
  * with an ISO 4217 currency. A client `Idempotency-Key` (per caller) returns the same order on a
  * repeat (the IETF "Idempotency-Key HTTP Header Field" draft; Stripe's idempotent requests).
  *
+ * Admin refunds (returns): `refund` turns a `CONFIRMED` order `REFUNDING` and starts the
+ * `order-refund` saga (the same machinery, a second definition):
+ *
+ *   beginRefund (the pivot: from here the refund only goes forward)
+ *   → refundPayment (payments.refund, full amount)
+ *   → restockItems (inventory.restock, only when asked)
+ *   → order REFUNDED, `order.refunded`
+ *
+ * A step that keeps failing parks the saga (`FAILED`, the order stays `REFUNDING`) for an
+ * operator's redrive; nothing is refunded twice (idempotency keys, and one payment per order).
+ *
+ * Order statuses: `PENDING` → `STOCK_RESERVED` → `PAID` → `CONFIRMING` → `CONFIRMED`
+ * (→ `REFUNDING` → `REFUNDED`), or → `CANCELLED` (from any status before `CONFIRMING`; from a
+ * parked `CONFIRMING` by an operator's refund and cancel). Final: `CONFIRMED` (unless refunded),
+ * `CANCELLED`, `REFUNDED`; an order in any other status past `ORDERS_STUCK_AFTER_MS` is counted
+ * in `shop_orders_stuck{status}` and listed by `stuck`.
+ *
  * Events emitted, durably (transactional outbox, mixins/events.mixin.ts: written in the same
  * transaction as the order's change, published to JetStream by the relay): `order.created`,
  * `order.confirmed`, `order.cancelled`, each `{ order }` where `order` is the order view plus
- * `customerEmail`.
+ * `customerEmail`; `order.refunded` `{ order, refund: { amount, currency, restock } }` (cents).
  */
 import crypto from "node:crypto";
 import { Errors, type Service } from "moleculer";
@@ -34,7 +51,7 @@ import {
 import { config } from "../lib/config";
 import type { ShopContext, ShopServiceSchema } from "../lib/context";
 import { shopError } from "../lib/errors";
-import { countMetric, registerMetrics } from "../lib/metrics";
+import { countMetric, registerMetrics, setMetric } from "../lib/metrics";
 import { ordersMigrations } from "../migrations/orders";
 import { DbMixin, type DbMixinMethods } from "../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../mixins/events.mixin";
@@ -50,10 +67,30 @@ import {
 	type SagaStepLogEntry
 } from "../mixins/saga.mixin";
 import type { Product } from "./products.service";
+import type { OrderPayments } from "./payments.service";
 import { fastQuery } from "../lib/fast-query";
 
 export type OrderStatus =
-	"PENDING" | "STOCK_RESERVED" | "PAID" | "CONFIRMING" | "CONFIRMED" | "CANCELLED";
+	| "PENDING"
+	| "STOCK_RESERVED"
+	| "PAID"
+	| "CONFIRMING"
+	| "CONFIRMED"
+	| "CANCELLED"
+	| "REFUNDING"
+	| "REFUNDED";
+
+/** Statuses an order ends in; any other is on its way (and stuck when it stays too long). */
+export const FINAL_ORDER_STATUSES: readonly OrderStatus[] = ["CONFIRMED", "CANCELLED", "REFUNDED"];
+
+/** Statuses an order passes through (`shop_orders_stuck` has one series for each). */
+export const OPEN_ORDER_STATUSES: readonly OrderStatus[] = [
+	"PENDING",
+	"STOCK_RESERVED",
+	"PAID",
+	"CONFIRMING",
+	"REFUNDING"
+];
 
 /** A line of an order, priced from the catalog at order time. */
 export interface OrderItem {
@@ -114,6 +151,15 @@ interface OrderSagaData extends Record<string, unknown> {
 	amount: number;
 	currency: string;
 	paymentMethod: string;
+}
+
+/** The refund saga's data (`order-refund`). Money in integer cents. */
+interface OrderRefundSagaData extends Record<string, unknown> {
+	orderId: string;
+	amount: number;
+	currency: string;
+	/** Give the order's committed units back on hand (`inventory.restock`). */
+	restock: boolean;
 }
 
 /** Largest order total accepted, in cents (Postgres integer). */
@@ -207,6 +253,37 @@ export function orderSaga(): SagaDefinition<OrderSagaData> {
 	};
 }
 
+/**
+ * The refund saga (an admin's return of a CONFIRMED order), version 1. The order turned
+ * `REFUNDING` in the transaction that created the saga; its first step is the pivot (no step has
+ * a compensation), so the deadline never cancels a refund and a step that keeps failing parks the
+ * saga (`FAILED`, order `REFUNDING`) for an operator's redrive rather than undoing anything.
+ * Each call carries the step's idempotency key (`<sagaId>:<step>`); underneath, payments refunds
+ * an order's payment once and inventory restocks an order's units once, also across redrives.
+ */
+export function orderRefundSaga(): SagaDefinition<OrderRefundSagaData> {
+	const c = config();
+	return {
+		name: "order-refund",
+		version: 1,
+		stepTimeoutMs: c.sagaStepTimeoutMs,
+		retry: { maxAttempts: 100, baseDelayMs: 100, maxDelayMs: 2_000 },
+		businessErrors: ["ORDERS_NOT_REFUNDABLE"],
+		failureReason: () => "REFUND_FAILED",
+		steps: [
+			{ name: "beginRefund", method: "passRefundPivot" },
+			{
+				name: "refundPayment",
+				action: "payments.refund",
+				params: d => ({ orderId: d.orderId }),
+				result: (_d, r) => ({ paymentStatus: (r as { status?: string }).status })
+			},
+			{ name: "restockItems", method: "restockIfAsked" }
+		],
+		onCompleted: "onOrderRefunded"
+	};
+}
+
 /** SQLSTATE raised by `orders_admit` (migration 906) past a per-customer bound. */
 const CUSTOMER_LIMIT_SQLSTATE = "OC429";
 
@@ -256,6 +333,9 @@ type Models = ReturnType<typeof defineModels>;
 
 interface OrdersMethods {
 	sagaInterventions(id: string): Promise<SagaIntervention[]>;
+	refundView(order: OrderRow): Promise<OrderRefundView>;
+	stuckOrders(limit: number): Promise<StuckOrders>;
+	countStuckOrders(): Promise<void>;
 	sagaRefundRequested(id: string): Promise<boolean>;
 	findOrder(id: string, t?: Transaction): Promise<OrderRow | null>;
 	findOwnOrder(ctx: ShopContext, id: string): Promise<OrderRow>;
@@ -270,7 +350,11 @@ type OrdersThis = Service &
 	DbMixinMethods<Models> &
 	SagaMixinMethods &
 	OutboxMethods &
-	OrdersMethods & { sagaView(s: SagaInstance): SagaView };
+	OrdersMethods & {
+		sagaView(s: SagaInstance): SagaView;
+		/** The `shop_orders_stuck` recount timer (`ORDERS_STUCK_CHECK_INTERVAL_MS`). */
+		$stuckTimer?: NodeJS.Timeout | null;
+	};
 
 /**
  * The body of the durable order events (`order.created`, `order.confirmed`, `order.cancelled`):
@@ -321,9 +405,13 @@ export interface SagaView {
 	updatedAt: string;
 }
 
-/** What an operator did to a parked saga (`saga_interventions`), as `getSaga` shows it. */
+/**
+ * What an operator did (`saga_interventions`), as `getSaga` and `adminGet` show it: a parked
+ * saga redriven or refunded and cancelled, or a confirmed order refunded (`REFUND`, the refund
+ * saga's id).
+ */
 export interface SagaIntervention {
-	action: "REDRIVE" | "REFUND_AND_CANCEL";
+	action: "REDRIVE" | "REFUND_AND_CANCEL" | "REFUND";
 	/** The admin's user id; null for an internal caller (the REPL). */
 	actorId: string | null;
 	/** The admin's e-mail, or the internal caller's `operator` (e.g. `repl:alice@host`). */
@@ -331,6 +419,45 @@ export interface SagaIntervention {
 	note: string | null;
 	/** ISO 8601, the database's clock. */
 	at: string;
+}
+
+/** An admin's refund of an order, as `refund` and `adminGet` answer it. */
+export interface OrderRefund {
+	/** The `order-refund` saga's id (`GET /api/admin/sagas/:id` shows its steps). */
+	sagaId: string;
+	/** The refund saga's status: `RUNNING`, `COMPLETED`, `FAILED` (parked: redrive it). */
+	sagaStatus: SagaStatus | null;
+	restock: boolean;
+	/** Integer cents, the order's total (full refund). */
+	amount: number;
+	currency: string;
+	actorId: string | null;
+	actor: string;
+	note: string | null;
+	/** When it was asked for, ISO 8601 (the database's clock). */
+	at: string;
+}
+
+/** `refund`'s answer: the order (`REFUNDING` or `REFUNDED`) and its refund. */
+export type OrderRefundView = Order & { refund: OrderRefund };
+
+/** `stuck`'s answer. */
+export interface StuckOrders {
+	/** `ORDERS_STUCK_AFTER_MS`: an open order older than this is stuck. */
+	thresholdMs: number;
+	/** Stuck orders by status (every open status, 0 included). */
+	counts: Record<string, number>;
+	total: number;
+	/** The oldest first, at most `limit`: the order with `since` (when it was placed, or its
+	 * refund asked for; ISO 8601), `ageMs`, and the saga driving it (`sagaId`, `sagaName`,
+	 * `sagaStatus`: `FAILED` means parked, an operator must redrive or resolve it). */
+	rows: (Order & {
+		since: string;
+		ageMs: number;
+		sagaId: string | null;
+		sagaName: string | null;
+		sagaStatus: SagaStatus | null;
+	})[];
 }
 
 /** The order's `cancellationReason` after an operator's refund and cancel. */
@@ -386,14 +513,14 @@ export function createOrdersService(
 				...sagaOptions
 			})
 		],
-		sagas: { order: orderSaga() }
+		sagas: { order: orderSaga(), "order-refund": orderRefundSaga() }
 	};
 }
 
 const OrdersService: ShopServiceSchema<OrdersThis> = {
 	name: "orders",
 
-	sagas: { order: orderSaga() },
+	sagas: { order: orderSaga(), "order-refund": orderRefundSaga() },
 
 	/** Business metrics (lib/metrics.ts) start at 0 on this node. */
 	created(this: OrdersThis): void {
@@ -404,8 +531,32 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			"sagaStepDuration",
 			"sagaCompensations",
 			"sagaParked",
-			"sagasParkedNow"
+			"sagasParkedNow",
+			"ordersRefunded",
+			"ordersStuck"
 		]);
+	},
+
+	/**
+	 * Operator visibility: recounts `shop_orders_stuck{status}` now and every
+	 * `ORDERS_STUCK_CHECK_INTERVAL_MS` (when metrics are on), after the database connected.
+	 */
+	started(this: OrdersThis): void {
+		const every = config().ordersStuckCheckIntervalMs;
+		if (every <= 0 || !this.broker.isMetricsEnabled()) return;
+		const tick = (): void =>
+			void this.countStuckOrders().catch(err =>
+				this.logger.warn("Counting stuck orders failed", err)
+			);
+		tick();
+		this.$stuckTimer = setInterval(tick, every);
+		this.$stuckTimer.unref?.();
+	},
+
+	/** Stops the recount (before DbMixin's `stopped` closes the database). */
+	stopped(this: OrdersThis): void {
+		if (this.$stuckTimer) clearInterval(this.$stuckTimer);
+		this.$stuckTimer = null;
 	},
 
 	actions: {
@@ -958,6 +1109,13 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				if (await this.sagaRefundRequested(saga.id)) return this.sagaView(saga);
 				if (saga.status !== "FAILED")
 					throw shopError("SAGAS_NOT_PARKED", undefined, { status: saga.status });
+				// A parked refund saga goes forward only (redrive it): it has nothing to undo.
+				if (saga.name !== "order")
+					throw shopError(
+						"SAGAS_NOT_PARKED",
+						`A parked ${saga.name} saga is redriven, not refunded and cancelled`,
+						{ status: saga.status, name: saga.name }
+					);
 				const orderId = sagaOrderId(saga);
 				// Committed stock cannot be released (inventory has no way to take a commit back):
 				// refunding would leave the order's stock shipped and its money returned.
@@ -1019,10 +1177,394 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				this.launchSaga(saga.id);
 				return this.sagaView(compensating);
 			}
+		},
+
+		/**
+		 * Refunds a CONFIRMED order in full (admin: a return). In one transaction the order turns
+		 * `REFUNDING`, its `order-refund` saga is created and the request audited
+		 * (`saga_interventions`: `REFUND`, who, when, note; one per order); the saga then refunds
+		 * the payment (`payments.refund`), gives the units back when `restock` (`inventory.restock`)
+		 * and ends the order `REFUNDED` with `order.refunded` in the outbox (the customer's
+		 * e-mail, ORDER_REFUNDED). A step that keeps failing parks the saga (order `REFUNDING`,
+		 * counted as stuck) for a redrive (`POST /api/admin/sagas/:id/redrive`). Idempotent: the
+		 * order is the key; a repeat (or a concurrent call, any `Idempotency-Key`, any body)
+		 * answers the first refund as it is now, and nothing is refunded twice.
+		 * @param id - the order's id
+		 * @param restock - optional, default false: put the order's units back on hand
+		 * @param note - optional, up to 500 characters, kept with the audit record
+		 * Who is recorded: the caller's user (REST: the admin), else meta `operator` (the REPL).
+		 * @returns 202 Order (`REFUNDING`, or `REFUNDED` once done) with `refund: { sagaId,
+		 *   sagaStatus, restock, amount, currency, actorId, actor, note, at }` (amount in cents)
+		 * @throws ORDERS_NOT_FOUND (404), ORDERS_NOT_REFUNDABLE (409, `data: { id, status }`)
+		 *   unless the order is CONFIRMED (or already refunding or refunded), AUTH_FORBIDDEN (403)
+		 * @emits saga.started; later order.refunded (durable)
+		 */
+		refund: {
+			// A caller's retry after a lost answer is harmless (the order is the key), but the
+			// step's own retries are the saga's: no broker retry of the request.
+			retryPolicy: { enabled: false },
+			params: {
+				$$strict: true,
+				id: { type: "uuid" },
+				restock: { type: "boolean", optional: true },
+				...operatorParams
+			},
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ id: string; restock?: boolean; note?: string }>
+			): Promise<OrderRefundView> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
+				const who = operatorOf(ctx);
+				const { id } = ctx.params;
+				const order = await this.findOrder(id);
+				if (!order) throw shopError("ORDERS_NOT_FOUND", undefined, { id });
+				ctx.meta.$statusCode = 202;
+				if (order.status === "REFUNDING" || order.status === "REFUNDED")
+					return this.refundView(order);
+				if (order.status !== "CONFIRMED")
+					throw shopError("ORDERS_NOT_REFUNDABLE", undefined, {
+						id,
+						status: order.status
+					});
+				const data: OrderRefundSagaData = {
+					orderId: id,
+					amount: order.total,
+					currency: order.currency.trim(),
+					restock: ctx.params.restock === true
+				};
+				const sagaId = crypto.randomUUID();
+				const created = await this.sequelize.transaction(async t => {
+					// The order's row lock serialises concurrent refunds: the second finds it
+					// REFUNDING and answers the first.
+					const rows = (await fastQuery(
+						this.sequelize,
+						`UPDATE orders SET status = 'REFUNDING', updated_at = now()
+						 WHERE id = $1 AND status = 'CONFIRMED' RETURNING id`,
+						{ bind: [id], type: QueryTypes.SELECT, transaction: t }
+					)) as { id: string }[];
+					if (!rows[0]) return null;
+					const saga = await this.createSaga("order-refund", data, {
+						id: sagaId,
+						deadlineMs: config().sagaDeadlineMs,
+						requestId: ctx.requestID ?? null,
+						parentSpanId: ctx.span?.id ?? null,
+						transaction: t,
+						// Nothing can refuse the pivot step yet: the order just turned REFUNDING.
+						startFirstStep: true
+					});
+					await fastQuery(
+						this.sequelize,
+						`INSERT INTO saga_interventions (saga_id, order_id, action, actor_id, actor, note)
+						 VALUES ($1, $2, 'REFUND', $3, $4, $5)`,
+						{
+							bind: [sagaId, id, who.actorId, who.actor, ctx.params.note ?? null],
+							transaction: t
+						}
+					);
+					return saga;
+				});
+				const now = await this.findOrder(id);
+				if (!created) {
+					if (now && (now.status === "REFUNDING" || now.status === "REFUNDED"))
+						return this.refundView(now);
+					throw shopError("ORDERS_NOT_REFUNDABLE", undefined, {
+						id,
+						status: now?.status
+					});
+				}
+				this.logger.warn(
+					`Order ${id}: refund of ${data.amount} ${data.currency}${data.restock ? " with restock" : ""} requested by ${who.actor} (saga ${sagaId})`
+				);
+				this.launchSaga(sagaId, { fresh: created });
+				return this.refundView(now!);
+			}
+		},
+
+		/**
+		 * One order as operators see it (admin): the order with its customer's e-mail, its
+		 * money (payments and ledger entries from `payments.forOrder`; `captured`, `refunded` in
+		 * cents), its stock reservation (`inventory.getReservation`), the sagas that drove it
+		 * (the order saga, a refund saga) and what operators did to it.
+		 * @param id - the order's id
+		 * @returns Order plus `{ customerEmail, payments: Payment[], ledger: [{ id, paymentId,
+		 *   kind, amount, currency, createdAt }], captured, refunded, reservation: { orderId,
+		 *   status, items, expiresAt } | null, sagas: SagaView[], interventions: [{ sagaId,
+		 *   action, actorId, actor, note, at }], refund: OrderRefund | null }`
+		 * @throws ORDERS_NOT_FOUND (404), AUTH_FORBIDDEN (403)
+		 */
+		adminGet: {
+			params: { $$strict: true, id: { type: "uuid" } },
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ id: string }>
+			): Promise<Record<string, unknown>> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
+				const order = await this.findOrder(ctx.params.id);
+				if (!order) throw shopError("ORDERS_NOT_FOUND", undefined, { id: ctx.params.id });
+				const audit = (await fastQuery(
+					this.sequelize,
+					`SELECT saga_id, action, actor_id, actor, note, created_at FROM saga_interventions
+					 WHERE order_id = $1 ORDER BY id`,
+					{ bind: [order.id], type: QueryTypes.SELECT }
+				)) as {
+					saga_id: string;
+					action: SagaIntervention["action"];
+					actor_id: string | null;
+					actor: string;
+					note: string | null;
+					created_at: Date;
+				}[];
+				const sagaIds = [
+					...new Set([
+						...(order.saga_id ? [order.saga_id] : []),
+						...audit.map(a => a.saga_id)
+					])
+				];
+				const [money, reservation, sagas] = await Promise.all([
+					ctx.call<OrderPayments, { orderId: string }>("payments.forOrder", {
+						orderId: order.id
+					}),
+					ctx.call<unknown, { orderId: string }>("inventory.getReservation", {
+						orderId: order.id
+					}),
+					Promise.all(sagaIds.map(sid => this.getSaga(sid)))
+				]);
+				const refunded = order.status === "REFUNDING" || order.status === "REFUNDED";
+				return {
+					...toOrderView(order),
+					customerEmail: order.customer_email,
+					payments: money.payments,
+					ledger: money.ledger,
+					captured: money.captured,
+					refunded: money.refunded,
+					reservation,
+					sagas: sagas
+						.filter((x): x is SagaInstance => x !== null)
+						.map(x => this.sagaView(x)),
+					interventions: audit.map(a => ({
+						sagaId: a.saga_id,
+						action: a.action,
+						actorId: a.actor_id,
+						actor: a.actor,
+						note: a.note,
+						at: new Date(a.created_at).toISOString()
+					})),
+					refund: refunded ? (await this.refundView(order)).refund : null
+				};
+			}
+		},
+
+		/**
+		 * Orders that stay in a non-terminal status (`PENDING`, `STOCK_RESERVED`, `PAID`,
+		 * `CONFIRMING`, `REFUNDING`) longer than `ORDERS_STUCK_AFTER_MS` after they were placed (a
+		 * refund: after it was asked for), for operators (admin; REPL `orders stuck`, the
+		 * dashboard). The same count feeds the `shop_orders_stuck{status}` gauge. Read from the
+		 * orders database (every orders node answers the same).
+		 * @param limit - rows to list, 1 to 500 (default 50), the oldest first
+		 * @returns `{ thresholdMs, counts: { [status]: n }, total, rows: [Order & { since, ageMs,
+		 *   sagaId, sagaName, sagaStatus }] }`
+		 * @throws AUTH_FORBIDDEN (403)
+		 */
+		stuck: {
+			params: {
+				$$strict: true,
+				limit: {
+					type: "number",
+					integer: true,
+					min: 1,
+					max: 500,
+					convert: true,
+					default: 50
+				}
+			},
+			async handler(
+				this: OrdersThis,
+				ctx: ShopContext<{ limit: number }>
+			): Promise<StuckOrders> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin")
+					throw shopError("AUTH_FORBIDDEN");
+				return this.stuckOrders(ctx.params.limit);
+			}
 		}
 	},
 
 	methods: {
+		/** `refund`'s answer for an order that is `REFUNDING` or `REFUNDED`. */
+		async refundView(this: OrdersThis, order: OrderRow): Promise<OrderRefundView> {
+			const rows = (await fastQuery(
+				this.sequelize,
+				`SELECT i.saga_id, i.actor_id, i.actor, i.note, i.created_at, s.status, s.data
+				 FROM saga_interventions i LEFT JOIN sagas s ON s.id = i.saga_id
+				 WHERE i.order_id = $1 AND i.action = 'REFUND'`,
+				{ bind: [order.id], type: QueryTypes.SELECT }
+			)) as {
+				saga_id: string;
+				actor_id: string | null;
+				actor: string;
+				note: string | null;
+				created_at: Date;
+				status: SagaStatus | null;
+				data: Partial<OrderRefundSagaData> | null;
+			}[];
+			const r = rows[0];
+			return {
+				...toOrderView(order),
+				refund: {
+					sagaId: r?.saga_id ?? "",
+					sagaStatus: r?.status ?? null,
+					restock: r?.data?.restock === true,
+					amount: order.total,
+					currency: order.currency.trim(),
+					actorId: r?.actor_id ?? null,
+					actor: r?.actor ?? "",
+					note: r?.note ?? null,
+					at: r ? new Date(r.created_at).toISOString() : ""
+				}
+			};
+		},
+
+		/** The stuck orders (see the `stuck` action), at most `limit` listed. */
+		async stuckOrders(this: OrdersThis, limit: number): Promise<StuckOrders> {
+			const thresholdMs = config().ordersStuckAfterMs;
+			// Open orders are the unsettled ones (partial index 906) and the refunds in flight
+			// (the REFUND audit rows, one per order): neither scan reads settled orders.
+			const open = `WITH open AS (
+				SELECT o.*, o.created_at AS since, o.saga_id AS driver FROM orders o
+				 WHERE NOT o.settled AND o.created_at < now() - $1::float8 * interval '1 millisecond'
+				UNION ALL
+				SELECT o.*, i.created_at AS since, i.saga_id AS driver
+				 FROM saga_interventions i JOIN orders o ON o.id = i.order_id
+				 WHERE i.action = 'REFUND' AND o.status = 'REFUNDING'
+				   AND i.created_at < now() - $1::float8 * interval '1 millisecond')`;
+			const [counted, listed] = await Promise.all([
+				fastQuery(
+					this.sequelize,
+					`${open} SELECT status, count(*)::int AS n FROM open GROUP BY status`,
+					{ bind: [thresholdMs], type: QueryTypes.SELECT }
+				) as Promise<{ status: string; n: number }[]>,
+				fastQuery(
+					this.sequelize,
+					`${open} SELECT open.*, now() AS db_now, s.name AS saga_name, s.status AS saga_status
+					 FROM open LEFT JOIN sagas s ON s.id = open.driver ORDER BY open.since, open.id LIMIT $2`,
+					{ bind: [thresholdMs, limit], type: QueryTypes.SELECT }
+				) as Promise<
+					(OrderRow & {
+						since: Date;
+						driver: string | null;
+						db_now: Date;
+						saga_name: string | null;
+						saga_status: SagaStatus | null;
+					})[]
+				>
+			]);
+			const counts: Record<string, number> = Object.fromEntries(
+				OPEN_ORDER_STATUSES.map(st => [st, 0])
+			);
+			for (const c of counted) counts[c.status] = c.n;
+			return {
+				thresholdMs,
+				counts,
+				total: Object.values(counts).reduce((a, b) => a + b, 0),
+				rows: listed.map(r => ({
+					...toOrderView(r),
+					since: new Date(r.since).toISOString(),
+					ageMs: new Date(r.db_now).getTime() - new Date(r.since).getTime(),
+					sagaId: r.driver,
+					sagaName: r.saga_name,
+					sagaStatus: r.saga_status
+				}))
+			};
+		},
+
+		/** Sets the `shop_orders_stuck{status}` gauge from the database. */
+		async countStuckOrders(this: OrdersThis): Promise<void> {
+			const { counts } = await this.stuckOrders(1);
+			for (const [status, n] of Object.entries(counts))
+				setMetric(this.broker, "ordersStuck", n, { status });
+		},
+
+		/**
+		 * Refund saga step `beginRefund`, its pivot: the order is `REFUNDING` (the transaction
+		 * that created the saga made it so) and this run holds the saga's lease. From here the
+		 * refund only goes forward. Repeating it is a no-op success.
+		 * @throws ORDERS_NOT_REFUNDABLE (business: nothing to undo) when the order is in another
+		 *   status, SagaLeaseLostError when this run no longer holds the saga
+		 */
+		async passRefundPivot(
+			this: OrdersThis,
+			saga: SagaInstance<OrderRefundSagaData>
+		): Promise<{ status: OrderStatus }> {
+			const rows = (await fastQuery(
+				this.sequelize,
+				`SELECT o.status, EXISTS (SELECT 1 FROM sagas
+					WHERE id = $2 AND lease_owner = $3 AND status = 'RUNNING') AS owned
+				 FROM orders o WHERE o.id = $1`,
+				{ bind: [saga.data.orderId, saga.id, saga.leaseOwner], type: QueryTypes.SELECT }
+			)) as { status: OrderStatus; owned: boolean }[];
+			const row = rows[0];
+			if (row && !row.owned) throw new SagaLeaseLostError(saga.id);
+			if (row?.status !== "REFUNDING" && row?.status !== "REFUNDED")
+				throw shopError("ORDERS_NOT_REFUNDABLE", undefined, {
+					id: saga.data.orderId,
+					status: row?.status
+				});
+			return { status: row.status };
+		},
+
+		/**
+		 * Refund saga step `restockItems`: `inventory.restock` under the step's idempotency key
+		 * when the admin asked for a restock, else a no-op success.
+		 * @returns the reservation (`RESTOCKED`), or `{ restocked: false }`
+		 */
+		async restockIfAsked(
+			this: OrdersThis,
+			saga: SagaInstance<OrderRefundSagaData>,
+			key: string
+		): Promise<unknown> {
+			if (!saga.data.restock) return { restocked: false };
+			return this.broker.call(
+				"inventory.restock",
+				{ orderId: saga.data.orderId },
+				{
+					timeout: config().sagaStepTimeoutMs,
+					// The step's retry policy is the only retry layer.
+					retries: 0,
+					meta: { idempotencyKey: key }
+				}
+			);
+		},
+
+		/**
+		 * Refund saga hook: the order is `REFUNDED` and `order.refunded` goes to the outbox, in the
+		 * saga's final transaction.
+		 */
+		async onOrderRefunded(
+			this: OrdersThis,
+			saga: SagaInstance<OrderRefundSagaData>,
+			t: Transaction
+		): Promise<void> {
+			const rows = (await fastQuery(
+				this.sequelize,
+				`UPDATE orders SET status = 'REFUNDED', updated_at = now()
+				 WHERE id = $1 AND status = 'REFUNDING' RETURNING *`,
+				{ bind: [saga.data.orderId], type: QueryTypes.SELECT, transaction: t }
+			)) as OrderRow[];
+			const row = rows[0];
+			if (!row) return; // already REFUNDED (a repeat of the final transaction)
+			const { amount, currency, restock } = saga.data;
+			await this.enqueueEvent(
+				t,
+				"order.refunded",
+				{ ...orderEvent(row), refund: { amount, currency, restock } },
+				{ aggregateId: row.id, requestId: saga.requestId }
+			);
+			t.afterCommit(() =>
+				countMetric(this.broker, "ordersRefunded", { restock: String(restock) })
+			);
+		},
+
 		/** What operators did to saga `id`, oldest first. */
 		async sagaInterventions(this: OrdersThis, id: string): Promise<SagaIntervention[]> {
 			const rows = (await fastQuery(

@@ -79,6 +79,26 @@ export interface Payment {
 	updatedAt: string;
 }
 
+/** One entry of the append-only ledger. Integer cents. */
+export interface LedgerEntry {
+	id: number;
+	paymentId: string;
+	kind: "CAPTURE" | "REFUND";
+	amount: number;
+	currency: string;
+	createdAt: string;
+}
+
+/** An order's money as `payments.forOrder` answers it. */
+export interface OrderPayments {
+	payments: Payment[];
+	ledger: LedgerEntry[];
+	/** The ledger's captures for the order, integer cents. */
+	captured: number;
+	/** The ledger's refunds for the order, integer cents. */
+	refunded: number;
+}
+
 type Outcome = { approve: true } | { approve: false; declineCode: string } | { unavailable: true };
 
 /** Test tokens that simulate a fault of the processor, not a card's answer (see above). */
@@ -438,6 +458,64 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					this.findPayment(ctx.params.orderId, t)
 				);
 				return row ? toView(row) : null;
+			}
+		},
+
+		/**
+		 * An order's payments and ledger entries, oldest first (operators: the admin's order view
+		 * `GET /api/admin/orders/:id` reads it through `orders.adminGet`; not published over REST).
+		 * Money in integer cents with an ISO 4217 currency.
+		 * @param orderId - the order's id
+		 * @returns `{ payments: Payment[], ledger: [{ id, paymentId, kind: "CAPTURE" | "REFUND",
+		 *   amount, currency, createdAt }], captured, refunded }` (`captured`, `refunded`: the
+		 *   ledger's sums for the order, cents; net money held = captured − refunded)
+		 */
+		forOrder: {
+			visibility: "public",
+			params: { $$strict: true, orderId: { type: "uuid" } },
+			async handler(
+				this: PaymentsThis,
+				ctx: ShopContext<{ orderId: string }>
+			): Promise<OrderPayments> {
+				const { orderId } = ctx.params;
+				const [payments, ledger] = await Promise.all([
+					fastQuery(
+						this.sequelize,
+						"SELECT * FROM payments WHERE order_id = $1 ORDER BY created_at, id",
+						{ bind: [orderId], type: QueryTypes.SELECT }
+					) as Promise<PaymentRow[]>,
+					fastQuery(
+						this.sequelize,
+						`SELECT id, payment_id, kind, amount, currency, created_at FROM ledger_entries
+						 WHERE order_id = $1 ORDER BY id`,
+						{ bind: [orderId], type: QueryTypes.SELECT }
+					) as Promise<
+						{
+							id: string | number;
+							payment_id: string;
+							kind: "CAPTURE" | "REFUND";
+							amount: number;
+							currency: string;
+							created_at: Date;
+						}[]
+					>
+				]);
+				const entries = ledger.map(e => ({
+					id: Number(e.id),
+					paymentId: e.payment_id,
+					kind: e.kind,
+					amount: e.amount,
+					currency: e.currency.trim(),
+					createdAt: new Date(e.created_at).toISOString()
+				}));
+				const sum = (kind: string): number =>
+					entries.filter(e => e.kind === kind).reduce((s, e) => s + e.amount, 0);
+				return {
+					payments: payments.map(toView),
+					ledger: entries,
+					captured: sum("CAPTURE"),
+					refunded: sum("REFUND")
+				};
 			}
 		},
 

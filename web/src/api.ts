@@ -52,7 +52,14 @@ export interface OrderItem {
 }
 
 export type OrderStatus =
-	"PENDING" | "STOCK_RESERVED" | "PAID" | "CONFIRMING" | "CONFIRMED" | "CANCELLED";
+	| "PENDING"
+	| "STOCK_RESERVED"
+	| "PAID"
+	| "CONFIRMING"
+	| "CONFIRMED"
+	| "CANCELLED"
+	| "REFUNDING"
+	| "REFUNDED";
 
 export interface Order {
 	id: string;
@@ -101,13 +108,67 @@ export interface Saga {
 	updatedAt: string;
 }
 
-/** What an operator did to a parked saga (`GET /api/admin/sagas/:id`, `interventions`). */
+/**
+ * What an operator did (`GET /api/admin/sagas/:id` and `GET /api/admin/orders/:id`,
+ * `interventions`): redrove or refunded and cancelled a parked saga, refunded an order.
+ */
 export interface SagaIntervention {
-	action: "REDRIVE" | "REFUND_AND_CANCEL";
+	action: "REDRIVE" | "REFUND_AND_CANCEL" | "REFUND";
+	sagaId?: string;
 	actorId: string | null;
 	actor: string;
 	note: string | null;
 	at: string;
+}
+
+/** An admin's refund of an order (`POST /api/admin/orders/:id/refund`). Amount in cents. */
+export interface OrderRefund {
+	sagaId: string;
+	sagaStatus: SagaStatus | null;
+	restock: boolean;
+	amount: number;
+	currency: string;
+	actorId: string | null;
+	actor: string;
+	note: string | null;
+	at: string;
+}
+
+/** One entry of the payments ledger. Amount in cents. */
+export interface LedgerEntry {
+	id: number;
+	paymentId: string;
+	kind: "CAPTURE" | "REFUND";
+	amount: number;
+	currency: string;
+	createdAt: string;
+}
+
+/** An order as operators see it (`GET /api/admin/orders/:id`). Money in cents. */
+export interface AdminOrder extends Order {
+	customerEmail: string;
+	payments: { id: string; status: string; amount: number; currency: string; method: string }[];
+	ledger: LedgerEntry[];
+	captured: number;
+	refunded: number;
+	reservation: { status: string } | null;
+	sagas: Saga[];
+	interventions: SagaIntervention[];
+	refund: OrderRefund | null;
+}
+
+/** Orders not finished past ORDERS_STUCK_AFTER_MS (`GET /api/admin/orders/stuck`). */
+export interface StuckOrders {
+	thresholdMs: number;
+	counts: Record<string, number>;
+	total: number;
+	rows: (Order & {
+		since: string;
+		ageMs: number;
+		sagaId: string | null;
+		sagaName: string | null;
+		sagaStatus: SagaStatus | null;
+	})[];
 }
 
 export interface SagaStep {

@@ -1,8 +1,13 @@
 /** Display helpers. */
 
-/** Integer cents in an ISO 4217 currency, e.g. `$89.99`. */
+/**
+ * Integer minor units (cents; yen for JPY, which has none; fils for KWD, three digits) in an
+ * ISO 4217 currency, e.g. `$89.99`, `¥1,500`: divided by the currency's own minor unit.
+ */
 export function money(cents: number, currency = "USD"): string {
-	return new Intl.NumberFormat("en-US", { style: "currency", currency }).format(cents / 100);
+	const nf = new Intl.NumberFormat("en-US", { style: "currency", currency });
+	const digits = nf.resolvedOptions().maximumFractionDigits ?? 2;
+	return nf.format(cents / 10 ** digits);
 }
 
 export function dateTime(iso: string): string {
@@ -25,7 +30,9 @@ export const STATUS_LABELS: Record<string, string> = {
 	PAID: "Paid",
 	CONFIRMING: "Confirming",
 	CONFIRMED: "Confirmed",
-	CANCELLED: "Cancelled"
+	CANCELLED: "Cancelled",
+	REFUNDING: "Refunding",
+	REFUNDED: "Refunded"
 };
 
 /** What a cancellation reason means. */

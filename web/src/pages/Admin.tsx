@@ -4,6 +4,7 @@ import {
 	api,
 	ApiError,
 	session,
+	type AdminOrder,
 	type ClusterNode,
 	type Page,
 	type Product,
@@ -11,9 +12,10 @@ import {
 	type Saga,
 	type SagaIntervention,
 	type SagaStep,
-	type Stock
+	type Stock,
+	type StuckOrders
 } from "../api";
-import { bytes, duration, shortId, time } from "../format";
+import { bytes, duration, money, shortId, time } from "../format";
 import { Link } from "../router";
 import { useStore } from "../store";
 import { ErrorMessage, Loading, PageTitle, StatusBadge, useLoad } from "../ui";
@@ -23,6 +25,7 @@ import { RateChart } from "./RateChart";
 export function AdminPage(): JSX.Element {
 	const user = useStore(session);
 	const [selected, setSelected] = useState<string | null>(null);
+	const [order, setOrder] = useState<string | null>(null);
 	if (!user || user.user.role !== "admin")
 		return (
 			<section>
@@ -39,6 +42,8 @@ export function AdminPage(): JSX.Element {
 			<div class="dashboard-grid">
 				<OrderRate />
 				<Nodes />
+				<StuckOrdersPanel onSelectOrder={setOrder} onSelectSaga={setSelected} />
+				<OrderPanel id={order} onSelect={setOrder} onSelectSaga={setSelected} />
 				<SagaTable
 					title="Sagas in flight"
 					id="sagas-in-flight"
@@ -224,6 +229,7 @@ function SagaTable(props: {
 											)}
 											{props.redrive &&
 												s.status === "FAILED" &&
+												s.name === "order" &&
 												s.failureReason === null && (
 													<button
 														type="button"
@@ -293,12 +299,7 @@ function SagaDetail({ id, onClose }: { id: string; onClose(): void }): JSX.Eleme
 							{s.interventions.map(a => (
 								<li key={`${a.action}-${a.at}`} data-action={a.action}>
 									<span class="timeline-time">{time(a.at)}</span>{" "}
-									<strong>
-										{a.action === "REDRIVE"
-											? "Redriven"
-											: "Refunded and cancelled"}
-									</strong>{" "}
-									by {a.actor}
+									<strong>{INTERVENTION_LABELS[a.action]}</strong> by {a.actor}
 									{a.note && <span class="muted"> ({a.note})</span>}
 								</li>
 							))}
@@ -327,6 +328,262 @@ function SagaDetail({ id, onClose }: { id: string; onClose(): void }): JSX.Eleme
 						))}
 					</ol>
 				</>
+			)}
+		</section>
+	);
+}
+
+/** What an operator's action reads as. */
+const INTERVENTION_LABELS: Record<SagaIntervention["action"], string> = {
+	REDRIVE: "Redriven",
+	REFUND_AND_CANCEL: "Refunded and cancelled",
+	REFUND: "Refunded (return)"
+};
+
+/**
+ * Orders not finished past ORDERS_STUCK_AFTER_MS (`GET /api/admin/orders/stuck`), by status and
+ * oldest first, with the saga driving each: a parked one (FAILED) needs a redrive or a refund and
+ * cancel. Re-read every 5 s.
+ */
+function StuckOrdersPanel(props: {
+	onSelectOrder(id: string): void;
+	onSelectSaga(id: string): void;
+}): JSX.Element {
+	const stuck = useLoad(() => api<StuckOrders>("GET", "/admin/orders/stuck?limit=20"), [], 5000);
+	const s = stuck.data;
+	return (
+		<section class="panel panel-wide" aria-labelledby="stuck-title" id="stuck-orders">
+			<h2 id="stuck-title">
+				Stuck orders{" "}
+				{s && (
+					<span class="muted" data-testid="stuck-total">
+						{s.total}
+					</span>
+				)}
+			</h2>
+			<ErrorMessage error={stuck.error} />
+			{!s ? (
+				<Loading what="stuck orders" />
+			) : (
+				<>
+					<p class="muted">
+						Not finished {Math.round(s.thresholdMs / 1000)} s after they were placed (a
+						refund: asked for):{" "}
+						{Object.entries(s.counts)
+							.map(([status, n]) => `${status} ${n}`)
+							.join(" · ")}
+					</p>
+					{s.rows.length === 0 ? (
+						<p>No order is stuck.</p>
+					) : (
+						<table>
+							<thead>
+								<tr>
+									<th>Order</th>
+									<th>Status</th>
+									<th>Age</th>
+									<th>Total</th>
+									<th>Saga</th>
+								</tr>
+							</thead>
+							<tbody>
+								{s.rows.map(o => (
+									<tr key={o.id} data-order={o.id}>
+										<td>
+											<button
+												type="button"
+												class="secondary"
+												onClick={() => props.onSelectOrder(o.id)}
+												aria-label={`Show order ${shortId(o.id)}`}
+											>
+												<code>{shortId(o.id)}</code>
+											</button>
+										</td>
+										<td>
+											<StatusBadge status={o.status} />
+										</td>
+										<td>{duration(Math.round(o.ageMs / 1000))}</td>
+										<td>{money(o.total, o.currency)}</td>
+										<td>
+											{o.sagaId ? (
+												<button
+													type="button"
+													class="secondary"
+													onClick={() => props.onSelectSaga(o.sagaId!)}
+												>
+													{o.sagaName} <code>{shortId(o.sagaId)}</code>
+												</button>
+											) : (
+												"–"
+											)}{" "}
+											{o.sagaStatus && <StatusBadge status={o.sagaStatus} />}
+										</td>
+									</tr>
+								))}
+							</tbody>
+						</table>
+					)}
+				</>
+			)}
+		</section>
+	);
+}
+
+/**
+ * One order for operators (`GET /api/admin/orders/:id`): status, payments and ledger entries,
+ * sagas, operators' actions; a CONFIRMED order can be refunded here (a return, with restock or
+ * not: `POST /api/admin/orders/:id/refund`), after a confirmation.
+ */
+function OrderPanel(props: {
+	id: string | null;
+	onSelect(id: string): void;
+	onSelectSaga(id: string): void;
+}): JSX.Element {
+	const [lookup, setLookup] = useState("");
+	const [restock, setRestock] = useState(true);
+	const [note, setNote] = useState("");
+	const [message, setMessage] = useState<string | null>(null);
+	const [error, setError] = useState<ApiError | null>(null);
+	const order = useLoad(
+		async () => (props.id ? api<AdminOrder>("GET", `/admin/orders/${props.id}`) : null),
+		[props.id],
+		2000
+	);
+	const o = order.data;
+	const refund = async (): Promise<void> => {
+		if (!o) return;
+		setError(null);
+		if (
+			!window.confirm(
+				`Refund order ${shortId(o.id)} (${money(o.total, o.currency)})${restock ? " and restock its items" : ""}? The customer is told. This cannot be undone.`
+			)
+		)
+			return;
+		try {
+			const after = await api<AdminOrder>("POST", `/admin/orders/${o.id}/refund`, {
+				restock,
+				...(note.trim() ? { note: note.trim() } : {})
+			});
+			setMessage(`Order ${shortId(o.id)}: refund started, now ${after.status}.`);
+			order.reload();
+		} catch (err) {
+			setError(err as ApiError);
+		}
+	};
+	return (
+		<section class="panel panel-wide" aria-labelledby="order-title" id="order-detail">
+			<h2 id="order-title">Order</h2>
+			<form
+				class="inline-form"
+				onSubmit={e => {
+					e.preventDefault();
+					setMessage(null);
+					setError(null);
+					if (lookup.trim()) props.onSelect(lookup.trim());
+				}}
+			>
+				<label>
+					Order id{" "}
+					<input
+						value={lookup}
+						onInput={e => setLookup((e.target as HTMLInputElement).value)}
+						placeholder="00000000-0000-0000-0000-000000000000"
+						size={38}
+					/>
+				</label>{" "}
+				<button type="submit">Show</button>
+			</form>
+			{message && (
+				<p class="message message-ok" role="status">
+					{message}
+				</p>
+			)}
+			<ErrorMessage error={error ?? order.error} />
+			{props.id && !o && !order.error && <Loading what="the order" />}
+			{o && (
+				<div data-order={o.id}>
+					<p data-testid="order-detail-status">
+						<StatusBadge status={o.status} /> <code>{o.id}</code> ·{" "}
+						{money(o.total, o.currency)} · {o.customerEmail}
+						{o.cancellationReason && <> · {o.cancellationReason}</>}
+					</p>
+					<p>
+						Captured {money(o.captured, o.currency)} · refunded{" "}
+						{money(o.refunded, o.currency)} · stock{" "}
+						{o.reservation ? o.reservation.status : "–"}
+					</p>
+					{o.ledger.length > 0 && (
+						<table aria-label="Ledger entries">
+							<thead>
+								<tr>
+									<th>Time</th>
+									<th>Entry</th>
+									<th>Amount</th>
+								</tr>
+							</thead>
+							<tbody>
+								{o.ledger.map(e => (
+									<tr key={e.id} data-ledger={e.kind}>
+										<td>{time(e.createdAt)}</td>
+										<td>{e.kind}</td>
+										<td>{money(e.amount, e.currency)}</td>
+									</tr>
+								))}
+							</tbody>
+						</table>
+					)}
+					<ul class="interventions" aria-label="Sagas and operator actions">
+						{o.sagas.map(sg => (
+							<li key={sg.id} data-saga={sg.id}>
+								<button
+									type="button"
+									class="secondary"
+									onClick={() => props.onSelectSaga(sg.id)}
+								>
+									{sg.name} <code>{shortId(sg.id)}</code>
+								</button>{" "}
+								<StatusBadge status={sg.status} />
+							</li>
+						))}
+						{o.interventions.map(a => (
+							<li key={`${a.action}-${a.at}`} data-action={a.action}>
+								<span class="timeline-time">{time(a.at)}</span>{" "}
+								<strong>{INTERVENTION_LABELS[a.action]}</strong> by {a.actor}
+								{a.note && <span class="muted"> ({a.note})</span>}
+							</li>
+						))}
+					</ul>
+					{o.status === "CONFIRMED" && (
+						<div class="inline-form">
+							<label>
+								<input
+									type="checkbox"
+									checked={restock}
+									onChange={e =>
+										setRestock((e.target as HTMLInputElement).checked)
+									}
+								/>{" "}
+								Restock the items
+							</label>{" "}
+							<label>
+								Note{" "}
+								<input
+									value={note}
+									maxLength={500}
+									onInput={e => setNote((e.target as HTMLInputElement).value)}
+								/>
+							</label>{" "}
+							<button
+								type="button"
+								class="danger"
+								onClick={() => void refund()}
+								aria-label={`Refund order ${shortId(o.id)}`}
+							>
+								Refund
+							</button>
+						</div>
+					)}
+				</div>
 			)}
 		</section>
 	);
