@@ -190,6 +190,14 @@ export interface ShopConfig {
 	 * `loginBlockMs` (`LOGIN_MAX_FAILURES_PER_IP`); 0 = not counted.
 	 */
 	readonly loginMaxFailuresPerIp: number;
+	/**
+	 * Order streams (`GET /api/orders/:id/events`) one user may hold open on one gateway node,
+	 * those still being authorised included (`ORDER_STREAMS_MAX_PER_USER`, 5); past it 429
+	 * `ORDERS_STREAM_LIMIT` with `Retry-After`. 0 = off. mixins/web.mixin.ts.
+	 */
+	readonly orderStreamsMaxPerUser: number;
+	/** The same bound per client address (`ORDER_STREAMS_MAX_PER_ADDRESS`, 50); 0 = off. */
+	readonly orderStreamsMaxPerAddress: number;
 	/** How long a login block lasts, in ms (`LOGIN_BLOCK_MS`). */
 	readonly loginBlockMs: number;
 	/** How long a failed login is remembered, in ms (`LOGIN_FAILURE_WINDOW_MS`). */
@@ -640,6 +648,8 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		rateLimitWindowMs: int(env, "RATE_LIMIT_WINDOW_MS", 60_000, 1_000, 24 * 3600_000),
 		loginMaxFailuresPerAccount: int(env, "LOGIN_MAX_FAILURES_PER_ACCOUNT", 10, 0, 1_000_000),
 		loginMaxFailuresPerIp: int(env, "LOGIN_MAX_FAILURES_PER_IP", 100, 0, 1_000_000),
+		orderStreamsMaxPerUser: int(env, "ORDER_STREAMS_MAX_PER_USER", 5, 0, 1_000_000),
+		orderStreamsMaxPerAddress: int(env, "ORDER_STREAMS_MAX_PER_ADDRESS", 50, 0, 1_000_000),
 		loginBlockMs: int(env, "LOGIN_BLOCK_MS", 15 * 60_000, 1_000, 7 * 24 * 3600_000),
 		loginFailureWindowMs: int(
 			env,

@@ -156,7 +156,7 @@ export const ERRORS = {
 		code: 429,
 		retryable: false,
 		description:
-			"The caller (or its address) holds as many order streams as one may (ORDER_STREAMS_MAX_PER_*); retry after Retry-After."
+			"The caller or its address holds as many order streams as one may (ORDER_STREAMS_MAX_PER_*); retry after Retry-After."
 	},
 	ORDERS_NOT_FOUND: {
 		code: 404,

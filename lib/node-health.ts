@@ -12,7 +12,16 @@
  *   e.g. `"payments": "SERVICE_UNAVAILABLE: Database unreachable (connect ECONNREFUSED ...)"`.
  *
  * The gateway's own `/health` and `/ready` (services/api.service.ts, on PORT) remain: its `/ready`
- * asks every service of the cluster; this one answers for this node only.
+ * asks every service of the cluster (`clusterReadiness`); this one answers for this node only.
+ *
+ * Probes are unauthenticated and unlimited, so both `/ready`s are computed at most once a second
+ * per node (`cachedFor`, `READINESS_CACHE_MS`): concurrent probes share the one computation in
+ * flight, and probes within a second of it get its result (the gateway's body says when it was
+ * taken: `checkedAt`).
+ * 2,000 concurrent probes cost one round of readiness calls, not 12,000 (test/e2e/ready-flood).
+ * On the gateway's `/ready`, each service's `events` detail (its consumers' lag,
+ * mixins/events.mixin.ts) is passed through in the body as `events`; it never makes a node
+ * unready.
  */
 import http from "node:http";
 import type { Middleware, Service, ServiceBroker } from "moleculer";
@@ -23,9 +32,47 @@ export const NODE_HEALTH_PATHS = ["/health", "/ready"] as const;
 /** How long one service's readiness action may take, in ms. */
 const READINESS_TIMEOUT_MS = 2_000;
 
+/** How long a readiness result is served before it is computed again, in ms. */
+export const READINESS_CACHE_MS = 1_000;
+
 export interface NodeReadiness {
 	ready: boolean;
 	checks: Record<string, string>;
+	/** Each service's `events` detail (consumer lag), when its readiness answer has one. */
+	events: Record<string, unknown>;
+	/** When the checks were taken (ISO 8601). */
+	checkedAt: string;
+}
+
+/**
+ * `compute`, shared and reused: callers while it runs share that one promise (single flight),
+ * and callers within `ttlMs` after it settled get its outcome; the next call after that starts
+ * a new computation. So `compute` starts at most once per `ttlMs` (plus its own duration),
+ * however many callers there are.
+ * @param ttlMs - how long a settled outcome is reused, in ms
+ * @param now - the clock (tests)
+ */
+export function cachedFor<T>(
+	ttlMs: number,
+	compute: () => Promise<T>,
+	now: () => number = Date.now
+): () => Promise<T> {
+	let current: Promise<T> | null = null;
+	let settledAt = -Infinity;
+	let running = false;
+	return () => {
+		if (current && (running || now() - settledAt < ttlMs)) return current;
+		running = true;
+		const p = (async () => compute())();
+		current = p;
+		const settle = (): void => {
+			if (current !== p) return;
+			running = false;
+			settledAt = now();
+		};
+		p.then(settle, settle);
+		return p;
+	};
 }
 
 /** What a failed readiness call says: `TYPE: message (cause)`. */
@@ -57,7 +104,9 @@ export async function nodeReadiness(broker: ServiceBroker): Promise<NodeReadines
 		stopping?: boolean;
 		transit?: { connected: boolean };
 	};
+	const checkedAt = new Date().toISOString();
 	const checks: Record<string, string> = {};
+	const events: Record<string, unknown> = {};
 	checks.broker = b.stopping ? "stopping" : b.started ? "ok" : "starting";
 	if (b.transit) checks.transporter = b.transit.connected ? "ok" : "disconnected";
 	const services = (broker.services as Service[]).filter(s => !s.name.startsWith("$"));
@@ -69,7 +118,7 @@ export async function nodeReadiness(broker: ServiceBroker): Promise<NodeReadines
 				return;
 			}
 			try {
-				await withTimeout(
+				const answer = await withTimeout(
 					Promise.resolve(
 						(readiness as (p: object, o: object) => Promise<unknown>)(
 							{},
@@ -79,12 +128,63 @@ export async function nodeReadiness(broker: ServiceBroker): Promise<NodeReadines
 					READINESS_TIMEOUT_MS
 				);
 				checks[svc.fullName] = "ok";
+				const detail = eventsDetail(answer);
+				if (detail !== undefined) events[svc.fullName] = detail;
 			} catch (err) {
 				checks[svc.fullName] = reason(err);
 			}
 		})
 	);
-	return { ready: Object.values(checks).every(v => v === "ok"), checks };
+	return { ready: Object.values(checks).every(v => v === "ok"), checks, events, checkedAt };
+}
+
+/** The `events` detail of a readiness answer (mixins/events.mixin.ts), if it has one. */
+function eventsDetail(answer: unknown): unknown {
+	return answer !== null && typeof answer === "object" && "events" in answer
+		? (answer as { events: unknown }).events
+		: undefined;
+}
+
+/**
+ * The gateway's readiness (services/api.service.ts `GET /ready`): this broker's state, the
+ * transporter (if any), and each of `services`' `readiness` action wherever it runs (2 s each, no
+ * retries); a failed check is the error's `type` (`SERVICE_NOT_AVAILABLE` for a service with no
+ * node, `REQUEST_TIMEOUT`, `SERVICE_UNAVAILABLE` for a database down). The calls are made from
+ * the broker, not from a request's context: the gateway serves the result to every probe for
+ * `READINESS_CACHE_MS` (`cachedFor`).
+ */
+export async function clusterReadiness(
+	broker: ServiceBroker,
+	services: readonly string[]
+): Promise<NodeReadiness> {
+	const checkedAt = new Date().toISOString();
+	const checks: Record<string, string> = {};
+	const events: Record<string, unknown> = {};
+	const state = broker as unknown as {
+		started: boolean;
+		stopping?: boolean;
+		transit?: { connected: boolean };
+	};
+	if (state.stopping) checks.broker = "stopping";
+	else if (!state.started) checks.broker = "starting";
+	if (state.transit) checks.transporter = state.transit.connected ? "ok" : "disconnected";
+	await Promise.all(
+		services.map(async s => {
+			try {
+				const answer = await broker.call(
+					`${s}.readiness`,
+					{},
+					{ timeout: READINESS_TIMEOUT_MS, retries: 0 }
+				);
+				checks[s] = "ok";
+				const detail = eventsDetail(answer);
+				if (detail !== undefined) events[s] = detail;
+			} catch (err) {
+				checks[s] = String((err as { type?: string }).type ?? "UNAVAILABLE");
+			}
+		})
+	);
+	return { ready: Object.values(checks).every(v => v === "ok"), checks, events, checkedAt };
 }
 
 /**
@@ -153,6 +253,7 @@ export function NodeHealthMiddleware(port: number): Middleware {
 		name: "NodeHealth",
 		async starting(broker: ServiceBroker): Promise<void> {
 			const logger = broker.getLogger("node-health");
+			const readiness = cachedFor(READINESS_CACHE_MS, () => nodeReadiness(broker));
 			const server = http.createServer((req, res) => {
 				const path = (req.url ?? "").split("?")[0];
 				if (req.method !== "GET" && req.method !== "HEAD")
@@ -164,7 +265,7 @@ export function NodeHealthMiddleware(port: number): Middleware {
 						uptime: Math.round(process.uptime())
 					});
 				if (path === "/ready") {
-					nodeReadiness(broker).then(
+					readiness().then(
 						r =>
 							send(res, r.ready ? 200 : 503, {
 								status: r.ready ? "ready" : "unavailable",

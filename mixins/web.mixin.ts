@@ -12,10 +12,19 @@
  *   client connects, then again whenever an `order.*` or `saga.*` event about it reaches this
  *   gateway, plus the saga's steps (`event: saga`); a heartbeat comment every
  *   `ORDER_STREAM_HEARTBEAT_MS` (which also re-reads the order, in case an event was lost); the
- *   stream ends after a final status (`CONFIRMED`, `CANCELLED`). Authenticated like every other
- *   route, with the `Authorization: Bearer` header (no token in the URL: it would end up in logs
- *   and browser history; the web app reads the stream with `fetch()`, which can send headers,
- *   where `EventSource` cannot). Owner or admin: another customer's order is 404.
+ *   stream ends after a final status (`CONFIRMED`, `CANCELLED`), and with `event: end`
+ *   `{ reason }` when its token expires (`TOKEN_EXPIRED`, at the JWT's `exp`) or its saga is
+ *   parked while it streams (`SAGA_PARKED`, on `saga.failed`: an operator must act; a client
+ *   may reconnect). Authenticated like every other route, with the `Authorization: Bearer`
+ *   header (no token in the URL: it would end up in logs and browser history; the web app reads
+ *   the stream with `fetch()`, which can send headers, where `EventSource` cannot). Owner or
+ *   admin: another customer's order is 404. The stream is registered (listener, heartbeat,
+ *   expiry timer) only once that lookup has succeeded and the client is still there: a client
+ *   that disconnects during it leaves nothing behind. Bounded per gateway node: at most
+ *   `ORDER_STREAMS_MAX_PER_USER` streams (authorising ones included) per user and
+ *   `ORDER_STREAMS_MAX_PER_ADDRESS` per client address (`StreamSlots`); past either 429
+ *   `ORDERS_STREAM_LIMIT` with `Retry-After`. `orderStreamCounts()` tells what is held. The
+ *   gateway routes streams outside its request bulkhead (services/api.service.ts `restStream`).
  * - Orders per second (`api.orderRate`, `GET /api/admin/orders/rate`): counts of `order.created`,
  *   `order.confirmed` and `order.cancelled` seen by this gateway, per second, for the last minutes.
  * - Cluster nodes (`api.nodes`, `GET /api/admin/nodes`): `$node.list`, `$node.services` and every
@@ -30,7 +39,10 @@ import fs from "node:fs";
 import path from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, Service, ServiceSchema } from "moleculer";
+import jwt from "jsonwebtoken";
 import type { ShopServiceSchema } from "../lib/context";
+import { config } from "../lib/config";
+import { shopError } from "../lib/errors";
 import ApiGateway from "moleculer-web";
 
 /**
@@ -104,6 +116,73 @@ export function isPageRequest(req: IncomingMessage): boolean {
 /** Interval of the heartbeat comment (and order re-read) of an order stream, in ms. */
 export const ORDER_STREAM_HEARTBEAT_MS = 15_000;
 
+/** `Retry-After` of a 429 `ORDERS_STREAM_LIMIT`, in seconds. */
+export const ORDER_STREAM_RETRY_AFTER_S = 5;
+
+/** Longest delay Node's timers take (ms); a later token expiry re-arms its timer. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Why a stream ended other than at a final status (`event: end`). */
+export type OrderStreamEndReason = "TOKEN_EXPIRED" | "SAGA_PARKED";
+
+/**
+ * Order streams held per user and per client address on this gateway node, authorising ones
+ * included: a slot is taken before the order lookup and given back when the lookup fails, the
+ * client leaves during it, or the stream ends. A count that reaches 0 is deleted (no growth).
+ * A limit of 0 turns that bound off.
+ */
+export class StreamSlots {
+	private readonly users = new Map<string, number>();
+	private readonly addresses = new Map<string, number>();
+
+	constructor(
+		private readonly maxPerUser: number,
+		private readonly maxPerAddress: number
+	) {}
+
+	/**
+	 * Takes a slot for `user` and `address`, or none when either is at its limit.
+	 * @returns an idempotent release, or null (nothing taken) at a limit
+	 */
+	acquire(user: string, address: string): (() => void) | null {
+		const u = this.users.get(user) ?? 0;
+		const a = this.addresses.get(address) ?? 0;
+		if (this.maxPerUser > 0 && u >= this.maxPerUser) return null;
+		if (this.maxPerAddress > 0 && a >= this.maxPerAddress) return null;
+		this.users.set(user, u + 1);
+		this.addresses.set(address, a + 1);
+		let released = false;
+		return () => {
+			if (released) return;
+			released = true;
+			StreamSlots.decrement(this.users, user);
+			StreamSlots.decrement(this.addresses, address);
+		};
+	}
+
+	/** Slots held: in total, and how many users and addresses hold any. */
+	counts(): { held: number; users: number; addresses: number } {
+		let held = 0;
+		for (const n of this.users.values()) held += n;
+		return { held, users: this.users.size, addresses: this.addresses.size };
+	}
+
+	private static decrement(map: Map<string, number>, key: string): void {
+		const n = (map.get(key) ?? 0) - 1;
+		if (n > 0) map.set(key, n);
+		else map.delete(key);
+	}
+}
+
+/** The `exp` of a JWT (epoch ms), or null when it has none or cannot be read. */
+export function tokenExpiresAt(authorization: string | undefined): number | null {
+	const token = /^Bearer (\S+)$/.exec(authorization ?? "")?.[1];
+	if (!token) return null;
+	const payload = jwt.decode(token, { json: true });
+	const exp = payload?.exp;
+	return typeof exp === "number" && Number.isFinite(exp) ? exp * 1000 : null;
+}
+
 /** Statuses after which an order never changes: its stream ends. */
 export const FINAL_ORDER_STATUSES: ReadonlySet<string> = new Set(["CONFIRMED", "CANCELLED"]);
 
@@ -176,6 +255,10 @@ interface OrderStream {
 	/** Sends happen one after the other, in event order. */
 	chain: Promise<void>;
 	timer: NodeJS.Timeout | null;
+	/** Ends the stream when its token expires. */
+	expiry: NodeJS.Timeout | null;
+	/** Gives back its user's and address's slot (`StreamSlots`). */
+	release: () => void;
 	closed: boolean;
 }
 
@@ -185,14 +268,29 @@ type StreamReq = IncomingMessage & {
 	$params: Record<string, unknown>;
 };
 
+/** What the order streams of a gateway node hold (tests, operators). */
+export interface OrderStreamCounts {
+	/** Registered streams (each one event listener, heartbeat and expiry timer). */
+	streams: number;
+	/** Orders with at least one registered stream. */
+	orders: number;
+	/** Slots held (`StreamSlots`): registered streams plus those still authorising. */
+	slots: number;
+	/** Users and client addresses holding slots. */
+	users: number;
+	addresses: number;
+}
+
 export interface WebMethods {
 	streamOrderEvents(req: StreamReq, res: ServerResponse): Promise<void>;
 	closeOrderStreams(): void;
+	orderStreamCounts(): OrderStreamCounts;
 }
 
 type WebThis = Service &
 	WebMethods & {
 		$orderStreams: Map<string, Set<OrderStream>>;
+		$streamSlots: StreamSlots;
 		$orderRate: OrderRateWindow;
 		/** moleculer-web's static file server (`assets`). */
 		serve?: (
@@ -203,6 +301,8 @@ type WebThis = Service &
 		refreshOrderStream(stream: OrderStream): void;
 		sendOrder(stream: OrderStream, order: StreamedOrder): void;
 		endOrderStream(stream: OrderStream): void;
+		finishOrderStream(stream: OrderStream, reason: OrderStreamEndReason): void;
+		armTokenExpiry(stream: OrderStream, expiresAt: number): void;
 		onOrderEvent(name: string, payload: unknown): void;
 	};
 
@@ -239,6 +339,11 @@ export function WebMixin(): Partial<ServiceSchema> {
 
 		created(this: WebThis): void {
 			this.$orderStreams = new Map();
+			const c = config();
+			this.$streamSlots = new StreamSlots(
+				c.orderStreamsMaxPerUser,
+				c.orderStreamsMaxPerAddress
+			);
 			this.$orderRate = new OrderRateWindow();
 			// moleculer-web's static server (its created() ran first) sees the path without the
 			// matched route's prefix: /api/index.html would serve index.html. Files are served for
@@ -401,7 +506,13 @@ export function WebMixin(): Partial<ServiceSchema> {
 
 			/**
 			 * The handler of `GET /api/orders/:id/events`. Errors before the stream starts (not
-			 * found, invalid id) reject, so the gateway answers them as JSON like any route.
+			 * found, invalid id, a limit reached) reject, so the gateway answers them as JSON like
+			 * any route. In order: a slot for the caller and its address (else 429
+			 * `ORDERS_STREAM_LIMIT`, `data.retryAfter` in s); the order with the caller's context
+			 * (authorisation: owner or admin, else 404); if the client left meanwhile, the slot is
+			 * given back and nothing is registered; else the stream is registered, sends the
+			 * order, and re-reads it once (an event between the lookup and the registration was
+			 * not seen).
 			 */
 			async streamOrderEvents(
 				this: WebThis,
@@ -409,30 +520,50 @@ export function WebMixin(): Partial<ServiceSchema> {
 				res: ServerResponse
 			): Promise<void> {
 				const orderId = String(req.$params.id ?? "");
-				// Nothing is written before the headers and the current state: events that arrive
-				// meanwhile queue behind `ready`.
-				let ready!: () => void;
-				const stream: OrderStream = {
-					orderId,
-					res,
-					last: null,
-					chain: new Promise<void>(resolve => (ready = resolve)),
-					timer: null,
-					closed: false
+				const meta = req.$ctx.meta as { user?: { id?: string } | null; clientIp?: string };
+				const address = String(meta.clientIp ?? req.socket?.remoteAddress ?? "");
+				const release = this.$streamSlots.acquire(String(meta.user?.id ?? ""), address);
+				if (!release) {
+					const c = config();
+					throw shopError("ORDERS_STREAM_LIMIT", undefined, {
+						maxPerUser: c.orderStreamsMaxPerUser,
+						maxPerAddress: c.orderStreamsMaxPerAddress,
+						retryAfter: ORDER_STREAM_RETRY_AFTER_S
+					});
+				}
+				let gone = false;
+				const onGone = (): void => {
+					gone = true;
 				};
-				// Subscribe first, read second: no event falls between the two.
-				let set = this.$orderStreams.get(orderId);
-				if (!set) this.$orderStreams.set(orderId, (set = new Set()));
-				set.add(stream);
+				res.once("close", onGone);
 				let order: StreamedOrder;
 				try {
 					// With the caller's context: owner or admin, else 404 (and 422 for a bad id).
 					order = (await req.$ctx.call("orders.get", { id: orderId })) as StreamedOrder;
 				} catch (err) {
-					this.endOrderStream(stream);
-					ready();
+					res.off("close", onGone);
+					release();
+					if (gone) return; // nobody left to answer
 					throw err;
 				}
+				res.off("close", onGone);
+				if (gone || res.destroyed || req.socket?.destroyed) {
+					release();
+					return;
+				}
+				const stream: OrderStream = {
+					orderId,
+					res,
+					last: null,
+					chain: Promise.resolve(),
+					timer: null,
+					expiry: null,
+					release,
+					closed: false
+				};
+				let set = this.$orderStreams.get(orderId);
+				if (!set) this.$orderStreams.set(orderId, (set = new Set()));
+				set.add(stream);
 				res.writeHead(200, {
 					"Content-Type": "text/event-stream; charset=utf-8",
 					"Cache-Control": "no-cache, no-transform",
@@ -446,8 +577,53 @@ export function WebMixin(): Partial<ServiceSchema> {
 					this.refreshOrderStream(stream);
 				}, ORDER_STREAM_HEARTBEAT_MS);
 				stream.timer.unref();
+				const expiresAt = tokenExpiresAt(req.headers.authorization);
+				if (expiresAt !== null) this.armTokenExpiry(stream, expiresAt);
 				this.sendOrder(stream, order);
-				ready();
+				this.refreshOrderStream(stream);
+			},
+
+			/** Ends `stream` with `event: end` `{ reason }` at `expiresAt` (epoch ms). */
+			armTokenExpiry(this: WebThis, stream: OrderStream, expiresAt: number): void {
+				if (stream.closed) return;
+				const wait = expiresAt - Date.now();
+				if (wait <= 0) {
+					this.finishOrderStream(stream, "TOKEN_EXPIRED");
+					return;
+				}
+				stream.expiry = setTimeout(
+					() => this.armTokenExpiry(stream, expiresAt),
+					Math.min(wait, MAX_TIMER_MS)
+				);
+				stream.expiry.unref();
+			},
+
+			/** Sends `event: end` with `{ reason }` after what is queued, then ends the stream. */
+			finishOrderStream(
+				this: WebThis,
+				stream: OrderStream,
+				reason: OrderStreamEndReason
+			): void {
+				stream.chain = stream.chain.then(() => {
+					if (stream.closed) return;
+					stream.res.write(sseMessage("end", { reason }));
+					this.endOrderStream(stream);
+					stream.res.end();
+				});
+			},
+
+			/** What the order streams of this node hold (see `OrderStreamCounts`). */
+			orderStreamCounts(this: WebThis): OrderStreamCounts {
+				let streams = 0;
+				for (const set of this.$orderStreams.values()) streams += set.size;
+				const slots = this.$streamSlots.counts();
+				return {
+					streams,
+					orders: this.$orderStreams.size,
+					slots: slots.held,
+					users: slots.users,
+					addresses: slots.addresses
+				};
 			},
 
 			/** Re-reads the order (after an event, or on the heartbeat) and sends it if it changed. */
@@ -482,6 +658,8 @@ export function WebMixin(): Partial<ServiceSchema> {
 				if (stream.closed) return;
 				stream.closed = true;
 				if (stream.timer) clearInterval(stream.timer);
+				if (stream.expiry) clearTimeout(stream.expiry);
+				stream.release();
 				const set = this.$orderStreams.get(stream.orderId);
 				set?.delete(stream);
 				if (set && set.size === 0) this.$orderStreams.delete(stream.orderId);
@@ -522,6 +700,8 @@ export function WebMixin(): Partial<ServiceSchema> {
 						});
 					}
 					this.refreshOrderStream(stream);
+					// Parked: nothing moves until an operator acts; the order as it is, then end.
+					if (name === "saga.failed") this.finishOrderStream(stream, "SAGA_PARKED");
 				}
 			}
 		},

@@ -25,7 +25,8 @@
  * - Errors: `{ name, message, code, type, data }` with `code` the HTTP status; in production a
  *   5xx carries no internals. Never a stack trace.
  * - `GET /health` (liveness) and `GET /ready` (readiness: transporter and every service's
- *   database), outside `/api`.
+ *   database), outside `/api`, answered before the request bulkhead (`httpHandler`); readiness
+ *   is computed at most once a second and shared by every probe meanwhile.
  * - Rate limit on `/api` (moleculer-web's `rateLimit`): `RATE_LIMIT_MAX` requests per client
  *   address (the TCP peer; `X-Forwarded-For` is not trusted) per `RATE_LIMIT_WINDOW_MS` fixed
  *   window, counted in Redis (lib/rate-limit-store.ts, shared by every gateway) when `CACHER` is
@@ -61,7 +62,13 @@ import {
 } from "../mixins/web.mixin";
 import { withRequestId } from "../lib/request-context";
 import { ApiDocsMixin } from "../mixins/api-docs.mixin";
-import { waitForLocalServices } from "../lib/node-health";
+import {
+	cachedFor,
+	clusterReadiness,
+	READINESS_CACHE_MS,
+	waitForLocalServices,
+	type NodeReadiness
+} from "../lib/node-health";
 
 type Req = IncomingMessage & {
 	$ctx: Context<unknown, Record<string, unknown>>;
@@ -341,7 +348,52 @@ export function retryAfterSeconds(
 /** Re-exported: the gateway's error mapping lives in lib/gateway-errors.ts. */
 export { toErrorBody, type ErrorBody };
 
-type ApiThis = Service & WebMethods & { sendErrorBody(req: Req, res: Res, err: unknown): void };
+type ApiThis = Service &
+	WebMethods & {
+		sendErrorBody(req: Req, res: Res, err: unknown): void;
+		sendHealth(res: Res): void;
+		sendReadiness(res: Res): Promise<void>;
+		/** The gateway's readiness, computed at most once per `READINESS_CACHE_MS` (`created`). */
+		$readiness: () => Promise<NodeReadiness>;
+	};
+
+/** Security headers of every answer (helmet's defaults, CSP locked down for a JSON API). */
+const securityHeaders = helmet({
+	contentSecurityPolicy: {
+		useDefaults: false,
+		directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] }
+	},
+	frameguard: { action: "deny" },
+	strictTransportSecurity: config().production
+});
+
+/** moleculer-web's HTTP handler: every request through the `api.rest` action (and its bulkhead). */
+const gatewayHttpHandler = (
+	ApiGateway as unknown as {
+		methods: {
+			httpHandler(
+				this: unknown,
+				req: IncomingMessage,
+				res: ServerResponse,
+				next?: (err?: unknown) => void
+			): Promise<void>;
+		};
+	}
+).methods.httpHandler;
+
+/** moleculer-web's `rest` action handler (routes a request: see `restStream`). */
+const gatewayRestHandler = (
+	ApiGateway as unknown as {
+		actions: { rest: { handler(this: unknown, ctx: Context): unknown } };
+	}
+).actions.rest.handler;
+
+/** `health` or `ready` for a `GET`/`HEAD` of the probes' paths (query and a trailing `/` allowed). */
+export function probeOf(req: Pick<IncomingMessage, "method" | "url">): "health" | "ready" | null {
+	if (req.method !== "GET" && req.method !== "HEAD") return null;
+	const m = /^\/(health|ready)\/?(?:\?|$)/.exec(req.url ?? "");
+	return m ? (m[1] as "health" | "ready") : null;
+}
 
 /**
  * Ready before reachable: the HTTP port opens (moleculer-web's `started`) only once every other
@@ -385,14 +437,7 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		// Security headers on every answer (helmet's defaults, CSP locked down for a JSON API).
 		use: [
 			requireHost,
-			helmet({
-				contentSecurityPolicy: {
-					useDefaults: false,
-					directives: { defaultSrc: ["'none'"], frameAncestors: ["'none'"] }
-				},
-				frameguard: { action: "deny" },
-				strictTransportSecurity: config().production
-			}),
+			securityHeaders,
 			// The web app's pages and files: a CSP that lets the bundle run ('self' only).
 			webSecurityHeaders
 		],
@@ -509,55 +554,15 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				autoAliases: false,
 				bodyParsers: { json: false, urlencoded: false },
 				aliases: {
+					// The probes are answered by `httpHandler` before moleculer-web's `rest` action;
+					// these aliases name them in the route table (and the OpenAPI document).
 					/** Liveness: the process answers. */
 					"GET health"(this: ApiThis, _req: Req, res: Res): void {
-						res.setHeader("Content-Type", "application/json; charset=utf-8");
-						res.end(
-							JSON.stringify({
-								status: "ok",
-								nodeID: this.broker.nodeID,
-								uptime: Math.round(process.uptime())
-							})
-						);
+						this.sendHealth(res);
 					},
-					/**
-					 * Readiness: the transporter (if any) and every service's database answer;
-					 * while this node's broker starts or stops, `checks.broker` says so. A 503
-					 * carries `Retry-After: 1`.
-					 */
-					async "GET ready"(this: ApiThis, req: Req, res: Res): Promise<void> {
-						const checks: Record<string, string> = {};
-						const state = this.broker as unknown as {
-							started: boolean;
-							stopping?: boolean;
-						};
-						if (state.stopping) checks.broker = "stopping";
-						else if (!state.started) checks.broker = "starting";
-						const transit = (
-							this.broker as unknown as { transit?: { connected: boolean } }
-						).transit;
-						if (transit) checks.transporter = transit.connected ? "ok" : "disconnected";
-						await Promise.all(
-							DATABASE_SERVICES.map(async s => {
-								try {
-									await req.$ctx.call(
-										`${s}.readiness`,
-										{},
-										{ timeout: 2000, retries: 0 }
-									);
-									checks[s] = "ok";
-								} catch (err) {
-									checks[s] = String(
-										(err as { type?: string }).type ?? "UNAVAILABLE"
-									);
-								}
-							})
-						);
-						const ok = Object.values(checks).every(v => v === "ok");
-						res.statusCode = ok ? 200 : 503;
-						if (!ok) res.setHeader("Retry-After", "1");
-						res.setHeader("Content-Type", "application/json; charset=utf-8");
-						res.end(JSON.stringify({ status: ok ? "ready" : "unavailable", checks }));
+					/** Readiness (`sendReadiness`). */
+					"GET ready"(this: ApiThis, _req: Req, res: Res): Promise<void> {
+						return this.sendReadiness(res);
 					}
 				},
 				onError(this: ApiThis, req: Req, res: Res, err: unknown): void {
@@ -577,6 +582,23 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		 * entire request after a partial failure could repeat a non-idempotent write.
 		 */
 		rest: { retryPolicy: { enabled: false } },
+
+		/**
+		 * moleculer-web's request handler for order streams only (`httpHandler`): the same route,
+		 * authentication, authorization and rate limit, but outside the request bulkhead. A
+		 * stream lasts until its order is final; in `rest`'s bulkhead 50 open streams would hold
+		 * every slot and queue every other request behind them. Streams are bounded per user and
+		 * per address instead (mixins/web.mixin.ts).
+		 */
+		restStream: {
+			visibility: "private",
+			// No timeout, as `rest` (moleculer-web's `timeout: 0`, not in 0.15's action typings).
+			...({ timeout: 0 } as object),
+			tracing: false,
+			bulkhead: { enabled: false },
+			retryPolicy: { enabled: false },
+			handler: gatewayRestHandler
+		},
 
 		/**
 		 * Outbox lag of every emitting service (admin, `GET /api/admin/outbox`).
@@ -603,6 +625,70 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 	},
 
 	methods: {
+		/**
+		 * Every HTTP request (the server's handler, replacing moleculer-web's): the probes
+		 * `GET /health` and `GET /ready` are answered here, with the security headers, before
+		 * moleculer-web's `rest` action, whose bulkhead (`bulkhead` in moleculer.config.ts: 50 at
+		 * once per node, 500 queued) customer requests need; a flood of probes cannot fill it.
+		 * Order streams go to moleculer-web through `restStream` (outside that bulkhead),
+		 * everything else through `rest`.
+		 */
+		httpHandler(
+			this: ApiThis,
+			req: Req,
+			res: Res,
+			next?: (err?: unknown) => void
+		): Promise<void> | void {
+			const probe = probeOf(req);
+			if (!probe && isOrderStreamPath(req.url)) {
+				// moleculer-web's handler, with `restStream` as its `rest` (no bulkhead).
+				const actions = { ...this.actions, rest: this.actions.restStream! };
+				const self = Object.create(this, { actions: { value: actions } }) as ApiThis;
+				return gatewayHttpHandler.call(self, req, res, next);
+			}
+			if (!probe) return gatewayHttpHandler.call(this, req, res, next);
+			securityHeaders(req, res, () => undefined);
+			res.setHeader("Cache-Control", "no-store");
+			if (probe === "health") return this.sendHealth(res);
+			return this.sendReadiness(res).catch(err => this.sendErrorBody(req, res, err));
+		},
+
+		/** Liveness: 200 `{ status: "ok", nodeID, uptime }` (uptime in s). */
+		sendHealth(this: ApiThis, res: Res): void {
+			res.setHeader("Content-Type", "application/json; charset=utf-8");
+			res.end(
+				JSON.stringify({
+					status: "ok",
+					nodeID: this.broker.nodeID,
+					uptime: Math.round(process.uptime())
+				})
+			);
+		},
+
+		/**
+		 * Readiness: 200 `{ status: "ready", checks, events, checkedAt }` when this broker runs,
+		 * the transporter (if any) is connected and every service's `readiness` (database reachable
+		 * and migrated) answers, else 503 `{ status: "unavailable", ... }` with `Retry-After: 1`,
+		 * each failed check naming its error's `type` (`checks.broker`: `starting`, `stopping`).
+		 * `events`: each service's consumer lag (reported, never unready). Computed at most once
+		 * per `READINESS_CACHE_MS` (1 s) and shared by every probe meanwhile (`checkedAt`, ISO
+		 * 8601, says when): 2,000 concurrent probes cost six readiness calls.
+		 */
+		async sendReadiness(this: ApiThis, res: Res): Promise<void> {
+			const r = await this.$readiness();
+			res.statusCode = r.ready ? 200 : 503;
+			if (!r.ready) res.setHeader("Retry-After", "1");
+			res.setHeader("Content-Type", "application/json; charset=utf-8");
+			res.end(
+				JSON.stringify({
+					status: r.ready ? "ready" : "unavailable",
+					checks: r.checks,
+					events: r.events,
+					checkedAt: r.checkedAt
+				})
+			);
+		},
+
 		/**
 		 * Resolves the bearer token (if any) to a user. No header: anonymous.
 		 * @throws AUTH_TOKEN_INVALID (401)
@@ -664,7 +750,10 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 					windowMs: config().rateLimitWindowMs,
 					retryAfter
 				};
-			} else if (body.type === "AUTH_LOGIN_THROTTLED") {
+			} else if (
+				body.type === "AUTH_LOGIN_THROTTLED" ||
+				body.type === "ORDERS_STREAM_LIMIT"
+			) {
 				const data = body.data as { retryAfter?: unknown } | undefined;
 				const s = Number(data?.retryAfter);
 				res.setHeader(
@@ -693,6 +782,9 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 	 * `requireHost`). moleculer-web created the server in its own `created`, which runs first.
 	 */
 	created(this: ApiThis): void {
+		this.$readiness = cachedFor(READINESS_CACHE_MS, () =>
+			clusterReadiness(this.broker, DATABASE_SERVICES)
+		);
 		const server = (this as unknown as { server?: Server }).server;
 		// Node reads this option from the server on every request; requireHost answers instead.
 		if (server) (server as Server & { requireHostHeader: boolean }).requireHostHeader = false;
