@@ -629,15 +629,21 @@ describe("fault tolerance over NATS, one moleculer-runner process per service", 
 				replica = null;
 			}
 			const base = cluster.url!;
-			const reg = await api(base, "POST", "/api/users/register", {
-				body: {
-					email: `ft-${crypto.randomBytes(4).toString("hex")}@example.com`,
-					password: "correct horse battery",
-					name: "Fault Tolerance"
-				}
-			});
-			expect(reg.status).toBe(201);
-			const token: string = reg.body.token;
+			// The load comes from 16 customers, round robin: one customer's orders in flight are
+			// bounded (ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER, 20), and this test is about the node's
+			// shutdown, not that bound.
+			const tokens: string[] = [];
+			for (let c = 0; c < 16; c++) {
+				const reg = await api(base, "POST", "/api/users/register", {
+					body: {
+						email: `ft-${crypto.randomBytes(4).toString("hex")}@example.com`,
+						password: "correct horse battery",
+						name: "Fault Tolerance"
+					}
+				});
+				expect(reg.status).toBe(201);
+				tokens.push(reg.body.token as string);
+			}
 			const productId = DEMO_CATALOG[0]!.id;
 			await cluster.broker.call("inventory.setStock", { productId, onHand: 5_000 });
 			const initial = (await api(base, "GET", `/api/inventory/${productId}`)).body;
@@ -677,7 +683,7 @@ describe("fault tolerance over NATS, one moleculer-runner process per service", 
 			);
 
 			let stopping = false;
-			const placed: { id: string; quantity: number }[] = [];
+			const placed: { id: string; quantity: number; token: string }[] = [];
 			const orderFailures: string[] = [];
 			const getFailures: string[] = [];
 			let getsOk = 0;
@@ -685,12 +691,13 @@ describe("fault tolerance over NATS, one moleculer-runner process per service", 
 			const orderWorker = async (w: number): Promise<void> => {
 				for (let i = 0; !stopping; i++) {
 					const quantity = 1 + ((w + i) % 3);
+					const token = tokens[(w + 4 * i) % tokens.length]!;
 					try {
 						const r = await api(base, "POST", "/api/orders", {
 							token,
 							body: { items: [{ productId, quantity }], paymentMethod: "tok_visa" }
 						});
-						if (r.status === 202) placed.push({ id: r.body.id, quantity });
+						if (r.status === 202) placed.push({ id: r.body.id, quantity, token });
 						else orderFailures.push(`${r.status} ${JSON.stringify(r.body)}`);
 					} catch (err) {
 						orderFailures.push(String(err));
@@ -814,7 +821,7 @@ describe("fault tolerance over NATS, one moleculer-runner process per service", 
 			const final = await Promise.all(
 				placed.map(async o => {
 					const r = await until(
-						() => api(base, "GET", `/api/orders/${o.id}`, { token }),
+						() => api(base, "GET", `/api/orders/${o.id}`, { token: o.token }),
 						r => r.body?.status === "CONFIRMED" || r.body?.status === "CANCELLED",
 						30_000,
 						200
