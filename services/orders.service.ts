@@ -467,12 +467,14 @@ export const OPERATOR_REFUNDED = "OPERATOR_REFUNDED";
 const operatorParams = { note: { type: "string", max: 500, optional: true } } as const;
 
 /**
- * Who acts: the caller's user (REST: the gateway set it), else meta `operator` of an internal
- * caller (the REPL sends `repl:<os user>@<host>`; a REST client cannot set meta), else
- * `internal@<nodeID>`.
+ * Who acts in an operator action: the caller's user, who must be an admin (REST: the gateway set
+ * it), else meta `operator` of an internal caller (the REPL sends `repl:<os user>@<host>`; a REST
+ * client cannot set meta), else `internal@<nodeID>`.
+ * @throws AUTH_FORBIDDEN (403) when the caller's user is not an admin
  */
 function operatorOf(ctx: ShopContext): { actorId: string | null; actor: string } {
 	const user = ctx.meta.user;
+	if (user && user.role !== "admin") throw shopError("AUTH_FORBIDDEN");
 	if (user) return { actorId: user.id, actor: user.email };
 	const named = (ctx.meta as { operator?: unknown }).operator;
 	return {
@@ -1035,8 +1037,6 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				this: OrdersThis,
 				ctx: ShopContext<{ id: string; note?: string }>
 			): Promise<SagaView> {
-				if (ctx.meta.user && ctx.meta.user.role !== "admin")
-					throw shopError("AUTH_FORBIDDEN");
 				const who = operatorOf(ctx);
 				const saga = await this.getSaga(ctx.params.id);
 				if (!saga) throw shopError("SAGAS_NOT_FOUND");
@@ -1100,8 +1100,6 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				this: OrdersThis,
 				ctx: ShopContext<{ id: string; note?: string }>
 			): Promise<SagaView> {
-				if (ctx.meta.user && ctx.meta.user.role !== "admin")
-					throw shopError("AUTH_FORBIDDEN");
 				const who = operatorOf(ctx);
 				const saga = await this.getSaga(ctx.params.id);
 				if (!saga) throw shopError("SAGAS_NOT_FOUND");
@@ -1213,8 +1211,6 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				this: OrdersThis,
 				ctx: ShopContext<{ id: string; restock?: boolean; note?: string }>
 			): Promise<OrderRefundView> {
-				if (ctx.meta.user && ctx.meta.user.role !== "admin")
-					throw shopError("AUTH_FORBIDDEN");
 				const who = operatorOf(ctx);
 				const { id } = ctx.params;
 				const order = await this.findOrder(id);
