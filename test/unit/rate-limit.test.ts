@@ -212,6 +212,12 @@ describe("RedisRateLimitStore on a real Redis", () => {
 		const rec = recordingBroker();
 		const s = store(60_000, rec.broker);
 		await ready(s);
+		// The clock runs from the start of a window, so the test never crosses into the next one
+		// (a crossing would reset the count and look like a lost increment).
+		const realNow = Date.now.bind(Date);
+		const start = realNow();
+		const windowStart = (Math.floor(start / 60_000) + 100) * 60_000;
+		jest.spyOn(Date, "now").mockImplementation(() => windowStart + (realNow() - start));
 		const before = await s.inc("hung");
 		expect(before).toBeGreaterThanOrEqual(1);
 		process.kill(redis.pid, "SIGSTOP");
