@@ -1,22 +1,25 @@
 /**
  * Broker options of every node of the shop (one process with `npm start`, or one node per
- * service with `moleculer-runner --config dist/moleculer.config.js dist/services/<name>.service.js`).
+ * service with `moleculer-runner --config dist/moleculer.config.js dist/services/<name>/<name>.service.js`).
  *
- * Transporter, cacher and tracing come from the environment (lib/config.ts, CONTRACT.md):
+ * Transporter, cacher and tracing come from the environment (platform/config.ts, CONTRACT.md):
  * `TRANSPORTER` (NATS) or none; `CACHER` (Redis) or in-memory; `TRACING_EXPORTER` console/jaeger.
  */
 import type { BrokerOptions } from "moleculer";
-import { config } from "./lib/config";
-import { circuitBreakerFailure, DatabaseUnavailableMiddleware } from "./lib/database-unavailable";
-import { ShopErrorRegenerator } from "./lib/errors";
-import { FailoverMiddleware } from "./lib/failover";
-import { shopLogger } from "./lib/logger";
-import { NodeHealthMiddleware } from "./lib/node-health";
-import { PortableParamsMiddleware } from "./lib/openapi";
-import { natsConnectionOptions, natsSecurity } from "./lib/nats-options";
-import { replCommands } from "./lib/repl-commands";
-import { RESILIENT_REDIS_CACHER } from "./lib/resilient-cacher";
-import { RequestContextMiddleware } from "./lib/request-context";
+import { config } from "./platform/config";
+import {
+	circuitBreakerFailure,
+	DatabaseUnavailableMiddleware
+} from "./platform/db/database-unavailable";
+import { ShopErrorRegenerator } from "./platform/errors";
+import { FailoverMiddleware } from "./platform/failover";
+import { shopLogger } from "./platform/logger";
+import { NodeHealthMiddleware } from "./platform/node-health";
+import { PortableParamsMiddleware } from "./platform/web/openapi";
+import { natsConnectionOptions, natsSecurity } from "./platform/nats-options";
+import { replCommands } from "./app/repl-commands";
+import { RESILIENT_REDIS_CACHER } from "./platform/resilient-cacher";
+import { RequestContextMiddleware } from "./platform/request-context";
 import { isTransientError } from "./mixins/saga.mixin";
 
 const c = config();
@@ -55,7 +58,7 @@ function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
  * Makes `keys` of `obj` ignore assignments. moleculer-runner overwrites every option, nested ones
  * too, whose upper-cased path is set in the environment (runner.js `overwriteFromEnv`), with the
  * bare value: `TRANSPORTER=nats://...` would drop our NATS options, `CACHER=redis://...` our Redis
- * cacher's prefix, TTL and retries. lib/config.ts has already read those variables.
+ * cacher's prefix, TTL and retries. platform/config.ts has already read those variables.
  */
 function pinned<T extends object>(obj: T, keys: readonly (keyof T & string)[]): T {
 	for (const key of keys) {
@@ -91,12 +94,12 @@ const brokerConfig: BrokerOptions = {
 	namespace: "shop",
 	nodeID: c.nodeID,
 
-	/** pino: JSON lines in production (LOG_FORMAT), readable ones otherwise (lib/logger.ts). */
+	/** pino: JSON lines in production (LOG_FORMAT), readable ones otherwise (platform/logger.ts). */
 	logger: shopLogger(c),
 	logLevel: c.logLevel,
 
 	// Servers, credentials (URL or NATS_TOKEN) and TLS files (NATS_TLS_*) as `nats` options, no
-	// URL: lib/nats-options.ts. The JetStream connection of durable events uses the same.
+	// URL: platform/nats-options.ts. The JetStream connection of durable events uses the same.
 	transporter: c.transporter
 		? {
 				type: "NATS",
@@ -108,7 +111,7 @@ const brokerConfig: BrokerOptions = {
 			}
 		: null,
 
-	// Redis: Moleculer's Redis cacher whose failures degrade to a miss (lib/resilient-cacher.ts):
+	// Redis: Moleculer's Redis cacher whose failures degrade to a miss (platform/resilient-cacher.ts):
 	// a Redis outage must not fail cached actions.
 	cacher: c.cacher
 		? {
@@ -142,7 +145,7 @@ const brokerConfig: BrokerOptions = {
 	 * `heartbeatTimeout` s (checked every `heartbeatTimeout` s, on whole seconds: 8 to 16 s).
 	 * Callers do not wait for that: a call outstanding for `FAILOVER_PROBE_MS` (500 ms) has its
 	 * target probed through NATS, and a killed node (no subscription left) is dropped at once,
-	 * its calls retried on a live replica (lib/failover.ts, docs/failover.md). Shorter heartbeats
+	 * its calls retried on a live replica (platform/failover.ts, docs/failover.md). Shorter heartbeats
 	 * were measured and rejected there: whole-second checks cannot get under 3 s, and a
 	 * CPU-starved but live node would be declared dead.
 	 */
@@ -171,7 +174,7 @@ const brokerConfig: BrokerOptions = {
 
 	/**
 	 * Opens per endpoint when half of at least 20 calls in 60 s fail; probes after 10 s. A failure
-	 * is a 5xx, except a database outage, which fails every node alike (lib/database-unavailable.ts).
+	 * is a 5xx, except a database outage, which fails every node alike (platform/db/database-unavailable.ts).
 	 */
 	circuitBreaker: {
 		enabled: true,
@@ -200,11 +203,11 @@ const brokerConfig: BrokerOptions = {
 
 	/**
 	 * Handlers run with their request id current, for the log lines' `requestId`; this node's
-	 * `/health` and `/ready` on HEALTH_PORT (lib/node-health.ts); params' RegExp patterns as
-	 * strings, so that they reach the gateway's OpenAPI document from other nodes (lib/openapi.ts);
+	 * `/health` and `/ready` on HEALTH_PORT (platform/node-health.ts); params' RegExp patterns as
+	 * strings, so that they reach the gateway's OpenAPI document from other nodes (platform/web/openapi.ts);
 	 * an unreachable database answers 503 SERVICE_UNAVAILABLE (retryable), not the driver's error
-	 * as a 500 (lib/database-unavailable.ts); a killed node's calls fail over in under a second
-	 * (lib/failover.ts).
+	 * as a 500 (platform/db/database-unavailable.ts); a killed node's calls fail over in under a second
+	 * (platform/failover.ts).
 	 */
 	middlewares: [
 		RequestContextMiddleware,

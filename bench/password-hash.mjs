@@ -1,5 +1,5 @@
 // Cost of one Argon2id hash on this machine, for the former parameters (argon2's defaults) and the
-// current ones (OWASP: lib/password-hasher.ts): wall time of 10 hashes one after another (p50,
+// current ones (OWASP: services/users/password-hasher.ts): wall time of 10 hashes one after another (p50,
 // min, max), CPU time of one (every thread), and the wall time of 50 started at once.
 // Figures in docs/security.md ("Password hashing"). Run: `node bench/password-hash.mjs`.
 import { createRequire } from "node:module";

@@ -28,9 +28,9 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { Client } from "pg";
-import { startCluster, type Cluster } from "../lib/cluster";
-import { startEmbeddedPostgres } from "../lib/embedded-postgres";
-import { freePort, startNatsServer, type ServerProcess } from "../lib/local-servers";
+import { startCluster, type Cluster } from "../tools/cluster";
+import { startEmbeddedPostgres } from "../tools/embedded-postgres";
+import { freePort, startNatsServer, type ServerProcess } from "../tools/local-servers";
 import {
 	load,
 	quantile,

@@ -10,13 +10,13 @@
  * - Cacher: Redis when `CACHER` is set (every node gets the environment), else in-memory per node.
  * - Gateway on `PORT` (3000); node `i` serves `/metrics` on `METRICS_PORT + i` (0: off) and its
  *   `/health` and `/ready` on `HEALTH_PORT + i`, moved past the metrics ports when the two
- *   ranges overlap (0: off; lib/node-health.ts).
+ *   ranges overlap (0: off; platform/node-health.ts).
  * - `--replicas inventory=2,payments=2` runs more than one node for a service.
  *
  * Prints every node's output prefixed with its nodeID, then `[cluster] Ready in ...`. Ctrl-C (or
  * SIGTERM) stops the nodes (gateway first), then the nats-server and Postgres started here.
  *
- * Crash-only (lib/cluster-recovery.ts): every process started here is written down in
+ * Crash-only (tools/cluster-recovery.ts): every process started here is written down in
  * `DATA_DIR/cluster-processes.json` and watched by a watchdog that ends them (same order) if this
  * supervisor dies without stopping them (SIGKILL); start-up first ends whatever a crashed
  * supervisor on the same DATA_DIR left running, and refuses while that supervisor still runs.
@@ -24,23 +24,23 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
 import path from "node:path";
-import { endPreviousRun, trackProcesses, type ProcessTracker } from "../lib/cluster-recovery";
-import { config, ConfigError } from "../lib/config";
+import { endPreviousRun, trackProcesses, type ProcessTracker } from "../tools/cluster-recovery";
+import { config, ConfigError } from "../platform/config";
 import {
 	projectRoot,
 	SHOP_SERVICES,
 	startCluster,
 	type Cluster,
 	type ShopService
-} from "../lib/cluster";
+} from "../tools/cluster";
 import {
 	freePort,
 	isPortFree,
 	startNatsServer,
 	waitForExit,
 	type ServerProcess
-} from "../lib/local-servers";
-import { natsSecurity, redactUrl } from "../lib/nats-options";
+} from "../tools/local-servers";
+import { natsSecurity, redactUrl } from "../platform/nats-options";
 
 const USAGE = "usage: npm run cluster [-- --replicas <service>=<n>[,<service>=<n>...]]";
 
@@ -180,7 +180,7 @@ async function main(): Promise<void> {
 	};
 	for (const s of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(s, () => onSignal(s));
 	// Exiting without an orderly stop (a crash): the servers started here go too (the nodes are
-	// killed by lib/cluster.ts); Postgres gets SIGINT so that it shuts down cleanly.
+	// killed by tools/cluster.ts); Postgres gets SIGINT so that it shuts down cleanly.
 	process.on("exit", () => {
 		if (nats?.child.exitCode === null) nats.child.kill("SIGKILL");
 		if (postgres?.child.exitCode === null) postgres.child.kill("SIGINT");

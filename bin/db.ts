@@ -2,8 +2,8 @@
  * `npm run db`: the embedded Postgres alone, in the foreground. Prints its DATABASE_URL for nodes
  * started one per process (`moleculer-runner`). Ctrl-C stops it.
  */
-import { config } from "../lib/config";
-import { startEmbeddedPostgres } from "../lib/embedded-postgres";
+import { config } from "../platform/config";
+import { startEmbeddedPostgres } from "../tools/embedded-postgres";
 
 async function main(): Promise<void> {
 	const c = config();

@@ -2,7 +2,7 @@
  * `npm run repl`: the whole shop in one process with the Moleculer REPL attached
  * (`call products.list`, `call orders.create ...`, `services`, `actions`, `quit`).
  */
-import { startShop } from "../lib/shop";
+import { startShop } from "../app/shop";
 
 startShop({ onProgress: m => console.log(`[shop] ${m}`) })
 	.then(async shop => {

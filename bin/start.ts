@@ -1,8 +1,8 @@
 /**
  * `npm start`: the whole shop in one process, gateway on `PORT` (3000).
  */
-import { config } from "../lib/config";
-import { startShop, type RunningShop } from "../lib/shop";
+import { config } from "../platform/config";
+import { startShop, type RunningShop } from "../app/shop";
 
 async function main(): Promise<void> {
 	const t0 = Date.now();

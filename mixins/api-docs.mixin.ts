@@ -1,7 +1,7 @@
 /**
- * The gateway's API documentation (mixed into services/api.service.ts):
+ * The gateway's API documentation (mixed into services/api/api.service.ts):
  *
- * - `api.openapi` (`GET /api/openapi.json`): the OpenAPI 3.1 document (lib/openapi.ts), built on
+ * - `api.openapi` (`GET /api/openapi.json`): the OpenAPI 3.1 document (platform/web/openapi.ts), built on
  *   each request from this gateway's routes and the actions the service registry knows right
  *   now, local or on other nodes;
  * - `api.docs` (`GET /api/docs`): Swagger UI over that document, its files served from the
@@ -12,7 +12,12 @@
 import fs from "node:fs";
 import path from "node:path";
 import type { Context, ServiceSchema } from "moleculer";
-import { buildOpenApi, gatewayAliases, type ActionInfo, type JsonSchema } from "../lib/openapi";
+import {
+	buildOpenApi,
+	gatewayAliases,
+	type ActionInfo,
+	type JsonSchema
+} from "../platform/web/openapi";
 
 /** The files of the documentation page: name → content type. */
 const ASSETS: Record<string, string> = {

@@ -16,7 +16,7 @@ import type { ServiceSchema } from "moleculer";
 import DbServiceMixin from "moleculer-db";
 import SequelizeDbAdapter from "moleculer-db-adapter-sequelize";
 import type { ModelStatic, Sequelize } from "sequelize";
-import { type DatabaseService } from "../lib/config";
+import { type DatabaseService } from "../platform/config";
 import {
 	createSequelize,
 	databaseUrl,
@@ -24,8 +24,8 @@ import {
 	migrate,
 	pendingMigrations,
 	type Migration
-} from "../lib/database";
-import { shopError } from "../lib/errors";
+} from "../platform/db/database";
+import { shopError } from "../platform/errors";
 
 /** The models of a service, by name; the one named by `mainModel` backs moleculer-db's adapter. */
 export type ModelMap = Record<string, ModelStatic<any>>;
@@ -112,7 +112,7 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 			 */
 			readiness: {
 				visibility: "public",
-				// Probed every few seconds (lib/node-health.ts, the gateway's /ready): no spans.
+				// Probed every few seconds (platform/node-health.ts, the gateway's /ready): no spans.
 				tracing: false,
 				params: {},
 				async handler(this: any): Promise<{ database: "ok"; pendingMigrations: number }> {
@@ -129,7 +129,7 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 						if ((err as { type?: string }).type === "SERVICE_UNAVAILABLE") throw err;
 						throw shopError("SERVICE_UNAVAILABLE", "Database unreachable", {
 							service: opts.service,
-							// Not held against this node by circuit breakers (lib/database-unavailable.ts).
+							// Not held against this node by circuit breakers (platform/db/database-unavailable.ts).
 							dependency: "database",
 							cause: err instanceof Error ? err.message : String(err)
 						});
@@ -156,7 +156,7 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 				const applied = await migrate(db.sequelize, db.migrations);
 				if (applied.length > 0)
 					this.logger.info(`Applied migrations: ${applied.join(", ")}`);
-				// For the start script's progress lines (lib/shop.ts).
+				// For the start script's progress lines (app/shop.ts).
 				this.$migrationsApplied = applied.length;
 				await this.adapter.connect();
 				this.$dbReady = true;

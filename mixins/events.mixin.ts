@@ -1,6 +1,6 @@
 /**
  * Durable domain events: a transactional outbox on the emitting side, idempotent consumers (an
- * inbox) on the receiving side, NATS JetStream in between (lib/jetstream.ts), or, without a
+ * inbox) on the receiving side, NATS JetStream in between (platform/events/jetstream.ts), or, without a
  * transporter (one process), in-process delivery with the same at-least-once semantics.
  *
  * Patterns: Transactional Outbox, Polling Publisher and Idempotent Consumer
@@ -26,10 +26,10 @@
  * handler that keeps failing is retried with backoff up to `EVENT_MAX_DELIVER` deliveries, then
  * dead-lettered: a row in `dead_letters` (admins list and replay it) and, with NATS, a message on
  * the `SHOP_DLQ` stream; the events behind it keep flowing. A failure because the consumer's own
- * database does not answer (lib/database-unavailable.ts) is no fault of the event and spends no
+ * database does not answer (platform/db/database-unavailable.ts) is no fault of the event and spends no
  * delivery: the consumer holds the message and tries again until the database is back.
  *
- * Retention (lib/retention.ts, docs/retention.md): published outbox rows are purged
+ * Retention (platform/retention.ts, docs/retention.md): published outbox rows are purged
  * `OUTBOX_RETENTION_MS` after publication (unpublished ones never), inbox records
  * `INBOX_RETENTION_MS` after processing (never below the stream's `EVENTS_MAX_AGE_MS`, so an event
  * the stream may still redeliver is still deduplicated), dead letters `DEAD_LETTER_RETENTION_MS`
@@ -47,13 +47,13 @@ import crypto from "node:crypto";
 import type { ServiceBroker, ServiceSchema } from "moleculer";
 import type { JsMsg } from "nats";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import { config } from "../lib/config";
-import { runStoppedFirst } from "../lib/lifecycle";
-import type { Migration } from "../lib/database";
-import { isDatabaseUnavailable } from "../lib/database-unavailable";
-import { shopError } from "../lib/errors";
-import { withRequestId } from "../lib/request-context";
-import { natsSecurity } from "../lib/nats-options";
+import { config } from "../platform/config";
+import { runStoppedFirst } from "../platform/lifecycle";
+import type { Migration } from "../platform/db/database";
+import { isDatabaseUnavailable } from "../platform/db/database-unavailable";
+import { shopError } from "../platform/errors";
+import { withRequestId } from "../platform/request-context";
+import { natsSecurity } from "../platform/nats-options";
 import {
 	DLQ_STREAM,
 	EVENTS_STREAM,
@@ -65,16 +65,16 @@ import {
 	toHeaders,
 	type ConsumerLag,
 	type JetStreamBus
-} from "../lib/jetstream";
-import { fastQuery } from "../lib/fast-query";
-import { writeOrDefer, type DeferredWrite } from "../lib/deferred-writes";
+} from "../platform/events/jetstream";
+import { fastQuery } from "../platform/db/fast-query";
+import { writeOrDefer, type DeferredWrite } from "../platform/db/deferred-writes";
 import {
 	addRetentionTask,
 	retentionActions,
 	startRetention,
 	stopRetention
-} from "../lib/retention";
-import { registerMetrics, setMetric } from "../lib/metrics";
+} from "../platform/retention";
+import { registerMetrics, setMetric } from "../platform/metrics";
 
 /** A domain event as it travels (the JetStream message body). */
 export interface DomainEvent<T = unknown> {
@@ -167,7 +167,7 @@ CREATE TABLE dead_letters (
 	}
 ];
 
-/** `$2` ms before the database's now: the cutoff of a retention task (lib/retention.ts). */
+/** `$2` ms before the database's now: the cutoff of a retention task (platform/retention.ts). */
 const CUTOFF = "now() - $2::float8 * interval '1 millisecond'";
 
 // ---------------------------------------------------------------------------------------------
@@ -309,7 +309,7 @@ export interface OutboxMethods {
 	): Promise<string[]>;
 	/**
 	 * The outbox insert of `events` as a write to put in a statement of one's own
-	 * (`prependWrites`, lib/deferred-writes.ts); once that statement committed, call `kickRelay`.
+	 * (`prependWrites`, platform/db/deferred-writes.ts); once that statement committed, call `kickRelay`.
 	 */
 	outboxWrite(
 		events: readonly { name: string; data: unknown; aggregateId: string }[],
@@ -994,7 +994,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 		methods: {
 			/**
 			 * Where each of this node's durable consumers stands against the stream's retention
-			 * (lib/jetstream.ts `consumerLag`); sets the `shop_events_consumer_*` gauges and logs
+			 * (platform/events/jetstream.ts `consumerLag`); sets the `shop_events_consumer_*` gauges and logs
 			 * an error for each consumer behind. @returns one ConsumerLag per consumer ([] locally)
 			 */
 			async checkConsumerLag(this: any): Promise<ConsumerLag[]> {

@@ -13,7 +13,7 @@
  * `IDEMPOTENCY_KEY_CONFLICT` (409), but the params of a repeat are not compared (no fingerprint:
  * the saga derives a step's params from its stored data, so they never differ); records are
  * purged `IDEMPOTENCY_KEY_RETENTION_MS` (7 d; never below the saga's deadline nor the reservation
- * TTL) after they were written, by the service's retention job (lib/retention.ts): a repeat
+ * TTL) after they were written, by the service's retention job (platform/retention.ts): a repeat
  * inside that window gets the first outcome, a key older than it is forgotten (the participants
  * also refuse a second effect by their own keys: one payment and one reservation per order).
  *
@@ -41,20 +41,20 @@
 import type { ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import type { ShopContext } from "../lib/context";
-import type { Migration } from "../lib/database";
-import { ERRORS, shopError, type ErrorData, type ErrorType } from "../lib/errors";
+import type { ShopContext } from "../platform/context";
+import type { Migration } from "../platform/db/database";
+import { ERRORS, shopError, type ErrorData, type ErrorType } from "../platform/errors";
 import { isTransientError } from "./saga.mixin";
-import { fastQuery } from "../lib/fast-query";
-import { acceptDeferredWrites, withDeferredWrites } from "../lib/deferred-writes";
-import { config } from "../lib/config";
-import { runStoppedFirst } from "../lib/lifecycle";
+import { fastQuery } from "../platform/db/fast-query";
+import { acceptDeferredWrites, withDeferredWrites } from "../platform/db/deferred-writes";
+import { config } from "../platform/config";
+import { runStoppedFirst } from "../platform/lifecycle";
 import {
 	addRetentionTask,
 	retentionActions,
 	startRetention,
 	stopRetention
-} from "../lib/retention";
+} from "../platform/retention";
 
 /** The `idempotency_keys` table, to include in the service's migrations. */
 export const idempotencyMigrations: readonly Migration[] = [
@@ -268,7 +268,7 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 						}
 						if (!(await claim(t, "OK", null))) return stored(t);
 						// The record's completion ends the transaction: writes that need no answer
-						// (outbox rows) ride along with it (lib/deferred-writes.ts).
+						// (outbox rows) ride along with it (platform/db/deferred-writes.ts).
 						acceptDeferredWrites(t);
 						let outcome: IdempotentOutcome<R>;
 						try {

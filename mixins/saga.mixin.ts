@@ -43,15 +43,15 @@
 import crypto from "node:crypto";
 import type { ServiceSchema } from "moleculer";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import type { Migration } from "../lib/database";
-import { isErrorType, shopError, type ErrorType } from "../lib/errors";
-import { countMetric, observeMetric, setMetric } from "../lib/metrics";
-import { withRequestId } from "../lib/request-context";
-import { runStoppedFirst } from "../lib/lifecycle";
-import { fastQuery } from "../lib/fast-query";
-import { config } from "../lib/config";
-import { addRetentionTask, startRetention, stopRetention } from "../lib/retention";
-import { prependWrites, type DeferredWrite } from "../lib/deferred-writes";
+import type { Migration } from "../platform/db/database";
+import { isErrorType, shopError, type ErrorType } from "../platform/errors";
+import { countMetric, observeMetric, setMetric } from "../platform/metrics";
+import { withRequestId } from "../platform/request-context";
+import { runStoppedFirst } from "../platform/lifecycle";
+import { fastQuery } from "../platform/db/fast-query";
+import { config } from "../platform/config";
+import { addRetentionTask, startRetention, stopRetention } from "../platform/retention";
+import { prependWrites, type DeferredWrite } from "../platform/db/deferred-writes";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
 
@@ -359,7 +359,7 @@ export interface SagaMixinMethods {
 			startFirstStep?: boolean;
 			/**
 			 * The caller's own writes (e.g. the order row, its outbox event), made by the same
-			 * statement: atomic with the saga without a transaction (lib/deferred-writes.ts).
+			 * statement: atomic with the saga without a transaction (platform/db/deferred-writes.ts).
 			 */
 			with?: readonly DeferredWrite[];
 		}
@@ -627,7 +627,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			// A fresh owner token per service instance: a restarted node with the same nodeID
 			// does not mistake the dead process's leases for its own.
 			this.$sagaOwner = `${this.broker.nodeID}:${crypto.randomBytes(4).toString("hex")}`;
-			// Retention (lib/retention.ts): finished sagas (never running, compensating or
+			// Retention (platform/retention.ts): finished sagas (never running, compensating or
 			// parked ones), their steps first, SAGA_RETENTION_MS after they were created and last
 			// changed.
 			const finished = `SELECT id FROM sagas WHERE status IN ('COMPLETED','COMPENSATED')
@@ -1101,7 +1101,7 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 
 			/**
 			 * Runs one step or compensation call and records its duration and outcome in the
-			 * `shop.saga.step.duration` histogram (lib/metrics.ts).
+			 * `shop.saga.step.duration` histogram (platform/metrics.ts).
 			 */
 			async sagaTimed<T>(
 				this: any,

@@ -1,5 +1,5 @@
 /**
- * `WebMixin()`: the gateway's web side, mixed into `api` (services/api.service.ts) before
+ * `WebMixin()`: the gateway's web side, mixed into `api` (services/api/api.service.ts) before
  * moleculer-web (its `send404` and `stopped` must come first).
  *
  * - The web app (web/, built by `npm run build` into dist/web, served by moleculer-web's
@@ -24,7 +24,7 @@
  *   `ORDER_STREAMS_MAX_PER_USER` streams (authorising ones included) per user and
  *   `ORDER_STREAMS_MAX_PER_ADDRESS` per client address (`StreamSlots`); past either 429
  *   `ORDERS_STREAM_LIMIT` with `Retry-After`. `orderStreamCounts()` tells what is held. The
- *   gateway routes streams outside its request bulkhead (services/api.service.ts `restStream`).
+ *   gateway routes streams outside its request bulkhead (services/api/api.service.ts `restStream`).
  * - Orders per second (`api.orderRate`, `GET /api/admin/orders/rate`): counts of `order.created`,
  *   `order.confirmed` and `order.cancelled` seen by this gateway, per second, for the last minutes.
  * - Cluster nodes (`api.nodes`, `GET /api/admin/nodes`): `$node.list`, `$node.services` and every
@@ -40,9 +40,9 @@ import path from "node:path";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Context, Service, ServiceSchema } from "moleculer";
 import jwt from "jsonwebtoken";
-import type { ShopServiceSchema } from "../lib/context";
-import { config } from "../lib/config";
-import { shopError } from "../lib/errors";
+import type { ShopServiceSchema } from "../platform/context";
+import { config } from "../platform/config";
+import { shopError } from "../platform/errors";
 import ApiGateway from "moleculer-web";
 
 /**

@@ -1,6 +1,6 @@
 /**
  * The web app (storefront at `/`, operations dashboard at `/admin`): Vite + Preact + TypeScript,
- * built by `npm run build` into dist/web, which the gateway serves (services/api.service.ts).
+ * built by `npm run build` into dist/web, which the gateway serves (services/api/api.service.ts).
  * `npx vite --config web/vite.config.mts` serves it in development, proxying /api to a shop on
  * SHOP_URL (default http://127.0.0.1:3000).
  */

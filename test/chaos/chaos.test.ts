@@ -1,6 +1,6 @@
 /**
  * Chaos (issue #6, part 1): the shop as separate `moleculer-runner` nodes over NATS JetStream, with
- * a PRIVATE Postgres (test/support/postgres.ts: lib/embedded-postgres.ts on its own data dir and
+ * a PRIVATE Postgres (test/support/postgres.ts: tools/embedded-postgres.ts on its own data dir and
  * port, since the jest run's shared server must never be stopped) and Redis as the cacher, under a steady, bounded load from several
  * customers, while faults are injected one after another:
  *
@@ -43,7 +43,7 @@ import {
 	startNatsServer,
 	startRedisServer,
 	type ServerProcess
-} from "../../lib/local-servers";
+} from "../../tools/local-servers";
 import {
 	CLUSTER_ADMIN,
 	startCluster,

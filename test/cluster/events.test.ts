@@ -16,7 +16,7 @@
 import crypto from "node:crypto";
 import { connect, type NatsConnection } from "nats";
 import { Client } from "pg";
-import { DLQ_STREAM, EVENTS_STREAM } from "../../lib/jetstream";
+import { DLQ_STREAM, EVENTS_STREAM } from "../../platform/events/jetstream";
 import { startNats, type NatsServer } from "../support/nats";
 import { freePort } from "../support/ports";
 import { api } from "../support/shop-process";

@@ -37,9 +37,9 @@ import {
 	type Middleware,
 	type ServiceSchema
 } from "moleculer";
-import { projectRoot } from "../../lib/cluster";
-import { DEMO_CATALOG } from "../../lib/demo-catalog";
-import { shopError } from "../../lib/errors";
+import { projectRoot } from "../../tools/cluster";
+import { DEMO_CATALOG } from "../../services/products/demo-catalog";
+import { shopError } from "../../platform/errors";
 import {
 	CLUSTER_JWT_SECRET,
 	startCluster,

@@ -1,6 +1,6 @@
 /**
  * Login throttling across nodes (issue #6, part 3): two users nodes behind the gateway, with
- * `CACHER` set, count failed logins in that Redis (lib/login-throttle.ts), so the gateway's
+ * `CACHER` set, count failed logins in that Redis (services/users/login-throttle.ts), so the gateway's
  * round-robin between them does not halve the limit: the failures of one account spread over
  * both nodes block it on both. Issue 16 item 9: sign-ups of a registered e-mail count like failed
  * logins, and successful logins are counted too (`LOGIN_MAX_PER_ACCOUNT`), in the same Redis.

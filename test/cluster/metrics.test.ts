@@ -7,7 +7,7 @@
  * products node's cacher counts the repeated product read as a hit; the outbox lag is exported.
  */
 import crypto from "node:crypto";
-import { SHOP_SERVICES } from "../../lib/cluster";
+import { SHOP_SERVICES } from "../../tools/cluster";
 import {
 	CLUSTER_ADMIN,
 	startCluster,

@@ -20,9 +20,9 @@ import os from "node:os";
 import path from "node:path";
 import { ServiceBroker } from "moleculer";
 import { connect } from "nats";
-import { startCluster as startNodes, type Cluster } from "../../lib/cluster";
-import { EVENTS_STREAM, connectJetStream } from "../../lib/jetstream";
-import { natsConnectionOptions, type NatsSecurity } from "../../lib/nats-options";
+import { startCluster as startNodes, type Cluster } from "../../tools/cluster";
+import { EVENTS_STREAM, connectJetStream } from "../../platform/events/jetstream";
+import { natsConnectionOptions, type NatsSecurity } from "../../platform/nats-options";
 import { api } from "../support/shop-process";
 import {
 	CLUSTER_ADMIN,

@@ -1,5 +1,5 @@
 /**
- * Every node's own `/health` and `/ready` (lib/node-health.ts, `HEALTH_PORT`), over HTTP, with
+ * Every node's own `/health` and `/ready` (platform/node-health.ts, `HEALTH_PORT`), over HTTP, with
  * the shop as separate `moleculer-runner` nodes over NATS:
  *
  * - every node of a running cluster answers `/health` 200 and `/ready` 200, its checks naming the
@@ -10,8 +10,8 @@
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import path from "node:path";
-import { SHOP_SERVICES } from "../../lib/cluster";
-import { waitForExit } from "../../lib/local-servers";
+import { SHOP_SERVICES } from "../../tools/cluster";
+import { waitForExit } from "../../tools/local-servers";
 import {
 	CLUSTER_JWT_SECRET,
 	startCluster,
@@ -82,7 +82,7 @@ describe("every node's health endpoint", () => {
 				path.join(ROOT, "node_modules", "moleculer", "bin", "moleculer-runner.js"),
 				"--config",
 				path.join(ROOT, "dist", "moleculer.config.js"),
-				path.join(ROOT, "dist", "services", "payments.service.js")
+				path.join(ROOT, "dist", "services", "payments", "payments.service.js")
 			],
 			{
 				cwd: ROOT,

@@ -1,12 +1,12 @@
 /**
  * The gateway's rate limit shared by gateway processes, for real: every service in its own
  * `moleculer-runner` process over NATS, `CACHER` = a real redis-server (so the gateways count in
- * Redis, lib/rate-limit-store.ts), `RATE_LIMIT_MAX=5` per 60 s window. A client over the limit on
+ * Redis, platform/web/rate-limit-store.ts), `RATE_LIMIT_MAX=5` per 60 s window. A client over the limit on
  * the first gateway gets 429 with Retry-After; on a second gateway process, which it never called
  * before, its first request is refused as well. The probes stay unlimited.
  */
 import { Redis } from "ioredis";
-import { DEFAULT_KEY_PREFIX } from "../../lib/rate-limit-store";
+import { DEFAULT_KEY_PREFIX } from "../../platform/web/rate-limit-store";
 import { freePort } from "../support/ports";
 import { startRedis, type RedisServer } from "../support/redis";
 import { api } from "../support/shop-process";
@@ -16,7 +16,7 @@ const LIMIT = 5;
 const WINDOW_MS = 60_000;
 
 /**
- * Windows start on multiples of WINDOW_MS (lib/rate-limit-store.ts). A test that needs all of its
+ * Windows start on multiples of WINDOW_MS (platform/web/rate-limit-store.ts). A test that needs all of its
  * requests in one window waits for the next one when less than `needMs` of this one is left.
  */
 async function inOneWindow(needMs: number): Promise<void> {

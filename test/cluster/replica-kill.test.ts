@@ -8,7 +8,7 @@
  *
  * Before the fix a request routed to the dead node waited the gateway's whole 10 s timeout, and
  * Moleculer forgot the node only after its heartbeat timeout (8 to 16 s). The shop now probes a
- * node that keeps a call waiting (lib/failover.ts): NATS answers "no responders" for the subjects
+ * node that keeps a call waiting (platform/failover.ts): NATS answers "no responders" for the subjects
  * of a node whose connection is gone, the node is dropped and its calls retried on the live one.
  *
  * Measuring the alternatives (docs/failover.md): `FAILOVER_MEASURE_ENV` adds environment to
@@ -23,7 +23,7 @@ import {
 	withOutputOnFailure,
 	type TestCluster
 } from "../support/cluster";
-import { DEMO_CATALOG } from "../../lib/demo-catalog";
+import { DEMO_CATALOG } from "../../services/products/demo-catalog";
 
 /** The promise: no request costs more than this after a replica dies, in ms. */
 const BOUND_MS = 3_000;

@@ -1,5 +1,5 @@
 /**
- * The JetStream side of retention (lib/jetstream.ts): the streams have `max_bytes` (applied to
+ * The JetStream side of retention (platform/events/jetstream.ts): the streams have `max_bytes` (applied to
  * an existing stream too), and a consumer that falls behind the stream's retention is reported
  * (`consumerLag`), not silent. Real nats-server.
  */
@@ -10,7 +10,7 @@ import {
 	ensureConsumer,
 	eventSubject,
 	type JetStreamBus
-} from "../../lib/jetstream";
+} from "../../platform/events/jetstream";
 import { startNats, type NatsServer } from "../support/nats";
 
 const delay = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));

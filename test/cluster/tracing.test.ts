@@ -16,7 +16,7 @@
  * - Every node serves Prometheus metrics on its own `METRICS_PORT`, labelled with its nodeID.
  */
 import crypto from "node:crypto";
-import { SHOP_SERVICES } from "../../lib/cluster";
+import { SHOP_SERVICES } from "../../tools/cluster";
 import {
 	CLUSTER_ADMIN,
 	startCluster,

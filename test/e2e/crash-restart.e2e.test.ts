@@ -2,16 +2,16 @@
  * Crash-only start-up of the one-process shop (`npm start` form, production config): the shop's
  * Node process is SIGKILLed under an order load (what the OOM killer or a power-cycled container
  * does), its embedded Postgres left running as an orphan; `npm start` again on the same DATA_DIR
- * must come up (lib/postmaster.ts stops the orphan, then starts Postgres), and a client retrying
+ * must come up (tools/postmaster.ts stops the orphan, then starts Postgres), and a client retrying
  * each order with its Idempotency-Key through the restart learns every order it placed. Every
  * accepted order ends CONFIRMED or CANCELLED and the stock is exact.
  *
- * Also: the watchdog (lib/watchdog.ts) stops the postmaster within seconds when the shop dies and
+ * Also: the watchdog (tools/watchdog.ts) stops the postmaster within seconds when the shop dies and
  * the watchdog lives; a second shop on a DATA_DIR whose shop runs refuses to start and leaves the
  * running one alone.
  */
 import fs from "node:fs";
-import { childProcesses, processInfo, waitForPidExit } from "../../lib/process-info";
+import { childProcesses, processInfo, waitForPidExit } from "../../tools/process-info";
 import { api, startShopProcess, type ShopProcess } from "../support/shop-process";
 
 const ADMIN = { email: "admin@example.com", password: "crash-e2e-admin-pw-0192" };
@@ -34,7 +34,7 @@ function postmasterPid(dataDir: string): number {
 	return Number(fs.readFileSync(`${dataDir}/postgres/postmaster.pid`, "utf8").split("\n")[0]);
 }
 
-/** The shop's watchdog, its `sh` child (lib/watchdog.ts), if it has one. */
+/** The shop's watchdog, its `sh` child (tools/watchdog.ts), if it has one. */
 function watchdogOf(shopPid: number): number | null {
 	const dog = childProcesses(shopPid).find(
 		p => p.argv[0] === "/bin/sh" && p.argv.includes("watchdog")

@@ -1,7 +1,7 @@
 /**
  * Hostile input at the gateway (issue #6, part 2): the one-process shop (`startShopProcess`)
  * driven with real HTTP requests (node:http, and raw sockets where the request itself is broken).
- * Every hostile request gets a 4xx with a stable `type` from lib/errors.ts (ERRORS or
+ * Every hostile request gets a 4xx with a stable `type` from platform/errors.ts (ERRORS or
  * FRAMEWORK_ERROR_TYPES) and `code` equal to the status: never a 5xx, never a hang; and nothing
  * is stored (every table of every service's database is fingerprinted before and after, on top
  * of what the API shows: order counts, product total, stock levels).
@@ -45,7 +45,7 @@ import path from "node:path";
 import zlib from "node:zlib";
 import * as fc from "fast-check";
 import { Client } from "pg";
-import { ERRORS, FRAMEWORK_ERROR_TYPES } from "../../lib/errors";
+import { ERRORS, FRAMEWORK_ERROR_TYPES } from "../../platform/errors";
 import { startShopProcess, type ShopProcess } from "../support/shop-process";
 
 const ROOT = path.resolve(__dirname, "..", "..");
@@ -71,7 +71,7 @@ const HOSTILE_EMAIL = "hostile@example.com";
  * aliases (`"GET products": alias("products.list")`) and the handler routes such as the order
  * event stream (`"GET orders/:id/events": { auth: "customer", handler... }`).
  */
-const API_SOURCE = fs.readFileSync(path.join(ROOT, "services", "api.service.ts"), "utf8");
+const API_SOURCE = fs.readFileSync(path.join(ROOT, "services", "api", "api.service.ts"), "utf8");
 const ALIASES = [
 	...[
 		...API_SOURCE.matchAll(

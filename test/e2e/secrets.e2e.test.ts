@@ -53,7 +53,7 @@ function runNode(
 			RUNNER,
 			"--config",
 			path.join(ROOT, "dist", "moleculer.config.js"),
-			path.join(ROOT, "dist", "services", `${service}.service.js`)
+			path.join(ROOT, "dist", "services", service, `${service}.service.js`)
 		],
 		{
 			cwd: ROOT,

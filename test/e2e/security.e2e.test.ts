@@ -9,7 +9,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { ERRORS, FRAMEWORK_ERROR_TYPES } from "../../lib/errors";
+import { ERRORS, FRAMEWORK_ERROR_TYPES } from "../../platform/errors";
 import { api, startShopProcess, type ShopProcess } from "../support/shop-process";
 
 const JWT_SECRET = "security-e2e-jwt-secret-6f1d0c3b9a8e7d6c5b4a";

@@ -9,7 +9,7 @@
  *   restart): `GET /api/products`, `GET /api/orders`, `POST /api/orders` with an
  *   `Idempotency-Key`, and `GET /ready`, from before the process is spawned until after it is
  *   ready. The port opens only when every service has started.
- * - Cluster form (`moleculer-runner ... dist/services/api.service.js` on NATS): the gateway comes
+ * - Cluster form (`moleculer-runner ... dist/services/api/api.service.js` on NATS): the gateway comes
  *   up alone and answers 503 `SERVICE_NOT_AVAILABLE` with `Retry-After` for every route, until a
  *   products node joins: then `GET /api/products` answers 200.
  */
@@ -209,7 +209,7 @@ describe("start-up storm", () => {
 						path.join(ROOT, "node_modules", "moleculer", "bin", "moleculer-runner.js"),
 						"--config",
 						"dist/moleculer.config.js",
-						`dist/services/${service}.service.js`
+						`dist/services/${service}/${service}.service.js`
 					],
 					env(nodeID),
 					"started successfully"

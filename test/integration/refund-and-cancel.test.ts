@@ -14,10 +14,10 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
-import { replCommands } from "../../lib/repl-commands";
-import type { Order, SagaIntervention, SagaView } from "../../services/orders.service";
+import { replCommands } from "../../app/repl-commands";
+import type { Order, SagaIntervention, SagaView } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
-import type { AuthUser } from "../../lib/context";
+import type { AuthUser } from "../../platform/context";
 import { api } from "../support/shop-process";
 
 /** `inventory.commit` broken (a non-retryable 500: past its pivot the saga parks at once) while on. */

@@ -5,11 +5,11 @@
  */
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import type { SagaView } from "../../services/orders.service";
-import { createOrdersService, type Order } from "../../services/orders.service";
+import type { SagaView } from "../../services/orders/orders.service";
+import { createOrdersService, type Order } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan } from "../support/faults";
-import { resetConfig } from "../../lib/config";
+import { resetConfig } from "../../platform/config";
 
 class SimulatedCrash extends Error {}
 

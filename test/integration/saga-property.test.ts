@@ -28,14 +28,14 @@
 import crypto from "node:crypto";
 import * as fc from "fast-check";
 import type { ServiceBroker } from "moleculer";
-import { resetConfig } from "../../lib/config";
+import { resetConfig } from "../../platform/config";
 import { backoffDelay, type SagaRetryPolicy } from "../../mixins/saga.mixin";
 import {
 	createOrdersService,
 	orderSaga,
 	type Order,
 	type SagaView
-} from "../../services/orders.service";
+} from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan, type FaultRule } from "../support/faults";
 

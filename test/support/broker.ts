@@ -4,8 +4,8 @@
  */
 import crypto from "node:crypto";
 import type { BrokerOptions, ServiceBroker, ServiceSchema } from "moleculer";
-import { resetConfig } from "../../lib/config";
-import type { AuthUser } from "../../lib/context";
+import { resetConfig } from "../../platform/config";
+import type { AuthUser } from "../../platform/context";
 
 export type ServiceName =
 	"api" | "users" | "products" | "inventory" | "payments" | "orders" | "notifications";
@@ -55,7 +55,7 @@ export async function startTestBroker(
 		...opts.broker
 	});
 	for (const name of services) {
-		const mod = require(`../../services/${name}.service`);
+		const mod = require(`../../services/${name}/${name}.service`);
 		broker.createService(mod.default ?? mod);
 	}
 	for (const schema of opts.extra ?? []) broker.createService(schema as ServiceSchema);

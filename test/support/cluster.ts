@@ -1,5 +1,5 @@
 /**
- * The shop as separate `moleculer-runner` processes, one per service (lib/cluster.ts, what
+ * The shop as separate `moleculer-runner` processes, one per service (tools/cluster.ts, what
  * `npm run cluster` runs), for multi-node suites: a real NATS (its own unless one is passed), the
  * jest run's Postgres (DATABASE_URL from global-setup, unless a suite passes its own) with a fresh
  * DATABASE_PREFIX, the gateway on a free port. Needs `npm run build` (npm test builds before jest).
@@ -15,7 +15,7 @@ import {
 	type Cluster,
 	type ClusterNode,
 	type ShopService
-} from "../../lib/cluster";
+} from "../../tools/cluster";
 import { startNats, type NatsServer } from "./nats";
 import { freePort } from "./ports";
 

@@ -8,7 +8,7 @@
  *   caller with a shorter timeout sees REQUEST_TIMEOUT: the answer is lost, the effect is not.
  */
 import type { Middleware } from "moleculer";
-import { shopError } from "../../lib/errors";
+import { shopError } from "../../platform/errors";
 
 export type FaultRule =
 	| { kind: "transient"; times: number }

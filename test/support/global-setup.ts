@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { startEmbeddedPostgres } from "../../lib/embedded-postgres";
+import { startEmbeddedPostgres } from "../../tools/embedded-postgres";
 import { freePort } from "./ports";
 
 export default async function globalSetup(): Promise<void> {

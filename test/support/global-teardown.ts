@@ -1,5 +1,5 @@
 import fs from "node:fs";
-import type { EmbeddedPostgresHandle } from "../../lib/embedded-postgres";
+import type { EmbeddedPostgresHandle } from "../../tools/embedded-postgres";
 
 export default async function globalTeardown(): Promise<void> {
 	const pg = (globalThis as Record<string, unknown>).__SHOP_TEST_PG__ as

@@ -11,7 +11,7 @@ import {
 	startNatsServer,
 	type NatsServerOptions,
 	type ServerProcess
-} from "../../lib/local-servers";
+} from "../../tools/local-servers";
 
 export interface NatsServer {
 	/**

@@ -1,2 +1,2 @@
 /** A TCP port free on 127.0.0.1 right now (the OS picks it); shared with bin/cluster.ts. */
-export { freePort } from "../../lib/local-servers";
+export { freePort } from "../../tools/local-servers";

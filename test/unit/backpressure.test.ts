@@ -5,8 +5,8 @@
  * within their deadline) until it comes back; then they finish and orders are taken again.
  */
 import crypto from "node:crypto";
-import { resetConfig } from "../../lib/config";
-import { createOrdersService, type Order } from "../../services/orders.service";
+import { resetConfig } from "../../platform/config";
+import { createOrdersService, type Order } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan } from "../support/faults";
 
@@ -60,7 +60,7 @@ describe("backpressure: bounded in-flight sagas per orders node", () => {
 			data: { inFlight: 3, max: 3 }
 		});
 		// Clients pressing on: every refusal is the backpressure answer, never the circuit
-		// breaker's (refusals are not failures of the endpoint: lib/database-unavailable.ts).
+		// breaker's (refusals are not failures of the endpoint: platform/db/database-unavailable.ts).
 		const refusals = await Promise.all(
 			Array.from({ length: 30 }, () =>
 				place().then(

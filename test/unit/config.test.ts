@@ -1,8 +1,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, DATABASE_SERVICES, loadConfig } from "../../lib/config";
-import { EXAMPLE_SECRET_VALUES } from "../../lib/secrets";
+import { ConfigError, DATABASE_SERVICES, loadConfig } from "../../platform/config";
+import { EXAMPLE_SECRET_VALUES } from "../../platform/security/secrets";
 
 describe("loadConfig", () => {
 	const secret = "s".repeat(32);
@@ -130,7 +130,7 @@ describe("loadConfig", () => {
 		);
 	});
 
-	describe("placeholder secrets (lib/secrets.ts)", () => {
+	describe("placeholder secrets (platform/security/secrets.ts)", () => {
 		const prod = (vars: Record<string, string>): Record<string, string | undefined> =>
 			env({ NODE_ENV: "production", JWT_SECRET: secret, ...vars });
 

@@ -1,5 +1,5 @@
 /**
- * lib/database-unavailable.ts: which errors mean "the database does not answer" (a real refused
+ * platform/db/database-unavailable.ts: which errors mean "the database does not answer" (a real refused
  * connection from Sequelize, pg's broken connections, Postgres's shutdown SQLSTATEs), which do
  * not (a constraint violation, a bad statement, wrong credentials), and the middleware turning the
  * former into SERVICE_UNAVAILABLE (503, retryable) while the latter pass unchanged. With
@@ -14,7 +14,7 @@ import {
 	DatabaseUnavailableMiddleware,
 	isDatabaseOutageError,
 	isDatabaseUnavailable
-} from "../../lib/database-unavailable";
+} from "../../platform/db/database-unavailable";
 import { freePort } from "../support/ports";
 
 /** What Sequelize wraps a pg error of a query in. */

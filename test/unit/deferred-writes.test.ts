@@ -1,16 +1,16 @@
 /**
- * lib/deferred-writes.ts on the jest run's real Postgres: writes handed to a transaction run with
+ * platform/db/deferred-writes.ts on the jest run's real Postgres: writes handed to a transaction run with
  * its last statement, exactly once, and commit or roll back with it.
  */
 import { QueryTypes, type Sequelize } from "sequelize";
-import { createSequelize } from "../../lib/database";
+import { createSequelize } from "../../platform/db/database";
 import {
 	acceptDeferredWrites,
 	deferWrite,
 	prependWrites,
 	withDeferredWrites
-} from "../../lib/deferred-writes";
-import { fastQuery } from "../../lib/fast-query";
+} from "../../platform/db/deferred-writes";
+import { fastQuery } from "../../platform/db/fast-query";
 import { sharedDatabaseUrl } from "../support/database-url";
 
 describe("deferred writes", () => {

@@ -6,16 +6,16 @@
  *
  * - every service of services/*.service.ts has a compose container and a Kubernetes Deployment,
  *   each running exactly that service's compiled file with moleculer-runner and the shop config;
- * - every environment variable they set is one lib/config.ts reads (or a documented variable of
+ * - every environment variable they set is one platform/config.ts reads (or a documented variable of
  *   an infrastructure image), the nodes get the ones CONTRACT.md says a distributed node needs,
  *   and the resulting environment is accepted by `loadConfig` (secret placeholders are not);
  * - only the nodes that sign or verify access tokens (users) get `JWT_SECRET`, only users gets
- *   `ADMIN_PASSWORD`; every value the Kubernetes Secret ships is a placeholder lib/secrets.ts
+ *   `ADMIN_PASSWORD`; every value the Kubernetes Secret ships is a placeholder platform/security/secrets.ts
  *   refuses in production, naming the variable;
- * - the Postgres init scripts create exactly the databases lib/database.ts computes from that
+ * - the Postgres init scripts create exactly the databases platform/db/database.ts computes from that
  *   environment; the URLs point at services and ports that exist;
  * - probes and healthchecks hit routes that exist (the gateway's /health and /ready in
- *   services/api.service.ts, every node's /health and /ready of lib/node-health.ts, the
+ *   services/api/api.service.ts, every node's /health and /ready of platform/node-health.ts, the
  *   Prometheus path of moleculer.config.ts) on the ports PORT, HEALTH_PORT and METRICS_PORT say;
  * - grace periods outlast the broker's tracking.shutdownTimeout (read from moleculer.config.ts);
  * - NATS has JetStream with `sync_interval: always`; the Dockerfile is multi-stage, compiles what
@@ -27,21 +27,20 @@ import os from "node:os";
 import path from "node:path";
 import type { BrokerOptions } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
-import { ConfigError, DATABASE_SERVICES, loadConfig, resetConfig } from "../../lib/config";
-import { placeholderReason, SECRET_URL_VARIABLES } from "../../lib/secrets";
-import { databaseUrl } from "../../lib/database";
-import { NODE_HEALTH_PATHS } from "../../lib/node-health";
+import { ConfigError, DATABASE_SERVICES, loadConfig, resetConfig } from "../../platform/config";
+import { placeholderReason, SECRET_URL_VARIABLES } from "../../platform/security/secrets";
+import { databaseUrl } from "../../platform/db/database";
+import { NODE_HEALTH_PATHS } from "../../platform/node-health";
 
 type Obj = Record<string, any>;
 
 const ROOT = path.resolve(__dirname, "..", "..");
 const read = (rel: string): string => fs.readFileSync(path.join(ROOT, rel), "utf8");
 
-/** The services, one per services/<name>.service.ts. */
+/** The services, one per services/<name>/<name>.service.ts. */
 const SERVICES = fs
 	.readdirSync(path.join(ROOT, "services"))
-	.map(f => /^(.+)\.service\.ts$/.exec(f)?.[1])
-	.filter((s): s is string => s !== undefined)
+	.filter(d => fs.existsSync(path.join(ROOT, "services", d, `${d}.service.ts`)))
 	.sort();
 
 /** Minimum replicas per Deployment; the rest need 1. */
@@ -90,12 +89,12 @@ const runnerCommand = (service: string): string[] => [
 	"node_modules/.bin/moleculer-runner",
 	"--config",
 	"dist/moleculer.config.js",
-	`dist/services/${service}.service.js`
+	`dist/services/${service}/${service}.service.js`
 ];
 
-/** The names lib/config.ts reads, from its source: str/int/url/bool(env, "NAME"), <SERVICE>_DATABASE_URL. */
+/** The names platform/config.ts reads, from its source: str/int/url/bool(env, "NAME"), <SERVICE>_DATABASE_URL. */
 function configVars(): Set<string> {
-	const src = read("lib/config.ts");
+	const src = read("platform/config.ts");
 	const names = new Set(
 		[...src.matchAll(/\b(?:str|int|url|bool)\(\s*env,\s*"([A-Z][A-Z0-9_]*)"/g)].map(m => m[1]!)
 	);
@@ -117,7 +116,7 @@ function contractVars(): string[] {
 
 /** The paths the gateway serves outside /api: the "GET <name>" aliases of its route "/". */
 function gatewayRootPaths(): Set<string> {
-	const src = read("services/api.service.ts");
+	const src = read("services/api/api.service.ts");
 	const at = src.search(/path:\s*"\/",/);
 	if (at < 0) throw new Error('api.service.ts has no route with path "/"');
 	const route = src.slice(at, src.indexOf("onError", at));
@@ -193,7 +192,7 @@ function withEnv<T>(env: Record<string, string>, fn: () => T): T {
 	}
 }
 
-/** The database names lib/database.ts computes for a node with environment `env`. */
+/** The database names platform/db/database.ts computes for a node with environment `env`. */
 const computedDatabases = (env: Record<string, string>): string[] =>
 	withEnv(env, () =>
 		DATABASE_SERVICES.map(s => decodeURIComponent(new URL(databaseUrl(s)).pathname.slice(1)))
@@ -424,7 +423,7 @@ describe("deployment files", () => {
 			);
 		});
 
-		it("sets only variables lib/config.ts reads, and those a node needs", () => {
+		it("sets only variables platform/config.ts reads, and those a node needs", () => {
 			for (const s of SERVICES) {
 				const env = envOf(s);
 				for (const name of Object.keys(env))
@@ -469,7 +468,7 @@ describe("deployment files", () => {
 			).toThrow(/POSTGRES_PASSWORD/);
 		});
 
-		it("gives every node an environment lib/config.ts accepts, pointing at the containers", () => {
+		it("gives every node an environment platform/config.ts accepts, pointing at the containers", () => {
 			for (const s of SERVICES) {
 				const env = envOf(s);
 				const c = loadConfig(configEnv(env));
@@ -509,7 +508,7 @@ describe("deployment files", () => {
 			expect(routes).toContain(m![2]);
 			expect((services.api!.ports as string[]).some(p => p.endsWith(`:${port}`))).toBe(true);
 			for (const s of SERVICES) {
-				// Other nodes probe their own /ready on HEALTH_PORT (lib/node-health.ts).
+				// Other nodes probe their own /ready on HEALTH_PORT (platform/node-health.ts).
 				if (s !== "api") {
 					const probe = (services[s]!.healthcheck.test as string[]).join(" ");
 					const n = /http:\/\/127\.0\.0\.1:(\d+)(\/[a-z-]+)/.exec(probe);
@@ -553,7 +552,7 @@ describe("deployment files", () => {
 
 			// Every series a panel queries is one the shop or Moleculer exports.
 			const { SHOP_METRICS } =
-				require("../../lib/metrics") as typeof import("../../lib/metrics");
+				require("../../platform/metrics") as typeof import("../../platform/metrics");
 			const { METRIC } = require("moleculer") as { METRIC: Record<string, string> };
 			const prom = (n: string): string => n.replace(/[.-]/g, "_");
 			const exported = new Set<string>();
@@ -715,7 +714,7 @@ describe("deployment files", () => {
 					name,
 					placeholder: true
 				});
-			// Each one is refused in production (lib/secrets.ts), none passes (the admin password
+			// Each one is refused in production (platform/security/secrets.ts), none passes (the admin password
 			// shipped as "CHANGE-ME-admin-password" passed the password policy).
 			for (const [name, value] of Object.entries(secretData)) {
 				const url = (SECRET_URL_VARIABLES as readonly string[]).includes(name);
@@ -762,7 +761,7 @@ describe("deployment files", () => {
 			}
 		});
 
-		it("gives every node the variables it needs, all read by lib/config.ts and accepted by it", () => {
+		it("gives every node the variables it needs, all read by platform/config.ts and accepted by it", () => {
 			const computed = new Set<string>();
 			for (const s of SERVICES) {
 				const env = envOf(containerOf(deploymentOf(s)));

@@ -12,7 +12,7 @@ import {
 	shopError,
 	type ErrorSpec,
 	type ErrorType
-} from "../../lib/errors";
+} from "../../platform/errors";
 
 const table = Object.entries(ERRORS) as [ErrorType, ErrorSpec][];
 const allTypes = [...Object.keys(ERRORS), ...Object.keys(FRAMEWORK_ERROR_TYPES)];

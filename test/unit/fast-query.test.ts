@@ -1,10 +1,10 @@
 /**
- * lib/fast-query.ts on the jest run's real Postgres: the same results, errors and connections as
+ * platform/db/fast-query.ts on the jest run's real Postgres: the same results, errors and connections as
  * `sequelize.query` for the statements the services send, without Sequelize's query pipeline.
  */
 import { QueryTypes, type Sequelize } from "sequelize";
-import { createSequelize } from "../../lib/database";
-import { fastQuery } from "../../lib/fast-query";
+import { createSequelize } from "../../platform/db/database";
+import { fastQuery } from "../../platform/db/fast-query";
 import { sharedDatabaseUrl } from "../support/database-url";
 
 describe("fastQuery", () => {

@@ -6,9 +6,9 @@
 import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
 import { QueryTypes, type Sequelize } from "sequelize";
-import { ShopClientError } from "../../lib/errors";
-import type { ReservationView, StockLevel } from "../../services/inventory.service";
-import type { Payment } from "../../services/payments.service";
+import { ShopClientError } from "../../platform/errors";
+import type { ReservationView, StockLevel } from "../../services/inventory/inventory.service";
+import type { Payment } from "../../services/payments/payments.service";
 import { startTestBroker, type TestBroker } from "../support/broker";
 
 type Totals = Record<string, { captured: number; refunded: number }>;

@@ -3,8 +3,8 @@ import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Redis } from "ioredis";
 import type { ServiceBroker } from "moleculer";
-import { resetConfig } from "../../lib/config";
-import { LoginThrottle, accountKey } from "../../lib/login-throttle";
+import { resetConfig } from "../../platform/config";
+import { LoginThrottle, accountKey } from "../../services/users/login-throttle";
 import { startRedis, type RedisServer } from "../support/redis";
 import { startTestBroker, type TestBroker } from "../support/broker";
 
@@ -12,7 +12,7 @@ const delay = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms))
 const email = (tag: string): string =>
 	`${tag}-${crypto.randomBytes(4).toString("hex")}@example.com`;
 
-describe("users.login throttling (lib/login-throttle.ts, in memory)", () => {
+describe("users.login throttling (services/users/login-throttle.ts, in memory)", () => {
 	let t: TestBroker;
 	let broker: ServiceBroker;
 	const PASSWORD = "correct horse battery";
@@ -207,7 +207,7 @@ describe("LoginThrottle in Redis (CACHER set)", () => {
 
 	it("keeps counting in memory while Redis is down (the insurance limiter)", async () => {
 		// A port nothing listens on: every Redis command fails at once.
-		const { freePort } = await import("../../lib/local-servers");
+		const { freePort } = await import("../../tools/local-servers");
 		const th = new LoginThrottle({
 			maxFailuresPerAccount: 3,
 			maxFailuresPerIp: 100,

@@ -3,9 +3,9 @@
  * minor unit, with `Intl.NumberFormat`: two decimals for USD and EUR, none for JPY (1 500 yen is
  * `1,500 JPY`, not `15.00 JPY`), three for KWD and BHD. Exact for any integer amount.
  */
-import { formatMoney, minorUnitDigits } from "../../lib/money";
-import { renderEmail } from "../../services/notifications.service";
-import type { Order } from "../../services/orders.service";
+import { formatMoney, minorUnitDigits } from "../../platform/money";
+import { renderEmail } from "../../services/notifications/notifications.service";
+import type { Order } from "../../services/orders/orders.service";
 
 const order = (total: number, currency: string): Order => ({
 	id: "0b6f2c1e-4b1a-4c3e-9a51-6f1b2a3c4d5e",

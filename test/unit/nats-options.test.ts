@@ -2,10 +2,10 @@ import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import type { IncomingMessage } from "node:http";
-import { ConfigError, loadConfig } from "../../lib/config";
-import { natsConnectionOptions, natsSecurity, redactUrl } from "../../lib/nats-options";
+import { ConfigError, loadConfig } from "../../platform/config";
+import { natsConnectionOptions, natsSecurity, redactUrl } from "../../platform/nats-options";
 
-describe("NATS connection options (lib/nats-options.ts)", () => {
+describe("NATS connection options (platform/nats-options.ts)", () => {
 	it("maps servers, a user and password, percent-decoded", () => {
 		expect(
 			natsConnectionOptions("nats://shop:p%40ss%3Aword@nats-1:4222,nats://nats-2")
@@ -69,7 +69,7 @@ describe("NATS connection options (lib/nats-options.ts)", () => {
 	});
 });
 
-describe("NATS settings in lib/config.ts", () => {
+describe("NATS settings in platform/config.ts", () => {
 	const dir = fs.mkdtempSync(path.join(os.tmpdir(), "shop-nats-cfg-"));
 	const ca = path.join(dir, "ca.pem");
 	const cert = path.join(dir, "cert.pem");
@@ -147,7 +147,7 @@ describe("NATS settings in lib/config.ts", () => {
 });
 
 describe("the client address the gateway passes as meta.clientIp", () => {
-	const { clientAddress } = require("../../services/api.service") as {
+	const { clientAddress } = require("../../services/api/api.service") as {
 		clientAddress: (
 			req: Pick<IncomingMessage, "socket" | "headers">,
 			trusted?: readonly string[]

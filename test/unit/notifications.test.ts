@@ -1,9 +1,9 @@
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import type { AuthUser } from "../../lib/context";
+import type { AuthUser } from "../../platform/context";
 import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
-import type { Notification } from "../../services/notifications.service";
-import type { Order } from "../../services/orders.service";
+import type { Notification } from "../../services/notifications/notifications.service";
+import type { Order } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 interface NotificationPage {

@@ -1,5 +1,5 @@
 /**
- * The gateway's OpenAPI 3.1 document (`GET /api/openapi.json`, lib/openapi.ts) and its docs page
+ * The gateway's OpenAPI 3.1 document (`GET /api/openapi.json`, platform/web/openapi.ts) and its docs page
  * (`GET /api/docs`, Swagger UI from the swagger-ui-dist package), with the shop's real services in
  * one broker:
  *
@@ -12,7 +12,7 @@
  * - the docs page and its files are served from this origin with a CSP that allows nothing else.
  */
 import type { ServiceBroker } from "moleculer";
-import { API_ALIASES } from "../../services/api.service";
+import { API_ALIASES } from "../../services/api/api.service";
 import { startTestBroker, type TestBroker } from "../support/broker";
 import { danglingRefs, validateOpenApi } from "../support/openapi";
 

@@ -21,9 +21,9 @@ import type { AddressInfo } from "node:net";
 import jwt from "jsonwebtoken";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
-import { config } from "../../lib/config";
+import { config } from "../../platform/config";
 import type { OrderStreamCounts } from "../../mixins/web.mixin";
-import type { Order } from "../../services/orders.service";
+import type { Order } from "../../services/orders/orders.service";
 import { admin, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 /**

@@ -5,10 +5,10 @@
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { Sequelize, Transaction } from "sequelize";
-import type { AuthUser } from "../../lib/context";
-import type { Order, SagaView } from "../../services/orders.service";
-import type { Payment } from "../../services/payments.service";
-import type { Product } from "../../services/products.service";
+import type { AuthUser } from "../../platform/context";
+import type { Order, SagaView } from "../../services/orders/orders.service";
+import type { Payment } from "../../services/payments/payments.service";
+import type { Product } from "../../services/products/products.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 interface Page<T> {

@@ -1,12 +1,12 @@
 import os from "node:os";
 import argon2 from "argon2";
-import { ConfigError, loadConfig } from "../../lib/config";
-import { ERRORS } from "../../lib/errors";
-import { PASSWORD_HASH_PARAMS, PasswordHasher } from "../../lib/password-hasher";
+import { ConfigError, loadConfig } from "../../platform/config";
+import { ERRORS } from "../../platform/errors";
+import { PASSWORD_HASH_PARAMS, PasswordHasher } from "../../services/users/password-hasher";
 
 const busy = { type: "USERS_BUSY", code: ERRORS.USERS_BUSY.code, retryable: true };
 
-describe("PasswordHasher (lib/password-hasher.ts)", () => {
+describe("PasswordHasher (services/users/password-hasher.ts)", () => {
 	it("hashes with Argon2id m = 19456 KiB, t = 2, p = 1, and verifies what it hashed", async () => {
 		const hasher = new PasswordHasher({ concurrency: 2, maxQueue: 10, maxWaitMs: 5_000 });
 		const hash = await hasher.hash("correct horse battery");
@@ -103,7 +103,7 @@ describe("PasswordHasher (lib/password-hasher.ts)", () => {
 	});
 });
 
-describe("PASSWORD_HASH_* settings (lib/config.ts)", () => {
+describe("PASSWORD_HASH_* settings (platform/config.ts)", () => {
 	const base = { JWT_SECRET: "s".repeat(32) };
 
 	it("defaults to the available CPUs (at most 3), a queue of 200 and a 7 s wait", () => {

@@ -1,16 +1,19 @@
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import { LONG_COMMON_PASSWORDS, TOP_COMMON_PASSWORDS } from "../../lib/common-passwords";
-import { ConfigError, loadConfig } from "../../lib/config";
+import {
+	LONG_COMMON_PASSWORDS,
+	TOP_COMMON_PASSWORDS
+} from "../../platform/security/common-passwords";
+import { ConfigError, loadConfig } from "../../platform/config";
 import {
 	PASSWORD_MAX_LENGTH,
 	PASSWORD_MIN_LENGTH,
 	isCommonPassword,
 	passwordWeaknesses
-} from "../../lib/password-policy";
+} from "../../platform/security/password-policy";
 import { startTestBroker, type TestBroker } from "../support/broker";
 
-describe("password policy (lib/password-policy.ts)", () => {
+describe("password policy (platform/security/password-policy.ts)", () => {
 	it("accepts the passwords the README and the suites use", () => {
 		for (const p of [
 			"correct horse battery",

@@ -15,9 +15,9 @@
  */
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import type { AuthUser } from "../../lib/context";
-import type { Order } from "../../services/orders.service";
-import type { Product } from "../../services/products.service";
+import type { AuthUser } from "../../platform/context";
+import type { Order } from "../../services/orders/orders.service";
+import type { Product } from "../../services/products/products.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));

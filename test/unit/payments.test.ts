@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
-import type { Payment } from "../../services/payments.service";
-import { resetConfig } from "../../lib/config";
+import type { Payment } from "../../services/payments/payments.service";
+import { resetConfig } from "../../platform/config";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 type Totals = Record<string, { captured: number; refunded: number }>;

@@ -1,5 +1,5 @@
 /**
- * lib/postmaster.ts judges what a data directory's `postmaster.pid` names before the embedded
+ * tools/postmaster.ts judges what a data directory's `postmaster.pid` names before the embedded
  * Postgres starts: nothing, a dead pid (stale), a pid reused by another program, a postmaster of
  * this directory whose starter still runs (in use), or one whose starter is gone (orphaned).
  * Real processes stand in for the postmaster: a Node process whose argv reads
@@ -10,8 +10,8 @@ import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { inspectLeftover, ownerFile, recoverLeftover, writeOwner } from "../../lib/postmaster";
-import { processInfo, waitForPidExit } from "../../lib/process-info";
+import { inspectLeftover, ownerFile, recoverLeftover, writeOwner } from "../../tools/postmaster";
+import { processInfo, waitForPidExit } from "../../tools/process-info";
 
 /** A live process whose command line is `postgres -e ... -- -D <databaseDir>`. */
 function fakePostmaster(databaseDir: string): ChildProcess {
@@ -21,7 +21,7 @@ function fakePostmaster(databaseDir: string): ChildProcess {
 	});
 }
 
-describe("a data directory's leftover postmaster (lib/postmaster.ts)", () => {
+describe("a data directory's leftover postmaster (tools/postmaster.ts)", () => {
 	let dataDir: string;
 	let databaseDir: string;
 	const children: ChildProcess[] = [];

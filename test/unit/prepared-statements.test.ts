@@ -1,12 +1,12 @@
 /**
- * lib/database.ts: parameterised queries run as named prepared statements (parsed once per
+ * platform/db/database.ts: parameterised queries run as named prepared statements (parsed once per
  * connection, their plans reusable), on the jest run's real Postgres; texts without parameters
  * run as before; `DATABASE_PREPARED_STATEMENTS=false` turns it off. Also: the embedded server's
- * URL reaches it over a Unix socket (lib/embedded-postgres.ts).
+ * URL reaches it over a Unix socket (tools/embedded-postgres.ts).
  */
 import { QueryTypes, type Sequelize } from "sequelize";
-import { resetConfig } from "../../lib/config";
-import { createSequelize, preparedName } from "../../lib/database";
+import { resetConfig } from "../../platform/config";
+import { createSequelize, preparedName } from "../../platform/db/database";
 import { sharedDatabaseUrl } from "../support/database-url";
 
 /** The named statements of the transaction's connection, as Postgres lists them. */

@@ -1,8 +1,8 @@
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import type { ShopMeta } from "../../lib/context";
-import { DEMO_CATALOG } from "../../lib/demo-catalog";
-import type { Page, Product } from "../../services/products.service";
+import type { ShopMeta } from "../../platform/context";
+import { DEMO_CATALOG } from "../../services/products/demo-catalog";
+import type { Page, Product } from "../../services/products/products.service";
 import { admin, customer, startTestBroker, type TestBroker } from "../support/broker";
 
 describe("products", () => {

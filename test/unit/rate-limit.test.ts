@@ -1,14 +1,18 @@
 /**
- * The gateway's rate limiter: its settings, the Redis store (lib/rate-limit-store.ts) on a real
- * redis-server, and the gateway (services/api.service.ts, a real HTTP server on a free port) with
+ * The gateway's rate limiter: its settings, the Redis store (platform/web/rate-limit-store.ts) on a real
+ * redis-server, and the gateway (services/api/api.service.ts, a real HTTP server on a free port) with
  * moleculer-web's memory store (no CACHER), switched off (RATE_LIMIT_MAX=0) and with the Redis
  * store while Redis goes away and comes back. The shared count across two gateway processes is in
  * test/cluster/rate-limit.test.ts.
  */
 import type { AddressInfo, Server } from "node:net";
-import { ConfigError, loadConfig, RATE_LIMIT_MAX_DEFAULT } from "../../lib/config";
-import { DEFAULT_KEY_PREFIX, RedisRateLimitStore, WARN_EVERY_MS } from "../../lib/rate-limit-store";
-import { retryAfterSeconds } from "../../services/api.service";
+import { ConfigError, loadConfig, RATE_LIMIT_MAX_DEFAULT } from "../../platform/config";
+import {
+	DEFAULT_KEY_PREFIX,
+	RedisRateLimitStore,
+	WARN_EVERY_MS
+} from "../../platform/web/rate-limit-store";
+import { retryAfterSeconds } from "../../services/api/api.service";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { startRedis, type RedisServer } from "../support/redis";
 import { api } from "../support/shop-process";
@@ -41,7 +45,7 @@ function recordingBroker(): { broker: ServiceBroker; warnings: string[]; infos: 
 }
 
 /** Starts api + inventory in this process with `env` on fresh modules (the gateway's settings are
- * read when services/api.service.ts is loaded); returns the broker and the gateway's URL. */
+ * read when services/api/api.service.ts is loaded); returns the broker and the gateway's URL. */
 async function startGateway(
 	env: Record<string, string>,
 	without: string[] = []

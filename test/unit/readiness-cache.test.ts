@@ -1,10 +1,10 @@
 /**
- * `cachedFor` (lib/node-health.ts), what keeps `/ready` to one computation a second per node:
+ * `cachedFor` (platform/node-health.ts), what keeps `/ready` to one computation a second per node:
  * concurrent callers share the computation in flight, callers within the TTL after it settled
  * get its outcome, and the first call after the TTL starts a new one. The flood against the real
  * shop is test/e2e/ready-flood.e2e.test.ts.
  */
-import { cachedFor } from "../../lib/node-health";
+import { cachedFor } from "../../platform/node-health";
 
 describe("cachedFor", () => {
 	it("shares one computation between concurrent callers and reuses it for the TTL", async () => {

@@ -1,12 +1,12 @@
 /**
- * The shop's Redis cacher (lib/resilient-cacher.ts) on a real redis-server that hangs (SIGSTOP:
+ * The shop's Redis cacher (platform/resilient-cacher.ts) on a real redis-server that hangs (SIGSTOP:
  * connections stay open, nothing answers) and then goes away: a cached action keeps answering
  * from its handler, and cache writes and cleans resolve (the middleware does not await its write:
  * a rejection there would be unhandled and end the process). Moleculer's own Redis
  * cacher, with the same ioredis options, fails the very same call: the reason the shop has its own.
  */
 import { ServiceBroker, type BrokerOptions, type Context } from "moleculer";
-import { RESILIENT_REDIS_CACHER, ResilientRedisCacher } from "../../lib/resilient-cacher";
+import { RESILIENT_REDIS_CACHER, ResilientRedisCacher } from "../../platform/resilient-cacher";
 import { startRedis, type RedisServer } from "../support/redis";
 
 /** The ioredis options moleculer.config.ts gives the cacher (500 ms command timeout). */

@@ -1,13 +1,13 @@
 /**
- * Retention (lib/retention.ts): each service's purge job deletes what is past its window, in
+ * Retention (platform/retention.ts): each service's purge job deletes what is past its window, in
  * batches, on one node at a time (an advisory lock), with metrics; deduplication holds inside
  * the windows. Real Postgres; rows are aged by moving their timestamps back, not by waiting.
  */
 import crypto from "node:crypto";
 import { Errors, type ServiceBroker, type ServiceSchema } from "moleculer";
 import { DataTypes, QueryTypes, type Sequelize } from "sequelize";
-import { config } from "../../lib/config";
-import { retentionJob, type RetentionHost, type RetentionReport } from "../../lib/retention";
+import { config } from "../../platform/config";
+import { retentionJob, type RetentionHost, type RetentionReport } from "../../platform/retention";
 import { DbMixin } from "../../mixins/db.mixin";
 import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
 import { SagaMixin, sagaMigrations, type SagaDefinition } from "../../mixins/saga.mixin";

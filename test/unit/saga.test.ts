@@ -22,7 +22,7 @@ import {
 	type SagaMixinMethods,
 	type SagaRetryPolicy
 } from "../../mixins/saga.mixin";
-import { shopError } from "../../lib/errors";
+import { shopError } from "../../platform/errors";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 type Act = "reserve" | "unreserve" | "charge" | "refund" | "confirm" | "ship";

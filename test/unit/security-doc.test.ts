@@ -2,11 +2,11 @@
  * docs/security.md's "who can call what" table says exactly what the gateway enforces: every
  * route of `API_ALIASES` and `STREAM_ALIASES` (and the probes) is listed once, in the row of its
  * `auth` (anyone, a customer, an admin), and the table lists no route the gateway does not have.
- * (An audit found the table six routes short; this keeps it in step with services/api.service.ts.)
+ * (An audit found the table six routes short; this keeps it in step with services/api/api.service.ts.)
  */
 import fs from "node:fs";
 import path from "node:path";
-import { API_ALIASES, STREAM_ALIASES } from "../../services/api.service";
+import { API_ALIASES, STREAM_ALIASES } from "../../services/api/api.service";
 
 const ROOT = path.join(__dirname, "..", "..");
 

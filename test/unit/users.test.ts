@@ -5,8 +5,8 @@ import argon2 from "argon2";
 import jwt from "jsonwebtoken";
 import type { ServiceBroker } from "moleculer";
 import type { Model, ModelStatic } from "sequelize";
-import { config, resetConfig } from "../../lib/config";
-import type { AuthUser, ShopMeta } from "../../lib/context";
+import { config, resetConfig } from "../../platform/config";
+import type { AuthUser, ShopMeta } from "../../platform/context";
 import { customer, startTestBroker, type TestBroker } from "../support/broker";
 
 interface AuthResult {
@@ -24,7 +24,7 @@ function hashParams(phc: string): { type: string; m: number; t: number; p: numbe
 	);
 	return { type: type ?? "", m: Number(kv.m), t: Number(kv.t), p: Number(kv.p) };
 }
-/** lib/password-hasher.ts: Argon2id with the OWASP parameters. */
+/** services/users/password-hasher.ts: Argon2id with the OWASP parameters. */
 const CURRENT = { type: "argon2id", m: 19_456, t: 2, p: 1 };
 
 /** The users service's internals the tests look at (its model and password hasher). */

@@ -1,0 +1,54 @@
+/**
+ * The request id of the work in progress, for log correlation: an `AsyncLocalStorage` holding the
+ * Moleculer context's `requestID` (the client's `X-Request-ID`, or one Moleculer generated).
+ *
+ * `RequestContextMiddleware` runs every local action and event handler inside the store with its
+ * context's `requestID`, so everything the handler does, awaited or not (the saga it launches,
+ * the after-commit hooks of its transactions), sees the id; platform/logger.ts adds it to every log
+ * line as `requestId`. Moleculer carries `requestID` to other nodes with each call, so a request's
+ * lines share one id across the cluster. Work that outlives its request on purpose (saga
+ * recovery, outbox relay, durable consumers) sets the id it belongs to with `withRequestId`.
+ *
+ * The store only feeds log lines: it never becomes a call's `requestID` (that is also the tracing
+ * trace id, and a call made without its parent span would start a second root in the trace).
+ */
+import { AsyncLocalStorage } from "node:async_hooks";
+import type { Context, Middleware } from "moleculer";
+
+interface RequestStore {
+	readonly requestId: string;
+}
+
+const storage = new AsyncLocalStorage<RequestStore | undefined>();
+
+/** The request id of the current asynchronous context, if any. */
+export function currentRequestId(): string | undefined {
+	return storage.getStore()?.requestId;
+}
+
+/**
+ * Runs `fn` with `requestId` as the current request id; with `null`/`undefined`, with none (the
+ * caller's id does not leak into work that belongs to no request, or to another one).
+ */
+export function withRequestId<T>(requestId: string | null | undefined, fn: () => T): T {
+	return storage.run(requestId ? { requestId } : undefined, fn);
+}
+
+/** Wraps local action and event handlers: they run with their context's `requestID` current. */
+export const RequestContextMiddleware: Middleware = {
+	name: "RequestContext",
+	localAction(next: (ctx: Context) => unknown) {
+		return function requestContext(this: unknown, ctx: Context): unknown {
+			return ctx.requestID
+				? storage.run({ requestId: ctx.requestID }, () => next.call(this, ctx))
+				: next.call(this, ctx);
+		};
+	},
+	localEvent(next: (ctx: Context) => unknown) {
+		return function requestContext(this: unknown, ctx: Context): unknown {
+			return ctx.requestID
+				? storage.run({ requestId: ctx.requestID }, () => next.call(this, ctx))
+				: next.call(this, ctx);
+		};
+	}
+} as unknown as Middleware;

@@ -1,0 +1,465 @@
+/**
+ * `users`: accounts and authentication.
+ *
+ * Passwords are hashed with Argon2id (OWASP's m = 19 MiB, t = 2, p = 1) in a bounded pool
+ * (services/users/password-hasher.ts: `PASSWORD_HASH_*` settings; over its limits 429 `USERS_BUSY`); hashes
+ * of other parameters (the former library defaults) still verify and are replaced on the next
+ * successful login. Access tokens are HS256 JWTs (`jsonwebtoken`) signed with `JWT_SECRET`,
+ * verified with the algorithm pinned (so `alg: none` and RS/HS confusion are refused). Roles:
+ * `customer`, `admin`.
+ * On first start the administrator `ADMIN_EMAIL` is seeded (password `ADMIN_PASSWORD`, or a
+ * generated one printed once).
+ *
+ * Passwords follow platform/security/password-policy.ts (10 to 256 characters, not the e-mail, not a common
+ * password). Failed logins, and sign-ups of an e-mail that is already registered, are counted
+ * per account and per client address (`ctx.meta.clientIp`, set by the gateway) by
+ * services/users/login-throttle.ts, in Redis when `CACHER` is set; so are successful logins, over a window of
+ * their own (`LOGIN_MAX_PER_ACCOUNT` / `LOGIN_MAX_PER_IP` per `LOGIN_RATE_WINDOW_MS`). Over the
+ * limits a login or sign-up is refused with 429 `AUTH_LOGIN_THROTTLED` (`data.retryAfter`, s)
+ * before the database is asked and the password hashed.
+ *
+ * Events emitted: `user.registered` `{ id, email, name, role }`.
+ */
+import crypto from "node:crypto";
+import jwt from "jsonwebtoken";
+import type { Service } from "moleculer";
+import {
+	DataTypes,
+	type Model,
+	type ModelStatic,
+	type Sequelize,
+	UniqueConstraintError
+} from "sequelize";
+import { config, ConfigError, requireJwtSecret } from "../../platform/config";
+import type { AuthUser, ShopContext, ShopServiceSchema } from "../../platform/context";
+import { shopError } from "../../platform/errors";
+import { LoginThrottle, type ThrottleBlock } from "./login-throttle";
+import { PasswordHasher } from "./password-hasher";
+import {
+	PASSWORD_MAX_LENGTH,
+	PASSWORD_MIN_LENGTH,
+	describeWeaknesses,
+	passwordWeaknesses
+} from "../../platform/security/password-policy";
+import { usersMigrations } from "./migrations";
+import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
+
+interface UserRow {
+	id: string;
+	email: string;
+	name: string;
+	passwordHash: string;
+	role: "customer" | "admin";
+	createdAt: Date;
+	updatedAt: Date;
+}
+
+/** A user as the API shows it (never the password hash). */
+export type PublicUser = AuthUser;
+
+/** `{ user, token }` answered by register and login. */
+export interface AuthResult {
+	user: PublicUser;
+	/** Bearer access token (JWT, HS256), valid `JWT_EXPIRES_IN` seconds (default 3600). */
+	token: string;
+}
+
+function defineModels(sequelize: Sequelize): { User: ModelStatic<Model<UserRow>> } {
+	const User = sequelize.define<Model<UserRow>>(
+		"User",
+		{
+			id: { type: DataTypes.UUID, primaryKey: true },
+			email: { type: DataTypes.TEXT, allowNull: false },
+			name: { type: DataTypes.TEXT, allowNull: false },
+			passwordHash: { type: DataTypes.TEXT, allowNull: false },
+			role: { type: DataTypes.TEXT, allowNull: false },
+			createdAt: { type: DataTypes.DATE },
+			updatedAt: { type: DataTypes.DATE }
+		},
+		{ tableName: "users" }
+	);
+	return { User };
+}
+type Models = ReturnType<typeof defineModels>;
+
+interface UsersMethods {
+	throttled(block: ThrottleBlock, what: string): Error;
+	hashPassword(password: string): Promise<string>;
+	rehashIfOutdated(row: UserRow, password: string): Promise<void>;
+	issueToken(user: PublicUser): string;
+	toPublic(row: UserRow): PublicUser;
+	createUser(
+		email: string,
+		password: string,
+		name: string,
+		role: "customer" | "admin"
+	): Promise<PublicUser>;
+	seedAdministrator(): Promise<void>;
+}
+type UsersThis = Service &
+	DbMixinMethods<Models> &
+	UsersMethods & {
+		dummyHash: Promise<string>;
+		loginThrottle: LoginThrottle;
+		passwordHasher: PasswordHasher;
+	};
+
+const emailRule = { type: "email", normalize: true, max: 254 } as const;
+
+/** SHA-256 (base64url) of a bearer token: what `resolveToken`'s cache key holds instead of it. */
+export function tokenDigest(token: unknown): string {
+	return crypto.createHash("sha256").update(String(token)).digest("base64url");
+}
+
+const UsersService: ShopServiceSchema<UsersThis> = {
+	name: "users",
+	mixins: [
+		DbMixin({
+			service: "users",
+			migrations: usersMigrations,
+			models: defineModels,
+			mainModel: "User"
+		})
+	],
+
+	actions: {
+		/**
+		 * Registers a customer. A registered e-mail is refused before the password is hashed (the
+		 * answer is the same 409 as the unique constraint's, which stays the final arbiter), and
+		 * counted like a failed login of that e-mail from the client's address
+		 * (`ctx.meta.clientIp`), so repeating it is throttled as guessing is.
+		 * @param email - unique, case-insensitive (stored lower-case)
+		 * @param password - 10 to 256 characters (else VALIDATION_ERROR), not the e-mail nor a
+		 *   common password (else USERS_PASSWORD_WEAK): platform/security/password-policy.ts
+		 * @param name - 1 to 100 characters
+		 * @returns 201 `{ user: { id, email, name, role: "customer" }, token }`
+		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422), USERS_PASSWORD_WEAK (422,
+		 *   `data.reasons`: `SAME_AS_EMAIL`, `COMMON`), USERS_BUSY (429, `Retry-After`) when the
+		 *   password hashing pool is full, AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in
+		 *   seconds) while the e-mail or the address has `LOGIN_MAX_FAILURES_PER_*` failed logins
+		 *   and sign-ups of registered e-mails (services/users/login-throttle.ts)
+		 * @emits user.registered
+		 */
+		register: {
+			// Not retried by a caller's broker: a retry after a lost answer would fail as a duplicate.
+			retryPolicy: { enabled: false },
+			params: {
+				$$strict: true,
+				email: emailRule,
+				password: { type: "string", min: PASSWORD_MIN_LENGTH, max: PASSWORD_MAX_LENGTH },
+				name: { type: "string", trim: true, min: 1, max: 100 }
+			},
+			async handler(
+				this: UsersThis,
+				ctx: ShopContext<{ email: string; password: string; name: string }>
+			): Promise<AuthResult> {
+				const reasons = passwordWeaknesses(ctx.params.password, ctx.params.email);
+				if (reasons.length > 0)
+					throw shopError("USERS_PASSWORD_WEAK", describeWeaknesses(reasons), {
+						reasons
+					});
+				const email = ctx.params.email.toLowerCase();
+				const ip = typeof ctx.meta.clientIp === "string" ? ctx.meta.clientIp : null;
+				const block = await this.loginThrottle.checkFailures(email, ip);
+				if (block) throw this.throttled(block, "attempts for this e-mail or address");
+				// A taken e-mail is answered before the costly hash (the same 409 as the unique
+				// index's, which stays the final arbiter for two sign-ups racing), and counted.
+				let user: PublicUser;
+				try {
+					if (await this.models.User.findOne({ where: { email }, attributes: ["id"] }))
+						throw shopError("USERS_EMAIL_TAKEN");
+					user = await this.createUser(
+						ctx.params.email,
+						ctx.params.password,
+						ctx.params.name,
+						"customer"
+					);
+				} catch (err) {
+					if ((err as { type?: unknown }).type === "USERS_EMAIL_TAKEN")
+						await this.loginThrottle.failed(email, ip);
+					throw err;
+				}
+				ctx.meta.$statusCode = 201;
+				await ctx.emit("user.registered", user);
+				return { user, token: this.issueToken(user) };
+			}
+		},
+
+		/**
+		 * Exchanges credentials for a token. Failures are counted per account and per client
+		 * address (`ctx.meta.clientIp`, from the gateway); unknown e-mails are counted like known
+		 * ones, so neither the answers nor the throttling tell which accounts exist. Successes are
+		 * counted too, per account and per address over `LOGIN_RATE_WINDOW_MS`. A stored hash
+		 * made with older parameters is replaced by one with the current ones after a successful
+		 * login (argon2's `needsRehash`).
+		 * @returns `{ user, token }`
+		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail or a wrong password alike;
+		 *   AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in seconds) while the account or the
+		 *   address is blocked for failures (`LOGIN_MAX_FAILURES_*`, `LOGIN_BLOCK_MS`) or has had
+		 *   `LOGIN_MAX_PER_ACCOUNT` / `LOGIN_MAX_PER_IP` successful logins in the current window,
+		 *   whatever the password; USERS_BUSY (429, `Retry-After`, not counted as a failure) when
+		 *   the password hashing pool is full
+		 */
+		login: {
+			// Never retried by the broker: a timed-out login would hash again exactly when the
+			// node is overloaded. A client that gets 429 USERS_BUSY retries after Retry-After.
+			retryPolicy: { enabled: false },
+			params: {
+				$$strict: true,
+				email: emailRule,
+				password: { type: "string", min: 1, max: PASSWORD_MAX_LENGTH }
+			},
+			async handler(
+				this: UsersThis,
+				ctx: ShopContext<{ email: string; password: string }>
+			): Promise<AuthResult> {
+				const email = ctx.params.email.toLowerCase();
+				const ip = typeof ctx.meta.clientIp === "string" ? ctx.meta.clientIp : null;
+				const block = await this.loginThrottle.check(email, ip);
+				if (block)
+					throw this.throttled(
+						block,
+						block.reason === "logins" ? "logins" : "failed logins"
+					);
+				const row = await this.models.User.findOne({ where: { email } });
+				const data = row?.get({ plain: true });
+				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
+				const hash = data?.passwordHash ?? (await this.dummyHash);
+				const ok = await this.passwordHasher.verify(hash, ctx.params.password);
+				if (!data || !ok) {
+					await this.loginThrottle.failed(email, ip);
+					throw shopError("USERS_INVALID_CREDENTIALS");
+				}
+				await this.loginThrottle.succeeded(email, ip);
+				await this.rehashIfOutdated(data, ctx.params.password);
+				const user = this.toPublic(data);
+				return { user, token: this.issueToken(user) };
+			}
+		},
+
+		/**
+		 * The authenticated caller.
+		 * @returns `{ id, email, name, role }`
+		 * @throws AUTH_TOKEN_MISSING (401) when called without a user
+		 */
+		me: {
+			params: {},
+			async handler(this: UsersThis, ctx: ShopContext): Promise<PublicUser> {
+				const me = ctx.meta.user;
+				if (!me) throw shopError("AUTH_TOKEN_MISSING");
+				const row = await this.models.User.findByPk(me.id);
+				if (!row)
+					throw shopError("AUTH_TOKEN_INVALID", "The token's user no longer exists");
+				return this.toPublic(row.get({ plain: true }));
+			}
+		},
+
+		/**
+		 * Resolves a bearer token to its user, for the gateway. Not published over REST.
+		 * @param token - the JWT
+		 * @returns `{ id, email, name, role }`
+		 * @throws AUTH_TOKEN_INVALID (401): bad signature, wrong algorithm, expired, unknown user
+		 */
+		resolveToken: {
+			visibility: "public",
+			cache: {
+				ttl: 30,
+				// Keyed by a SHA-256 of the token, never the token: Moleculer's cachers log their
+				// keys at debug level, and in Redis a key name is readable by anyone who can list.
+				keygen: (action, _opts, ctx): string =>
+					`${String(action.name)}:${tokenDigest((ctx.params as { token?: unknown }).token)}`
+			},
+			params: { token: { type: "string", min: 1, max: 4096 } },
+			async handler(
+				this: UsersThis,
+				ctx: ShopContext<{ token: string }>
+			): Promise<PublicUser> {
+				let sub: unknown;
+				try {
+					const payload = jwt.verify(ctx.params.token, config().jwtSecret, {
+						algorithms: ["HS256"],
+						issuer: "moleculer-shop"
+					});
+					sub = typeof payload === "object" ? payload.sub : undefined;
+				} catch {
+					throw shopError("AUTH_TOKEN_INVALID");
+				}
+				if (typeof sub !== "string" || !/^[0-9a-f-]{36}$/.test(sub))
+					throw shopError("AUTH_TOKEN_INVALID");
+				const row = await this.models.User.findByPk(sub);
+				if (!row) throw shopError("AUTH_TOKEN_INVALID");
+				return this.toPublic(row.get({ plain: true }));
+			}
+		},
+
+		/**
+		 * A user by id, for other services (e.g. notifications' recipient). Not published.
+		 * @returns `{ id, email, name, role }`
+		 * @throws USERS_NOT_FOUND (404)
+		 */
+		get: {
+			visibility: "public",
+			params: { id: { type: "uuid" } },
+			async handler(this: UsersThis, ctx: ShopContext<{ id: string }>): Promise<PublicUser> {
+				const row = await this.models.User.findByPk(ctx.params.id);
+				if (!row) throw shopError("USERS_NOT_FOUND");
+				return this.toPublic(row.get({ plain: true }));
+			}
+		}
+	},
+
+	methods: {
+		/**
+		 * The 429 AUTH_LOGIN_THROTTLED of a throttle block; `data.retryAfter` (whole seconds, at
+		 * least 1) is what the gateway sends as `Retry-After`.
+		 */
+		throttled(block: ThrottleBlock, what: string): Error {
+			const retryAfter = Math.max(1, Math.ceil(block.retryAfterMs / 1000));
+			return shopError(
+				"AUTH_LOGIN_THROTTLED",
+				`Too many ${what}; try again in ${retryAfter} s.`,
+				{ retryAfter }
+			);
+		},
+
+		/** Argon2id of the password, in the bounded pool; throws USERS_BUSY (429) when full. */
+		async hashPassword(this: UsersThis, password: string): Promise<string> {
+			return this.passwordHasher.hash(password);
+		},
+
+		/**
+		 * Replaces `row`'s hash when older parameters made it, after a successful login (so the
+		 * password is at hand). Only if the stored hash is still the one just verified; best
+		 * effort: a busy pool or a database error leave it for the next login.
+		 */
+		async rehashIfOutdated(this: UsersThis, row: UserRow, password: string): Promise<void> {
+			if (!this.passwordHasher.needsRehash(row.passwordHash)) return;
+			try {
+				const passwordHash = await this.hashPassword(password);
+				await this.models.User.update(
+					{ passwordHash },
+					{ where: { id: row.id, passwordHash: row.passwordHash } }
+				);
+			} catch (err) {
+				this.logger.warn(
+					`Re-hashing the password of user ${row.id} failed; next login will retry: ${(err as Error).message}`
+				);
+			}
+		},
+
+		issueToken(this: UsersThis, user: PublicUser): string {
+			return jwt.sign({ role: user.role }, config().jwtSecret, {
+				algorithm: "HS256",
+				subject: user.id,
+				issuer: "moleculer-shop",
+				expiresIn: config().jwtExpiresInSeconds
+			});
+		},
+
+		toPublic(row: UserRow): PublicUser {
+			return { id: row.id, email: row.email, name: row.name, role: row.role };
+		},
+
+		async createUser(
+			this: UsersThis,
+			email: string,
+			password: string,
+			name: string,
+			role: "customer" | "admin"
+		): Promise<PublicUser> {
+			const passwordHash = await this.hashPassword(password);
+			try {
+				const row = await this.models.User.create({
+					id: crypto.randomUUID(),
+					email: email.toLowerCase(),
+					name,
+					passwordHash,
+					role
+				} as UserRow);
+				return this.toPublic(row.get({ plain: true }));
+			} catch (err) {
+				if (err instanceof UniqueConstraintError) throw shopError("USERS_EMAIL_TAKEN");
+				throw err;
+			}
+		},
+
+		/** Creates the administrator once; prints a generated password on that first start. */
+		async seedAdministrator(this: UsersThis): Promise<void> {
+			const c = config();
+			const existing = await this.models.User.findOne({ where: { email: c.adminEmail } });
+			if (existing) return;
+			const announce = (
+				this.broker.options as {
+					onAdministratorCreated?: (admin: { email: string; password: string }) => void;
+				}
+			).onAdministratorCreated;
+			// A production node on its own would have to log a generated password: refused.
+			if (!c.adminPassword && !announce && c.production)
+				throw new ConfigError(
+					"ADMIN_PASSWORD is required to create the administrator on a production users node (a generated password would have to be written to its log)"
+				);
+			const password = c.adminPassword ?? crypto.randomBytes(12).toString("base64url");
+			try {
+				await this.createUser(c.adminEmail, password, "Administrator", "admin");
+			} catch (err) {
+				if ((err as { type?: string }).type === "USERS_EMAIL_TAKEN") return; // another node won
+				throw err;
+			}
+			if (c.adminPassword) {
+				this.logger.info(`Administrator ${c.adminEmail} created (ADMIN_PASSWORD).`);
+				return;
+			}
+			// One process (`npm start`, app/shop.ts): the start script prints the generated
+			// password in its summary, and no log line carries it (`npm run cluster` hands its users
+			// nodes a generated ADMIN_PASSWORD and prints it itself). A development node on its own
+			// has nobody else to tell: its log shows it, once.
+			if (announce) {
+				announce({ email: c.adminEmail, password });
+				this.logger.info(
+					`Administrator ${c.adminEmail} created with a generated password (printed by the start script, not logged)`
+				);
+			} else
+				this.logger.warn(
+					`Administrator created: ${c.adminEmail} / ${password}  (shown once; set ADMIN_PASSWORD to choose it)`
+				);
+		}
+	},
+
+	created(this: UsersThis): void {
+		const c = config();
+		// This node signs and verifies access tokens: in production without JWT_SECRET it refuses
+		// to start (ConfigError) instead of answering 500 at the first login.
+		requireJwtSecret();
+		this.passwordHasher = new PasswordHasher({
+			concurrency: c.passwordHashConcurrency,
+			maxQueue: c.passwordHashMaxQueue,
+			maxWaitMs: c.passwordHashMaxWaitMs
+		});
+		// Verified against for unknown e-mails: same parameters, so the same cost as a real one.
+		this.dummyHash = this.passwordHasher.hash(crypto.randomBytes(16).toString("hex"));
+		this.dummyHash.catch(() => undefined);
+		this.loginThrottle = new LoginThrottle({
+			maxFailuresPerAccount: c.loginMaxFailuresPerAccount,
+			maxFailuresPerIp: c.loginMaxFailuresPerIp,
+			blockMs: c.loginBlockMs,
+			windowMs: c.loginFailureWindowMs,
+			maxLoginsPerAccount: c.loginMaxPerAccount,
+			maxLoginsPerIp: c.loginMaxPerIp,
+			rateWindowMs: c.loginRateWindowMs,
+			redisUrl: c.cacher,
+			// Deployments (and test runs) sharing one Redis count apart, like their databases.
+			keyPrefix: `shop-login:${c.databasePrefix}`,
+			logger: this.logger
+		});
+	},
+
+	async stopped(this: UsersThis): Promise<void> {
+		await this.loginThrottle.close();
+	},
+
+	async afterConnected(this: UsersThis): Promise<void> {
+		await this.seedAdministrator();
+	}
+};
+
+export default UsersService;
