@@ -57,7 +57,7 @@ import {
 } from "sequelize";
 import { config } from "../../platform/config";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
-import { DEMO_CATALOG } from "../products/demo-catalog";
+import { DEMO_CATALOG } from "../products/products.model";
 import { shopError } from "../../platform/errors";
 import { countMetric, registerMetrics } from "../../platform/metrics";
 import { inventoryMigrations } from "./migrations";

@@ -66,8 +66,8 @@ import {
 	type SagaStatus,
 	type SagaStepLogEntry
 } from "../../mixins/saga.mixin";
-import type { Product } from "../products/products.service";
-import type { OrderPayments } from "../payments/payments.service";
+import type { Product } from "../products/products.model";
+import type { OrderPayments } from "../payments/payments.model";
 import { fastQuery } from "../../platform/db/fast-query";
 
 export type OrderStatus =

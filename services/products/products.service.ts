@@ -27,30 +27,7 @@ import { shopError } from "../../platform/errors";
 import { productsMigrations } from "./migrations";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../../mixins/events.mixin";
-
-/** A product as the API shows it. */
-export interface Product {
-	id: string;
-	sku: string;
-	name: string;
-	description: string;
-	/** Integer cents. */
-	price: number;
-	/** ISO 4217 code, e.g. `USD`. */
-	currency: string;
-	active: boolean;
-	createdAt: string;
-	updatedAt: string;
-}
-
-/** A page of results. */
-export interface Page<T> {
-	rows: T[];
-	total: number;
-	page: number;
-	pageSize: number;
-	totalPages: number;
-}
+import type { Product, Page } from "./products.model";
 
 interface ProductRow {
 	id: string;

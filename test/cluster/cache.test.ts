@@ -14,7 +14,7 @@
 import crypto from "node:crypto";
 import { Redis } from "ioredis";
 import { Client } from "pg";
-import type { Product } from "../../services/products/products.service";
+import type { Product } from "../../services/products/products.model";
 import { startRedis, type RedisServer } from "../support/redis";
 import { api } from "../support/shop-process";
 import {

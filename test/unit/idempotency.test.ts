@@ -8,7 +8,7 @@ import type { Context, ServiceBroker } from "moleculer";
 import { QueryTypes, type Sequelize } from "sequelize";
 import { ShopClientError } from "../../platform/errors";
 import type { ReservationView, StockLevel } from "../../services/inventory/inventory.service";
-import type { Payment } from "../../services/payments/payments.service";
+import type { Payment } from "../../services/payments/payments.model";
 import { startTestBroker, type TestBroker } from "../support/broker";
 
 type Totals = Record<string, { captured: number; refunded: number }>;

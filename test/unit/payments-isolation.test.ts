@@ -17,7 +17,7 @@ import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { AuthUser } from "../../platform/context";
 import type { Order } from "../../services/orders/orders.service";
-import type { Product } from "../../services/products/products.service";
+import type { Product } from "../../services/products/products.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));

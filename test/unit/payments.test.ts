@@ -1,6 +1,6 @@
 import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
-import type { Payment } from "../../services/payments/payments.service";
+import type { Payment } from "../../services/payments/payments.model";
 import { resetConfig } from "../../platform/config";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 

@@ -2,7 +2,7 @@ import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { ShopMeta } from "../../platform/context";
 import { DEMO_CATALOG } from "../../services/products/demo-catalog";
-import type { Page, Product } from "../../services/products/products.service";
+import type { Page, Product } from "../../services/products/products.model";
 import { admin, customer, startTestBroker, type TestBroker } from "../support/broker";
 
 describe("products", () => {
