@@ -1,53 +1,78 @@
 /**
- * `DbMixin({ service, migrations, models })`: moleculer-db with the Sequelize adapter on the
- * service's OWN Postgres database (CONTRACT.md: one database per service on one server).
+ * `DbMixin({ service, migrations, models?, mainModel? })`: the service's OWN Postgres database
+ * (CONTRACT.md: one database per service on one server) as `this.db`, a pg pool
+ * (`ShopDatabase`, platform/db/pool.ts) that the engines and the services query through
+ * `fastQuery` (platform/db/fast-query.ts).
  *
- * On start it creates the database if missing, applies the service's versioned migrations (umzug,
- * under an advisory lock; never `sync()`), connects the adapter (retrying every second while
- * Postgres is down, moleculer-db's behaviour) and then calls the schema's `afterConnected` (seeding).
+ * With `models` and `mainModel` (users, products: moleculer-db's public API serves their catalog
+ * and accounts), also moleculer-db with its Sequelize adapter on a Sequelize instance
+ * (`this.sequelize`, `this.models`); without them, no Sequelize instance and no adapter.
  *
- * The Sequelize instance and the models are built in `merged()`, not passed in the mixin schema:
- * Moleculer deep-clones mixin schemas, which would give every clone its own pool.
+ * On start it creates the database if missing, applies the service's versioned migrations
+ * (platform/db/migrations.ts: umzug, under an advisory lock; never `sync()`), connects the adapter
+ * if any (retrying every second while Postgres is down, moleculer-db's behaviour, kept without
+ * it) and then calls the schema's `afterConnected` (seeding). On stop it closes its pools.
+ *
+ * The pools and the models are built in `merged()`, not passed in the mixin schema: Moleculer
+ * deep-clones mixin schemas, which would give every clone its own pool. Typed the way of the
+ * official Moleculer TypeScript template: `ServiceSchema` with `this` typed by an interface.
  *
  * Adds the action `<service>.readiness` (not published over REST): answers
  * `{ database: "ok", pendingMigrations: 0 }` or throws `SERVICE_UNAVAILABLE`.
  */
-import type { ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema, ServiceSettingSchema } from "moleculer";
 import DbServiceMixin from "moleculer-db";
 import SequelizeDbAdapter from "moleculer-db-adapter-sequelize";
 import type { ModelStatic, Sequelize } from "sequelize";
 import { type DatabaseService } from "../platform/config";
 import {
+	createDatabase,
 	createSequelize,
 	databaseUrl,
 	ensureDatabase,
-	migrate,
-	pendingMigrations,
 	type Migration
 } from "../platform/db/database";
+import { migrate, pendingMigrations } from "../platform/db/migrations";
+import type { ShopDatabase } from "../platform/db/pool";
 import { shopError } from "../platform/errors";
 
 /** The models of a service, by name; the one named by `mainModel` backs moleculer-db's adapter. */
 export type ModelMap = Record<string, ModelStatic<any>>;
 
-export interface DbMixinOptions<M extends ModelMap> {
+export interface DbMixinOptions<M extends ModelMap = ModelMap> {
 	/** Whose database: also its name (with `DATABASE_PREFIX`). */
 	readonly service: DatabaseService;
 	readonly migrations: readonly Migration[];
-	/** Defines the service's models on its Sequelize instance (no `sync()`: migrations own DDL). */
-	readonly models: (sequelize: Sequelize) => M;
+	/**
+	 * Defines the service's models on its Sequelize instance (no `sync()`: migrations own DDL).
+	 * Only for a service served by moleculer-db's adapter; with `mainModel`.
+	 */
+	readonly models?: (sequelize: Sequelize) => M;
 	/** The model moleculer-db's adapter wraps. */
-	readonly mainModel: keyof M & string;
+	readonly mainModel?: keyof M & string;
 }
 
 /** What the mixin adds to `this` of the service. */
-export interface DbMixinMethods<M extends ModelMap> {
-	/** The service's Sequelize instance (transactions: `this.sequelize.transaction(...)`). */
+export interface DbMixinMethods<M extends ModelMap = ModelMap> {
+	/** The service's database: `fastQuery(this.db, ...)`, `this.db.transaction(async t => ...)`. */
+	db: ShopDatabase;
+	/** The Sequelize instance of a service with models (users, products). */
 	sequelize: Sequelize;
-	/** The service's models. */
+	/** The models of a service with models (users, products). */
 	models: M;
+	/** True once the database is migrated and connected (the outbox relay waits for it). */
+	$dbReady: boolean;
 	/** Clears this service's cached action results on every node (moleculer-db's clearCache). */
 	clearCache(): Promise<void>;
+}
+
+/** The mixin's private wiring, built in `merged` (see the module comment). */
+interface DbWiring {
+	db: ShopDatabase;
+	sequelize?: Sequelize;
+	models?: ModelMap;
+	url: string;
+	migrations: readonly Migration[];
 }
 
 declare module "moleculer" {
@@ -56,51 +81,122 @@ declare module "moleculer" {
 		adapter?: unknown;
 		/** moleculer-db model (set by DbMixin in `merged`). */
 		model?: unknown;
-		/** Called by moleculer-db once the adapter is connected (seeding). */
-		afterConnected?: (this: any) => Promise<void> | void;
+		/** Called once the database is migrated and connected (seeding). */
+		afterConnected?(): Promise<void> | void;
 		/** Called with the merged schema before the service is created. */
 		merged?: ((schema: ServiceSchema) => void) | ((schema: ServiceSchema) => void)[];
 		/** DbMixin's private wiring. */
-		$db?: {
-			sequelize: Sequelize;
-			models: ModelMap;
-			url: string;
-			migrations: readonly Migration[];
-		};
+		$db?: DbWiring;
 	}
 }
 
+/** The mixin's methods. */
+interface DbOwnMethods {
+	connect(): Promise<void>;
+	clearCache(): Promise<void>;
+}
+
+/** The mixin's state on `this`. */
+type DbVars = Omit<DbMixinMethods, keyof DbOwnMethods> & {
+	/** Migrations applied by this start (for the start script's progress lines, app/shop.ts). */
+	$migrationsApplied?: number;
+	/** moleculer-db's adapter, with models. */
+	adapter?: { connect(): Promise<void> };
+};
+
+/** `this` inside the mixin. */
+type DbThis = Service<DbSettings> & DbVars & DbOwnMethods;
+
+/** moleculer-db's settings (kept for the services with models). */
+interface DbSettings extends ServiceSettingSchema {
+	idField?: string;
+	pageSize?: number;
+	maxPageSize?: number;
+}
+
+/** The mixin's schema, typed the official template's way. */
+type DbSchema = Partial<ServiceSchema<DbSettings, DbOwnMethods, DbVars>>;
+
+/** Total connections one node opens to one database (platform/db/pool.ts: budget). */
+const POOL_BUDGET = 10;
+
+function wiring(svc: Service): DbWiring {
+	const db = svc.schema.$db;
+	if (!db) throw new Error("DbMixin: not wired (merged() did not run)");
+	return db;
+}
+
+// <transitional-sequelize>
+/**
+ * Transitional: a service without models whose code (or whose tests: `svc.sequelize.query(...)`)
+ * still uses `this.sequelize` gets a Sequelize instance (a pool of 5) on first use, closed on
+ * stop; one that never touches it opens none. Once no `.sequelize` is left outside users and
+ * products (and their tests), delete what these markers enclose.
+ */
+function lazySequelize(svc: DbThis, w: DbWiring): void {
+	Object.defineProperty(svc, "sequelize", {
+		configurable: true,
+		get(): Sequelize {
+			w.sequelize ??= createSequelize(w.url, {
+				pool: { max: POOL_BUDGET / 2, min: 0, idle: 10_000, acquire: 10_000 }
+			});
+			w.db.sequelize ??= w.sequelize;
+			return w.sequelize;
+		}
+	});
+}
+// </transitional-sequelize>
+
 /**
  * Builds the mixin for one service.
+ * @example mixins: [DbMixin({ service: "orders", migrations })]
  * @example mixins: [DbMixin({ service: "products", migrations, models: defineModels, mainModel: "Product" })]
  */
 export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<ServiceSchema> {
-	return {
-		mixins: [DbServiceMixin as unknown as Partial<ServiceSchema>],
+	const withModels = opts.models !== undefined;
+	if (withModels !== (opts.mainModel !== undefined))
+		throw new Error("DbMixin: `models` and `mainModel` go together");
 
+	const schema: DbSchema & ThisType<DbThis> = {
 		settings: {
 			idField: "id",
 			pageSize: 20,
 			maxPageSize: 100
-		} as ServiceSchema["settings"],
+		},
 
-		merged(schema: ServiceSchema): void {
+		merged(merged: ServiceSchema): void {
 			const url = databaseUrl(opts.service);
-			const sequelize = createSequelize(url);
+			if (!opts.models || !opts.mainModel) {
+				merged.$db = {
+					db: createDatabase(url, { max: POOL_BUDGET }),
+					url,
+					migrations: opts.migrations
+				};
+				return;
+			}
+			// The budget split between the two pools (platform/db/pool.ts).
+			const sequelize = createSequelize(url, {
+				pool: { max: POOL_BUDGET / 2, min: 0, idle: 10_000, acquire: 10_000 }
+			});
+			const db = createDatabase(url, { max: POOL_BUDGET / 2 });
+			db.sequelize = sequelize;
 			const models = opts.models(sequelize);
 			const main = models[opts.mainModel];
 			if (!main) throw new Error(`DbMixin: no model "${opts.mainModel}"`);
-			schema.$db = { sequelize, models, url, migrations: opts.migrations };
+			merged.$db = { db, sequelize, models, url, migrations: opts.migrations };
 			// A defined Model class makes the adapter skip sync().
-			schema.model = main;
-			schema.adapter = new SequelizeDbAdapter(sequelize);
+			merged.model = main;
+			merged.adapter = new SequelizeDbAdapter(sequelize);
 		},
 
-		created(this: any): void {
-			const db = this.schema.$db as NonNullable<ServiceSchema["$db"]>;
-			this.sequelize = db.sequelize;
-			this.models = db.models;
-			/** True once the database is migrated and connected (the outbox relay waits for it). */
+		created(this: DbThis): void {
+			const w = wiring(this);
+			this.db = w.db;
+			if (w.sequelize) this.sequelize = w.sequelize;
+			if (w.models) this.models = w.models as never;
+			// <transitional-sequelize>
+			else lazySequelize(this, w);
+			// </transitional-sequelize>
 			this.$dbReady = false;
 		},
 
@@ -115,11 +211,13 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 				// Probed every few seconds (platform/node-health.ts, the gateway's /ready): no spans.
 				tracing: false,
 				params: {},
-				async handler(this: any): Promise<{ database: "ok"; pendingMigrations: number }> {
-					const db = this.schema.$db as NonNullable<ServiceSchema["$db"]>;
+				async handler(
+					this: DbThis
+				): Promise<{ database: "ok"; pendingMigrations: number }> {
+					const w = wiring(this);
 					try {
-						await db.sequelize.query("SELECT 1");
-						const pending = await pendingMigrations(db.sequelize, db.migrations);
+						await w.db.query("SELECT 1");
+						const pending = await pendingMigrations(w.db, w.migrations);
 						if (pending.length > 0)
 							throw shopError("SERVICE_UNAVAILABLE", "Migrations pending", {
 								pending
@@ -135,9 +233,44 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 						});
 					}
 				}
+			}
+		},
+
+		methods: {
+			/** Database creation, migrations, then moleculer-db's connect (with models). */
+			async connect(this: DbThis): Promise<void> {
+				const w = wiring(this);
+				await ensureDatabase(w.url);
+				const applied = await migrate(w.db, w.migrations);
+				if (applied.length > 0)
+					this.logger.info(`Applied migrations: ${applied.join(", ")}`);
+				this.$migrationsApplied = applied.length;
+				if (this.adapter) await this.adapter.connect();
+				this.$dbReady = true;
+				if (typeof this.schema.afterConnected === "function")
+					await this.schema.afterConnected.call(this);
 			},
-			// moleculer-db's generic CRUD actions are not part of the shop's API: each service
-			// declares its own validated actions.
+
+			/** moleculer-db's `clearCache`: every node's cached results of this service. */
+			async clearCache(this: DbThis): Promise<void> {
+				void this.broker.broadcast(`cache.clean.${this.fullName}`);
+				if (this.broker.cacher) await this.broker.cacher.clean(`${this.fullName}.**`);
+			}
+		},
+
+		async stopped(this: DbThis): Promise<void> {
+			const w = wiring(this);
+			await w.db.close();
+			// moleculer-db's adapter closes the Sequelize instance of a service with models.
+			if (!withModels) await w.sequelize?.close();
+		}
+	};
+
+	if (withModels) {
+		// moleculer-db (its `started` connects, retrying; its `stopped` disconnects the adapter);
+		// its generic CRUD actions are not part of the shop's API: each service declares its own.
+		schema.mixins = [DbServiceMixin as unknown as ServiceSchema];
+		Object.assign(schema.actions!, {
 			find: false,
 			count: false,
 			list: false,
@@ -146,23 +279,23 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 			get: false,
 			update: false,
 			remove: false
-		},
-
-		methods: {
-			/** moleculer-db's connect, preceded by database creation and migrations. */
-			async connect(this: any): Promise<void> {
-				const db = this.schema.$db as NonNullable<ServiceSchema["$db"]>;
-				await ensureDatabase(db.url);
-				const applied = await migrate(db.sequelize, db.migrations);
-				if (applied.length > 0)
-					this.logger.info(`Applied migrations: ${applied.join(", ")}`);
-				// For the start script's progress lines (app/shop.ts).
-				this.$migrationsApplied = applied.length;
-				await this.adapter.connect();
-				this.$dbReady = true;
-				if (typeof this.schema.afterConnected === "function")
-					await this.schema.afterConnected.call(this);
-			}
-		}
-	};
+		});
+	} else {
+		/** Connects, retrying every second while Postgres is down (moleculer-db's behaviour). */
+		schema.started = function (this: DbThis): Promise<void> {
+			return new Promise(resolve => {
+				const connecting = (): void => {
+					this.connect().then(resolve, (err: unknown) => {
+						this.logger.error("Connection error!", err);
+						setTimeout(() => {
+							this.logger.warn("Reconnecting...");
+							connecting();
+						}, 1000);
+					});
+				};
+				connecting();
+			});
+		};
+	}
+	return schema as Partial<ServiceSchema>;
 }

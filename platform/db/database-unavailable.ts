@@ -48,9 +48,10 @@ const CONNECTION_ERROR_NAMES = new Set([
 	"SequelizeInvalidConnectionError"
 ]);
 
-/** Network errors of the socket to the server. */
+/** Network errors of the socket to the server (raw from pg, or under Sequelize's). */
 const NETWORK_CODES = new Set([
 	"ECONNREFUSED",
+	"ENOTFOUND",
 	"ECONNRESET",
 	"EPIPE",
 	"ETIMEDOUT",
@@ -66,13 +67,17 @@ const NETWORK_CODES = new Set([
  */
 const UNAVAILABLE_SQLSTATE = /^(08...|57P0[123])$/;
 
-/** What pg says when its connection broke under a query. */
+/**
+ * What pg says when its connection broke under a query, and what its pool (platform/db/pool.ts)
+ * says when no connection came in time (Sequelize's `ConnectionAcquireTimeoutError`).
+ */
 const BROKEN_CONNECTION =
-	/Connection terminated|connection error and is not queryable|Client was closed and is not queryable|the database system is (shutting down|starting up|in recovery mode)/i;
+	/Connection terminated|connection error and is not queryable|Client was closed and is not queryable|the database system is (shutting down|starting up|in recovery mode)|timeout exceeded when trying to connect/i;
 
 /**
  * Whether `err` (or the error it wraps: Sequelize's `parent`/`original`, `cause`) says that the
- * database could not be reached, as opposed to an error of the statement itself.
+ * database could not be reached, as opposed to an error of the statement itself. Recognises
+ * Sequelize's connection errors and the raw errors of pg and its pool alike.
  */
 export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
 	if (typeof err !== "object" || err === null || depth > 3) return false;

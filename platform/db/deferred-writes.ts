@@ -12,11 +12,13 @@
  * commit or roll back with everything else. A transaction that never accepted deferred writes
  * gets none: `deferWrite` answers false and the writer sends its statement itself.
  *
+ * Transactions are those `fastQuery` runs in (the pg pool's, or Sequelize's for users and
+ * products: platform/db/fast-query.ts).
+ *
  * The writes of one statement run in no defined order and see the same snapshot: they must not
  * touch the same rows as each other or as the last statement, nor depend on each other.
  */
-import type { Sequelize, Transaction } from "sequelize";
-import { fastQuery } from "./fast-query";
+import { fastQuery, type Database, type Transaction } from "./fast-query";
 
 /** One deferred write: a data-modifying statement numbering its own parameters from `$1`. */
 export interface DeferredWrite {
@@ -86,10 +88,9 @@ export function withDeferredWrites(
  * (`deferWrite`), else now.
  */
 export async function writeOrDefer(
-	sequelize: Sequelize,
+	db: Database,
 	t: Transaction,
 	write: DeferredWrite
 ): Promise<void> {
-	if (!deferWrite(t, write))
-		await fastQuery(sequelize, write.sql, { bind: write.bind, transaction: t });
+	if (!deferWrite(t, write)) await fastQuery(db, write.sql, { bind: write.bind, transaction: t });
 }

@@ -1,97 +1,96 @@
 /**
- * `fastQuery(sequelize, sql, { bind, type, transaction })`: a parameterised statement sent
- * straight to node-postgres, on the transaction's connection or on one from Sequelize's pool,
- * without Sequelize's per-query work (option cloning, bind rewriting, result post-processing,
- * its own promise and logging wrappers). That work was about a sixth of the shop's CPU on the
- * order path (`PROF=1 npm run bench:saga`), for statements whose text and parameters we write
- * ourselves anyway.
+ * `fastQuery(db, sql, { bind, type, transaction })`: a parameterised statement sent straight to
+ * node-postgres on the service's pg pool (`ShopDatabase`, platform/db/pool.ts), without
+ * Sequelize's per-query work (option cloning, bind rewriting, result post-processing, its own
+ * promise and logging wrappers). That work was about a sixth of the shop's CPU on the order path
+ * (`PROF=1 npm run bench:saga`), for statements whose text and parameters we write ourselves.
  *
- * What callers keep from Sequelize: the same pool and connections (so the same type parsers and
- * the named prepared statements of platform/db/database.ts), the same result shapes (`type:
- * QueryTypes.SELECT` → the rows; otherwise `[rows, result]`, like a RAW query), and the same
- * errors: a failed statement is turned into Sequelize's error class by the dialect's own
- * `formatError` (e.g. `SequelizeUniqueConstraintError` for SQLSTATE 23505, `DatabaseError` with
- * `parent`/`original` otherwise), and a reset connection is marked invalid so the pool drops it,
- * as Sequelize's postgres `Query.run` does.
+ * Result shapes are those of `sequelize.query`: `type: "SELECT"` (`QueryTypes.SELECT`) → the rows;
+ * otherwise `[rows, result]` (pg's result, with `rowCount`), like a RAW query. Errors are those
+ * Sequelize threw (platform/db/query-error.ts). A finished transaction is refused.
  *
- * Only `bind` (an array, `$1`…), `type` and `transaction` are understood: anything else (models,
- * replacements, hooks) needs `sequelize.query`.
+ * Also accepted, through Sequelize's public API (`sequelize.query`), for the services that keep
+ * moleculer-db's Sequelize adapter: a `Sequelize` instance as `db`, and a Sequelize transaction
+ * (e.g. products' model writes and its outbox insert in one transaction): the statement then runs
+ * on that transaction's connection.
+ *
+ * Only `bind` (an array, `$1`…), `type` and `transaction` are understood.
  */
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import {
+	QueryTypes as SequelizeQueryTypes,
+	Sequelize,
+	type Transaction as SequelizeTransaction
+} from "sequelize";
+import { DbTransaction, ShopDatabase } from "./pool";
 
-interface PgResult {
-	rows: object[];
-	rowCount: number | null;
+/** The result shapes `fastQuery` knows, by Sequelize's names (`QueryTypes.SELECT`). */
+export enum QueryTypes {
+	/** The rows. */
+	SELECT = "SELECT",
+	/** `[rows, result]`. */
+	RAW = "RAW"
 }
-interface PgConnection {
-	query(text: string, values: unknown[]): Promise<PgResult>;
-	_invalid?: boolean;
-}
-interface DialectQuery {
-	formatError(err: unknown, stack?: string): Error;
-}
-interface SequelizeInternals {
-	dialect: {
-		Query: new (connection: unknown, sequelize: Sequelize, options: object) => DialectQuery;
-	};
-	connectionManager: {
-		getConnection(opts: { type: "read" | "write" }): Promise<PgConnection>;
-		releaseConnection(connection: PgConnection): Promise<void> | void;
-	};
-}
+
+/** `type: SELECT` in any of its spellings. */
+type Select = QueryTypes.SELECT | SequelizeQueryTypes.SELECT | "SELECT";
+
+/** A transaction `fastQuery` can run in: the pg pool's, or (users, products) Sequelize's. */
+export type Transaction = DbTransaction | SequelizeTransaction;
+
+/** Either database handle: the pg pool, or a Sequelize instance (users, products). */
+export type Database = ShopDatabase | Sequelize;
 
 export interface FastQueryOptions {
 	bind?: readonly unknown[];
-	type?: QueryTypes.SELECT | QueryTypes.RAW;
+	/** `QueryTypes.SELECT` (this module's or Sequelize's): the rows; else `[rows, result]`. */
+	type?: Select | QueryTypes.RAW | SequelizeQueryTypes.RAW | "RAW";
 	transaction?: Transaction | null;
 }
 
 /** Runs `sql`; see the module comment. @returns the rows (`type: SELECT`), else `[rows, result]` */
 export function fastQuery(
-	sequelize: Sequelize,
+	db: Database,
 	sql: string,
-	options: FastQueryOptions & { type: QueryTypes.SELECT }
+	options: FastQueryOptions & { type: Select }
 ): Promise<object[]>;
 export function fastQuery(
-	sequelize: Sequelize,
+	db: Database,
 	sql: string,
 	options?: FastQueryOptions
 ): Promise<[object[], unknown]>;
 export async function fastQuery(
-	sequelize: Sequelize,
+	db: Database,
 	sql: string,
 	options: FastQueryOptions = {}
 ): Promise<object[] | [object[], unknown]> {
-	const seq = sequelize as unknown as SequelizeInternals;
-	const values = (options.bind ?? []) as unknown[];
-	const t = options.transaction as
-		(Transaction & { connection?: PgConnection; finished?: string }) | null | undefined;
-	let result: PgResult;
-	let connection: PgConnection | undefined;
-	try {
-		if (t) {
-			// Sequelize refuses a finished transaction too; its connection may be another's now.
-			if (t.finished || !t.connection)
-				throw new Error(
-					`The transaction is ${t.finished ?? "not started"}: no statement may use it`
-				);
-			connection = t.connection;
-			result = await connection.query(sql, values);
-		} else {
-			connection = await seq.connectionManager.getConnection({ type: "write" });
-			try {
-				result = await connection.query(sql, values);
-			} finally {
-				await seq.connectionManager.releaseConnection(connection);
-			}
-		}
-	} catch (err) {
-		const e = err as { code?: unknown; message?: unknown; name?: unknown };
-		// Not a database's answer (the pool, a finished transaction): as it is.
-		if (!connection || (typeof e.name === "string" && e.name.startsWith("Sequelize")))
-			throw err;
-		if (e.code === "ECONNRESET") connection._invalid = true;
-		throw new seq.dialect.Query(connection, sequelize, {}).formatError(err);
+	const values = options.bind ?? [];
+	const t = options.transaction;
+	const select = (options.type as string | undefined) === "SELECT";
+	if (t && !(t instanceof DbTransaction)) {
+		// Sequelize refuses a finished transaction too; its connection may be another's now.
+		const finished = (t as { finished?: string }).finished;
+		if (finished) throw new Error(`The transaction is ${finished}: no statement may use it`);
+		return sequelizeOf(db, t).query(sql, {
+			bind: values as unknown[],
+			transaction: t,
+			type: select ? SequelizeQueryTypes.SELECT : SequelizeQueryTypes.RAW
+		}) as Promise<object[] | [object[], unknown]>;
 	}
-	return options.type === QueryTypes.SELECT ? result.rows : [result.rows, result];
+	if (db instanceof Sequelize && !t)
+		return db.query(sql, {
+			bind: values as unknown[],
+			type: select ? SequelizeQueryTypes.SELECT : SequelizeQueryTypes.RAW
+		}) as Promise<object[] | [object[], unknown]>;
+	if (!t && !(db instanceof ShopDatabase))
+		throw new TypeError("fastQuery: no database handle (DbMixin's this.db)");
+	const result = t ? await t.query(sql, values) : await (db as ShopDatabase).query(sql, values);
+	return select ? result.rows : [result.rows, result];
+}
+
+/** The Sequelize instance a Sequelize transaction belongs to. */
+function sequelizeOf(db: Database, t: SequelizeTransaction): Sequelize {
+	if (db instanceof Sequelize) return db;
+	const own = db.sequelize ?? (t as { sequelize?: unknown }).sequelize;
+	if (own instanceof Sequelize) return own;
+	throw new TypeError("fastQuery: a Sequelize transaction, and no Sequelize instance");
 }

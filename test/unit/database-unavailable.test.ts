@@ -1,6 +1,6 @@
 /**
  * platform/db/database-unavailable.ts: which errors mean "the database does not answer" (a real refused
- * connection from Sequelize, pg's broken connections, Postgres's shutdown SQLSTATEs), which do
+ * connection from Sequelize and from the pg pool, pg's broken connections, Postgres's shutdown SQLSTATEs), which do
  * not (a constraint violation, a bad statement, wrong credentials), and the middleware turning the
  * former into SERVICE_UNAVAILABLE (503, retryable) while the latter pass unchanged. With
  * Moleculer's own circuit breaker and the shop's failure check, a database outage leaves nothing
@@ -15,6 +15,7 @@ import {
 	isDatabaseOutageError,
 	isDatabaseUnavailable
 } from "../../platform/db/database-unavailable";
+import { ShopDatabase } from "../../platform/db/pool";
 import { freePort } from "../support/ports";
 
 /** What Sequelize wraps a pg error of a query in. */
@@ -37,6 +38,15 @@ describe("isDatabaseUnavailable", () => {
 		const err = await sequelize.query("SELECT 1").catch((e: unknown) => e);
 		await sequelize.close();
 		expect((err as Error).name).toBe("SequelizeConnectionRefusedError");
+		expect(isDatabaseUnavailable(err)).toBe(true);
+	});
+
+	it("a connection the pg pool could not make (nothing listens on the port)", async () => {
+		const port = await freePort();
+		const db = new ShopDatabase(`postgres://u:p@127.0.0.1:${port}/db`, { max: 1 });
+		const err = await db.query("SELECT 1").catch((e: unknown) => e);
+		await db.close();
+		expect((err as { code?: string }).code).toBe("ECONNREFUSED");
 		expect(isDatabaseUnavailable(err)).toBe(true);
 	});
 
@@ -64,6 +74,14 @@ describe("isDatabaseUnavailable", () => {
 			})
 		],
 		["a reset socket", Object.assign(new Error("read ECONNRESET"), { code: "ECONNRESET" })],
+		[
+			"no connection from the pg pool in time",
+			new Error("timeout exceeded when trying to connect")
+		],
+		[
+			"pg could not connect in time",
+			new Error("Connection terminated due to connection timeout")
+		],
 		["a client that already broke", new Error("Client was closed and is not queryable")]
 	])("%s: unavailable", (_what, err) => {
 		expect(isDatabaseUnavailable(err)).toBe(true);

@@ -1,14 +1,16 @@
 /**
  * platform/db/deferred-writes.ts on the jest run's real Postgres: writes handed to a transaction run with
- * its last statement, exactly once, and commit or roll back with it.
+ * its last statement, exactly once, and commit or roll back with it; in Sequelize's transactions
+ * (users, products) and the pg pool's.
  */
 import { QueryTypes, type Sequelize } from "sequelize";
-import { createSequelize } from "../../platform/db/database";
+import { createDatabase, createSequelize } from "../../platform/db/database";
 import {
 	acceptDeferredWrites,
 	deferWrite,
 	prependWrites,
-	withDeferredWrites
+	withDeferredWrites,
+	writeOrDefer
 } from "../../platform/db/deferred-writes";
 import { fastQuery } from "../../platform/db/fast-query";
 import { sharedDatabaseUrl } from "../support/database-url";
@@ -88,6 +90,36 @@ describe("deferred writes", () => {
 			})
 		).rejects.toMatchObject({ name: "SequelizeUniqueConstraintError" });
 		expect(await rows()).toEqual([{ k: "x", v: 0 }]);
+	});
+
+	it("on the pg pool: writeOrDefer defers in a transaction that accepts, sends otherwise", async () => {
+		const db = createDatabase(sharedDatabaseUrl(), { max: 1 });
+		try {
+			const answer = await db.transaction(async t => {
+				await writeOrDefer(db, t, insert("a", 1));
+				acceptDeferredWrites(t);
+				await writeOrDefer(db, t, insert("b", 2));
+				expect(
+					await fastQuery(db, `SELECT k FROM ${table} ORDER BY k`, {
+						type: QueryTypes.SELECT,
+						transaction: t
+					})
+				).toEqual([{ k: "a" }]);
+				const last = withDeferredWrites(t, "SELECT $1::int AS n", [7]);
+				return fastQuery(db, last.sql, {
+					bind: last.bind,
+					type: QueryTypes.SELECT,
+					transaction: t
+				});
+			});
+			expect(answer).toEqual([{ n: 7 }]);
+			expect(await rows()).toEqual([
+				{ k: "a", v: 1 },
+				{ k: "b", v: 2 }
+			]);
+		} finally {
+			await db.close();
+		}
 	});
 
 	it("joins a last statement's own WITH list (prependWrites)", async () => {

@@ -1,12 +1,12 @@
 /**
  * platform/db/database.ts: parameterised queries run as named prepared statements (parsed once per
  * connection, their plans reusable), on the jest run's real Postgres; texts without parameters
- * run as before; `DATABASE_PREPARED_STATEMENTS=false` turns it off. Also: the embedded server's
+ * run as before; `DATABASE_PREPARED_STATEMENTS=false` turns it off; on Sequelize's pool and the pg pool. Also: the embedded server's
  * URL reaches it over a Unix socket (tools/embedded-postgres.ts).
  */
 import { QueryTypes, type Sequelize } from "sequelize";
 import { resetConfig } from "../../platform/config";
-import { createSequelize, preparedName } from "../../platform/db/database";
+import { createDatabase, createSequelize, preparedName } from "../../platform/db/database";
 import { sharedDatabaseUrl } from "../support/database-url";
 
 /** The named statements of the transaction's connection, as Postgres lists them. */
@@ -73,6 +73,26 @@ describe("prepared statements", () => {
 		} finally {
 			await seq.close();
 		}
+	});
+
+	it("the pg pool: named statements, unnamed with DATABASE_PREPARED_STATEMENTS=false", async () => {
+		const listed = async (): Promise<unknown[]> => {
+			const db = createDatabase(sharedDatabaseUrl(), { max: 1 });
+			try {
+				return await db.transaction(async t => {
+					await t.query("SELECT $1::int AS p", [1]);
+					return (await t.query("SELECT name FROM pg_prepared_statements")).rows;
+				});
+			} finally {
+				await db.close();
+			}
+		};
+		delete process.env.DATABASE_PREPARED_STATEMENTS;
+		resetConfig();
+		expect(await listed()).toEqual([{ name: preparedName("SELECT $1::int AS p") }]);
+		process.env.DATABASE_PREPARED_STATEMENTS = "false";
+		resetConfig();
+		expect(await listed()).toEqual([]);
 	});
 
 	it("the embedded server's URL connects over its Unix socket", async () => {
