@@ -11,7 +11,7 @@ import {
 	circuitBreakerFailure,
 	DatabaseUnavailableMiddleware
 } from "./platform/db/database-unavailable";
-import { ShopErrorRegenerator } from "./platform/errors";
+import { isTransientError, ShopErrorRegenerator } from "./platform/errors";
 import { FailoverMiddleware } from "./platform/failover";
 import { shopLogger } from "./platform/logger";
 import { NodeHealthMiddleware } from "./platform/node-health";
@@ -20,7 +20,6 @@ import { natsConnectionOptions, natsSecurity } from "./platform/nats-options";
 import { replCommands } from "./app/repl-commands";
 import { RESILIENT_REDIS_CACHER } from "./platform/resilient-cacher";
 import { RequestContextMiddleware } from "./platform/request-context";
-import { isTransientError } from "./mixins/saga.mixin";
 
 const c = config();
 type ReplCustomCommands = NonNullable<NonNullable<BrokerOptions["replOptions"]>["customCommands"]>;

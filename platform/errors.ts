@@ -251,7 +251,10 @@ export const FRAMEWORK_ERROR_TYPES: Record<string, ErrorSpec> = {
 		retryable: true,
 		description: "No live node serves the action."
 	},
-	SERVICE_NOT_FOUND: { code: 404, retryable: false, description: "No such action." },
+	// Moleculer's ServiceNotFoundError is a MoleculerRetryableError: no node has registered the
+	// action (yet), e.g. a participant restarting; the gateway answers it as 503
+	// SERVICE_NOT_AVAILABLE (platform/web/gateway-errors.ts).
+	SERVICE_NOT_FOUND: { code: 404, retryable: true, description: "No such action." },
 	CIRCUIT_BREAKER_OPEN: {
 		code: 503,
 		retryable: true,
@@ -317,6 +320,25 @@ export function isErrorType(err: unknown, ...types: string[]): boolean {
 		err !== null &&
 		types.includes(String((err as { type?: unknown }).type))
 	);
+}
+
+/** Error types the tables (`ERRORS`, `FRAMEWORK_ERROR_TYPES`) mark `retryable`. */
+const TRANSIENT_TYPES: ReadonlySet<string> = new Set(
+	[...Object.entries(ERRORS), ...Object.entries(FRAMEWORK_ERROR_TYPES)]
+		.filter(([, spec]) => spec.retryable)
+		.map(([type]) => type)
+);
+
+/**
+ * Whether an error is transient (worth retrying): its `retryable` is true, or its `type` is one
+ * the tables mark `retryable` (also when it crossed the transporter without its flag). Business
+ * and client errors never are. Used by the broker's retry policy (moleculer.config.ts), a saga
+ * step's retries (platform/saga/forward.ts) and the idempotency mixin (not remembered).
+ */
+export function isTransientError(err: unknown): boolean {
+	if (typeof err !== "object" || err === null) return false;
+	const e = err as { retryable?: unknown; type?: unknown };
+	return e.retryable === true || TRANSIENT_TYPES.has(String(e.type));
 }
 
 /**

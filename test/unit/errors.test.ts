@@ -5,6 +5,7 @@ import {
 	ERRORS,
 	FRAMEWORK_ERROR_TYPES,
 	isErrorType,
+	isTransientError,
 	ShopClientError,
 	ShopErrorRegenerator,
 	ShopRetryableError,
@@ -39,10 +40,33 @@ describe("the error table", () => {
 		}
 	);
 
-	it("only server-side (5xx) or throttling errors are retryable", () => {
+	/** Moleculer's own errors of the framework types, as Moleculer throws them. */
+	const moleculerErrors: Record<string, Error & { type?: string; retryable?: boolean }> = {
+		VALIDATION_ERROR: new Errors.ValidationError("bad", "VALIDATION_ERROR", []),
+		REQUEST_TIMEOUT: new Errors.RequestTimeoutError({ action: "a.b", nodeID: "n" }),
+		SERVICE_NOT_AVAILABLE: new Errors.ServiceNotAvailableError({ action: "a.b" }),
+		SERVICE_NOT_FOUND: new Errors.ServiceNotFoundError({ action: "a.b" }),
+		QUEUE_FULL: new Errors.QueueIsFullError({ action: "a.b", nodeID: "n", size: 1, limit: 1 })
+	};
+
+	it("only server-side (5xx) or throttling errors are retryable, and Moleculer's as Moleculer says", () => {
 		for (const [type, spec] of [...table, ...Object.entries(FRAMEWORK_ERROR_TYPES)])
-			if (spec.retryable)
+			if (spec.retryable && !(type in moleculerErrors))
 				expect([type, spec.code >= 500 || spec.code === 429]).toEqual([type, true]);
+		// A framework type is retryable exactly when Moleculer's own class is (its retry policy and
+		// isTransientError read the table): ServiceNotFoundError is a retryable 404.
+		for (const [type, err] of Object.entries(moleculerErrors)) {
+			expect(err.type).toBe(type);
+			expect([type, FRAMEWORK_ERROR_TYPES[type]?.retryable]).toEqual([type, err.retryable]);
+		}
+	});
+
+	it("isTransientError: derived from the tables' retryable flag", () => {
+		for (const [type, spec] of [...table, ...Object.entries(FRAMEWORK_ERROR_TYPES)])
+			expect([type, isTransientError({ type })]).toEqual([type, spec.retryable]);
+		expect(isTransientError({ type: "INVENTORY_OUT_OF_STOCK", retryable: true })).toBe(true);
+		expect(isTransientError({ type: "SERVICE_UNAVAILABLE", retryable: false })).toBe(true);
+		expect(isTransientError({ type: "NOT_IN_THE_TABLES" })).toBe(false);
 	});
 
 	it("each application type is <AREA>_<REASON> with a known area", () => {

@@ -14,7 +14,6 @@ import { DbMixin } from "../../mixins/db.mixin";
 import {
 	SagaMixin,
 	backoffDelay,
-	isTransientError,
 	sagaIsAfterPivot,
 	sagaMigrations,
 	type SagaDefinition,
@@ -22,7 +21,7 @@ import {
 	type SagaMixinMethods,
 	type SagaRetryPolicy
 } from "../../mixins/saga.mixin";
-import { shopError } from "../../platform/errors";
+import { isTransientError, shopError } from "../../platform/errors";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 type Act = "reserve" | "unreserve" | "charge" | "refund" | "confirm" | "ship";
