@@ -38,13 +38,18 @@
  *
  * Needs `DbMixin` (for `this.sequelize`) and `idempotencyMigrations` in the service's migrations.
  */
-import type { ServiceSchema } from "moleculer";
+import type { Service, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
 import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import type { ShopContext } from "../platform/context";
+import type { ShopContext, ShopServiceSchema } from "../platform/context";
 import type { Migration } from "../platform/db/database";
-import { ERRORS, shopError, type ErrorData, type ErrorType } from "../platform/errors";
-import { isTransientError } from "./saga.mixin";
+import {
+	ERRORS,
+	isTransientError,
+	shopError,
+	type ErrorData,
+	type ErrorType
+} from "../platform/errors";
 import { fastQuery } from "../platform/db/fast-query";
 import { acceptDeferredWrites, withDeferredWrites } from "../platform/db/deferred-writes";
 import { config } from "../platform/config";
@@ -119,12 +124,20 @@ export interface IdempotencyMixinMethods {
 	 *   transient or unexpected error `work` throws (nothing stored)
 	 */
 	withIdempotency<R>(
-		ctx: ShopContext<any>,
+		ctx: ShopContext<unknown>,
 		action: string,
 		work: (t: Transaction) => Promise<IdempotentOutcome<R>>,
 		opts?: { lock?: string }
 	): Promise<R>;
 }
+
+/** `this` of the mixin's handlers: the service, DbMixin's database and the mixin's method. */
+type IdempotencyThis = Service &
+	IdempotencyMixinMethods & {
+		sequelize: Sequelize;
+		/** DbMixin's flag: migrated and connected. */
+		$dbReady?: boolean;
+	};
 
 interface KeyRecord {
 	action: string;
@@ -169,13 +182,17 @@ function rebuildError(stored: StoredError): Error {
 const asStored = <R>(response: R): R =>
 	response === undefined ? response : (JSON.parse(JSON.stringify(response)) as R);
 
+/**
+ * The mixin (see the file's doc comment); needs DbMixin and `idempotencyMigrations`. Adds
+ * `withIdempotency` (IdempotencyMixinMethods) and the retention actions.
+ */
 export function IdempotencyMixin(): Partial<ServiceSchema> {
-	return {
+	const schema: Partial<ShopServiceSchema<IdempotencyThis>> = {
 		merged(schema: ServiceSchema): void {
 			runStoppedFirst(schema, stopRetention);
 		},
 
-		created(this: any): void {
+		created(this: IdempotencyThis): void {
 			addRetentionTask(this, {
 				table: "idempotency_keys",
 				sql: `DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys
@@ -185,7 +202,7 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 			});
 		},
 
-		started(this: any): void {
+		started(this: IdempotencyThis): void {
 			startRetention.call(this);
 		},
 
@@ -193,13 +210,13 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 
 		methods: {
 			async withIdempotency<R>(
-				this: any,
-				ctx: ShopContext<any>,
+				this: IdempotencyThis,
+				ctx: ShopContext<unknown>,
 				action: string,
 				work: (t: Transaction) => Promise<IdempotentOutcome<R>>,
 				opts: { lock?: string } = {}
 			): Promise<R> {
-				const seq = this.sequelize as Sequelize;
+				const seq = this.sequelize;
 				const key: unknown = ctx.meta?.idempotencyKey;
 				if (key !== undefined && key !== null && (typeof key !== "string" || key === ""))
 					throw shopError("REQUEST_INVALID_ID", "The idempotency key must be a string", {
@@ -328,4 +345,5 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 			}
 		}
 	};
+	return schema as Partial<ServiceSchema>;
 }

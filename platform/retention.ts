@@ -39,6 +39,9 @@ export interface RetentionTask {
 	readonly windowMs: number;
 }
 
+/** `$2` ms before the database's now: the cutoff of a task's `sql`, on the database's clock. */
+export const RETENTION_CUTOFF = "now() - $2::float8 * interval '1 millisecond'";
+
 /** What one run did. */
 export interface RetentionReport {
 	/** False when another node held the lease (nothing was purged here). */

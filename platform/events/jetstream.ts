@@ -7,7 +7,7 @@
  *   the server. Limits (`StreamLimits`: `EVENTS_MAX_AGE_MS`, 7 d; `EVENTS_MAX_BYTES`, 1 GiB, for
  *   each stream): past either the server drops the OLDEST messages, read or not, so a consumer
  *   that falls behind loses events; `consumerLag` tells (the consumers' metric and readiness
- *   detail, mixins/events.mixin.ts). Limits are applied to existing streams too.
+ *   detail, platform/events/consumers.ts). Limits are applied to existing streams too.
  * - Stream `SHOP_DLQ`, subjects `shop.dlq.<consumer>`: messages a consumer gave up on after
  *   `maxDeliver` deliveries, with the error in headers.
  * - Consumers: durable, explicit ack, `max_deliver`, `ack_wait`; acknowledged by the caller only
@@ -54,7 +54,7 @@ export const DEFAULT_STREAM_LIMITS: StreamLimits = {
 	maxBytes: 1024 ** 3
 };
 
-/** The subject of domain event `name` (e.g. `order.confirmed` → `shop.events.order.confirmed`). */
+/** The subject of domain event `name`: `shop.events.<name>`. */
 export function eventSubject(name: string): string {
 	return `shop.events.${name}`;
 }
