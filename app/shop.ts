@@ -6,17 +6,7 @@ import path from "node:path";
 import { ServiceBroker, type BrokerOptions, type Middleware, type Service } from "moleculer";
 import { config, resetConfig } from "../platform/config";
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from "../tools/embedded-postgres";
-
-/** Every service of the shop, in start order (the gateway last). */
-export const SHOP_SERVICES = [
-	"users",
-	"products",
-	"inventory",
-	"payments",
-	"orders",
-	"notifications",
-	"api"
-] as const;
+import { SHOP_SERVICES } from "./services";
 
 export interface RunningShop {
 	broker: ServiceBroker;

@@ -26,13 +26,8 @@ import crypto from "node:crypto";
 import path from "node:path";
 import { endPreviousRun, trackProcesses, type ProcessTracker } from "../tools/cluster-recovery";
 import { config, ConfigError } from "../platform/config";
-import {
-	projectRoot,
-	SHOP_SERVICES,
-	startCluster,
-	type Cluster,
-	type ShopService
-} from "../tools/cluster";
+import { SHOP_SERVICES, type ShopService } from "../app/services";
+import { projectRoot, startCluster, type Cluster } from "../tools/cluster";
 import {
 	freePort,
 	isPortFree,

@@ -24,10 +24,9 @@ import { ServiceBroker } from "moleculer";
 import type { ProcessTracker } from "./cluster-recovery";
 import { waitForExit } from "./local-servers";
 import { natsConnectionOptions, type NatsSecurity } from "../platform/nats-options";
-import { SHOP_SERVICES } from "../app/shop";
+import { SHOP_SERVICES, type ShopService } from "../app/services";
 
-export type ShopService = (typeof SHOP_SERVICES)[number];
-export { SHOP_SERVICES };
+export { SHOP_SERVICES, type ShopService } from "../app/services";
 
 /** The shop's Moleculer namespace (moleculer.config.ts): the supervisor's broker must share it. */
 export const SHOP_NAMESPACE = "shop";

@@ -1,7 +1,8 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { ConfigError, DATABASE_SERVICES, loadConfig } from "../../platform/config";
+import { DATABASE_SERVICES } from "../../app/services";
+import { ConfigError, loadConfig } from "../../platform/config";
 import { EXAMPLE_SECRET_VALUES } from "../../platform/security/secrets";
 
 describe("loadConfig", () => {

@@ -27,7 +27,8 @@ import os from "node:os";
 import path from "node:path";
 import type { BrokerOptions } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
-import { ConfigError, DATABASE_SERVICES, loadConfig, resetConfig } from "../../platform/config";
+import { DATABASE_SERVICES } from "../../app/services";
+import { ConfigError, loadConfig, resetConfig } from "../../platform/config";
 import { placeholderReason, SECRET_URL_VARIABLES } from "../../platform/security/secrets";
 import { databaseUrl } from "../../platform/db/database";
 import { NODE_HEALTH_PATHS } from "../../platform/node-health";
@@ -558,7 +559,7 @@ describe("deployment files", () => {
 			const exported = new Set<string>();
 			for (const m of Object.values(SHOP_METRICS) as { name: string; type: string }[])
 				exported.add(prom(m.name) + (m.type === "histogram" ? "_bucket" : ""));
-			for (const m of read("mixins/events.mixin.ts").matchAll(/"(shop\.[a-z_.]+)"/g))
+			for (const m of read("platform/events/metrics.ts").matchAll(/"(shop\.[a-z_.]+)"/g))
 				exported.add(prom(m[1]!));
 			for (const v of Object.values(METRIC))
 				if (typeof v === "string" && v.includes(".")) exported.add(prom(v));
