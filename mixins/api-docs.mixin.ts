@@ -1,5 +1,6 @@
 /**
- * The gateway's API documentation (mixed into services/api/api.service.ts):
+ * `ApiDocsMixin(spec)`: a gateway's API documentation (mixed into services/api/api.service.ts with
+ * the shop's `spec`, services/api/openapi-schemas.ts; the mixin itself knows no service):
  *
  * - `api.openapi` (`GET /api/openapi.json`): the OpenAPI 3.1 document (platform/web/openapi.ts), built on
  *   each request from this gateway's routes and the actions the service registry knows right
@@ -11,12 +12,13 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import type { Context, ServiceSchema } from "moleculer";
+import type { Context, Service, ServiceSchema } from "moleculer";
 import {
 	buildOpenApi,
 	gatewayAliases,
 	type ActionInfo,
-	type JsonSchema
+	type JsonSchema,
+	type OpenApiSpec
 } from "../platform/web/openapi";
 
 /** The files of the documentation page: name → content type. */
@@ -40,12 +42,13 @@ const DOCS_CSP = [
 	"frame-ancestors 'none'"
 ].join("; ");
 
-const PAGE = `<!doctype html>
+/** The documentation page; `title` is the application's (HTML-free: it is the spec's title). */
+const page = (title: string): string => `<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>moleculer-shop API</title>
+<title>${title}</title>
 <link rel="stylesheet" href="/api/docs/swagger-ui.css">
 <link rel="icon" type="image/png" href="/api/docs/favicon-32x32.png" sizes="32x32">
 </head>
@@ -88,46 +91,58 @@ function asset(file: string): Buffer {
 
 type DocsMeta = { $responseType?: string; $responseHeaders?: Record<string, string> };
 
-export const ApiDocsMixin: Partial<ServiceSchema> = {
-	actions: {
-		/**
-		 * The OpenAPI 3.1 document of this gateway's routes.
-		 * @returns the document (JSON)
-		 */
-		openapi: {
-			params: {},
-			handler(this: any): JsonSchema {
-				const actions = new Map<string, ActionInfo>();
-				for (const item of this.broker.registry.getActionList({ skipInternal: true }) as {
-					name: string;
-					action?: ActionInfo;
-				}[])
-					if (item.action) actions.set(item.name, item.action);
-				return buildOpenApi(gatewayAliases(this.settings.routes ?? []), actions);
-			}
-		},
+/** The gateway's settings the document is built from: moleculer-web's routes. */
+interface DocsSettings {
+	routes?: readonly { path?: string; aliases?: Record<string, unknown> }[];
+}
 
-		/** The documentation page (Swagger UI). @returns HTML */
-		docs: {
-			params: {},
-			handler(ctx: Context<unknown, DocsMeta>): string {
-				ctx.meta.$responseType = "text/html; charset=utf-8";
-				ctx.meta.$responseHeaders = {
-					"Content-Security-Policy": DOCS_CSP,
-					"Cache-Control": "no-cache"
-				};
-				return PAGE;
-			}
-		},
+/** The gateway as the mixin's handlers see it. */
+type DocsThis = Service<DocsSettings>;
 
-		/** A file of the documentation page. @returns its bytes */
-		docsAsset: {
-			params: { $$strict: true, file: { type: "enum", values: Object.keys(ASSETS) } },
-			handler(ctx: Context<{ file: string }, DocsMeta>): Buffer {
-				ctx.meta.$responseType = ASSETS[ctx.params.file]!;
-				ctx.meta.$responseHeaders = { "Cache-Control": "public, max-age=3600" };
-				return asset(ctx.params.file);
+/** The documentation actions of a moleculer-web gateway, for the application's `spec`. */
+export function ApiDocsMixin(spec: OpenApiSpec): Partial<ServiceSchema> {
+	const html = page(spec.title);
+	const schema: Partial<ServiceSchema<DocsSettings>> & ThisType<DocsThis> = {
+		actions: {
+			/**
+			 * The OpenAPI 3.1 document of this gateway's routes.
+			 * @returns the document (JSON)
+			 */
+			openapi: {
+				params: {},
+				handler(this: DocsThis): JsonSchema {
+					const actions = new Map<string, ActionInfo>();
+					for (const item of this.broker.registry.getActionList({
+						skipInternal: true
+					}) as unknown as { name: string; action?: ActionInfo }[])
+						if (item.action) actions.set(item.name, item.action);
+					return buildOpenApi(gatewayAliases(this.settings.routes ?? []), actions, spec);
+				}
+			},
+
+			/** The documentation page (Swagger UI). @returns HTML */
+			docs: {
+				params: {},
+				handler(ctx: Context<unknown, DocsMeta>): string {
+					ctx.meta.$responseType = "text/html; charset=utf-8";
+					ctx.meta.$responseHeaders = {
+						"Content-Security-Policy": DOCS_CSP,
+						"Cache-Control": "no-cache"
+					};
+					return html;
+				}
+			},
+
+			/** A file of the documentation page. @returns its bytes */
+			docsAsset: {
+				params: { $$strict: true, file: { type: "enum", values: Object.keys(ASSETS) } },
+				handler(ctx: Context<{ file: string }, DocsMeta>): Buffer {
+					ctx.meta.$responseType = ASSETS[ctx.params.file]!;
+					ctx.meta.$responseHeaders = { "Cache-Control": "public, max-age=3600" };
+					return asset(ctx.params.file);
+				}
 			}
 		}
-	}
-};
+	};
+	return schema as Partial<ServiceSchema>;
+}

@@ -10,7 +10,7 @@
  * when it means a bug: a schema or broker option error, a call loop (`MAX_CALL_LEVEL`), a response
  * the gateway cannot send, a foreign protocol. The ones that mean "not (yet) there" (a service not
  * registered while the shop starts, a node that left, a transporter reconnecting) are 503 and the
- * gateway adds `Retry-After` (services/api/api.service.ts `sendErrorBody`): a client retrying through
+ * gateway adds `Retry-After` (mixins/web.mixin.ts `sendErrorBody`): a client retrying through
  * a restart can tell them from a bug.
  */
 import { ERRORS, FRAMEWORK_ERROR_TYPES, type ErrorType } from "../errors";

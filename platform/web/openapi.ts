@@ -1,10 +1,12 @@
 /**
- * The shop's OpenAPI 3.1 document, generated from what the gateway actually serves: its routes'
- * aliases (services/api/api.service.ts: `API_ALIASES` under `/api`, `/health` and `/ready`, and any
- * other alias of its routes) and the parameter schemas (fastest-validator) of the actions behind
- * them, as the service registry knows them, so that in a cluster the actions of the other nodes
- * are documented too (their schemas travel in Moleculer's INFO packets). Response bodies come
- * from `RESPONSES` below: the error body every route may answer and the main success shapes.
+ * A generic OpenAPI 3.1 generator for a moleculer-web gateway: the document of what the gateway
+ * actually serves, from its routes' aliases (`gatewayAliases`) and the parameter schemas
+ * (fastest-validator) of the actions behind them, as the service registry knows them, so that in
+ * a cluster the actions of the other nodes are documented too (their schemas travel in
+ * Moleculer's INFO packets). It knows no service (issue 17): the application gives its response
+ * shapes, success answers, extra headers and tags (`OpenApiSpec`; the shop's are in
+ * services/api/openapi-schemas.ts). What every gateway answers is here: the error body
+ * (`Error`), and `/health` and `/ready` (`Health`, `Ready`).
  *
  * Parameters: `:name` in an alias path is a path parameter; for GET and DELETE the action's
  * other parameters are query parameters; for POST, PUT and PATCH a JSON request body.
@@ -18,8 +20,8 @@ export type JsonSchema = Record<string, unknown>;
 /** A fastest-validator rule: shorthand string, rule object, or several (any of them). */
 type FvRule = string | Record<string, unknown> | FvRule[];
 
-const ref = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` });
-
+/** A reference to `components.schemas[name]`. */
+export const ref = (name: string): JsonSchema => ({ $ref: `#/components/schemas/${name}` });
 /** A rule's shorthand `"number|optional|min:1"` as a rule object. */
 function expandShorthand(rule: string): Record<string, unknown> {
 	const [type, ...opts] = rule.split("|");
@@ -152,230 +154,35 @@ export function paramsToSchema(
 // ---------------------------------------------------------------------------------------------
 // Response shapes
 
-const str = { type: "string" };
-const uuid = { type: "string", format: "uuid" };
-const int = { type: "integer" };
-const time = { type: "string", format: "date-time" };
-const obj = (properties: Record<string, unknown>, required = Object.keys(properties)) => ({
+/** An object schema; every property required unless `required` says otherwise. */
+export const obj = (
+	properties: Record<string, unknown>,
+	required = Object.keys(properties)
+): JsonSchema => ({
 	type: "object",
 	properties,
 	required
 });
-const page = (item: string): JsonSchema =>
-	obj({
-		rows: { type: "array", items: ref(item) },
-		total: int,
-		page: int,
-		pageSize: int,
-		totalPages: int
-	});
 
-/** components.schemas: the error body and the main success shapes. */
-export const SCHEMAS: Record<string, JsonSchema> = {
-	Error: {
-		...obj(
-			{
-				name: { ...str, description: "Error class, e.g. `ShopClientError`" },
-				message: str,
-				code: { ...int, description: "The HTTP status" },
-				type: { ...str, description: "Stable error type, e.g. `ORDERS_NOT_FOUND`" },
-				data: { description: "Details (validation errors list the fields)" }
-			},
-			["name", "message", "code", "type"]
-		),
-		description: "Every error answer: `code` is the HTTP status, `type` is stable."
-	},
-	User: obj({
-		id: uuid,
-		email: { ...str, format: "email" },
-		name: str,
-		role: { enum: ["customer", "admin"] }
-	}),
-	AuthResult: obj({
-		user: ref("User"),
-		token: { ...str, description: "A JWT: `Authorization: Bearer <token>`" }
-	}),
-	Product: obj({
-		id: uuid,
-		sku: str,
-		name: str,
-		description: str,
-		price: { ...int, description: "Integer cents" },
-		currency: { ...str, description: "ISO 4217" },
-		active: { type: "boolean" },
-		createdAt: time,
-		updatedAt: time
-	}),
-	ProductPage: page("Product"),
-	Stock: obj({ productId: uuid, onHand: int, reserved: int, available: int }),
-	OrderItem: obj({
-		productId: uuid,
-		sku: str,
-		name: str,
-		quantity: int,
-		unitPrice: { ...int, description: "Integer cents" },
-		lineTotal: { ...int, description: "Integer cents" }
-	}),
-	Order: obj({
-		id: uuid,
-		userId: uuid,
-		status: {
-			enum: [
-				"PENDING",
-				"STOCK_RESERVED",
-				"PAID",
-				"CONFIRMING",
-				"CONFIRMED",
-				"CANCELLED",
-				"REFUNDING",
-				"REFUNDED"
-			]
+const str = { type: "string" };
+const int = { type: "integer" };
+
+/** The schemas every gateway answers with: its error body and its probes. */
+const ERROR_SCHEMA: JsonSchema = {
+	...obj(
+		{
+			name: { ...str, description: "Error class, e.g. `ShopClientError`" },
+			message: str,
+			code: { ...int, description: "The HTTP status" },
+			type: { ...str, description: "Stable error type, e.g. `ORDERS_NOT_FOUND`" },
+			data: { description: "Details (validation errors list the fields)" }
 		},
-		items: { type: "array", items: ref("OrderItem") },
-		total: { ...int, description: "Integer cents" },
-		currency: str,
-		paymentMethod: str,
-		cancellationReason: {
-			type: ["string", "null"],
-			description:
-				"`OUT_OF_STOCK`, `PAYMENT_DECLINED`, `PAYMENT_METHOD_INVALID`, `TIMEOUT`, `CANCELLED_BY_CUSTOMER` or `PROCESSING_FAILED`; null unless cancelled"
-		},
-		cancelRequested: { type: "boolean" },
-		createdAt: time,
-		updatedAt: time
-	}),
-	OrderPage: page("Order"),
-	OrderRefund: obj({
-		sagaId: uuid,
-		sagaStatus: { type: ["string", "null"] },
-		restock: { type: "boolean" },
-		amount: { ...int, description: "Integer cents (the order's total: a full refund)" },
-		currency: str,
-		actorId: { type: ["string", "null"] },
-		actor: str,
-		note: { type: ["string", "null"] },
-		at: time
-	}),
-	OrderWithRefund: { allOf: [ref("Order"), obj({ refund: ref("OrderRefund") })] },
-	LedgerEntry: obj({
-		id: int,
-		paymentId: uuid,
-		kind: { enum: ["CAPTURE", "REFUND"] },
-		amount: { ...int, description: "Integer cents" },
-		currency: str,
-		createdAt: time
-	}),
-	AdminOrder: {
-		allOf: [
-			ref("Order"),
-			obj({
-				customerEmail: str,
-				payments: { type: "array", items: {} },
-				ledger: { type: "array", items: ref("LedgerEntry") },
-				captured: { ...int, description: "Ledger captures of the order, integer cents" },
-				refunded: { ...int, description: "Ledger refunds of the order, integer cents" },
-				reservation: {},
-				sagas: { type: "array", items: ref("Saga") },
-				interventions: { type: "array", items: {} },
-				refund: { anyOf: [ref("OrderRefund"), { type: "null" }] }
-			})
-		]
-	},
-	StuckOrders: obj({
-		thresholdMs: int,
-		counts: { type: "object", additionalProperties: int },
-		total: int,
-		rows: { type: "array", items: ref("Order") }
-	}),
-	Notification: obj({
-		id: uuid,
-		orderId: uuid,
-		kind: { enum: ["ORDER_CONFIRMED", "ORDER_CANCELLED", "ORDER_REFUNDED"] },
-		recipient: str,
-		subject: str,
-		body: str,
-		createdAt: time
-	}),
-	NotificationPage: page("Notification"),
-	SagaError: obj({
-		step: str,
-		phase: { enum: ["forward", "compensate"] },
-		type: str,
-		code: { type: ["integer", "null"] },
-		message: str,
-		at: time
-	}),
-	Saga: obj({
-		id: uuid,
-		name: str,
-		version: int,
-		status: { enum: ["RUNNING", "COMPENSATING", "COMPLETED", "COMPENSATED", "FAILED"] },
-		currentStep: int,
-		currentStepName: { type: ["string", "null"] },
-		orderId: { type: ["string", "null"] },
-		failureReason: { type: ["string", "null"] },
-		attempts: int,
-		errors: { type: "array", items: ref("SagaError") },
-		deadlineAt: time,
-		createdAt: time,
-		updatedAt: time
-	}),
-	SagaPage: page("Saga"),
-	SagaDetail: {
-		allOf: [
-			ref("Saga"),
-			obj({
-				steps: {
-					type: "array",
-					items: obj(
-						{
-							stepIndex: int,
-							stepName: str,
-							phase: { enum: ["forward", "compensate"] },
-							status: { enum: ["STARTED", "SUCCEEDED", "FAILED"] },
-							attempt: int,
-							result: {},
-							error: {},
-							startedAt: time,
-							finishedAt: { type: ["string", "null"], format: "date-time" }
-						},
-						["stepIndex", "stepName", "phase", "status", "attempt"]
-					)
-				}
-			})
-		]
-	},
-	DeadLetter: obj({
-		id: uuid,
-		consumer: str,
-		eventId: str,
-		eventName: str,
-		event: {},
-		error: str,
-		deliveries: int,
-		createdAt: time,
-		replayedAt: { type: ["string", "null"], format: "date-time" }
-	}),
-	DeadLetterPage: page("DeadLetter"),
-	OutboxStatus: {
-		type: "object",
-		description: "By emitting service: its outbox lag, or `{ error }` when it did not answer",
-		additionalProperties: {
-			anyOf: [
-				obj(
-					{
-						pending: int,
-						oldestPendingAgeMs: int,
-						published: int,
-						serverDuplicates: int,
-						mode: { enum: ["jetstream", "local"] }
-					},
-					["pending", "oldestPendingAgeMs"]
-				),
-				obj({ error: str })
-			]
-		}
-	},
+		["name", "message", "code", "type"]
+	),
+	description: "Every error answer: `code` is the HTTP status, `type` is stable."
+};
+
+const PROBE_SCHEMAS: Record<string, JsonSchema> = {
 	Health: obj({ status: { const: "ok" }, nodeID: str, uptime: int }, ["status"]),
 	Ready: obj(
 		{
@@ -390,7 +197,8 @@ export const SCHEMAS: Record<string, JsonSchema> = {
 	)
 };
 
-interface ResponseSpec {
+/** The success answer of a routed action: a components schema, or a content map. */
+export interface ResponseSpec {
 	status: number;
 	description: string;
 	/** A components schema name, or a content map for non-JSON answers. */
@@ -398,79 +206,29 @@ interface ResponseSpec {
 	content?: Record<string, { schema: JsonSchema }>;
 }
 
-const json = (status: number, schema: string, description: string): ResponseSpec => ({
+/** A JSON success answer with a components schema. */
+export const json = (status: number, schema: string, description: string): ResponseSpec => ({
 	status,
 	schema,
 	description
 });
 
-/** The success answer of each routed action. */
-export const RESPONSES: Record<string, ResponseSpec> = {
-	"users.register": json(201, "AuthResult", "Registered; signed in"),
-	"users.login": json(200, "AuthResult", "Signed in"),
-	"users.me": json(200, "User", "The caller"),
-	"products.list": json(200, "ProductPage", "Active products, by name"),
-	"products.get": json(200, "Product", "The product"),
-	"products.create": json(201, "Product", "Created (with `stock` when given)"),
-	"products.update": json(200, "Product", "Updated"),
-	"inventory.get": json(200, "Stock", "The product's stock"),
-	"inventory.setStock": json(200, "Stock", "The new stock"),
-	"orders.create": json(202, "Order", "Accepted: PENDING while its saga runs"),
-	"orders.list": json(200, "OrderPage", "The caller's orders, newest first"),
-	"orders.get": json(200, "Order", "The order"),
-	"orders.cancel": json(202, "Order", "Cancel requested (or already cancelled)"),
-	"notifications.list": json(200, "NotificationPage", "The caller's notifications"),
-	"orders.listSagas": json(200, "SagaPage", "Sagas, newest first"),
-	"orders.getSaga": json(200, "SagaDetail", "The saga and its step log"),
-	"orders.redriveSaga": json(202, "Saga", "Resumed"),
-	"orders.refundAndCancelSaga": json(
-		202,
-		"Saga",
-		"Compensating past its pivot: refund, release, order CANCELLED / OPERATOR_REFUNDED"
-	),
-	"orders.refund": json(
-		202,
-		"OrderWithRefund",
-		"Refund started (REFUNDING) or already done (REFUNDED): a repeat answers the first"
-	),
-	"orders.adminGet": json(
-		200,
-		"AdminOrder",
-		"The order with its payments, ledger entries, reservation, sagas and operators' actions"
-	),
-	"orders.stuck": json(
-		200,
-		"StuckOrders",
-		"Orders in a non-terminal status past ORDERS_STUCK_AFTER_MS, oldest first"
-	),
-	"notifications.listDeadLetters": json(200, "DeadLetterPage", "Dead letters, newest first"),
-	"notifications.replayDeadLetter": json(200, "DeadLetter", "Replayed"),
-	"api.outbox": json(200, "OutboxStatus", "Outbox lag of every emitting service"),
-	"api.openapi": {
-		status: 200,
-		description: "This document",
-		content: { "application/json": { schema: { type: "object" } } }
-	},
-	"api.docs": {
-		status: 200,
-		description: "The API documentation page (Swagger UI)",
-		content: { "text/html": { schema: { type: "string" } } }
-	},
-	"api.docsAsset": {
-		status: 200,
-		description: "A file of the documentation page",
-		content: {
-			"text/css": { schema: { type: "string" } },
-			"application/javascript": { schema: { type: "string" } },
-			"image/png": { schema: { type: "string", contentMediaType: "image/png" } }
-		}
-	}
-};
-
-/** Header parameters some actions read. */
-const EXTRA_HEADERS: Record<string, JsonSchema[]> = {
-	"orders.create": [{ $ref: "#/components/parameters/IdempotencyKey" }]
-};
+/** What the application adds to the generic document. */
+export interface OpenApiSpec {
+	/** `info.title` and `info.description`. */
+	title: string;
+	description: string;
+	/** The operations' tags, in order (`probes` is added last). */
+	tags: readonly { name: string; description?: string }[];
+	/** components.schemas besides `Error`, `Health` and `Ready`. */
+	schemas: Readonly<Record<string, JsonSchema>>;
+	/** The success answer of each routed action, by its full name. */
+	responses: Readonly<Record<string, ResponseSpec>>;
+	/** Header parameters (`$ref`s to `parameters`) some actions read, by action. */
+	headers: Readonly<Record<string, readonly JsonSchema[]>>;
+	/** components.parameters besides `RequestId`. */
+	parameters: Readonly<Record<string, JsonSchema>>;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The document
@@ -533,7 +291,11 @@ const errorResponse = (description: string): JsonSchema => ({
 	content: { "application/json": { schema: ref("Error") } }
 });
 
-function operation(alias: GatewayAlias, actions: ReadonlyMap<string, ActionInfo>): JsonSchema {
+function operation(
+	alias: GatewayAlias,
+	actions: ReadonlyMap<string, ActionInfo>,
+	spec: OpenApiSpec
+): JsonSchema {
 	const { params: pathParams } = openApiPath(alias.path);
 	const action = alias.action ? actions.get(alias.action) : undefined;
 	const params = (action?.params ?? {}) as Record<string, FvRule>;
@@ -567,14 +329,14 @@ function operation(alias: GatewayAlias, actions: ReadonlyMap<string, ActionInfo>
 				});
 			}
 	}
-	for (const h of EXTRA_HEADERS[alias.action ?? ""] ?? []) parameters.push(h);
+	for (const h of spec.headers[alias.action ?? ""] ?? []) parameters.push(h);
 
-	const spec = alias.action ? RESPONSES[alias.action] : undefined;
+	const answer = alias.action ? spec.responses[alias.action] : undefined;
 	const responses: Record<string, JsonSchema> = {};
-	if (spec)
-		responses[String(spec.status)] = {
-			description: spec.description,
-			content: spec.content ?? { "application/json": { schema: ref(spec.schema!) } }
+	if (answer)
+		responses[String(answer.status)] = {
+			description: answer.description,
+			content: answer.content ?? { "application/json": { schema: ref(answer.schema!) } }
 		};
 	else responses["200"] = { description: "Success", content: { "*/*": { schema: {} } } };
 	if (alias.action && Object.keys(params).some(k => !k.startsWith("$$")))
@@ -649,38 +411,29 @@ function shopVersion(): string {
 	return "0.0.0";
 }
 
-/** Builds the OpenAPI 3.1 document of `aliases`, with the parameters of `actions`. */
+/**
+ * Builds the OpenAPI 3.1 document of `aliases`, with the parameters of `actions` and the
+ * application's shapes and answers (`spec`).
+ */
 export function buildOpenApi(
 	aliases: readonly GatewayAlias[],
-	actions: ReadonlyMap<string, ActionInfo>
+	actions: ReadonlyMap<string, ActionInfo>,
+	spec: OpenApiSpec
 ): JsonSchema {
 	const paths: Record<string, Record<string, JsonSchema>> = {};
 	for (const alias of aliases) {
 		const { path: p } = openApiPath(alias.path);
-		const op = probeOperations(alias) ?? operation(alias, actions);
+		const op = probeOperations(alias) ?? operation(alias, actions, spec);
 		(paths[p] ??= {})[alias.method.toLowerCase()] = op;
 	}
 	return {
 		openapi: "3.1.0",
-		info: {
-			title: "moleculer-shop API",
-			version: shopVersion(),
-			description:
-				"The shop's REST API (docs/CONTRACT.md), generated by the gateway from its routes and the parameter schemas of the actions behind them. Every answer carries `X-Request-ID`; errors are `{ name, message, code, type, data }`."
-		},
+		info: { title: spec.title, version: shopVersion(), description: spec.description },
 		servers: [{ url: "/" }],
-		tags: [
-			{ name: "users" },
-			{ name: "products" },
-			{ name: "inventory" },
-			{ name: "orders" },
-			{ name: "notifications" },
-			{ name: "api", description: "The gateway's own actions" },
-			{ name: "probes" }
-		],
+		tags: [...spec.tags, { name: "probes" }],
 		paths,
 		components: {
-			schemas: SCHEMAS,
+			schemas: { Error: ERROR_SCHEMA, ...spec.schemas, ...PROBE_SCHEMAS },
 			securitySchemes: {
 				bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT" }
 			},
@@ -693,13 +446,7 @@ export function buildOpenApi(
 						"Correlates the request across services and logs (1-128 of A-Z a-z 0-9 . _ : -); generated when absent",
 					schema: { type: "string", pattern: "^[A-Za-z0-9._:-]{1,128}$" }
 				},
-				IdempotencyKey: {
-					name: "Idempotency-Key",
-					in: "header",
-					required: false,
-					description: "A repeat with the same key answers the same order",
-					schema: { type: "string", pattern: "^[A-Za-z0-9._:-]{1,255}$" }
-				}
+				...spec.parameters
 			}
 		}
 	};

@@ -3,7 +3,7 @@
  * service over NATS): the parameters of the actions behind its routes come from the other nodes,
  * through the service registry, and the document is still valid OpenAPI 3.1.
  */
-import { API_ALIASES } from "../../services/api/api.service";
+import { API_ALIASES } from "../../services/api/routes";
 import { startCluster, withOutputOnFailure, type TestCluster } from "../support/cluster";
 import { danglingRefs, validateOpenApi } from "../support/openapi";
 

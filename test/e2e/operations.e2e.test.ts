@@ -15,7 +15,7 @@
 import crypto from "node:crypto";
 import fs from "node:fs";
 import { chromium } from "playwright-core";
-import { API_ALIASES } from "../../services/api/api.service";
+import { API_ALIASES } from "../../services/api/routes";
 import { freePort } from "../support/ports";
 import { api, startShopProcess, type ShopProcess } from "../support/shop-process";
 

@@ -9,7 +9,8 @@
 import net from "node:net";
 import { Errors, ServiceBroker, type ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
-import ApiService, { toErrorBody } from "../../services/api/api.service";
+import { toErrorBody } from "../../platform/web/gateway-errors";
+import ApiService from "../../services/api/api.service";
 import { ERRORS, FRAMEWORK_ERROR_TYPES } from "../../platform/errors";
 import { api } from "../support/shop-process";
 import { freePort } from "../support/ports";

@@ -147,7 +147,7 @@ describe("NATS settings in platform/config.ts", () => {
 });
 
 describe("the client address the gateway passes as meta.clientIp", () => {
-	const { clientAddress } = require("../../services/api/api.service") as {
+	const { clientAddress } = require("../../platform/web/client-address") as {
 		clientAddress: (
 			req: Pick<IncomingMessage, "socket" | "headers">,
 			trusted?: readonly string[]

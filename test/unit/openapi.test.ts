@@ -12,7 +12,7 @@
  * - the docs page and its files are served from this origin with a CSP that allows nothing else.
  */
 import type { ServiceBroker } from "moleculer";
-import { API_ALIASES } from "../../services/api/api.service";
+import { API_ALIASES } from "../../services/api/routes";
 import { startTestBroker, type TestBroker } from "../support/broker";
 import { danglingRefs, validateOpenApi } from "../support/openapi";
 

@@ -12,7 +12,7 @@ import {
 	RedisRateLimitStore,
 	WARN_EVERY_MS
 } from "../../platform/web/rate-limit-store";
-import { retryAfterSeconds } from "../../services/api/api.service";
+import { retryAfterSeconds } from "../../platform/web/rate-limit";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { startRedis, type RedisServer } from "../support/redis";
 import { api } from "../support/shop-process";

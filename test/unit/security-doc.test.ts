@@ -6,7 +6,7 @@
  */
 import fs from "node:fs";
 import path from "node:path";
-import { API_ALIASES, STREAM_ALIASES } from "../../services/api/api.service";
+import { API_ALIASES, STREAM_ALIASES } from "../../services/api/routes";
 
 const ROOT = path.join(__dirname, "..", "..");
 

@@ -6,15 +6,14 @@
  */
 import type { IncomingMessage } from "node:http";
 import { ServiceBroker } from "moleculer";
+import { isApiPath, isPageRequest } from "../../mixins/web.mixin";
+import { OrderRateWindow } from "../../services/api/order-rate";
 import {
-	isApiPath,
 	isOrderStreamPath,
-	isPageRequest,
-	OrderRateWindow,
 	orderIdOf,
-	sseMessage,
-	WebMixin
-} from "../../mixins/web.mixin";
+	OrderStreamsMixin,
+	sseMessage
+} from "../../services/api/order-streams";
 
 const req = (method: string, url: string, accept = "text/html"): IncomingMessage =>
 	({ method, url, headers: { accept } }) as unknown as IncomingMessage;
@@ -82,7 +81,7 @@ describe("web gateway helpers", () => {
 				})
 		);
 		const [gw1, gw2, emitter] = brokers as [ServiceBroker, ServiceBroker, ServiceBroker];
-		for (const b of [gw1, gw2]) b.createService({ name: "api", mixins: [WebMixin()] });
+		for (const b of [gw1, gw2]) b.createService({ name: "api", mixins: [OrderStreamsMixin()] });
 		try {
 			await Promise.all(brokers.map(b => b.start()));
 			await emitter.waitForServices(["api"]);
