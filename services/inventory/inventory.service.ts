@@ -47,210 +47,45 @@
  * transaction as the change), `stock.changed` `{ productId, onHand, reserved, available }`.
  */
 import type { Service } from "moleculer";
-import {
-	DataTypes,
-	QueryTypes,
-	type Model,
-	type ModelStatic,
-	type Sequelize,
-	type Transaction
-} from "sequelize";
 import { config } from "../../platform/config";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
-import { DEMO_CATALOG } from "../products/products.model";
 import { shopError } from "../../platform/errors";
-import { countMetric, registerMetrics } from "../../platform/metrics";
-import { inventoryMigrations } from "./migrations";
+import { registerMetrics } from "../../platform/metrics";
+import { addRetentionTask } from "../../platform/retention";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../../mixins/events.mixin";
 import {
 	IdempotencyMixin,
 	idempotencyMigrations,
-	type IdempotencyMixinMethods,
-	type IdempotentOutcome
+	type IdempotencyMixinMethods
 } from "../../mixins/idempotency.mixin";
-import { fastQuery } from "../../platform/db/fast-query";
-import { writeOrDefer } from "../../platform/db/deferred-writes";
-import { addRetentionTask } from "../../platform/retention";
+import { DEMO_CATALOG } from "../products/products.model";
+import type { ReservationItem, ReservationView, StockLevel } from "./inventory.model";
+import {
+	defineModels,
+	InventoryRepo,
+	RESERVATION_RETENTION_SQL,
+	type InventoryModels
+} from "./inventory.repo";
+import { inventoryMigrations } from "./migrations";
+import { ReservationSweeper } from "./reservation-sweeper";
+import { reservationView, reserve, restock, transition } from "./reservations";
+import { enqueueStockChanged, stockView } from "./stock-levels";
 
-/** Stock of one product. Units are whole items. */
-export interface StockLevel {
-	productId: string;
-	onHand: number;
-	reserved: number;
-	available: number;
-}
-
-export interface ReservationItem {
-	productId: string;
-	/** Whole units, >= 1. */
-	quantity: number;
-}
-
-export type ReservationStatus =
-	"RESERVED" | "COMMITTED" | "RELEASED" | "REJECTED" | "EXPIRED" | "RESTOCKED";
-
-/** The outcome of reserve/release/commit. */
-export interface ReservationView {
-	orderId: string;
-	status: ReservationStatus;
-	items: ReservationItem[];
-	/** ISO 8601: when a `RESERVED` reservation lapses; null for tombstones and rejections. */
-	expiresAt: string | null;
-}
-
-/** A reservation as stored; `reason` lists the shortfall of a REJECTED one. */
-interface ReservationRow {
-	orderId: string;
-	status: ReservationStatus;
-	items: ReservationItem[];
-	reason?: unknown;
-	expiresAt: Date | null;
-}
-
-interface StockRow {
-	productId: string;
-	onHand: number;
-	reserved: number;
-}
-
-/** The shortfall of one item: what `INVENTORY_OUT_OF_STOCK` / `_EXPIRED` list in `data.items`. */
-interface Shortfall {
-	productId: string;
-	requested: number;
-	available: number;
-}
-
-function defineModels(sequelize: Sequelize): { Stock: ModelStatic<Model<StockRow>> } {
-	const Stock = sequelize.define<Model<StockRow>>(
-		"Stock",
-		{
-			productId: { type: DataTypes.UUID, primaryKey: true },
-			onHand: { type: DataTypes.INTEGER, allowNull: false },
-			reserved: { type: DataTypes.INTEGER, allowNull: false }
-		},
-		{ tableName: "stock" }
-	);
-	return { Stock };
-}
-type Models = ReturnType<typeof defineModels>;
-
-interface InventoryMethods {
-	lockStock(productIds: string[], t: Transaction): Promise<Map<string, StockRow>>;
-	adjustStock(
-		t: Transaction,
-		deltas: readonly { productId: string; onHand: number; reserved: number }[],
-		requestId: string | null,
-		opts?: { onlyIfAvailable?: boolean }
-	): Promise<Date | null>;
-	findReservation(orderId: string, t: Transaction, lock: boolean): Promise<ReservationRow | null>;
-	enqueueStockChanged(
-		t: Transaction,
-		productIds: string[],
-		requestId: string | null
-	): Promise<void>;
-	transition(
-		ctx: ShopContext<{ orderId: string }>,
-		to: "COMMITTED" | "RELEASED"
-	): Promise<ReservationView>;
-	releaseExpiredReservations(): Promise<number>;
-	sweepExpired(): Promise<number>;
-	sweepExpiredBatch(limit: number): Promise<{
-		due: number;
-		expired: { orderId: string; items: ReservationItem[] }[];
-	} | null>;
-	scheduleSweep(): void;
-}
-/** The sweeper's state on `this`. */
-interface SweeperState {
-	$reservationTtlMs: number;
-	$sweepIntervalMs: number;
-	$sweepTimer: NodeJS.Timeout | null;
-	$sweepInFlight: Promise<number> | null;
-	$sweepStopping: boolean;
+/** What the service adds to `this` (set in `created`). */
+interface InventoryState {
+	/** The inventory database's statements. */
+	repo: InventoryRepo;
+	/** RESERVATION_TTL_MS. */
+	reservationTtlMs: number;
+	/** Expires due reservations (reservation-sweeper.ts). */
+	sweeper: ReservationSweeper;
 }
 type InventoryThis = Service &
-	DbMixinMethods<Models> &
+	DbMixinMethods<InventoryModels> &
 	IdempotencyMixinMethods &
 	OutboxMethods &
-	InventoryMethods &
-	SweeperState;
-
-/** How many expired reservations one sweep transaction claims. */
-const SWEEP_BATCH = 100;
-
-const view = (r: StockRow): StockLevel => ({
-	productId: r.productId,
-	onHand: r.onHand,
-	reserved: r.reserved,
-	available: r.onHand - r.reserved
-});
-
-const reservationView = (r: ReservationRow): ReservationView => ({
-	orderId: r.orderId,
-	status: r.status,
-	items: r.items,
-	expiresAt: r.expiresAt ? new Date(r.expiresAt).toISOString() : null
-});
-
-/** `2 x <productId>, 1 x <productId>` for log lines. */
-const describeItems = (items: ReservationItem[]): string =>
-	items.map(i => `${i.quantity} x ${i.productId}`).join(", ");
-
-/** Merges duplicate product ids and sorts by product id (the lock order). */
-export function normaliseItems(items: ReservationItem[]): ReservationItem[] {
-	const byId = new Map<string, number>();
-	for (const it of items) byId.set(it.productId, (byId.get(it.productId) ?? 0) + it.quantity);
-	return [...byId.entries()]
-		.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-		.map(([productId, quantity]) => ({ productId, quantity }));
-}
-
-/** The items that `locked` stock cannot cover from what is available. */
-function shortfall(items: ReservationItem[], locked: Map<string, StockRow>): Shortfall[] {
-	return items
-		.map(i => {
-			const s = locked.get(i.productId);
-			return {
-				productId: i.productId,
-				requested: i.quantity,
-				available: s ? s.onHand - s.reserved : 0
-			};
-		})
-		.filter(s => s.available < s.requested);
-}
-
-/** What `reserve` answers for an order that already has a reservation row. */
-function existingReservationOutcome(r: ReservationRow): IdempotentOutcome<ReservationView> {
-	const { orderId } = r;
-	switch (r.status) {
-		case "REJECTED":
-			return {
-				error: shopError("INVENTORY_OUT_OF_STOCK", "Not enough stock for this order", {
-					orderId,
-					items: (r.reason ?? []) as unknown[]
-				})
-			};
-		case "RELEASED":
-			return {
-				error: shopError(
-					"INVENTORY_RESERVATION_CONFLICT",
-					"The order's reservation was released",
-					{ orderId }
-				)
-			};
-		case "EXPIRED":
-			return {
-				error: shopError(
-					"INVENTORY_RESERVATION_EXPIRED",
-					"The order's reservation expired",
-					{ orderId }
-				)
-			};
-		default:
-			return { response: reservationView(r) };
-	}
-}
+	InventoryState;
 
 const orderIdParams = { $$strict: true, orderId: { type: "uuid" } } as const;
 
@@ -279,12 +114,12 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				this: InventoryThis,
 				ctx: ShopContext<{ productId: string }>
 			): Promise<StockLevel> {
-				const row = await this.models.Stock.findByPk(ctx.params.productId);
+				const row = await this.repo.findStock(ctx.params.productId);
 				if (!row)
 					throw shopError("INVENTORY_NOT_FOUND", undefined, {
 						productId: ctx.params.productId
 					});
-				return view(row.get({ plain: true }));
+				return stockView(row);
 			}
 		},
 
@@ -312,26 +147,21 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				// Over REST (a user in meta) a new stock record needs a product of the catalog, or
 				// `PUT /api/inventory/<any uuid>` would store stock for nothing. Internal callers
 				// (products.create, the REPL) are trusted.
-				if (ctx.meta.user && !(await this.models.Stock.findByPk(productId)))
+				if (ctx.meta.user && !(await this.repo.findStock(productId)))
 					await ctx.call("products.get", { id: productId });
-				const result = await this.sequelize.transaction(async t => {
-					const locked = await this.lockStock([productId], t);
+				const result = await this.repo.transaction(async t => {
+					const locked = await this.repo.lockStock([productId], t);
 					const current = locked.get(productId);
 					if (current && onHand < current.reserved)
 						throw shopError("INVENTORY_BELOW_RESERVED", undefined, {
 							reserved: current.reserved,
 							onHand
 						});
-					await fastQuery(
-						this.sequelize,
-						`INSERT INTO stock (product_id, on_hand, reserved) VALUES ($1, $2, 0)
-						 ON CONFLICT (product_id) DO UPDATE SET on_hand = EXCLUDED.on_hand, updated_at = now()`,
-						{ bind: [productId, onHand], transaction: t }
-					);
-					await this.enqueueStockChanged(t, [productId], ctx.requestID ?? null);
+					await this.repo.upsertOnHand(t, productId, onHand);
+					await enqueueStockChanged(this, t, [productId], ctx.requestID ?? null);
 					return { productId, onHand, reserved: current?.reserved ?? 0 };
 				});
-				return view(result);
+				return stockView(result);
 			}
 		},
 
@@ -365,115 +195,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 					}
 				}
 			},
-			async handler(
+			handler(
 				this: InventoryThis,
 				ctx: ShopContext<{ orderId: string; items: ReservationItem[] }>
 			): Promise<ReservationView> {
-				const { orderId } = ctx.params;
-				const items = normaliseItems(ctx.params.items);
-				return this.withIdempotency(
-					ctx,
-					"inventory.reserve",
-					async t => {
-						const existing = await this.findReservation(orderId, t, true);
-						if (existing) return existingReservationOutcome(existing);
-						// The stock rows are the contended ones (every order of a product waits on
-						// its row): they are updated first, and the reservation row is written with
-						// the key's record (platform/db/deferred-writes.ts), so a stock row is held for the
-						// fewest round trips (its update, the record, the commit).
-						const deltas = items.map(i => ({
-							productId: i.productId,
-							onHand: 0,
-							reserved: i.quantity
-						}));
-						let short: Shortfall[] = [];
-						// The database's clock (its `now()`, this transaction's start), from the
-						// stock update: the TTL is counted on it.
-						let dbNow: Date | null = null;
-						if (items.length === 1) {
-							// One row: its conditional update locks, checks and reserves at once.
-							const applied = await this.adjustStock(
-								t,
-								deltas,
-								ctx.requestID ?? null,
-								{
-									onlyIfAvailable: true
-								}
-							);
-							dbNow = applied;
-							if (!applied)
-								short = shortfall(
-									items,
-									await this.lockStock(
-										items.map(i => i.productId),
-										t
-									)
-								);
-						} else {
-							// Several rows: locked in product-id order first (no deadlocks), then checked.
-							short = shortfall(
-								items,
-								await this.lockStock(
-									items.map(i => i.productId),
-									t
-								)
-							);
-							if (short.length === 0)
-								dbNow = await this.adjustStock(t, deltas, ctx.requestID ?? null);
-						}
-						if (short.length > 0) {
-							// Kept (committed with the key): a repeat answers the same refusal.
-							await writeOrDefer(this.sequelize, t, {
-								sql: `INSERT INTO reservations (order_id, status, items, reason) VALUES ($1, 'REJECTED', $2::jsonb, $3::jsonb)`,
-								bind: [orderId, JSON.stringify(items), JSON.stringify(short)]
-							});
-							return {
-								...existingReservationOutcome({
-									orderId,
-									status: "REJECTED",
-									items,
-									reason: short,
-									expiresAt: null
-								}),
-								afterCommit: async () => {
-									this.logger.info(
-										`Reservation for order ${orderId} REJECTED: out of stock (${short.map(s => `${s.productId} ${s.available}/${s.requested}`).join(", ")})`
-									);
-									countMetric(this.broker, "reservations", {
-										outcome: "out_of_stock"
-									});
-								}
-							};
-						}
-						// The TTL is counted on the database's clock, the one the sweeper compares it
-						// with: a node whose clock is off can neither shorten nor stretch it.
-						const expiresAt = new Date(
-							(dbNow ?? new Date()).getTime() + this.$reservationTtlMs
-						);
-						await writeOrDefer(this.sequelize, t, {
-							sql: `INSERT INTO reservations (order_id, status, items, expires_at) VALUES ($1, 'RESERVED', $2::jsonb, $3)`,
-							bind: [orderId, JSON.stringify(items), expiresAt]
-						});
-						return {
-							response: reservationView({
-								orderId,
-								status: "RESERVED",
-								items,
-								expiresAt
-							}),
-							afterCommit: async () => {
-								this.logger.info(
-									`Reservation for order ${orderId} RESERVED: ${describeItems(items)}`
-								);
-								countMetric(this.broker, "reservations", { outcome: "reserved" });
-								await ctx.emit("stock.reserved", { orderId, items });
-							}
-						};
-					},
-					// The order's calls (reserve, release, commit) take turns: the key's claim takes the
-					// order's advisory lock, so they see each other's reservation row (or its absence).
-					{ lock: orderId }
-				);
+				return reserve(this, ctx);
 			}
 		},
 
@@ -493,7 +219,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				this: InventoryThis,
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<ReservationView> {
-				return this.transition(ctx, "RELEASED");
+				return transition(this, ctx, "RELEASED");
 			}
 		},
 
@@ -514,7 +240,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				this: InventoryThis,
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<ReservationView> {
-				return this.transition(ctx, "COMMITTED");
+				return transition(this, ctx, "COMMITTED");
 			}
 		},
 
@@ -533,68 +259,11 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 		restock: {
 			visibility: "public",
 			params: orderIdParams,
-			async handler(
+			handler(
 				this: InventoryThis,
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<ReservationView> {
-				const { orderId } = ctx.params;
-				return this.withIdempotency(
-					ctx,
-					"inventory.restock",
-					async t => {
-						const r = await this.findReservation(orderId, t, true);
-						if (!r)
-							throw shopError(
-								"INVENTORY_RESERVATION_CONFLICT",
-								"No reservation for this order",
-								{ orderId }
-							);
-						const current = reservationView(r);
-						if (r.status === "RESTOCKED") return { response: current };
-						if (r.status !== "COMMITTED")
-							throw shopError(
-								"INVENTORY_RESERVATION_CONFLICT",
-								`Only committed stock can be restocked; the reservation is ${r.status}`,
-								{ orderId, status: r.status }
-							);
-						const items = normaliseItems(r.items);
-						await fastQuery(
-							this.sequelize,
-							"UPDATE reservations SET status = 'RESTOCKED', updated_at = now() WHERE order_id = $1",
-							{ bind: [orderId], transaction: t }
-						);
-						if (items.length > 1)
-							await this.lockStock(
-								items.map(i => i.productId),
-								t
-							);
-						await this.adjustStock(
-							t,
-							items.map(i => ({
-								productId: i.productId,
-								onHand: i.quantity,
-								reserved: 0
-							})),
-							ctx.requestID ?? null
-						);
-						return {
-							response: { ...current, status: "RESTOCKED", expiresAt: null },
-							afterCommit: async () => {
-								this.logger.info(
-									`Reservation for order ${orderId} RESTOCKED: ${describeItems(items)}`
-								);
-								countMetric(this.broker, "reservations", { outcome: "restocked" });
-								await ctx.emit("stock.released", {
-									orderId,
-									items: r.items,
-									reason: "RESTOCKED"
-								});
-							}
-						};
-					},
-					// Takes turns with the order's other calls (its advisory lock), like `commit`.
-					{ lock: orderId }
-				);
+				return restock(this, ctx);
 			}
 		},
 
@@ -608,7 +277,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 			visibility: "public",
 			params: { $$strict: true },
 			async handler(this: InventoryThis): Promise<{ released: number }> {
-				return { released: await this.releaseExpiredReservations() };
+				return { released: await this.sweeper.runOnce() };
 			}
 		},
 
@@ -623,406 +292,33 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 				this: InventoryThis,
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<ReservationView | null> {
-				const r = await this.sequelize.transaction(t =>
-					this.findReservation(ctx.params.orderId, t, false)
+				const r = await this.repo.transaction(t =>
+					this.repo.findReservation(ctx.params.orderId, t, false)
 				);
 				return r && reservationView(r);
 			}
 		}
 	},
 
-	methods: {
-		/** Locks the stock rows of `productIds` in ascending id order; returns those that exist. */
-		async lockStock(
-			this: InventoryThis,
-			productIds: string[],
-			t: Transaction
-		): Promise<Map<string, StockRow>> {
-			const ids = [...new Set(productIds)].sort();
-			const rows = (await fastQuery(
-				this.sequelize,
-				`SELECT product_id AS "productId", on_hand AS "onHand", reserved FROM stock
-				 WHERE product_id = ANY($1::uuid[]) ORDER BY product_id FOR UPDATE`,
-				{ bind: [ids], type: QueryTypes.SELECT, transaction: t }
-			)) as StockRow[];
-			return new Map(rows.map(r => [r.productId, r]));
-		},
-
-		async findReservation(
-			this: InventoryThis,
-			orderId: string,
-			t: Transaction,
-			lock: boolean
-		): Promise<ReservationRow | null> {
-			const rows = (await fastQuery(
-				this.sequelize,
-				`SELECT order_id AS "orderId", status, items, reason, expires_at AS "expiresAt"
-				 FROM reservations WHERE order_id = $1${lock ? " FOR UPDATE" : ""}`,
-				{ bind: [orderId], type: QueryTypes.SELECT, transaction: t }
-			)) as ReservationRow[];
-			return rows[0] ?? null;
-		},
-
-		/**
-		 * RESERVED → COMMITTED or RELEASED (and EXPIRED → COMMITTED when the units are still
-		 * there), under the same locks as `reserve`, at most once per idempotency key.
-		 */
-		async transition(
-			this: InventoryThis,
-			ctx: ShopContext<{ orderId: string }>,
-			to: "COMMITTED" | "RELEASED"
-		): Promise<ReservationView> {
-			const { orderId } = ctx.params;
-			const action = to === "COMMITTED" ? "inventory.commit" : "inventory.release";
-			return this.withIdempotency(
-				ctx,
-				action,
-				async t => {
-					const r = await this.findReservation(orderId, t, true);
-					if (!r) {
-						if (to === "COMMITTED")
-							throw shopError(
-								"INVENTORY_RESERVATION_CONFLICT",
-								"No reservation for this order",
-								{ orderId }
-							);
-						// Compensation before (or instead of) the step: leave a tombstone.
-						await fastQuery(
-							this.sequelize,
-							`INSERT INTO reservations (order_id, status, items) VALUES ($1, 'RELEASED', '[]'::jsonb)`,
-							{ bind: [orderId], transaction: t }
-						);
-						return {
-							response: { orderId, status: "RELEASED", items: [], expiresAt: null }
-						};
-					}
-					const current = reservationView(r);
-					if (r.status === to) return { response: current };
-					if ((r.status === "REJECTED" || r.status === "EXPIRED") && to === "RELEASED")
-						return { response: current };
-					const items = normaliseItems(r.items);
-					const done = {
-						response: { ...current, status: to },
-						afterCommit: async () => {
-							this.logger.info(
-								`Reservation for order ${orderId} ${to}: ${describeItems(items)}`
-							);
-							countMetric(this.broker, "reservations", { outcome: to.toLowerCase() });
-							await ctx.emit(
-								to === "COMMITTED" ? "stock.committed" : "stock.released",
-								{
-									orderId,
-									items: r.items
-								}
-							);
-						}
-					};
-					if (r.status === "EXPIRED" && to === "COMMITTED") {
-						// The TTL gave the units back: take them again if nobody else has.
-						const locked = await this.lockStock(
-							items.map(i => i.productId),
-							t
-						);
-						const short = shortfall(items, locked);
-						if (short.length > 0)
-							throw shopError(
-								"INVENTORY_RESERVATION_EXPIRED",
-								"The reservation expired and its units are no longer available",
-								{ orderId, items: short }
-							);
-						await this.adjustStock(
-							t,
-							items.map(i => ({
-								productId: i.productId,
-								onHand: -i.quantity,
-								reserved: 0
-							})),
-							ctx.requestID ?? null
-						);
-						await fastQuery(
-							this.sequelize,
-							"UPDATE reservations SET status = 'COMMITTED', updated_at = now() WHERE order_id = $1",
-							{ bind: [orderId], transaction: t }
-						);
-						return done;
-					}
-					if (r.status !== "RESERVED")
-						throw shopError(
-							"INVENTORY_RESERVATION_CONFLICT",
-							`The reservation is ${r.status}`,
-							{ orderId, status: r.status }
-						);
-					// The reservation's new status goes with the key's record (platform/db/deferred-writes.ts): the
-					// contended stock rows are held for fewer round trips.
-					await writeOrDefer(this.sequelize, t, {
-						sql: "UPDATE reservations SET status = $2, updated_at = now() WHERE order_id = $1",
-						bind: [orderId, to]
-					});
-					// Several rows are locked in product-id order first; a single row is locked by its
-					// own update (no ordering to keep).
-					if (items.length > 1)
-						await this.lockStock(
-							items.map(i => i.productId),
-							t
-						);
-					await this.adjustStock(
-						t,
-						items.map(i => ({
-							productId: i.productId,
-							onHand: to === "COMMITTED" ? -i.quantity : 0,
-							reserved: -i.quantity
-						})),
-						ctx.requestID ?? null
-					);
-					return done;
-				},
-				// The order's calls (reserve, release, commit) take turns: the key's claim takes the
-				// order's advisory lock, so they see each other's reservation row (or its absence).
-				{ lock: orderId }
-			);
-		},
-
-		/**
-		 * One sweep, never two at once on this node: waits for a sweep in flight, then runs.
-		 * @returns how many reservations this sweep expired
-		 */
-		async releaseExpiredReservations(this: InventoryThis): Promise<number> {
-			while (this.$sweepInFlight) await this.$sweepInFlight.catch(() => undefined);
-			const run = this.sweepExpired();
-			this.$sweepInFlight = run;
-			try {
-				return await run;
-			} finally {
-				if (this.$sweepInFlight === run) this.$sweepInFlight = null;
-			}
-		},
-
-		/** Expires due reservations batch by batch (one transaction each); emits after each commit. */
-		async sweepExpired(this: InventoryThis): Promise<number> {
-			let released = 0;
-			for (;;) {
-				const batch = await this.sweepExpiredBatch(SWEEP_BATCH);
-				if (!batch) return released;
-				released += batch.expired.length;
-				if (batch.expired.length > 0)
-					countMetric(
-						this.broker,
-						"reservations",
-						{ outcome: "expired" },
-						batch.expired.length
-					);
-				for (const r of batch.expired)
-					await this.broker.emit("stock.released", {
-						orderId: r.orderId,
-						items: r.items,
-						reason: "EXPIRED"
-					});
-				if (batch.due < SWEEP_BATCH || this.$sweepStopping) return released;
-			}
-		},
-
-		/**
-		 * One batch of the sweep: up to `limit` RESERVED reservations past their `expires_at` (on
-		 * the database's clock). Their orders' saga decides first (`orders.lapseReservations`,
-		 * which also fences those orders off their pivot): the reservations of orders past their
-		 * pivot are kept (`expires_at` cleared: they no longer expire, their saga commits them or
-		 * an operator resolves it); the others are claimed (`SKIP LOCKED`: those another
-		 * transaction holds are left for the next sweep), their units given back and marked
-		 * EXPIRED, in one transaction. Stock rows are locked in ascending product-id order, after
-		 * the reservation rows, as `reserve` and `release`/`commit` do.
-		 * @returns how many were due and the ones expired; null when the orders service did not
-		 *   answer (nothing expires without its word: the next sweep asks again)
-		 */
-		async sweepExpiredBatch(
-			this: InventoryThis,
-			limit: number
-		): Promise<{
-			due: number;
-			expired: { orderId: string; items: ReservationItem[] }[];
-		} | null> {
-			const candidates = (await fastQuery(
-				this.sequelize,
-				`SELECT order_id AS "orderId" FROM reservations
-				 WHERE status = 'RESERVED' AND expires_at <= now()
-				 ORDER BY expires_at LIMIT $1`,
-				{ bind: [limit], type: QueryTypes.SELECT }
-			)) as { orderId: string }[];
-			if (candidates.length === 0) return { due: 0, expired: [] };
-			const orderIds = candidates.map(c => c.orderId);
-			let kept: string[];
-			try {
-				({ kept } = await this.broker.call<{ kept: string[] }, { orderIds: string[] }>(
-					"orders.lapseReservations",
-					{ orderIds },
-					{ timeout: 10_000, retries: 0 }
-				));
-			} catch (err) {
-				this.logger.warn(
-					`Sweep: ${orderIds.length} reservation(s) due, but the orders service did not say which may lapse; kept for now`,
-					err
-				);
-				return null;
-			}
-			if (kept.length > 0) {
-				await fastQuery(
-					this.sequelize,
-					`UPDATE reservations SET expires_at = NULL, updated_at = now()
-					 WHERE order_id = ANY($1::uuid[]) AND status = 'RESERVED'`,
-					{ bind: [kept] }
-				);
-				this.logger.info(
-					`Sweep: ${kept.length} reservation(s) of orders past their pivot kept past their TTL`
-				);
-			}
-			const keep = new Set(kept);
-			const lapse = orderIds.filter(id => !keep.has(id));
-			if (lapse.length === 0) return { due: candidates.length, expired: [] };
-			const expired = await this.sequelize.transaction(async t => {
-				const due = (await fastQuery(
-					this.sequelize,
-					`SELECT order_id AS "orderId", items FROM reservations
-					 WHERE status = 'RESERVED' AND expires_at <= now() AND order_id = ANY($2::uuid[])
-					 ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
-					{ bind: [limit, lapse], type: QueryTypes.SELECT, transaction: t }
-				)) as { orderId: string; items: ReservationItem[] }[];
-				if (due.length === 0) return [];
-				const totals = normaliseItems(due.flatMap(r => r.items));
-				await this.lockStock(
-					totals.map(i => i.productId),
-					t
-				);
-				await this.adjustStock(
-					t,
-					totals.map(i => ({ productId: i.productId, onHand: 0, reserved: -i.quantity })),
-					null
-				);
-				await fastQuery(
-					this.sequelize,
-					`UPDATE reservations SET status = 'EXPIRED', updated_at = now()
-					 WHERE order_id = ANY($1::uuid[])`,
-					{ bind: [due.map(r => r.orderId)], transaction: t }
-				);
-				return due;
-			});
-			return { due: candidates.length, expired };
-		},
-
-		/** Arms the sweeper's next run (a timeout re-armed after each sweep: runs never overlap). */
-		scheduleSweep(this: InventoryThis): void {
-			if (this.$sweepStopping) return;
-			this.$sweepTimer = setTimeout(() => {
-				this.$sweepTimer = null;
-				if (this.$sweepStopping) return;
-				void this.releaseExpiredReservations()
-					.catch(err => this.logger.warn("Sweeping expired reservations failed", err))
-					.finally(() => this.scheduleSweep());
-			}, this.$sweepIntervalMs);
-		},
-
-		/**
-		 * Adds `onHand` and `reserved` (signed unit counts) to each product's stock row, and writes
-		 * one durable `stock.changed` event per product with its new level, in transaction `t`:
-		 * two statements whatever the number of products (the update returns the levels). Rows
-		 * of several products must already be locked in product-id order (`lockStock`).
-		 * `onlyIfAvailable` (one product only): the update applies only if the product's
-		 * available units stay >= 0, checked by the update itself under the row's lock.
-		 * @returns the database's `now()` (this transaction's start) when the update applied, null
-		 *   when it did not (`onlyIfAvailable`)
-		 * @throws the database's check violation if a level would go negative or reserved exceed
-		 *   on hand (callers check first, under the lock)
-		 */
-		async adjustStock(
-			this: InventoryThis,
-			t: Transaction,
-			deltas: readonly { productId: string; onHand: number; reserved: number }[],
-			requestId: string | null,
-			opts: { onlyIfAvailable?: boolean } = {}
-		): Promise<Date | null> {
-			if (opts.onlyIfAvailable && deltas.length !== 1)
-				throw new Error("adjustStock: onlyIfAvailable takes exactly one product");
-			// Re-checked on the row's latest version under its lock (READ COMMITTED), so two
-			// reservations can never both take the last units.
-			const guard = opts.onlyIfAvailable
-				? " AND s.on_hand + d.on_hand - s.reserved - d.reserved >= 0"
-				: "";
-			const rows = (await fastQuery(
-				this.sequelize,
-				`UPDATE stock AS s SET on_hand = s.on_hand + d.on_hand, reserved = s.reserved + d.reserved,
-					updated_at = now()
-				 FROM unnest($1::uuid[], $2::int[], $3::int[]) AS d(product_id, on_hand, reserved)
-				 WHERE s.product_id = d.product_id${guard}
-				 RETURNING s.product_id AS "productId", s.on_hand AS "onHand", s.reserved, now() AS "dbNow"`,
-				{
-					bind: [
-						deltas.map(d => d.productId),
-						deltas.map(d => d.onHand),
-						deltas.map(d => d.reserved)
-					],
-					type: QueryTypes.SELECT,
-					transaction: t
-				}
-			)) as (StockRow & { dbNow: Date })[];
-			rows.sort((a, b) =>
-				a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0
-			);
-			if (rows.length === 0) return null;
-			await this.enqueueEvents(
-				t,
-				rows.map(r => ({ name: "stock.changed", data: view(r), aggregateId: r.productId })),
-				requestId
-			);
-			return new Date(rows[0]!.dbNow);
-		},
-
-		/**
-		 * Writes one durable `stock.changed` event per product (its level after this transaction's
-		 * changes) to the outbox, in transaction `t`.
-		 */
-		async enqueueStockChanged(
-			this: InventoryThis,
-			t: Transaction,
-			productIds: string[],
-			requestId: string | null
-		): Promise<void> {
-			const ids = [...new Set(productIds)].sort();
-			const rows = (await fastQuery(
-				this.sequelize,
-				`SELECT product_id AS "productId", on_hand AS "onHand", reserved FROM stock
-				 WHERE product_id = ANY($1::uuid[]) ORDER BY product_id`,
-				{ bind: [ids], type: QueryTypes.SELECT, transaction: t }
-			)) as { productId: string; onHand: number; reserved: number }[];
-			for (const r of rows)
-				await this.enqueueEvent(t, "stock.changed", view(r), {
-					aggregateId: r.productId,
-					requestId
-				});
-		}
-	},
-
 	created(this: InventoryThis): void {
 		registerMetrics(this.broker, ["reservations"]);
 		const c = config();
-		this.$reservationTtlMs = c.reservationTtlMs;
-		this.$sweepIntervalMs = c.reservationSweepIntervalMs;
-		this.$sweepTimer = null;
-		this.$sweepInFlight = null;
-		this.$sweepStopping = false;
+		this.repo = new InventoryRepo(this.sequelize, this.models);
+		this.reservationTtlMs = c.reservationTtlMs;
+		this.sweeper = new ReservationSweeper(this, c.reservationSweepIntervalMs);
 		// Retention (platform/retention.ts, run by the mixins' job): reservations in a final status,
 		// RESERVATION_RETENTION_MS after their last change. RESERVED ones, also those kept past
 		// their pivot (`expires_at` NULL), are never purged.
 		addRetentionTask(this, {
 			table: "reservations",
-			sql: `DELETE FROM reservations WHERE order_id IN (SELECT order_id FROM reservations
-				WHERE status <> 'RESERVED' AND updated_at < now() - $2::float8 * interval '1 millisecond'
-				ORDER BY updated_at LIMIT $1)`,
+			sql: RESERVATION_RETENTION_SQL,
 			windowMs: c.retention.reservationMs
 		});
 	},
 
 	/** Starts the sweeper (after DbMixin's `started` connected the database). */
 	started(this: InventoryThis): void {
-		this.$sweepStopping = false;
-		this.scheduleSweep();
+		this.sweeper.start();
 	},
 
 	/**
@@ -1030,17 +326,13 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 	 * database (Moleculer runs the schema's own `stopped` before its mixins').
 	 */
 	async stopped(this: InventoryThis): Promise<void> {
-		this.$sweepStopping = true;
-		if (this.$sweepTimer) clearTimeout(this.$sweepTimer);
-		this.$sweepTimer = null;
-		await this.$sweepInFlight?.catch(() => undefined);
+		await this.sweeper.stop();
 	},
 
 	/** Seeds the demo catalog's initial stock; existing records are left as they are. */
 	async afterConnected(this: InventoryThis): Promise<void> {
-		await this.models.Stock.bulkCreate(
-			DEMO_CATALOG.map(p => ({ productId: p.id, onHand: p.stock, reserved: 0 })),
-			{ ignoreDuplicates: true }
+		await this.repo.seedStock(
+			DEMO_CATALOG.map(p => ({ productId: p.id, onHand: p.stock, reserved: 0 }))
 		);
 	}
 };

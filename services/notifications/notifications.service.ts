@@ -12,48 +12,18 @@
  * Admin actions from the mixin: `listDeadLetters`, `replayDeadLetter`, `inboxStatus`.
  * Events emitted: `notification.created` with the notification.
  */
-import crypto from "node:crypto";
 import type { Service } from "moleculer";
-import {
-	DataTypes,
-	QueryTypes,
-	type Model,
-	type ModelStatic,
-	type Sequelize,
-	type Transaction
-} from "sequelize";
+import type { Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
 import { shopError } from "../../platform/errors";
+import { pageParams, toPage, type Page } from "../../platform/paging";
 import { notificationsMigrations } from "./migrations";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
 import { InboxMixin, inboxMigrations, type DomainEvent } from "../../mixins/events.mixin";
-import type { Order } from "../orders/orders.service";
-import { fastQuery } from "../../platform/db/fast-query";
-import { formatMoney } from "../../platform/money";
-
-export type NotificationKind = "ORDER_CONFIRMED" | "ORDER_CANCELLED" | "ORDER_REFUNDED";
-
-/** A notification as the API shows it. */
-export interface Notification {
-	id: string;
-	orderId: string;
-	kind: NotificationKind;
-	recipient: string;
-	subject: string;
-	body: string;
-	createdAt: string;
-}
-
-interface NotificationRow {
-	id: string;
-	user_id: string;
-	order_id: string;
-	kind: NotificationKind;
-	recipient: string;
-	subject: string;
-	body: string;
-	created_at: Date;
-}
+import type { Order } from "../orders/orders.model";
+import type { Notification, NotificationCreated, NotificationKind } from "./notifications.model";
+import { defineModels, NotificationsRepo, type NotificationsModels } from "./notifications.repo";
+import { renderEmail } from "./order-email";
 
 /** The payload of `order.confirmed` / `order.cancelled` / `order.refunded` (with `refund`). */
 interface OrderEvent {
@@ -62,54 +32,16 @@ interface OrderEvent {
 	refund?: { amount: number; currency: string; restock: boolean };
 }
 
-function defineModels(sequelize: Sequelize): { Notification: ModelStatic<Model> } {
-	const Notification = sequelize.define(
-		"Notification",
-		{
-			id: { type: DataTypes.UUID, primaryKey: true },
-			userId: { type: DataTypes.UUID, allowNull: false },
-			orderId: { type: DataTypes.UUID, allowNull: false },
-			kind: { type: DataTypes.TEXT, allowNull: false }
-		},
-		{ tableName: "notifications" }
-	);
-	return { Notification };
+/** The service's own methods. */
+interface NotificationsMethods {
+	record(kind: NotificationKind, e: OrderEvent, t?: Transaction): Promise<void>;
 }
-type Models = ReturnType<typeof defineModels>;
 type NotificationsThis = Service &
-	DbMixinMethods<Models> & {
-		record(kind: NotificationKind, e: OrderEvent, t?: Transaction): Promise<void>;
+	DbMixinMethods<NotificationsModels> &
+	NotificationsMethods & {
+		/** The notifications database's statements. */
+		repo: NotificationsRepo;
 	};
-
-const money = formatMoney;
-
-/**
- * The e-mail's subject and body for an order event.
- * @param refund - `ORDER_REFUNDED`: what was refunded (integer minor units); default the total
- */
-export function renderEmail(
-	kind: NotificationKind,
-	order: Order,
-	refund?: { amount: number; currency: string; restock: boolean }
-): { subject: string; body: string } {
-	const lines = order.items
-		.map(i => `  ${i.quantity} x ${i.name} (${i.sku}) ${money(i.lineTotal, order.currency)}`)
-		.join("\n");
-	if (kind === "ORDER_CONFIRMED")
-		return {
-			subject: `Order ${order.id.slice(0, 8)} confirmed`,
-			body: `Thank you for your order.\n\n${lines}\n\nTotal: ${money(order.total, order.currency)}\n`
-		};
-	if (kind === "ORDER_REFUNDED")
-		return {
-			subject: `Order ${order.id.slice(0, 8)} refunded`,
-			body: `Your order was refunded: ${money(refund?.amount ?? order.total, refund?.currency ?? order.currency)} goes back to the card it was paid with.\n\n${lines}\n`
-		};
-	return {
-		subject: `Order ${order.id.slice(0, 8)} cancelled`,
-		body: `Your order was cancelled (${order.cancellationReason ?? "CANCELLED"}). Nothing was charged, or the charge was refunded.\n\n${lines}\n`
-	};
-}
 
 const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 	name: "notifications",
@@ -122,6 +54,10 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 		}),
 		InboxMixin()
 	],
+
+	created(this: NotificationsThis): void {
+		this.repo = new NotificationsRepo(this.sequelize);
+	},
 
 	/**
 	 * Durable consumers (InboxMixin: JetStream, acknowledged after this transaction commits; the
@@ -160,69 +96,18 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 		list: {
 			params: {
 				$$strict: true,
-				page: {
-					type: "number",
-					integer: true,
-					min: 1,
-					max: 100_000,
-					convert: true,
-					default: 1
-				},
-				pageSize: {
-					type: "number",
-					integer: true,
-					min: 1,
-					max: 100,
-					convert: true,
-					default: 20
-				},
+				...pageParams,
 				orderId: { type: "uuid", optional: true }
 			},
 			async handler(
 				this: NotificationsThis,
 				ctx: ShopContext<{ page: number; pageSize: number; orderId?: string }>
-			): Promise<{
-				rows: Notification[];
-				total: number;
-				page: number;
-				pageSize: number;
-				totalPages: number;
-			}> {
+			): Promise<Page<Notification>> {
 				const user = ctx.meta.user;
 				if (!user) throw shopError("AUTH_TOKEN_MISSING");
-				const { page, pageSize, orderId } = ctx.params;
-				const where = "user_id = $1 AND ($2::uuid IS NULL OR order_id = $2)";
-				// The page and the total from ONE statement (one snapshot): two queries could
-				// count a notification written between them that the page did not show.
-				const found = (await fastQuery(
-					this.sequelize,
-					`SELECT t.total, n.* FROM (SELECT count(*)::int AS total FROM notifications WHERE ${where}) t
-					 LEFT JOIN LATERAL (
-						SELECT * FROM notifications WHERE ${where} ORDER BY created_at DESC, id LIMIT $3 OFFSET $4
-					 ) n ON true`,
-					{
-						bind: [user.id, orderId ?? null, pageSize, (page - 1) * pageSize],
-						type: QueryTypes.SELECT
-					}
-				)) as (NotificationRow & { total: number })[];
-				const total = found[0]?.total ?? 0;
-				// No notification on the page: one row of nulls beside the total.
-				const rows = found.filter(r => r.id !== null);
-				return {
-					rows: rows.map(r => ({
-						id: r.id,
-						orderId: r.order_id,
-						kind: r.kind,
-						recipient: r.recipient,
-						subject: r.subject,
-						body: r.body,
-						createdAt: new Date(r.created_at).toISOString()
-					})),
-					total,
-					page,
-					pageSize,
-					totalPages: Math.ceil(total / pageSize)
-				};
+				const { orderId, ...q } = ctx.params;
+				const { rows, total } = await this.repo.listForUser(user.id, orderId ?? null, q);
+				return toPage(rows, total, q);
 			}
 		}
 	},
@@ -239,30 +124,26 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 			if (!order || typeof order.id !== "string" || typeof order.userId !== "string")
 				throw new Error(`Malformed order event: ${JSON.stringify(e).slice(0, 200)}`);
 			const { subject, body } = renderEmail(kind, order, e.refund);
-			const rows = (await fastQuery(
-				this.sequelize,
-				`INSERT INTO notifications (id, user_id, order_id, kind, recipient, subject, body)
-				 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, kind) DO NOTHING RETURNING id`,
+			const created = await this.repo.insertOnce(
 				{
-					bind: [
-						crypto.randomUUID(),
-						order.userId,
-						order.id,
-						kind,
-						order.customerEmail,
-						subject,
-						body
-					],
-					type: QueryTypes.SELECT,
-					transaction: t
-				}
-			)) as { id: string }[];
-			const created = rows[0];
+					userId: order.userId,
+					orderId: order.id,
+					kind,
+					recipient: order.customerEmail,
+					subject,
+					body
+				},
+				t
+			);
 			if (!created) return;
 			// A live, best-effort event, once the record is committed.
 			const emit = (): void =>
 				void this.broker
-					.emit("notification.created", { id: created.id, orderId: order.id, kind })
+					.emit("notification.created", {
+						id: created,
+						orderId: order.id,
+						kind
+					} satisfies NotificationCreated)
 					.catch(() => undefined);
 			if (t) t.afterCommit(emit);
 			else emit();

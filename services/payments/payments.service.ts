@@ -42,14 +42,11 @@
  * outbox, mixins/events.mixin.ts: written in the same transaction as the payment and its ledger
  * entry): `payment.captured`, `payment.declined`, `payment.refunded`, each with the payment.
  */
-import crypto from "node:crypto";
 import type { Service } from "moleculer";
-import { QueryTypes, type Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
 import { config } from "../../platform/config";
 import { shopError } from "../../platform/errors";
 import { countMetric, registerMetrics } from "../../platform/metrics";
-import { paymentsMigrations } from "./migrations";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../../mixins/events.mixin";
 import {
@@ -58,95 +55,25 @@ import {
 	type IdempotencyMixinMethods,
 	type IdempotentOutcome
 } from "../../mixins/idempotency.mixin";
-import { DataTypes, type Model, type ModelStatic, type Sequelize } from "sequelize";
-import { fastQuery } from "../../platform/db/fast-query";
-import { writeOrDefer } from "../../platform/db/deferred-writes";
-import type { PaymentStatus, Payment, OrderPayments } from "./payments.model";
+import type { Payment, OrderPayments } from "./payments.model";
+import {
+	defineModels,
+	paymentView as toView,
+	PaymentsRepo,
+	type PaymentRow,
+	type PaymentsModels
+} from "./payments.repo";
+import { paymentsMigrations } from "./migrations";
+import { processorOutcome, SIMULATED_FAULT_TOKENS } from "./simulated-processor";
 
-type Outcome = { approve: true } | { approve: false; declineCode: string } | { unavailable: true };
-
-/** Test tokens that simulate a fault of the processor, not a card's answer (see above). */
-export const SIMULATED_FAULT_TOKENS: readonly string[] = ["tok_processorUnavailable"];
-
-/**
- * The simulated processor's answer for a token, or null for an unknown token.
- * @param simulatedFaults - whether fault tokens work (`PAYMENTS_SIMULATED_FAULTS`); off, they
- *   are unknown tokens
- */
-export function processorOutcome(token: string, simulatedFaults = true): Outcome | null {
-	if (!simulatedFaults && SIMULATED_FAULT_TOKENS.includes(token)) return null;
-	switch (token) {
-		case "tok_visa":
-		case "tok_mastercard":
-		case "tok_amex":
-			return { approve: true };
-		case "tok_chargeDeclined":
-			return { approve: false, declineCode: "card_declined" };
-		case "tok_chargeDeclinedInsufficientFunds":
-			return { approve: false, declineCode: "insufficient_funds" };
-		case "tok_processorUnavailable":
-			return { unavailable: true };
-		default:
-			return null;
-	}
-}
-
-interface PaymentRow {
-	id: string;
-	order_id: string;
-	amount: number;
-	currency: string;
-	method: string;
-	status: PaymentStatus;
-	decline_code: string | null;
-	created_at: Date;
-	updated_at: Date;
-}
-
-function defineModels(sequelize: Sequelize): { Payment: ModelStatic<Model> } {
-	const Payment = sequelize.define(
-		"Payment",
-		{
-			id: { type: DataTypes.UUID, primaryKey: true },
-			orderId: { type: DataTypes.UUID, allowNull: false },
-			amount: { type: DataTypes.INTEGER, allowNull: false },
-			currency: { type: DataTypes.CHAR(3), allowNull: false },
-			method: { type: DataTypes.TEXT, allowNull: false },
-			status: { type: DataTypes.TEXT, allowNull: false },
-			declineCode: { type: DataTypes.TEXT }
-		},
-		{ tableName: "payments" }
-	);
-	return { Payment };
-}
-type Models = ReturnType<typeof defineModels>;
-
-interface PaymentsMethods {
-	findPayment(orderId: string, t: Transaction): Promise<PaymentRow | null>;
-	insertPayment(
-		t: Transaction,
-		p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
-	): Promise<PaymentRow>;
-}
 type PaymentsThis = Service & {
 	/** End of this node's simulated processor outage (`simulateOutage`), epoch ms; 0: none. */
 	outageUntil: number;
-} & DbMixinMethods<Models> &
+	/** The payments database's statements. */
+	repo: PaymentsRepo;
+} & DbMixinMethods<PaymentsModels> &
 	IdempotencyMixinMethods &
-	OutboxMethods &
-	PaymentsMethods;
-
-const toView = (r: PaymentRow): Payment => ({
-	id: r.id,
-	orderId: r.order_id,
-	amount: r.amount,
-	currency: r.currency.trim(),
-	method: r.method,
-	status: r.status,
-	declineCode: r.decline_code,
-	createdAt: new Date(r.created_at).toISOString(),
-	updatedAt: new Date(r.updated_at).toISOString()
-});
+	OutboxMethods;
 
 function declined(r: PaymentRow): Error {
 	return shopError("PAYMENTS_CARD_DECLINED", "The card was declined", {
@@ -199,6 +126,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	created(this: PaymentsThis): void {
 		registerMetrics(this.broker, ["payments"]);
 		this.outageUntil = 0;
+		this.repo = new PaymentsRepo(this.sequelize);
 	},
 
 	actions: {
@@ -252,7 +180,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					ctx,
 					"payments.charge",
 					async t => {
-						const existing = await this.findPayment(orderId, t);
+						const existing = await this.repo.findPayment(orderId, t);
 						if (existing) return chargeOutcome(existing, amount, currency);
 						// The whole processor down (every card): the breaker counts it.
 						if (simulatedFaults && this.outageUntil > Date.now())
@@ -267,7 +195,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 								"The card processor is unavailable for this payment (simulated)",
 								{ orderId, scope: "request" }
 							);
-						const row = await this.insertPayment(t, {
+						const row = await this.repo.insertPayment(t, {
 							order_id: orderId,
 							amount,
 							currency,
@@ -277,9 +205,11 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 						});
 						if (row.status === "CAPTURED")
 							// With the key's record (platform/db/deferred-writes.ts): no answer needed.
-							await writeOrDefer(this.sequelize, t, {
-								sql: `INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'CAPTURE', $3, $4)`,
-								bind: [row.id, orderId, amount, currency]
+							await this.repo.recordCapture(t, {
+								paymentId: row.id,
+								orderId,
+								amount,
+								currency
 							});
 						await this.enqueueEvent(
 							t,
@@ -326,9 +256,9 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					ctx,
 					"payments.refund",
 					async t => {
-						const existing = await this.findPayment(orderId, t);
+						const existing = await this.repo.findPayment(orderId, t);
 						if (!existing) {
-							const row = await this.insertPayment(t, {
+							const row = await this.repo.insertPayment(t, {
 								order_id: orderId,
 								amount: 0,
 								currency: "XXX",
@@ -339,16 +269,14 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 							return { response: toView(row) };
 						}
 						if (existing.status !== "CAPTURED") return { response: toView(existing) };
-						const rows = (await fastQuery(
-							this.sequelize,
-							`UPDATE payments SET status = 'REFUNDED', updated_at = now() WHERE id = $1 RETURNING *`,
-							{ bind: [existing.id], type: QueryTypes.SELECT, transaction: t }
-						)) as PaymentRow[];
-						await writeOrDefer(this.sequelize, t, {
-							sql: `INSERT INTO ledger_entries (payment_id, order_id, kind, amount, currency) VALUES ($1, $2, 'REFUND', $3, $4)`,
-							bind: [existing.id, orderId, existing.amount, existing.currency]
+						const refunded = await this.repo.markRefunded(t, existing.id);
+						await this.repo.recordRefund(t, {
+							paymentId: existing.id,
+							orderId,
+							amount: existing.amount,
+							currency: existing.currency
 						});
-						const payment = toView(rows[0]!);
+						const payment = toView(refunded);
 						await this.enqueueEvent(t, "payment.refunded", payment, {
 							aggregateId: orderId,
 							requestId: ctx.requestID ?? null
@@ -418,8 +346,8 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				this: PaymentsThis,
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<Payment | null> {
-				const row = await this.sequelize.transaction(t =>
-					this.findPayment(ctx.params.orderId, t)
+				const row = await this.repo.transaction(t =>
+					this.repo.findPayment(ctx.params.orderId, t)
 				);
 				return row ? toView(row) : null;
 			}
@@ -442,36 +370,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				ctx: ShopContext<{ orderId: string }>
 			): Promise<OrderPayments> {
 				const { orderId } = ctx.params;
-				const [payments, ledger] = await Promise.all([
-					fastQuery(
-						this.sequelize,
-						"SELECT * FROM payments WHERE order_id = $1 ORDER BY created_at, id",
-						{ bind: [orderId], type: QueryTypes.SELECT }
-					) as Promise<PaymentRow[]>,
-					fastQuery(
-						this.sequelize,
-						`SELECT id, payment_id, kind, amount, currency, created_at FROM ledger_entries
-						 WHERE order_id = $1 ORDER BY id`,
-						{ bind: [orderId], type: QueryTypes.SELECT }
-					) as Promise<
-						{
-							id: string | number;
-							payment_id: string;
-							kind: "CAPTURE" | "REFUND";
-							amount: number;
-							currency: string;
-							created_at: Date;
-						}[]
-					>
-				]);
-				const entries = ledger.map(e => ({
-					id: Number(e.id),
-					paymentId: e.payment_id,
-					kind: e.kind,
-					amount: e.amount,
-					currency: e.currency.trim(),
-					createdAt: new Date(e.created_at).toISOString()
-				}));
+				const { payments, ledger: entries } = await this.repo.forOrder(orderId);
 				const sum = (kind: string): number =>
 					entries.filter(e => e.kind === kind).reduce((s, e) => s + e.amount, 0);
 				return {
@@ -493,11 +392,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 			async handler(
 				this: PaymentsThis
 			): Promise<Record<string, { captured: number; refunded: number }>> {
-				const rows = (await fastQuery(
-					this.sequelize,
-					`SELECT currency, kind, sum(amount)::bigint AS total FROM ledger_entries GROUP BY currency, kind`,
-					{ type: QueryTypes.SELECT }
-				)) as { currency: string; kind: string; total: string }[];
+				const rows = await this.repo.ledgerTotals();
 				const out: Record<string, { captured: number; refunded: number }> = {};
 				for (const r of rows) {
 					const c = (out[r.currency.trim()] ??= { captured: 0, refunded: 0 });
@@ -506,51 +401,6 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				}
 				return out;
 			}
-		}
-	},
-
-	methods: {
-		async findPayment(
-			this: PaymentsThis,
-			orderId: string,
-			t: Transaction
-		): Promise<PaymentRow | null> {
-			const rows = (await fastQuery(
-				this.sequelize,
-				"SELECT * FROM payments WHERE order_id = $1",
-				{
-					bind: [orderId],
-					type: QueryTypes.SELECT,
-					transaction: t
-				}
-			)) as PaymentRow[];
-			return rows[0] ?? null;
-		},
-
-		async insertPayment(
-			this: PaymentsThis,
-			t: Transaction,
-			p: Omit<PaymentRow, "id" | "created_at" | "updated_at">
-		): Promise<PaymentRow> {
-			const rows = (await fastQuery(
-				this.sequelize,
-				`INSERT INTO payments (id, order_id, amount, currency, method, status, decline_code)
-				 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING *`,
-				{
-					bind: [
-						crypto.randomUUID(),
-						p.order_id,
-						p.amount,
-						p.currency,
-						p.method,
-						p.status,
-						p.decline_code
-					],
-					type: QueryTypes.SELECT,
-					transaction: t
-				}
-			)) as PaymentRow[];
-			return rows[0]!;
 		}
 	}
 };

@@ -3,6 +3,8 @@
  */
 
 export { DEMO_CATALOG } from "./demo-catalog";
+/** A page of results (platform/paging.ts), as `products.list` answers. */
+export type { Page } from "../../platform/paging";
 
 /** A product as the API shows it. */
 export interface Product {
@@ -17,13 +19,4 @@ export interface Product {
 	active: boolean;
 	createdAt: string;
 	updatedAt: string;
-}
-
-/** A page of results. */
-export interface Page<T> {
-	rows: T[];
-	total: number;
-	page: number;
-	pageSize: number;
-	totalPages: number;
 }

@@ -13,62 +13,29 @@
  */
 import crypto from "node:crypto";
 import { Cachers, Errors, type ActionCacheOptions, type Context, type Service } from "moleculer";
-import {
-	DataTypes,
-	Op,
-	type Model,
-	type ModelStatic,
-	type Sequelize,
-	UniqueConstraintError
-} from "sequelize";
+import { UniqueConstraintError } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
-import { DEMO_CATALOG } from "./demo-catalog";
 import { shopError } from "../../platform/errors";
-import { productsMigrations } from "./migrations";
+import { pageParams, toPage, type Page } from "../../platform/paging";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
 import { OutboxMixin, outboxMigrations, type OutboxMethods } from "../../mixins/events.mixin";
-import type { Product, Page } from "./products.model";
+import { DEMO_CATALOG } from "./demo-catalog";
+import { productsMigrations } from "./migrations";
+import type { Product } from "./products.model";
+import {
+	defineModels,
+	ProductsRepo,
+	type NewProduct,
+	type ProductChanges,
+	type ProductsModels
+} from "./products.repo";
 
-interface ProductRow {
-	id: string;
-	sku: string;
-	name: string;
-	description: string;
-	price: number;
-	currency: string;
-	active: boolean;
-	createdAt: Date;
-	updatedAt: Date;
-}
-
-function defineModels(sequelize: Sequelize): { Product: ModelStatic<Model<ProductRow>> } {
-	const Product = sequelize.define<Model<ProductRow>>(
-		"Product",
-		{
-			id: { type: DataTypes.UUID, primaryKey: true },
-			sku: { type: DataTypes.TEXT, allowNull: false },
-			name: { type: DataTypes.TEXT, allowNull: false },
-			description: { type: DataTypes.TEXT, allowNull: false },
-			price: { type: DataTypes.INTEGER, allowNull: false },
-			currency: { type: DataTypes.CHAR(3), allowNull: false },
-			active: { type: DataTypes.BOOLEAN, allowNull: false },
-			createdAt: { type: DataTypes.DATE },
-			updatedAt: { type: DataTypes.DATE }
-		},
-		{ tableName: "products" }
-	);
-	return { Product };
-}
-type Models = ReturnType<typeof defineModels>;
 type ProductsThis = Service &
-	DbMixinMethods<Models> &
-	OutboxMethods & { toView(row: ProductRow): Product };
-
-/** Escapes LIKE wildcards so a search for `50%` matches the text `50%`. */
-function likePattern(search: string): string {
-	return `%${search.replace(/[\\%_]/g, m => "\\" + m)}%`;
-}
-
+	DbMixinMethods<ProductsModels> &
+	OutboxMethods & {
+		/** The catalog's queries. */
+		repo: ProductsRepo;
+	};
 /** Largest price accepted: 10 000 000.00 in the currency's minor unit. */
 const MAX_PRICE = 1_000_000_000;
 
@@ -102,6 +69,10 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 		OutboxMixin()
 	],
 
+	created(this: ProductsThis): void {
+		this.repo = new ProductsRepo(this.sequelize, this.models);
+	},
+
 	actions: {
 		/**
 		 * Active products, paged, optionally filtered by a case-insensitive search of name,
@@ -115,54 +86,16 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			cache: strictCache(["page", "pageSize", "search"], 60),
 			params: {
 				$$strict: true,
-				page: {
-					type: "number",
-					integer: true,
-					min: 1,
-					max: 100_000,
-					convert: true,
-					default: 1
-				},
-				pageSize: {
-					type: "number",
-					integer: true,
-					min: 1,
-					max: 100,
-					convert: true,
-					default: 20
-				},
+				...pageParams,
 				search: { type: "string", trim: true, max: 100, optional: true }
 			},
 			async handler(
 				this: ProductsThis,
 				ctx: ShopContext<{ page: number; pageSize: number; search?: string }>
 			): Promise<Page<Product>> {
-				const { page, pageSize, search } = ctx.params;
-				const where: Record<string | symbol, unknown> = { active: true };
-				if (search) {
-					const p = likePattern(search);
-					where[Op.or] = [
-						{ name: { [Op.iLike]: p } },
-						{ sku: { [Op.iLike]: p } },
-						{ description: { [Op.iLike]: p } }
-					];
-				}
-				const { rows, count } = await this.models.Product.findAndCountAll({
-					where,
-					order: [
-						["name", "ASC"],
-						["id", "ASC"]
-					],
-					limit: pageSize,
-					offset: (page - 1) * pageSize
-				});
-				return {
-					rows: rows.map(r => this.toView(r.get({ plain: true }))),
-					total: count,
-					page,
-					pageSize,
-					totalPages: Math.ceil(count / pageSize)
-				};
+				const { search, ...q } = ctx.params;
+				const { rows, total } = await this.repo.listActive(q, search);
+				return toPage(rows, total, q);
 			}
 		},
 
@@ -175,9 +108,10 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			cache: strictCache(["id"], 300),
 			params: { $$strict: true, id: { type: "uuid" } },
 			async handler(this: ProductsThis, ctx: ShopContext<{ id: string }>): Promise<Product> {
-				const row = await this.models.Product.findByPk(ctx.params.id);
-				if (!row) throw shopError("PRODUCTS_NOT_FOUND", undefined, { id: ctx.params.id });
-				return this.toView(row.get({ plain: true }));
+				const product = await this.repo.findById(ctx.params.id);
+				if (!product)
+					throw shopError("PRODUCTS_NOT_FOUND", undefined, { id: ctx.params.id });
+				return product;
 			}
 		},
 
@@ -193,10 +127,7 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 				this: ProductsThis,
 				ctx: ShopContext<{ ids: string[] }>
 			): Promise<Product[]> {
-				const rows = await this.models.Product.findAll({
-					where: { id: { [Op.in]: ctx.params.ids } }
-				});
-				return rows.map(r => this.toView(r.get({ plain: true })));
+				return this.repo.findByIds(ctx.params.ids);
 			}
 		},
 
@@ -225,20 +156,17 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			},
 			async handler(
 				this: ProductsThis,
-				ctx: ShopContext<
-					Omit<ProductRow, "id" | "createdAt" | "updatedAt"> & { stock?: number | null }
-				>
+				ctx: ShopContext<Omit<NewProduct, "id"> & { stock?: number | null }>
 			): Promise<Product & { stock?: number }> {
 				requireAdmin(ctx);
 				const { stock, ...fields } = ctx.params;
 				let product: Product;
 				try {
-					product = await this.sequelize.transaction(async t => {
-						const row: Model<ProductRow> = await this.models.Product.create(
-							{ id: crypto.randomUUID(), ...fields } as ProductRow,
-							{ transaction: t }
-						);
-						const view = this.toView(row.get({ plain: true }));
+					product = await this.repo.transaction(async t => {
+						const view = await this.repo.create(t, {
+							id: crypto.randomUUID(),
+							...fields
+						});
 						await this.enqueueEvent(t, "product.created", view, {
 							aggregateId: view.id,
 							requestId: ctx.requestID ?? null
@@ -276,11 +204,7 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 			},
 			async handler(
 				this: ProductsThis,
-				ctx: ShopContext<
-					{ id: string } & Partial<
-						Pick<ProductRow, "name" | "description" | "price" | "active">
-					>
-				>
+				ctx: ShopContext<{ id: string } & ProductChanges>
 			): Promise<Product> {
 				requireAdmin(ctx);
 				const { id, ...changes } = ctx.params;
@@ -298,15 +222,10 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 							message: `The '${field}' field cannot be null.`
 						}))
 					);
-				const product = await this.sequelize.transaction(async t => {
-					const row = await this.models.Product.findByPk(id, {
-						transaction: t,
-						lock: t.LOCK.UPDATE
-					});
-					if (!row) throw shopError("PRODUCTS_NOT_FOUND", undefined, { id });
-					const before = this.toView(row.get({ plain: true }));
-					await row.update(changes, { transaction: t });
-					const after = this.toView(row.get({ plain: true }));
+				const product = await this.repo.transaction(async t => {
+					const changed = await this.repo.update(t, id, changes);
+					if (!changed) throw shopError("PRODUCTS_NOT_FOUND", undefined, { id });
+					const { before, after } = changed;
 					const opts = { aggregateId: id, requestId: ctx.requestID ?? null };
 					await this.enqueueEvent(t, "product.updated", after, opts);
 					if (after.price !== before.price)
@@ -344,39 +263,9 @@ const ProductsService: ShopServiceSchema<ProductsThis> = {
 		}
 	},
 
-	methods: {
-		toView(row: ProductRow): Product {
-			return {
-				id: row.id,
-				sku: row.sku,
-				name: row.name,
-				description: row.description,
-				price: row.price,
-				currency: row.currency,
-				active: row.active,
-				createdAt: new Date(row.createdAt).toISOString(),
-				updatedAt: new Date(row.updatedAt).toISOString()
-			};
-		}
-	},
-
 	/** Seeds the demo catalog; products already there (by SKU) are left as they are. */
 	async afterConnected(this: ProductsThis): Promise<void> {
-		const created = await this.models.Product.bulkCreate(
-			DEMO_CATALOG.map(p => ({
-				id: p.id,
-				sku: p.sku,
-				name: p.name,
-				description: p.description,
-				price: p.price,
-				currency: p.currency,
-				active: true
-			})) as ProductRow[],
-			{ ignoreDuplicates: true, returning: ["id"] }
-		);
-		const inserted = created.filter(
-			r => r.get("id") !== null && r.get("id") !== undefined
-		).length;
+		const inserted = await this.repo.seed(DEMO_CATALOG);
 		if (inserted > 0)
 			this.logger.info(`Demo catalog: ${DEMO_CATALOG.length} products present.`);
 		await this.clearCache();

@@ -23,71 +23,28 @@
 import crypto from "node:crypto";
 import jwt from "jsonwebtoken";
 import type { Service } from "moleculer";
-import {
-	DataTypes,
-	type Model,
-	type ModelStatic,
-	type Sequelize,
-	UniqueConstraintError
-} from "sequelize";
+import { UniqueConstraintError } from "sequelize";
 import { config, ConfigError, requireJwtSecret } from "../../platform/config";
-import type { AuthUser, ShopContext, ShopServiceSchema } from "../../platform/context";
+import type { ShopContext, ShopServiceSchema } from "../../platform/context";
 import { shopError } from "../../platform/errors";
-import { LoginThrottle, type ThrottleBlock } from "./login-throttle";
-import { PasswordHasher } from "./password-hasher";
 import {
 	PASSWORD_MAX_LENGTH,
 	PASSWORD_MIN_LENGTH,
 	describeWeaknesses,
 	passwordWeaknesses
 } from "../../platform/security/password-policy";
-import { usersMigrations } from "./migrations";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
-
-interface UserRow {
-	id: string;
-	email: string;
-	name: string;
-	passwordHash: string;
-	role: "customer" | "admin";
-	createdAt: Date;
-	updatedAt: Date;
-}
-
-/** A user as the API shows it (never the password hash). */
-export type PublicUser = AuthUser;
-
-/** `{ user, token }` answered by register and login. */
-export interface AuthResult {
-	user: PublicUser;
-	/** Bearer access token (JWT, HS256), valid `JWT_EXPIRES_IN` seconds (default 3600). */
-	token: string;
-}
-
-function defineModels(sequelize: Sequelize): { User: ModelStatic<Model<UserRow>> } {
-	const User = sequelize.define<Model<UserRow>>(
-		"User",
-		{
-			id: { type: DataTypes.UUID, primaryKey: true },
-			email: { type: DataTypes.TEXT, allowNull: false },
-			name: { type: DataTypes.TEXT, allowNull: false },
-			passwordHash: { type: DataTypes.TEXT, allowNull: false },
-			role: { type: DataTypes.TEXT, allowNull: false },
-			createdAt: { type: DataTypes.DATE },
-			updatedAt: { type: DataTypes.DATE }
-		},
-		{ tableName: "users" }
-	);
-	return { User };
-}
-type Models = ReturnType<typeof defineModels>;
+import { LoginThrottle, type ThrottleBlock } from "./login-throttle";
+import { usersMigrations } from "./migrations";
+import { PasswordHasher } from "./password-hasher";
+import type { AuthResult, PublicUser } from "./users.model";
+import { defineModels, toPublic, UsersRepo, type UserRow, type UsersModels } from "./users.repo";
 
 interface UsersMethods {
 	throttled(block: ThrottleBlock, what: string): Error;
 	hashPassword(password: string): Promise<string>;
 	rehashIfOutdated(row: UserRow, password: string): Promise<void>;
 	issueToken(user: PublicUser): string;
-	toPublic(row: UserRow): PublicUser;
 	createUser(
 		email: string,
 		password: string,
@@ -97,8 +54,10 @@ interface UsersMethods {
 	seedAdministrator(): Promise<void>;
 }
 type UsersThis = Service &
-	DbMixinMethods<Models> &
+	DbMixinMethods<UsersModels> &
 	UsersMethods & {
+		/** The accounts' queries. */
+		repo: UsersRepo;
 		dummyHash: Promise<string>;
 		loginThrottle: LoginThrottle;
 		passwordHasher: PasswordHasher;
@@ -166,8 +125,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				// index's, which stays the final arbiter for two sign-ups racing), and counted.
 				let user: PublicUser;
 				try {
-					if (await this.models.User.findOne({ where: { email }, attributes: ["id"] }))
-						throw shopError("USERS_EMAIL_TAKEN");
+					if (await this.repo.emailTaken(email)) throw shopError("USERS_EMAIL_TAKEN");
 					user = await this.createUser(
 						ctx.params.email,
 						ctx.params.password,
@@ -221,8 +179,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 						block,
 						block.reason === "logins" ? "logins" : "failed logins"
 					);
-				const row = await this.models.User.findOne({ where: { email } });
-				const data = row?.get({ plain: true });
+				const data = await this.repo.findByEmail(email);
 				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
 				const hash = data?.passwordHash ?? (await this.dummyHash);
 				const ok = await this.passwordHasher.verify(hash, ctx.params.password);
@@ -232,7 +189,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				}
 				await this.loginThrottle.succeeded(email, ip);
 				await this.rehashIfOutdated(data, ctx.params.password);
-				const user = this.toPublic(data);
+				const user = toPublic(data);
 				return { user, token: this.issueToken(user) };
 			}
 		},
@@ -247,10 +204,10 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			async handler(this: UsersThis, ctx: ShopContext): Promise<PublicUser> {
 				const me = ctx.meta.user;
 				if (!me) throw shopError("AUTH_TOKEN_MISSING");
-				const row = await this.models.User.findByPk(me.id);
+				const row = await this.repo.findById(me.id);
 				if (!row)
 					throw shopError("AUTH_TOKEN_INVALID", "The token's user no longer exists");
-				return this.toPublic(row.get({ plain: true }));
+				return toPublic(row);
 			}
 		},
 
@@ -286,9 +243,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				}
 				if (typeof sub !== "string" || !/^[0-9a-f-]{36}$/.test(sub))
 					throw shopError("AUTH_TOKEN_INVALID");
-				const row = await this.models.User.findByPk(sub);
+				const row = await this.repo.findById(sub);
 				if (!row) throw shopError("AUTH_TOKEN_INVALID");
-				return this.toPublic(row.get({ plain: true }));
+				return toPublic(row);
 			}
 		},
 
@@ -301,9 +258,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			visibility: "public",
 			params: { id: { type: "uuid" } },
 			async handler(this: UsersThis, ctx: ShopContext<{ id: string }>): Promise<PublicUser> {
-				const row = await this.models.User.findByPk(ctx.params.id);
+				const row = await this.repo.findById(ctx.params.id);
 				if (!row) throw shopError("USERS_NOT_FOUND");
-				return this.toPublic(row.get({ plain: true }));
+				return toPublic(row);
 			}
 		}
 	},
@@ -336,10 +293,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			if (!this.passwordHasher.needsRehash(row.passwordHash)) return;
 			try {
 				const passwordHash = await this.hashPassword(password);
-				await this.models.User.update(
-					{ passwordHash },
-					{ where: { id: row.id, passwordHash: row.passwordHash } }
-				);
+				await this.repo.replaceHash(row.id, row.passwordHash, passwordHash);
 			} catch (err) {
 				this.logger.warn(
 					`Re-hashing the password of user ${row.id} failed; next login will retry: ${(err as Error).message}`
@@ -356,10 +310,6 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			});
 		},
 
-		toPublic(row: UserRow): PublicUser {
-			return { id: row.id, email: row.email, name: row.name, role: row.role };
-		},
-
 		async createUser(
 			this: UsersThis,
 			email: string,
@@ -369,14 +319,14 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		): Promise<PublicUser> {
 			const passwordHash = await this.hashPassword(password);
 			try {
-				const row = await this.models.User.create({
+				const row = await this.repo.create({
 					id: crypto.randomUUID(),
 					email: email.toLowerCase(),
 					name,
 					passwordHash,
 					role
-				} as UserRow);
-				return this.toPublic(row.get({ plain: true }));
+				});
+				return toPublic(row);
 			} catch (err) {
 				if (err instanceof UniqueConstraintError) throw shopError("USERS_EMAIL_TAKEN");
 				throw err;
@@ -386,7 +336,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		/** Creates the administrator once; prints a generated password on that first start. */
 		async seedAdministrator(this: UsersThis): Promise<void> {
 			const c = config();
-			const existing = await this.models.User.findOne({ where: { email: c.adminEmail } });
+			const existing = await this.repo.findByEmail(c.adminEmail);
 			if (existing) return;
 			const announce = (
 				this.broker.options as {
@@ -427,6 +377,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 
 	created(this: UsersThis): void {
 		const c = config();
+		this.repo = new UsersRepo(this.models);
 		// This node signs and verifies access tokens: in production without JWT_SECRET it refuses
 		// to start (ConfigError) instead of answering 500 at the first login.
 		requireJwtSecret();

@@ -7,7 +7,7 @@ import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
 import { QueryTypes, type Sequelize } from "sequelize";
 import { ShopClientError } from "../../platform/errors";
-import type { ReservationView, StockLevel } from "../../services/inventory/inventory.service";
+import type { ReservationView, StockLevel } from "../../services/inventory/inventory.model";
 import type { Payment } from "../../services/payments/payments.model";
 import { startTestBroker, type TestBroker } from "../support/broker";
 

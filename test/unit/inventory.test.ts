@@ -1,7 +1,7 @@
 import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
 import { DEMO_CATALOG } from "../../services/products/demo-catalog";
-import type { ReservationView, StockLevel } from "../../services/inventory/inventory.service";
+import type { ReservationView, StockLevel } from "../../services/inventory/inventory.model";
 import { startTestBroker, admin, customer, waitFor, type TestBroker } from "../support/broker";
 
 describe("inventory", () => {

@@ -2,8 +2,8 @@ import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { AuthUser } from "../../platform/context";
 import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
-import type { Notification } from "../../services/notifications/notifications.service";
-import type { Order } from "../../services/orders/orders.service";
+import type { Notification } from "../../services/notifications/notifications.model";
+import type { Order } from "../../services/orders/orders.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 interface NotificationPage {
