@@ -27,7 +27,7 @@ import type {
 	OrderRefundView,
 	SagaView,
 	StuckOrders
-} from "../../services/orders/orders.service";
+} from "../../services/orders/orders.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import type { AuthUser } from "../../platform/context";
 import { api } from "../support/shop-process";

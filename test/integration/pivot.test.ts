@@ -14,11 +14,8 @@ import crypto from "node:crypto";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
 import { ConfigError, loadConfig } from "../../platform/config";
 import { shopError } from "../../platform/errors";
-import {
-	createOrdersService,
-	type Order,
-	type SagaView
-} from "../../services/orders/orders.service";
+import type { Order, SagaView } from "../../services/orders/orders.model";
+import { createOrdersService } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 interface Level {

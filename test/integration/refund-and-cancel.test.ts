@@ -15,7 +15,7 @@ import type { AddressInfo } from "node:net";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
 import { replCommands } from "../../app/repl-commands";
-import type { Order, SagaIntervention, SagaView } from "../../services/orders/orders.service";
+import type { Order, SagaIntervention, SagaView } from "../../services/orders/orders.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import type { AuthUser } from "../../platform/context";
 import { api } from "../support/shop-process";

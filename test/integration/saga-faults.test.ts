@@ -5,8 +5,8 @@
  */
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import type { SagaView } from "../../services/orders/orders.service";
-import { createOrdersService, type Order } from "../../services/orders/orders.service";
+import type { Order, SagaView } from "../../services/orders/orders.model";
+import { createOrdersService } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan } from "../support/faults";
 import { resetConfig } from "../../platform/config";

@@ -30,12 +30,9 @@ import * as fc from "fast-check";
 import type { ServiceBroker } from "moleculer";
 import { resetConfig } from "../../platform/config";
 import { backoffDelay, type SagaRetryPolicy } from "../../mixins/saga.mixin";
-import {
-	createOrdersService,
-	orderSaga,
-	type Order,
-	type SagaView
-} from "../../services/orders/orders.service";
+import { orderSaga } from "../../services/orders/order.saga";
+import type { Order, SagaView } from "../../services/orders/orders.model";
+import { createOrdersService } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan, type FaultRule } from "../support/faults";
 

@@ -6,7 +6,8 @@
  */
 import crypto from "node:crypto";
 import { resetConfig } from "../../platform/config";
-import { createOrdersService, type Order } from "../../services/orders/orders.service";
+import type { Order } from "../../services/orders/orders.model";
+import { createOrdersService } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan } from "../support/faults";
 

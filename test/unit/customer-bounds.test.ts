@@ -14,7 +14,7 @@ import crypto from "node:crypto";
 import type { AddressInfo } from "node:net";
 import type { Server } from "node:http";
 import type { Middleware, ServiceBroker } from "moleculer";
-import type { Order } from "../../services/orders/orders.service";
+import type { Order } from "../../services/orders/orders.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { api } from "../support/shop-process";
 

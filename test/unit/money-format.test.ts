@@ -4,8 +4,8 @@
  * `1,500 JPY`, not `15.00 JPY`), three for KWD and BHD. Exact for any integer amount.
  */
 import { formatMoney, minorUnitDigits } from "../../platform/money";
-import { renderEmail } from "../../services/notifications/notifications.service";
-import type { Order } from "../../services/orders/orders.service";
+import { renderEmail } from "../../services/notifications/order-email";
+import type { Order } from "../../services/orders/orders.model";
 
 const order = (total: number, currency: string): Order => ({
 	id: "0b6f2c1e-4b1a-4c3e-9a51-6f1b2a3c4d5e",

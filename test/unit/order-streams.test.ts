@@ -22,8 +22,8 @@ import jwt from "jsonwebtoken";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
 import type { Sequelize } from "sequelize";
 import { config } from "../../platform/config";
-import type { OrderStreamCounts } from "../../mixins/web.mixin";
-import type { Order } from "../../services/orders/orders.service";
+import type { OrderStreamCounts } from "../../services/api/order-streams";
+import type { Order } from "../../services/orders/orders.model";
 import { admin, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
 /**

@@ -6,7 +6,7 @@ import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { Sequelize, Transaction } from "sequelize";
 import type { AuthUser } from "../../platform/context";
-import type { Order, SagaView } from "../../services/orders/orders.service";
+import type { Order, SagaView } from "../../services/orders/orders.model";
 import type { Payment } from "../../services/payments/payments.model";
 import type { Product } from "../../services/products/products.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";

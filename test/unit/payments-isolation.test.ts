@@ -16,7 +16,7 @@
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
 import type { AuthUser } from "../../platform/context";
-import type { Order } from "../../services/orders/orders.service";
+import type { Order } from "../../services/orders/orders.model";
 import type { Product } from "../../services/products/products.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 
