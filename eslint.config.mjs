@@ -64,6 +64,62 @@ export default tseslint.config(
 			]
 		}
 	},
+	// The layering (docs/architecture.md): platform/ knows no service, mixins/ wire platform/ into
+	// a service, a service sees platform/, mixins/ and other services' *.model.ts only, app/ names
+	// every service, tools/ are dev-only servers. Checked on the import specifiers.
+	{
+		files: ["platform/**/*.ts"],
+		rules: {
+			"no-restricted-imports": [
+				"error",
+				{
+					patterns: [
+						{
+							regex: "^(\\.\\./)+(mixins|services|app|tools|bin)(/|$)|moleculer\\.config",
+							message: "platform/ imports nothing above it (docs/architecture.md)."
+						}
+					]
+				}
+			]
+		}
+	},
+	{
+		files: ["mixins/**/*.ts"],
+		rules: {
+			"no-restricted-imports": [
+				"error",
+				{
+					patterns: [
+						{
+							regex: "^(\\.\\./)+(services|app|tools|bin)(/|$)|^\\./(?!.*\\.mixin$)|moleculer\\.config",
+							message:
+								"A mixin wires platform/ into a service: it imports platform/ and other mixins only."
+						}
+					]
+				}
+			]
+		}
+	},
+	{
+		files: ["services/**/*.ts"],
+		rules: {
+			"no-restricted-imports": [
+				"error",
+				{
+					patterns: [
+						{
+							regex: "^(\\.\\./)+(app|tools|bin)(/|$)|moleculer\\.config",
+							message: "A service does not import the composition root or dev tools."
+						},
+						{
+							regex: "^\\.\\./(?!\\.\\.)[^/]+/(?![^/]+\\.model$)[^/]+$",
+							message: "Another service is seen through its *.model.ts only."
+						}
+					]
+				}
+			]
+		}
+	},
 	{
 		files: ["test/**/*.ts", "bench/**/*.ts"],
 		rules: {

@@ -40,7 +40,6 @@
  * interfaces (`OutboxMethods`, `InboxMethods`) a service adds to its own `this` type.
  */
 import type { Service, ServiceSchema } from "moleculer";
-import type { Sequelize, Transaction } from "sequelize";
 import { config } from "../platform/config";
 import type { ShopContext, ShopServiceSchema } from "../platform/context";
 import type { DeferredWrite } from "../platform/db/deferred-writes";
@@ -70,6 +69,8 @@ import {
 	type OutboxEvent
 } from "../platform/events/outbox";
 import { OutboxRelay, type OutboxStatus, type RelayFault } from "../platform/events/relay";
+import type { Transaction } from "../platform/db/fast-query";
+import type { ShopDatabase } from "../platform/db/pool";
 
 export type { DomainEvent } from "../platform/events/domain-event";
 export type { DeadLetter } from "../platform/events/dead-letters";
@@ -96,7 +97,7 @@ declare module "moleculer" {
 
 /** What the engines need of the service beyond Moleculer's own: DbMixin's database. */
 interface DbHost {
-	sequelize: Sequelize;
+	db: ShopDatabase;
 	/** DbMixin's flag: migrated and connected. */
 	$dbReady?: boolean;
 }
@@ -233,7 +234,7 @@ export function OutboxMixin(opts: OutboxMixinOptions = {}): Partial<ServiceSchem
 				events: readonly OutboxEvent[],
 				requestId: string | null
 			): Promise<string[]> {
-				return saveEvents(this.sequelize, t, events, requestId, () => this.kickRelay());
+				return saveEvents(this.db, t, events, requestId, () => this.kickRelay());
 			},
 
 			outboxWrite(
@@ -375,7 +376,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 				): Promise<DeadLetterPage> {
 					adminOnly(ctx);
 					const { page = 1, pageSize = 20, pending } = ctx.params;
-					return listDeadLetters(this.sequelize, page, pageSize, pending);
+					return listDeadLetters(this.db, page, pageSize, pending);
 				}
 			},
 
@@ -393,7 +394,7 @@ export function InboxMixin(opts: InboxMixinOptions = {}): Partial<ServiceSchema>
 					ctx: ShopContext<{ id: string }>
 				): Promise<DeadLetter> {
 					adminOnly(ctx);
-					return replayDeadLetter(this.sequelize, ctx.params.id, (consumer, event) =>
+					return replayDeadLetter(this.db, ctx.params.id, (consumer, event) =>
 						this.$inbox.apply(consumer, event, 1, null, true)
 					);
 				}

@@ -36,11 +36,10 @@
  * Caveat: Moleculer copies `ctx.meta` into nested calls, so an action running under a key that
  * calls ANOTHER participant must give that call its own key.
  *
- * Needs `DbMixin` (for `this.sequelize`) and `idempotencyMigrations` in the service's migrations.
+ * Needs `DbMixin` (for `this.db`) and `idempotencyMigrations` in the service's migrations.
  */
 import type { Service, ServiceSchema } from "moleculer";
 import { Errors } from "moleculer";
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../platform/context";
 import type { Migration } from "../platform/db/database";
 import {
@@ -50,7 +49,7 @@ import {
 	type ErrorData,
 	type ErrorType
 } from "../platform/errors";
-import { fastQuery } from "../platform/db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../platform/db/fast-query";
 import { acceptDeferredWrites, withDeferredWrites } from "../platform/db/deferred-writes";
 import { config } from "../platform/config";
 import { runStoppedFirst } from "../platform/lifecycle";
@@ -60,6 +59,7 @@ import {
 	startRetention,
 	stopRetention
 } from "../platform/retention";
+import type { ShopDatabase } from "../platform/db/pool";
 
 /** The `idempotency_keys` table, to include in the service's migrations. */
 export const idempotencyMigrations: readonly Migration[] = [
@@ -134,7 +134,7 @@ export interface IdempotencyMixinMethods {
 /** `this` of the mixin's handlers: the service, DbMixin's database and the mixin's method. */
 type IdempotencyThis = Service &
 	IdempotencyMixinMethods & {
-		sequelize: Sequelize;
+		db: ShopDatabase;
 		/** DbMixin's flag: migrated and connected. */
 		$dbReady?: boolean;
 	};
@@ -216,7 +216,7 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 				work: (t: Transaction) => Promise<IdempotentOutcome<R>>,
 				opts: { lock?: string } = {}
 			): Promise<R> {
-				const seq = this.sequelize;
+				const seq = this.db;
 				const key: unknown = ctx.meta?.idempotencyKey;
 				if (key !== undefined && key !== null && (typeof key !== "string" || key === ""))
 					throw shopError("REQUEST_INVALID_ID", "The idempotency key must be a string", {

@@ -49,7 +49,6 @@
  * `call.ts`, `retry.ts`, `events.ts`, `metrics.ts`, `retention.ts`, `faults.ts`.
  */
 import type { Service, ServiceSchema } from "moleculer";
-import type { Sequelize } from "sequelize";
 import type { ShopServiceSchema } from "../platform/context";
 import { runStoppedFirst } from "../platform/lifecycle";
 import { addRetentionTask, startRetention, stopRetention } from "../platform/retention";
@@ -74,6 +73,7 @@ import type {
 	SagaInstance,
 	SagaStepLogEntry
 } from "../platform/saga/types";
+import type { ShopDatabase } from "../platform/db/pool";
 
 // The engine's names, importable from the mixin as before the engine moved to platform/saga/.
 export { backoffDelay } from "../platform/saga/retry";
@@ -156,13 +156,13 @@ declare module "moleculer" {
 type SagaThis = Service &
 	SagaMixinMethods & {
 		/** DbMixin's Sequelize instance: the orchestrator's own database. */
-		sequelize: Sequelize;
+		db: ShopDatabase;
 		/** This service instance's saga engine (platform/saga/runtime.ts). */
 		$saga: SagaRuntime;
 	};
 
 /**
- * The saga mixin. Needs `DbMixin` (for `this.sequelize`) and the `sagaMigrations` in the
+ * The saga mixin. Needs `DbMixin` (for `this.db`) and the `sagaMigrations` in the
  * service's migrations. Crash recovery and leases: platform/saga/recovery.ts.
  *
  * Events emitted (after the transition commits): `saga.started`, `saga.stepCompleted`,
@@ -249,11 +249,11 @@ export function SagaMixin(opts: SagaMixinOptions = {}): Partial<ServiceSchema> {
 			},
 
 			getSaga(this: SagaThis, id: string): Promise<SagaInstance | null> {
-				return readSaga(this.sequelize, id);
+				return readSaga(this.db, id);
 			},
 
 			getSagaSteps(this: SagaThis, id: string): Promise<SagaStepLogEntry[]> {
-				return readSagaSteps(this.sequelize, id);
+				return readSagaSteps(this.db, id);
 			},
 
 			sagaDefinition(this: SagaThis, name: string, version?: number): SagaDefinition {

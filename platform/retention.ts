@@ -20,10 +20,10 @@
  * Windows and their defaults: docs/retention.md.
  */
 import type { ServiceBroker } from "moleculer";
-import { QueryTypes, type Sequelize } from "sequelize";
 import { config } from "./config";
-import { fastQuery } from "./db/fast-query";
+import { fastQuery, QueryTypes } from "./db/fast-query";
 import { countMetric, registerMetrics, setMetric } from "./metrics";
+import type { ShopDatabase } from "./db/pool";
 
 /** What one table's purge deletes. */
 export interface RetentionTask {
@@ -59,7 +59,7 @@ export interface RetentionHost {
 	readonly name: string;
 	readonly broker: ServiceBroker;
 	readonly logger: { info(...a: unknown[]): void; warn(...a: unknown[]): void };
-	readonly sequelize: Sequelize;
+	readonly db: ShopDatabase;
 	/** DbMixin's flag: migrated and connected. */
 	readonly $dbReady?: boolean;
 }
@@ -145,14 +145,14 @@ export class RetentionJob {
 	private async run(): Promise<RetentionReport> {
 		const started = Date.now();
 		const purged: Record<string, number> = {};
-		const { sequelize, broker, name } = this.host;
+		const { db, broker, name } = this.host;
 		if (this.host.$dbReady === false || this.tasks.length === 0)
 			return { ran: false, purged, durationMs: 0, at: new Date().toISOString() };
 		// The lease: a transaction-scoped advisory lock held by this (otherwise idle) transaction
 		// while the batches run, each in a statement of its own.
-		const ran = await sequelize.transaction(async t => {
+		const ran = await db.transaction(async t => {
 			const [row] = (await fastQuery(
-				sequelize,
+				db,
 				"SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked",
 				{ bind: [`shop.retention:${name}`], type: QueryTypes.SELECT, transaction: t }
 			)) as { locked: boolean }[];
@@ -161,7 +161,7 @@ export class RetentionJob {
 				purged[task.table] = 0;
 				for (;;) {
 					if (this.stopping) break;
-					const [, result] = await fastQuery(sequelize, task.sql, {
+					const [, result] = await fastQuery(db, task.sql, {
 						bind: [this.opts.batchSize, task.windowMs]
 					});
 					const n = (result as { rowCount: number | null }).rowCount ?? 0;

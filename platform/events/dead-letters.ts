@@ -10,12 +10,12 @@
  * enterpriseintegrationpatterns.com/patterns/messaging/DeadLetterChannel.html).
  */
 import crypto from "node:crypto";
-import { QueryTypes, type Sequelize } from "sequelize";
-import { fastQuery } from "../db/fast-query";
+import { fastQuery, QueryTypes } from "../db/fast-query";
 import { shopError } from "../errors";
 import { RETENTION_CUTOFF, type RetentionTask } from "../retention";
 import { isDomainEvent, type DomainEvent } from "./domain-event";
 import { deadLetterSubject, toHeaders, type JetStreamBus } from "./jetstream";
+import type { ShopDatabase } from "../db/pool";
 
 /** A dead letter as admins see it. */
 export interface DeadLetter {
@@ -79,12 +79,12 @@ export interface DeadLetterInput {
 
 /** Records a dead letter (idempotently) and, with NATS, puts it on the DLQ stream. */
 export async function recordDeadLetter(
-	sequelize: Sequelize,
+	db: ShopDatabase,
 	bus: JetStreamBus | null,
 	d: DeadLetterInput
 ): Promise<void> {
 	await fastQuery(
-		sequelize,
+		db,
 		`INSERT INTO dead_letters (id, consumer, event_id, event_name, event, error, deliveries)
 					 VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7) ON CONFLICT (consumer, event_id) DO NOTHING`,
 		{
@@ -115,24 +115,20 @@ export async function recordDeadLetter(
  * @param pending - only those not replayed yet (unless false)
  */
 export async function listDeadLetters(
-	sequelize: Sequelize,
+	db: ShopDatabase,
 	page: number,
 	pageSize: number,
 	pending: boolean | undefined
 ): Promise<DeadLetterPage> {
 	const where = pending === false ? "" : "WHERE replayed_at IS NULL";
 	const rows = (await fastQuery(
-		sequelize,
+		db,
 		`SELECT * FROM dead_letters ${where} ORDER BY created_at DESC LIMIT $1 OFFSET $2`,
 		{ bind: [pageSize, (page - 1) * pageSize], type: QueryTypes.SELECT }
 	)) as DeadLetterRow[];
-	const [c] = (await fastQuery(
-		sequelize,
-		`SELECT count(*)::int AS n FROM dead_letters ${where}`,
-		{
-			type: QueryTypes.SELECT
-		}
-	)) as { n: number }[];
+	const [c] = (await fastQuery(db, `SELECT count(*)::int AS n FROM dead_letters ${where}`, {
+		type: QueryTypes.SELECT
+	})) as { n: number }[];
 	return {
 		rows: rows.map(toDeadLetter),
 		total: c!.n,
@@ -149,11 +145,11 @@ export async function listDeadLetters(
  * @throws EVENTS_DEAD_LETTER_NOT_FOUND (404), EVENTS_REPLAY_FAILED (409, `data.error`)
  */
 export async function replayDeadLetter(
-	sequelize: Sequelize,
+	db: ShopDatabase,
 	id: string,
 	apply: (consumer: string, event: DomainEvent) => Promise<unknown>
 ): Promise<DeadLetter> {
-	const [row] = (await fastQuery(sequelize, "SELECT * FROM dead_letters WHERE id = $1", {
+	const [row] = (await fastQuery(db, "SELECT * FROM dead_letters WHERE id = $1", {
 		bind: [id],
 		type: QueryTypes.SELECT
 	})) as DeadLetterRow[];
@@ -170,11 +166,11 @@ export async function replayDeadLetter(
 				error: (err as Error).message
 			});
 		}
-		await fastQuery(sequelize, "UPDATE dead_letters SET replayed_at = now() WHERE id = $1", {
+		await fastQuery(db, "UPDATE dead_letters SET replayed_at = now() WHERE id = $1", {
 			bind: [row.id]
 		});
 	}
-	const [after] = (await fastQuery(sequelize, "SELECT * FROM dead_letters WHERE id = $1", {
+	const [after] = (await fastQuery(db, "SELECT * FROM dead_letters WHERE id = $1", {
 		bind: [row.id],
 		type: QueryTypes.SELECT
 	})) as DeadLetterRow[];

@@ -7,7 +7,7 @@
  * request that caused it added for ordering and correlation.
  */
 import type { ServiceBroker } from "moleculer";
-import type { Sequelize } from "sequelize";
+import type { ShopDatabase } from "../db/pool";
 
 /** A domain event as it travels (the JetStream message body). */
 export interface DomainEvent<T = unknown> {
@@ -54,7 +54,7 @@ export interface EventsHost {
 		warn(...a: unknown[]): void;
 		error(...a: unknown[]): void;
 	};
-	readonly sequelize: Sequelize;
+	readonly db: ShopDatabase;
 	/** DbMixin's flag: migrated and connected (false until then). */
 	readonly $dbReady?: boolean;
 }

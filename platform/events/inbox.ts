@@ -13,8 +13,7 @@
  * boundary around the handler as in eShop's `TransactionBehavior`
  * (dotnet/eShop src/Ordering.API/Application/Behaviors/TransactionBehavior.cs).
  */
-import { QueryTypes, type Transaction } from "sequelize";
-import { fastQuery } from "../db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../db/fast-query";
 import { isDatabaseUnavailable } from "../db/database-unavailable";
 import { withRequestId } from "../request-context";
 import { RETENTION_CUTOFF, type RetentionTask } from "../retention";
@@ -79,13 +78,13 @@ export class Inbox {
 		bus: JetStreamBus | null,
 		rethrow: boolean
 	): Promise<ApplyOutcome> {
-		const { sequelize, logger } = this.host;
+		const { db, logger } = this.host;
 		const handler = this.handlerFor(event.name);
 		try {
 			if (!handler) throw new Error(`No durable handler for ${event.name}`);
-			const applied = await sequelize.transaction(async t => {
+			const applied = await db.transaction(async t => {
 				const ins = (await fastQuery(
-					sequelize,
+					db,
 					`INSERT INTO inbox (consumer, event_id, event_name) VALUES ($1, $2, $3)
 							 ON CONFLICT DO NOTHING RETURNING event_id`,
 					{
@@ -136,7 +135,7 @@ export class Inbox {
 		this.host.logger.error(
 			`${consumer}: ${eventName} ${eventId} dead-lettered after ${deliveries} deliveries: ${error}`
 		);
-		await recordDeadLetter(this.host.sequelize, bus, {
+		await recordDeadLetter(this.host.db, bus, {
 			consumer,
 			eventId,
 			eventName,
@@ -154,7 +153,7 @@ export class Inbox {
 	 */
 	async status(): Promise<InboxStats & { inbox: number; deadLetters: number }> {
 		const [row] = (await fastQuery(
-			this.host.sequelize,
+			this.host.db,
 			`SELECT (SELECT count(*)::int FROM inbox) AS inbox,
 							(SELECT count(*)::int FROM dead_letters WHERE replayed_at IS NULL) AS dead`,
 			{ type: QueryTypes.SELECT }

@@ -11,11 +11,11 @@
  * rows not confirmed as published are re-sent until they are.
  */
 import crypto from "node:crypto";
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import { fastQuery } from "../db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../db/fast-query";
 import { writeOrDefer, type DeferredWrite } from "../db/deferred-writes";
 import { RETENTION_CUTOFF, type RetentionTask } from "../retention";
 import type { DomainEvent } from "./domain-event";
+import type { ShopDatabase } from "../db/pool";
 
 /** An event to write: its name, payload and the entity it is about. */
 export interface OutboxEvent {
@@ -69,7 +69,7 @@ export function outboxWrite(
  * @returns their ids, in order
  */
 export async function saveEvents(
-	sequelize: Sequelize,
+	db: ShopDatabase,
 	t: Transaction,
 	events: readonly OutboxEvent[],
 	requestId: string | null,
@@ -77,15 +77,15 @@ export async function saveEvents(
 ): Promise<string[]> {
 	if (events.length === 0) return [];
 	const write = outboxWrite(events, requestId);
-	await writeOrDefer(sequelize, t, write);
+	await writeOrDefer(db, t, write);
 	t.afterCommit(committed);
 	return write.ids;
 }
 
 /** Unpublished rows and the age of the oldest. */
-export async function outboxBacklog(sequelize: Sequelize): Promise<OutboxBacklog> {
+export async function outboxBacklog(db: ShopDatabase): Promise<OutboxBacklog> {
 	const [row] = (await fastQuery(
-		sequelize,
+		db,
 		`SELECT count(*)::int AS pending,
 						COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)) * 1000, 0)::bigint AS age
 					 FROM outbox WHERE published_at IS NULL`,
@@ -98,9 +98,9 @@ export async function outboxBacklog(sequelize: Sequelize): Promise<OutboxBacklog
  * Takes the database's outbox lock for transaction `t` (one relay per service database at a
  * time). @returns false when another node holds it
  */
-export async function lockOutbox(sequelize: Sequelize, t: Transaction): Promise<boolean> {
+export async function lockOutbox(db: ShopDatabase, t: Transaction): Promise<boolean> {
 	const [lock] = (await fastQuery(
-		sequelize,
+		db,
 		"SELECT pg_try_advisory_xact_lock(hashtext('shop.outbox')) AS locked",
 		{ type: QueryTypes.SELECT, transaction: t }
 	)) as { locked: boolean }[];
@@ -109,12 +109,12 @@ export async function lockOutbox(sequelize: Sequelize, t: Transaction): Promise<
 
 /** At most `limit` unpublished rows, in `seq` order. */
 export async function pendingRows(
-	sequelize: Sequelize,
+	db: ShopDatabase,
 	t: Transaction,
 	limit: number
 ): Promise<OutboxRow[]> {
 	return (await fastQuery(
-		sequelize,
+		db,
 		`SELECT seq, id, name, aggregate_id, data, request_id, created_at FROM outbox
 						 WHERE published_at IS NULL ORDER BY seq LIMIT $1`,
 		{ bind: [limit], type: QueryTypes.SELECT, transaction: t }
@@ -123,15 +123,14 @@ export async function pendingRows(
 
 /** Marks the rows `ids` published. */
 export async function markPublished(
-	sequelize: Sequelize,
+	db: ShopDatabase,
 	t: Transaction,
 	ids: readonly string[]
 ): Promise<void> {
-	await fastQuery(
-		sequelize,
-		"UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])",
-		{ bind: [ids], transaction: t }
-	);
+	await fastQuery(db, "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", {
+		bind: [ids],
+		transaction: t
+	});
 }
 
 /** The event a row holds, as emitted by service `source`. */

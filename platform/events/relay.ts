@@ -97,7 +97,7 @@ export class OutboxRelay {
 
 	/** The backlog and what this node published. */
 	async status(): Promise<OutboxStatus> {
-		const backlog = await outboxBacklog(this.host.sequelize);
+		const backlog = await outboxBacklog(this.host.db);
 		return {
 			...backlog,
 			published: this.published,
@@ -146,11 +146,11 @@ export class OutboxRelay {
 	 * @returns rows published, or -1 when another node holds the lock
 	 */
 	async relayOnce(): Promise<number> {
-		const { sequelize, broker, name, logger } = this.host;
+		const { db, broker, name, logger } = this.host;
 		const { faults, crash } = this.opts;
-		const sent = await sequelize.transaction(async t => {
-			if (!(await lockOutbox(sequelize, t))) return -1;
-			const rows = await pendingRows(sequelize, t, this.opts.batchSize);
+		const sent = await db.transaction(async t => {
+			if (!(await lockOutbox(db, t))) return -1;
+			const rows = await pendingRows(db, t, this.opts.batchSize);
 			const published: string[] = [];
 			for (const row of rows) {
 				const event = toDomainEvent(row, name);
@@ -168,7 +168,7 @@ export class OutboxRelay {
 				published.push(row.id);
 				if (faults.includes("crash-after-publish")) crash();
 			}
-			if (published.length > 0) await markPublished(sequelize, t, published);
+			if (published.length > 0) await markPublished(db, t, published);
 			return published.length;
 		});
 		if (sent > 0) {
@@ -177,7 +177,7 @@ export class OutboxRelay {
 				broker.metrics.increment(OUTBOX_METRICS.published, { service: name }, sent);
 		}
 		if (sent >= 0 && broker.isMetricsEnabled()) {
-			const backlog = await outboxBacklog(sequelize);
+			const backlog = await outboxBacklog(db);
 			broker.metrics.set(OUTBOX_METRICS.pending, backlog.pending, { service: name });
 			broker.metrics.set(OUTBOX_METRICS.lagMs, backlog.oldestPendingAgeMs, { service: name });
 		}

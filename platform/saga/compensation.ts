@@ -48,7 +48,7 @@ export async function compensate(
 	def: SagaDefinition,
 	saga: SagaInstance
 ): Promise<SagaInstance> {
-	const log = await readSagaSteps(rt.host.sequelize, saga.id);
+	const log = await readSagaSteps(rt.host.db, saga.id);
 	const started = new Set(log.filter(l => l.phase === "forward").map(l => l.stepIndex));
 	const done = new Set(
 		log.filter(l => l.phase === "compensate" && l.status === "SUCCEEDED").map(l => l.stepIndex)

@@ -65,7 +65,7 @@ export async function runForward(
 	let pastPivot = false;
 	const mayCompensate = async (i: number): Promise<boolean> => {
 		if (sagaIsAfterPivot(def, i) || pastPivot) return false;
-		pastPivot = await mirrorPivotPassed(host.sequelize, def, saga);
+		pastPivot = await mirrorPivotPassed(host.db, def, saga);
 		if (pastPivot)
 			host.logger.warn(
 				`Saga ${saga.id} (${saga.name}): its subject is past the pivot, going forward`
@@ -96,7 +96,7 @@ export async function runForward(
 				) {
 					try {
 						if (def.beforeStep) await rt.callMethod(def.beforeStep, saga);
-						await mirrorCheckRefusal(host.sequelize, def, saga);
+						await mirrorCheckRefusal(host.db, def, saga);
 					} catch (err) {
 						const rec = errorRecord(step.name, "forward", err);
 						await appendSagaError(rt, saga, rec);

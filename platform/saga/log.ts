@@ -5,10 +5,8 @@
  * holding the saga's lease (`WHERE lease_owner = me`) and renews it; a node that lost the lease
  * gets `SagaLeaseLostError` and stops driving that saga.
  */
-import type { Transaction } from "sequelize";
-import { QueryTypes } from "sequelize";
 import { config } from "../config";
-import { fastQuery } from "../db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../db/fast-query";
 import { sagaIsAfterPivot } from "./definition";
 import { stepSuccessStatement } from "./mirror";
 import type { SagaRuntime } from "./runtime";
@@ -41,7 +39,7 @@ export async function fenced(
 	bind: unknown[],
 	transaction?: Transaction
 ): Promise<Record<string, unknown>[]> {
-	const rows = (await fastQuery(rt.host.sequelize, sql, {
+	const rows = (await fastQuery(rt.host.db, sql, {
 		bind: [saga.id, rt.owner, ...bind],
 		type: QueryTypes.SELECT,
 		transaction
@@ -101,7 +99,7 @@ export async function logSuccess(
 	let nextLogId: number | null;
 	const hook = def.onStepSucceeded;
 	if (hook)
-		nextLogId = await rt.host.sequelize.transaction(async t => {
+		nextLogId = await rt.host.db.transaction(async t => {
 			const id = await record(t);
 			await rt.callMethod(hook, after, done.stepName, t);
 			return id;
@@ -117,7 +115,7 @@ export async function logFailure(
 	logId: number,
 	rec: SagaErrorRecord
 ): Promise<void> {
-	const seq = rt.host.sequelize;
+	const seq = rt.host.db;
 	await seq.transaction(async t => {
 		await fenced(
 			rt,
@@ -176,7 +174,7 @@ export async function logCompensated(
 	result: unknown
 ): Promise<void> {
 	await fastQuery(
-		rt.host.sequelize,
+		rt.host.db,
 		`UPDATE saga_steps SET status = 'SUCCEEDED', result = $2::jsonb, finished_at = now() WHERE id = $1`,
 		{ bind: [logId, JSON.stringify(result ?? null)] }
 	);

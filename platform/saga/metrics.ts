@@ -50,7 +50,7 @@ export function countParked(broker: ServiceBroker, saga: SagaInstance): void {
 export async function updateParkedGauge(rt: SagaRuntime): Promise<void> {
 	const { broker } = rt.host;
 	if (!broker.isMetricsEnabled()) return;
-	const rows = await countParkedSagas(rt.host.sequelize);
+	const rows = await countParkedSagas(rt.host.db);
 	const counts = new Map<string, number>(
 		Object.keys(rt.host.schema.sagas ?? {}).map(name => [name, 0])
 	);

@@ -6,10 +6,10 @@
  * and column names come from the definition (code), never from input, and are quoted as
  * identifiers. The mirror names no table of its own: the service configures it.
  */
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import { fastQuery } from "../db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../db/fast-query";
 import { shopError } from "../errors";
 import type { SagaData, SagaDefinition, SagaInstance, SagaMirror, SagaStepOutcome } from "./types";
+import type { ShopDatabase } from "../db/pool";
 
 /** `name` quoted as an SQL identifier (names come from saga definitions, i.e. code). */
 function ident(name: string): string {
@@ -96,7 +96,7 @@ export function stepSuccessStatement(
  * transaction `t`; nothing when the definition has no mirror or no status for that step.
  */
 export async function mirrorLastStep(
-	seq: Sequelize,
+	seq: ShopDatabase,
 	def: SagaDefinition,
 	last: SagaStepOutcome,
 	data: SagaData,
@@ -116,7 +116,7 @@ export async function mirrorLastStep(
  * the step log says. One statement; false without `pivotStatuses`.
  */
 export async function mirrorPivotPassed(
-	seq: Sequelize,
+	seq: ShopDatabase,
 	def: SagaDefinition,
 	saga: SagaInstance
 ): Promise<boolean> {
@@ -136,7 +136,7 @@ export async function mirrorPivotPassed(
  * @throws the shop error `mirror.refuse.error` when the subject refuses
  */
 export async function mirrorCheckRefusal(
-	seq: Sequelize,
+	seq: ShopDatabase,
 	def: SagaDefinition,
 	saga: SagaInstance
 ): Promise<void> {

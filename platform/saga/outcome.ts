@@ -25,7 +25,7 @@ export async function finishSaga(
 	last?: SagaStepOutcome
 ): Promise<SagaInstance> {
 	const { host } = rt;
-	const seq = host.sequelize;
+	const seq = host.db;
 	const done: SagaInstance = last
 		? {
 				...saga,
@@ -68,7 +68,7 @@ export async function parkSaga(
 ): Promise<SagaInstance> {
 	const { host } = rt;
 	const parked = { ...saga, status: "FAILED" as const };
-	await host.sequelize.transaction(async t => {
+	await host.db.transaction(async t => {
 		await logParked(rt, saga, t);
 		if (def.onFailed) await rt.callMethod(def.onFailed, parked, t);
 	});

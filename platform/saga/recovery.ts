@@ -19,7 +19,7 @@ export async function recoverSagas(rt: SagaRuntime, limit = 50): Promise<string[
 	if (rt.stopping || rt.recovering) return [];
 	rt.recovering = true;
 	try {
-		const ids = await claimExpiredSagas(rt.host.sequelize, rt.owner, rt.leaseMs, limit);
+		const ids = await claimExpiredSagas(rt.host.db, rt.owner, rt.leaseMs, limit);
 		for (const id of ids) {
 			rt.host.logger.info(`Recovering saga ${id} (its lease had expired)`);
 			launchSaga(rt, id);
@@ -56,7 +56,7 @@ export async function drainSagas(rt: SagaRuntime): Promise<void> {
 	rt.stopping = true;
 	if (rt.recoveryTimer && rt.recoveryTimer !== true) clearInterval(rt.recoveryTimer);
 	await Promise.allSettled([...rt.inFlight]);
-	await handBackLeases(rt.host.sequelize, rt.owner).catch((err: unknown) =>
+	await handBackLeases(rt.host.db, rt.owner).catch((err: unknown) =>
 		rt.host.logger.warn("Could not hand back saga leases", err)
 	);
 }

@@ -29,7 +29,7 @@ export function createSaga(
 	opts: CreateSagaOptions
 ): Promise<CreatedSaga> {
 	const def = sagaDefinition(rt, name);
-	return insertSaga(rt.host.sequelize, {
+	return insertSaga(rt.host.db, {
 		id: opts.id ?? crypto.randomUUID(),
 		def,
 		data,
@@ -92,9 +92,9 @@ async function drive(
 	const { host } = rt;
 	try {
 		// A saga this node just created is already leased to it: no claim round trip.
-		const claimed = owned ?? (await claimSaga(host.sequelize, id, rt.owner, rt.leaseMs));
+		const claimed = owned ?? (await claimSaga(host.db, id, rt.owner, rt.leaseMs));
 		if (!claimed) {
-			const current = await readSaga(host.sequelize, id);
+			const current = await readSaga(host.db, id);
 			// Ended sagas answer as they are; a saga held by another node is left to it.
 			return current && !["RUNNING", "COMPENSATING"].includes(current.status)
 				? current

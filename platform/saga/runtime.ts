@@ -7,17 +7,17 @@
  */
 import crypto from "node:crypto";
 import type { Logger, ServiceBroker } from "moleculer";
-import type { Sequelize } from "sequelize";
 import { crashPoint, type CrashPoint } from "./faults";
 import { findSagaDefinition } from "./definition";
 import type { SagaDefinition, SagaEngineOptions, SagaInstance, SagaRegistry } from "./types";
+import type { ShopDatabase } from "../db/pool";
 
 /** The service side of the engine: `this` of a service with DbMixin and SagaMixin. */
 export interface SagaHost {
 	readonly broker: ServiceBroker;
 	readonly logger: Logger;
 	/** The orchestrator's own database, holding the saga tables (platform/saga/migrations.ts). */
-	readonly sequelize: Sequelize;
+	readonly db: ShopDatabase;
 	readonly schema: { readonly sagas?: SagaRegistry };
 	/** Emits a saga lifecycle event (a service may override it). */
 	sagaEmit(event: string, saga: SagaInstance, extra?: Record<string, unknown>): Promise<void>;

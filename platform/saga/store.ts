@@ -8,8 +8,7 @@
  * lease at every step attempt, and every write it makes is fenced on still owning it. Claims use
  * `SELECT ... FOR UPDATE SKIP LOCKED` so that two nodes never claim the same saga.
  */
-import { QueryTypes, type Sequelize, type Transaction } from "sequelize";
-import { fastQuery } from "../db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../db/fast-query";
 import { prependWrites, type DeferredWrite } from "../db/deferred-writes";
 import type {
 	SagaData,
@@ -19,6 +18,7 @@ import type {
 	SagaStatus,
 	SagaStepLogEntry
 } from "./types";
+import type { ShopDatabase } from "../db/pool";
 
 /** Thrown when this node no longer holds a saga's lease: it stops driving that saga. */
 export class SagaLeaseLostError extends Error {
@@ -108,7 +108,7 @@ export interface NewSaga {
  * one statement with the caller's own writes. @returns the saga and the intent's log id
  */
 export async function insertSaga(
-	seq: Sequelize,
+	seq: ShopDatabase,
 	s: NewSaga
 ): Promise<SagaInstance & { firstLogId: number | null }> {
 	const { def, id, data } = s;
@@ -150,7 +150,7 @@ export async function insertSaga(
 	};
 }
 
-export async function readSaga(seq: Sequelize, id: string): Promise<SagaInstance | null> {
+export async function readSaga(seq: ShopDatabase, id: string): Promise<SagaInstance | null> {
 	const rows = (await fastQuery(seq, "SELECT * FROM sagas WHERE id = $1", {
 		bind: [id],
 		type: QueryTypes.SELECT
@@ -158,7 +158,7 @@ export async function readSaga(seq: Sequelize, id: string): Promise<SagaInstance
 	return rows[0] ? toInstance(rows[0]) : null;
 }
 
-export async function readSagaSteps(seq: Sequelize, id: string): Promise<SagaStepLogEntry[]> {
+export async function readSagaSteps(seq: ShopDatabase, id: string): Promise<SagaStepLogEntry[]> {
 	const rows = (await fastQuery(seq, "SELECT * FROM saga_steps WHERE saga_id = $1 ORDER BY id", {
 		bind: [id],
 		type: QueryTypes.SELECT
@@ -183,7 +183,7 @@ export async function readSagaSteps(seq: Sequelize, id: string): Promise<SagaSte
  * @returns the saga, or null when another node holds it or it has ended
  */
 export async function claimSaga(
-	seq: Sequelize,
+	seq: ShopDatabase,
 	id: string,
 	owner: string,
 	leaseMs: number
@@ -201,7 +201,7 @@ export async function claimSaga(
 
 /** Claims up to `limit` sagas whose lease expired, oldest change first. @returns their ids */
 export async function claimExpiredSagas(
-	seq: Sequelize,
+	seq: ShopDatabase,
 	owner: string,
 	leaseMs: number,
 	limit: number
@@ -222,15 +222,16 @@ export async function claimExpiredSagas(
 }
 
 /** Hands back `owner`'s leases of running sagas, so another node resumes them at once. */
-export async function handBackLeases(seq: Sequelize, owner: string): Promise<void> {
-	await seq.query(
+export async function handBackLeases(seq: ShopDatabase, owner: string): Promise<void> {
+	await fastQuery(
+		seq,
 		`UPDATE sagas SET lease_expires_at = now() WHERE lease_owner = $1 AND status IN ('RUNNING','COMPENSATING')`,
 		{ bind: [owner] }
 	);
 }
 
 /** Parked (`FAILED`) sagas, by saga name. */
-export async function countParkedSagas(seq: Sequelize): Promise<{ name: string; n: number }[]> {
+export async function countParkedSagas(seq: ShopDatabase): Promise<{ name: string; n: number }[]> {
 	return (await fastQuery(
 		seq,
 		"SELECT name, count(*)::int AS n FROM sagas WHERE status = 'FAILED' GROUP BY name",

@@ -6,7 +6,7 @@
  */
 import type { DeferredWrite } from "../db/deferred-writes";
 import type { ErrorType } from "../errors";
-import type { Transaction } from "sequelize";
+import type { Transaction } from "../db/fast-query";
 
 export type SagaStatus = "RUNNING" | "COMPENSATING" | "COMPLETED" | "COMPENSATED" | "FAILED";
 

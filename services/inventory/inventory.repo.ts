@@ -1,23 +1,15 @@
 /**
  * The inventory database's statements: stock rows (`stock`) and reservations (`reservations`),
- * each a method of `InventoryRepo` over the service's Sequelize instance, the transaction passed
+ * each a method of `InventoryRepo` over the service's database pool (platform/db/pool.ts), the transaction passed
  * in by the caller (who owns the locks' order: see `lockStock`). The repository pattern of the
  * house style (services/<name>/<name>.repo.ts: all of a service's SQL in one file).
  *
- * `Stock` (Sequelize model) backs moleculer-db's adapter (DbMixin's `mainModel`); `get`,
- * `setStock`'s existence check and the demo seeding read and write through it.
+ * No Sequelize model: the service runs on DbMixin's node-postgres pool (`this.db`) only.
  */
-import {
-	DataTypes,
-	QueryTypes,
-	type Model,
-	type ModelStatic,
-	type Sequelize,
-	type Transaction
-} from "sequelize";
-import { fastQuery } from "../../platform/db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../../platform/db/fast-query";
 import { writeOrDefer } from "../../platform/db/deferred-writes";
 import type { ReservationItem, ReservationStatus } from "./inventory.model";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 /** A stock row. Units are whole items. */
 export interface StockRow {
@@ -49,20 +41,6 @@ export interface Shortfall {
 	available: number;
 }
 
-export function defineModels(sequelize: Sequelize): { Stock: ModelStatic<Model<StockRow>> } {
-	const Stock = sequelize.define<Model<StockRow>>(
-		"Stock",
-		{
-			productId: { type: DataTypes.UUID, primaryKey: true },
-			onHand: { type: DataTypes.INTEGER, allowNull: false },
-			reserved: { type: DataTypes.INTEGER, allowNull: false }
-		},
-		{ tableName: "stock" }
-	);
-	return { Stock };
-}
-export type InventoryModels = ReturnType<typeof defineModels>;
-
 /**
  * Retention (platform/retention.ts): ONE batch of reservations in a final status, `$2` ms after
  * their last change, at most `$1`. RESERVED ones, also those kept past their pivot (`expires_at`
@@ -73,12 +51,9 @@ export const RESERVATION_RETENTION_SQL = `DELETE FROM reservations WHERE order_i
 				ORDER BY updated_at LIMIT $1)`;
 
 export class InventoryRepo {
-	constructor(
-		private readonly db: Sequelize,
-		private readonly models: InventoryModels
-	) {}
+	constructor(private readonly db: ShopDatabase) {}
 
-	/** Runs `work` in one transaction (Sequelize's managed transaction: commit, or rollback). */
+	/** Runs `work` in one transaction (commit, or rollback when it throws). */
 	transaction<T>(work: (t: Transaction) => Promise<T>): Promise<T> {
 		return this.db.transaction(work);
 	}
@@ -87,13 +62,28 @@ export class InventoryRepo {
 
 	/** One product's stock row, or null. */
 	async findStock(productId: string): Promise<StockRow | null> {
-		const row = await this.models.Stock.findByPk(productId);
-		return row ? row.get({ plain: true }) : null;
+		const rows = (await fastQuery(
+			this.db,
+			`SELECT product_id AS "productId", on_hand AS "onHand", reserved FROM stock WHERE product_id = $1`,
+			{ bind: [productId], type: QueryTypes.SELECT }
+		)) as StockRow[];
+		return rows[0] ?? null;
 	}
 
 	/** Inserts the stock rows missing (the demo catalog's); existing ones are left as they are. */
 	async seedStock(rows: readonly StockRow[]): Promise<void> {
-		await this.models.Stock.bulkCreate([...rows], { ignoreDuplicates: true });
+		await fastQuery(
+			this.db,
+			`INSERT INTO stock (product_id, on_hand, reserved)
+			 SELECT * FROM unnest($1::uuid[], $2::int[], $3::int[]) ON CONFLICT (product_id) DO NOTHING`,
+			{
+				bind: [
+					rows.map(r => r.productId),
+					rows.map(r => r.onHand),
+					rows.map(r => r.reserved)
+				]
+			}
+		);
 	}
 
 	/** Sets a product's units on hand, creating its row (nothing reserved) if missing. */

@@ -61,12 +61,7 @@ import {
 } from "../../mixins/idempotency.mixin";
 import { DEMO_CATALOG } from "../products/products.model";
 import type { ReservationItem, ReservationView, StockLevel } from "./inventory.model";
-import {
-	defineModels,
-	InventoryRepo,
-	RESERVATION_RETENTION_SQL,
-	type InventoryModels
-} from "./inventory.repo";
+import { InventoryRepo, RESERVATION_RETENTION_SQL } from "./inventory.repo";
 import { inventoryMigrations } from "./migrations";
 import { ReservationSweeper } from "./reservation-sweeper";
 import { reservationView, reserve, restock, transition } from "./reservations";
@@ -82,7 +77,7 @@ interface InventoryState {
 	sweeper: ReservationSweeper;
 }
 type InventoryThis = Service &
-	DbMixinMethods<InventoryModels> &
+	DbMixinMethods &
 	IdempotencyMixinMethods &
 	OutboxMethods &
 	InventoryState;
@@ -94,9 +89,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 	mixins: [
 		DbMixin({
 			service: "inventory",
-			migrations: [...inventoryMigrations, ...idempotencyMigrations, ...outboxMigrations],
-			models: defineModels,
-			mainModel: "Stock"
+			migrations: [...inventoryMigrations, ...idempotencyMigrations, ...outboxMigrations]
 		}),
 		IdempotencyMixin(),
 		OutboxMixin()
@@ -303,7 +296,7 @@ const InventoryService: ShopServiceSchema<InventoryThis> = {
 	created(this: InventoryThis): void {
 		registerMetrics(this.broker, ["reservations"]);
 		const c = config();
-		this.repo = new InventoryRepo(this.sequelize, this.models);
+		this.repo = new InventoryRepo(this.db);
 		this.reservationTtlMs = c.reservationTtlMs;
 		this.sweeper = new ReservationSweeper(this, c.reservationSweepIntervalMs);
 		// Retention (platform/retention.ts, run by the mixins' job): reservations in a final status,

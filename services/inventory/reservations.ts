@@ -10,7 +10,6 @@
  * the reservation row.
  */
 import type { ServiceBroker } from "moleculer";
-import type { Transaction } from "sequelize";
 import type { ShopContext } from "../../platform/context";
 import { shopError } from "../../platform/errors";
 import { countMetric } from "../../platform/metrics";
@@ -18,6 +17,7 @@ import type { IdempotencyMixinMethods, IdempotentOutcome } from "../../mixins/id
 import type { ReservationItem, ReservationView } from "./inventory.model";
 import type { ReservationRow, Shortfall, StockRow } from "./inventory.repo";
 import { adjustStock, type StockWriter } from "./stock-levels";
+import type { Transaction } from "../../platform/db/fast-query";
 
 /** What the transitions need of the service. */
 export interface ReservationHost

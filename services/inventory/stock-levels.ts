@@ -4,10 +4,10 @@
  * mixins/events.mixin.ts; eShop's `IntegrationEventLogService` pattern). `available = onHand -
  * reserved`; check constraints keep `0 <= reserved <= onHand` in the database itself.
  */
-import type { Transaction } from "sequelize";
 import type { OutboxMethods } from "../../mixins/events.mixin";
 import type { StockLevel } from "./inventory.model";
 import type { InventoryRepo, StockDelta, StockRow } from "./inventory.repo";
+import type { Transaction } from "../../platform/db/fast-query";
 
 /** What a stock write needs of the service: its repository and its outbox. */
 export interface StockWriter extends Pick<OutboxMethods, "enqueueEvent" | "enqueueEvents"> {

@@ -4,17 +4,10 @@
  * the house style (services/<name>/<name>.repo.ts: all of a service's SQL in one file).
  */
 import crypto from "node:crypto";
-import {
-	DataTypes,
-	QueryTypes,
-	type Model,
-	type ModelStatic,
-	type Sequelize,
-	type Transaction
-} from "sequelize";
-import { fastQuery } from "../../platform/db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../../platform/db/fast-query";
 import { pageOffset, type PageQuery } from "../../platform/paging";
 import type { Notification, NotificationKind } from "./notifications.model";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 interface NotificationRow {
 	id: string;
@@ -37,24 +30,8 @@ export interface NewNotification {
 	body: string;
 }
 
-/** The `notifications` table as a Sequelize model: moleculer-db's adapter wants one (DbMixin's `mainModel`). */
-export function defineModels(sequelize: Sequelize): { Notification: ModelStatic<Model> } {
-	const Notification = sequelize.define(
-		"Notification",
-		{
-			id: { type: DataTypes.UUID, primaryKey: true },
-			userId: { type: DataTypes.UUID, allowNull: false },
-			orderId: { type: DataTypes.UUID, allowNull: false },
-			kind: { type: DataTypes.TEXT, allowNull: false }
-		},
-		{ tableName: "notifications" }
-	);
-	return { Notification };
-}
-export type NotificationsModels = ReturnType<typeof defineModels>;
-
 export class NotificationsRepo {
-	constructor(private readonly db: Sequelize) {}
+	constructor(private readonly db: ShopDatabase) {}
 
 	/**
 	 * One page of a user's notifications (of one order, when `orderId`), newest first, and how

@@ -13,7 +13,6 @@
  * Events emitted: `notification.created` with the notification.
  */
 import type { Service } from "moleculer";
-import type { Transaction } from "sequelize";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
 import { shopError } from "../../platform/errors";
 import { pageParams, toPage, type Page } from "../../platform/paging";
@@ -22,8 +21,9 @@ import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
 import { InboxMixin, inboxMigrations, type DomainEvent } from "../../mixins/events.mixin";
 import type { Order } from "../orders/orders.model";
 import type { Notification, NotificationCreated, NotificationKind } from "./notifications.model";
-import { defineModels, NotificationsRepo, type NotificationsModels } from "./notifications.repo";
+import { NotificationsRepo } from "./notifications.repo";
 import { renderEmail } from "./order-email";
+import type { Transaction } from "../../platform/db/fast-query";
 
 /** The payload of `order.confirmed` / `order.cancelled` / `order.refunded` (with `refund`). */
 interface OrderEvent {
@@ -37,7 +37,7 @@ interface NotificationsMethods {
 	record(kind: NotificationKind, e: OrderEvent, t?: Transaction): Promise<void>;
 }
 type NotificationsThis = Service &
-	DbMixinMethods<NotificationsModels> &
+	DbMixinMethods &
 	NotificationsMethods & {
 		/** The notifications database's statements. */
 		repo: NotificationsRepo;
@@ -48,15 +48,13 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 	mixins: [
 		DbMixin({
 			service: "notifications",
-			migrations: [...notificationsMigrations, ...inboxMigrations],
-			models: defineModels,
-			mainModel: "Notification"
+			migrations: [...notificationsMigrations, ...inboxMigrations]
 		}),
 		InboxMixin()
 	],
 
 	created(this: NotificationsThis): void {
-		this.repo = new NotificationsRepo(this.sequelize);
+		this.repo = new NotificationsRepo(this.db);
 	},
 
 	/**

@@ -11,7 +11,6 @@
  * (mixins/events.mixin.ts, eShop's transactional outbox).
  */
 import type { Service } from "moleculer";
-import type { Transaction } from "sequelize";
 import { config } from "../../platform/config";
 import { shopError } from "../../platform/errors";
 import { countMetric } from "../../platform/metrics";
@@ -21,6 +20,7 @@ import type { OrderRefundSagaData, OrderSagaData } from "./order.saga";
 import { isRefundStarted, ORDER_TRANSITIONS } from "./order.state";
 import { orderEvent, type OrderRow, type OrdersRepo } from "./orders.repo";
 import type { OrderRefunded, OrderStatus } from "./orders.model";
+import type { Transaction } from "../../platform/db/fast-query";
 
 /** What `orderSagaSteps` adds to the service. */
 export interface OrderStepsMethods {

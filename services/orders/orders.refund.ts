@@ -84,7 +84,7 @@ const schema: Partial<ShopServiceSchema<RefundThis>> = {
 					restock: ctx.params.restock === true
 				};
 				const sagaId = crypto.randomUUID();
-				const created = await this.sequelize.transaction(async t => {
+				const created = await this.db.transaction(async t => {
 					// The order's row lock serialises concurrent refunds: the second finds it
 					// REFUNDING and answers the first.
 					if (!(await this.repo.beginRefund(id, t))) return null;

@@ -10,9 +10,13 @@
  * Each status write is ONE statement with its guard: the database decides races.
  * The pattern: eShop's `OrderRepository` (one repository per aggregate, the SQL in one place).
  */
-import { QueryTypes } from "sequelize";
 import type { DeferredWrite } from "../../platform/db/deferred-writes";
-import { fastQuery, type Database, type Transaction } from "../../platform/db/fast-query";
+import {
+	type Database,
+	fastQuery,
+	QueryTypes,
+	type Transaction
+} from "../../platform/db/fast-query";
 import { pageOffset, type PageQuery } from "../../platform/paging";
 import type { SagaStatus } from "../../mixins/saga.mixin";
 import type { OrderRefundSagaData } from "./order.saga";

@@ -6,17 +6,10 @@
  * with an ISO 4217 currency (`char(3)`, hence the `trim()` of the views).
  */
 import crypto from "node:crypto";
-import {
-	DataTypes,
-	QueryTypes,
-	type Model,
-	type ModelStatic,
-	type Sequelize,
-	type Transaction
-} from "sequelize";
-import { fastQuery } from "../../platform/db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../../platform/db/fast-query";
 import { writeOrDefer } from "../../platform/db/deferred-writes";
 import type { LedgerEntry, Payment, PaymentStatus } from "./payments.model";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 /** A payment as stored. */
 export interface PaymentRow {
@@ -41,25 +34,6 @@ interface LedgerRow {
 	created_at: Date;
 }
 
-/** The `payments` table as a Sequelize model: moleculer-db's adapter wants one (DbMixin's `mainModel`). */
-export function defineModels(sequelize: Sequelize): { Payment: ModelStatic<Model> } {
-	const Payment = sequelize.define(
-		"Payment",
-		{
-			id: { type: DataTypes.UUID, primaryKey: true },
-			orderId: { type: DataTypes.UUID, allowNull: false },
-			amount: { type: DataTypes.INTEGER, allowNull: false },
-			currency: { type: DataTypes.CHAR(3), allowNull: false },
-			method: { type: DataTypes.TEXT, allowNull: false },
-			status: { type: DataTypes.TEXT, allowNull: false },
-			declineCode: { type: DataTypes.TEXT }
-		},
-		{ tableName: "payments" }
-	);
-	return { Payment };
-}
-export type PaymentsModels = ReturnType<typeof defineModels>;
-
 /** A payment as the API shows it. */
 export const paymentView = (r: PaymentRow): Payment => ({
 	id: r.id,
@@ -82,9 +56,9 @@ export interface LedgerWrite {
 }
 
 export class PaymentsRepo {
-	constructor(private readonly db: Sequelize) {}
+	constructor(private readonly db: ShopDatabase) {}
 
-	/** Runs `work` in one transaction (Sequelize's managed transaction: commit, or rollback). */
+	/** Runs `work` in one transaction (commit, or rollback when it throws). */
 	transaction<T>(work: (t: Transaction) => Promise<T>): Promise<T> {
 		return this.db.transaction(work);
 	}

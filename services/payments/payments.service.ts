@@ -56,13 +56,7 @@ import {
 	type IdempotentOutcome
 } from "../../mixins/idempotency.mixin";
 import type { Payment, OrderPayments } from "./payments.model";
-import {
-	defineModels,
-	paymentView as toView,
-	PaymentsRepo,
-	type PaymentRow,
-	type PaymentsModels
-} from "./payments.repo";
+import { paymentView as toView, PaymentsRepo, type PaymentRow } from "./payments.repo";
 import { paymentsMigrations } from "./migrations";
 import { processorOutcome, SIMULATED_FAULT_TOKENS } from "./simulated-processor";
 
@@ -71,7 +65,7 @@ type PaymentsThis = Service & {
 	outageUntil: number;
 	/** The payments database's statements. */
 	repo: PaymentsRepo;
-} & DbMixinMethods<PaymentsModels> &
+} & DbMixinMethods &
 	IdempotencyMixinMethods &
 	OutboxMethods;
 
@@ -114,9 +108,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	mixins: [
 		DbMixin({
 			service: "payments",
-			migrations: [...paymentsMigrations, ...idempotencyMigrations, ...outboxMigrations],
-			models: defineModels,
-			mainModel: "Payment"
+			migrations: [...paymentsMigrations, ...idempotencyMigrations, ...outboxMigrations]
 		}),
 		IdempotencyMixin(),
 		OutboxMixin()
@@ -126,7 +118,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 	created(this: PaymentsThis): void {
 		registerMetrics(this.broker, ["payments"]);
 		this.outageUntil = 0;
-		this.repo = new PaymentsRepo(this.sequelize);
+		this.repo = new PaymentsRepo(this.db);
 	},
 
 	actions: {

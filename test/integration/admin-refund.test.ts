@@ -31,6 +31,7 @@ import type {
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import type { AuthUser } from "../../platform/context";
 import { api } from "../support/shop-process";
+import { fastQuery } from "../../platform/db/fast-query";
 
 /** Breaks one action (a non-retryable 500: a step after a pivot parks at once) while on. */
 class Broken {
@@ -96,7 +97,8 @@ describe("admin refunds of confirmed orders, and stuck orders an operator sees",
 	const ledger = async (orderId: string): Promise<{ captured: number; refunded: number }> => {
 		const seq = (broker.getLocalService("payments") as unknown as { sequelize: Sequelize })
 			.sequelize;
-		const [rows] = (await seq.query(
+		const [rows] = (await fastQuery(
+			seq,
 			"SELECT kind, sum(amount)::int AS total FROM ledger_entries WHERE order_id = $1 GROUP BY kind",
 			{ bind: [orderId] }
 		)) as [{ kind: string; total: number }[], unknown];

@@ -19,6 +19,7 @@ import type { Order, SagaIntervention, SagaView } from "../../services/orders/or
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import type { AuthUser } from "../../platform/context";
 import { api } from "../support/shop-process";
+import { fastQuery } from "../../platform/db/fast-query";
 
 /** `inventory.commit` broken (a non-retryable 500: past its pivot the saga parks at once) while on. */
 class BrokenCommit {
@@ -78,7 +79,8 @@ describe("a saga parked after its pivot: refund and cancel, or redrive forward",
 	const ledger = async (orderId: string): Promise<{ captured: number; refunded: number }> => {
 		const seq = (broker.getLocalService("payments") as unknown as { sequelize: Sequelize })
 			.sequelize;
-		const [rows] = (await seq.query(
+		const [rows] = (await fastQuery(
+			seq,
 			"SELECT kind, sum(amount)::int AS total FROM ledger_entries WHERE order_id = $1 GROUP BY kind",
 			{ bind: [orderId] }
 		)) as [{ kind: string; total: number }[], unknown];

@@ -25,6 +25,7 @@ import { config } from "../../platform/config";
 import type { OrderStreamCounts } from "../../services/api/order-streams";
 import type { Order } from "../../services/orders/orders.model";
 import { admin, startTestBroker, waitFor, type TestBroker } from "../support/broker";
+import { fastQuery } from "../../platform/db/fast-query";
 
 /**
  * `inventory.commit`, when `broken`: waits for `gate` (if set), then fails with a non-retryable
@@ -250,7 +251,9 @@ describe("order streams: caps, authorisation, expiry, parking", () => {
 		const lock = await seq.transaction();
 		let released = false;
 		try {
-			await seq.query("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", { transaction: lock });
+			await fastQuery(seq, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", {
+				transaction: lock
+			});
 			const req = http.get(`${base}/api/orders/${o.id}/events`, {
 				headers: { Authorization: `Bearer ${ann.token}` }
 			});

@@ -10,6 +10,7 @@ import type { Order, SagaView } from "../../services/orders/orders.model";
 import type { Payment } from "../../services/payments/payments.model";
 import type { Product } from "../../services/products/products.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
+import { fastQuery } from "../../platform/db/fast-query";
 
 interface Page<T> {
 	rows: T[];
@@ -105,7 +106,7 @@ describe("orders", () => {
 		const seq = (broker.getLocalService("inventory") as unknown as { sequelize: Sequelize })
 			.sequelize;
 		const tx = await seq.transaction();
-		await seq.query("SELECT 1 FROM stock WHERE product_id = $1 FOR UPDATE", {
+		await fastQuery(seq, "SELECT 1 FROM stock WHERE product_id = $1 FOR UPDATE", {
 			bind: [productId],
 			transaction: tx
 		});
@@ -591,7 +592,7 @@ describe("orders", () => {
 		const lock = await seq.transaction();
 		let order: Order;
 		try {
-			await seq.query("LOCK TABLE payments IN EXCLUSIVE MODE", { transaction: lock });
+			await fastQuery(seq, "LOCK TABLE payments IN EXCLUSIVE MODE", { transaction: lock });
 			order = await place(user, [{ productId: p.id, quantity: 1 }]);
 			await waitFor(
 				() => getOrder(user, order.id),

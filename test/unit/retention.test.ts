@@ -12,6 +12,7 @@ import { DbMixin } from "../../mixins/db.mixin";
 import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
 import { SagaMixin, sagaMigrations, type SagaDefinition } from "../../mixins/saga.mixin";
 import { customer, startTestBroker, type TestBroker } from "../support/broker";
+import { fastQuery } from "../../platform/db/fast-query";
 
 const DAY = 24 * 3600_000;
 
@@ -318,9 +319,13 @@ describe("retention", () => {
 		let locked!: () => void;
 		const isLocked = new Promise<void>(r => (locked = r));
 		const other = seq.transaction(async tx => {
-			await seq.query("SELECT pg_advisory_xact_lock(hashtext('shop.retention:payments'))", {
-				transaction: tx
-			});
+			await fastQuery(
+				seq,
+				"SELECT pg_advisory_xact_lock(hashtext('shop.retention:payments'))",
+				{
+					transaction: tx
+				}
+			);
 			locked();
 			await held;
 		});

@@ -23,6 +23,7 @@ import {
 } from "../../mixins/saga.mixin";
 import { isTransientError, shopError } from "../../platform/errors";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
+import { fastQuery } from "../../platform/db/fast-query";
 
 type Act = "reserve" | "unreserve" | "charge" | "refund" | "confirm" | "ship";
 type PartCtx = Context<
@@ -201,7 +202,8 @@ function orchestratorService(): Partial<ServiceSchema> {
 		arg: unknown,
 		t: Transaction
 	): Promise<void> {
-		const rows = (await (this.sequelize as Sequelize).query(
+		const rows = (await fastQuery(
+			this.sequelize as Sequelize,
 			"SELECT status FROM sagas WHERE id = $1",
 			{
 				bind: [saga.id],
@@ -750,7 +752,7 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 
 	const tourStatus = async (ref: string): Promise<string> =>
 		(
-			(await svc.sequelize.query("SELECT status FROM tours WHERE id = $1", {
+			(await fastQuery(svc.sequelize, "SELECT status FROM tours WHERE id = $1", {
 				bind: [ref],
 				type: QueryTypes.SELECT
 			})) as { status: string }[]
@@ -760,7 +762,7 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 	const onTour =
 		(set: string): Behaviour =>
 		async (_n, call) => {
-			await svc.sequelize.query(`UPDATE tours SET ${set} WHERE id = $1`, {
+			await fastQuery(svc.sequelize, `UPDATE tours SET ${set} WHERE id = $1`, {
 				bind: [call.ref]
 			});
 			return undefined;
@@ -777,7 +779,7 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 		const ref = crypto.randomUUID();
 		plans.set(ref, plan);
 		return svc.sequelize.transaction(async tx => {
-			await svc.sequelize.query("INSERT INTO tours (id, status) VALUES ($1, 'NEW')", {
+			await fastQuery(svc.sequelize, "INSERT INTO tours (id, status) VALUES ($1, 'NEW')", {
 				bind: [ref],
 				transaction: tx
 			});
