@@ -10,13 +10,23 @@
 import os from "node:os";
 import type { ServiceBroker } from "moleculer";
 import { formatMoney } from "../platform/money";
+import type { Order, StuckOrders } from "../services/orders/orders.model";
 
 interface ReplCommand {
 	command: string;
 	description: string;
 	options?: { option: string; description: string }[];
 	allowUnknownOptions?: boolean;
-	action: (broker: ServiceBroker, args: Record<string, any>) => Promise<void>;
+	action: (broker: ServiceBroker, args: ReplArgs) => Promise<void>;
+}
+
+/** What moleculer-repl (vorpal) hands a command: its positional arguments and `--options`. */
+interface ReplArgs {
+	verb?: string;
+	id?: string;
+	productId?: string;
+	options?: Record<string, unknown>;
+	[arg: string]: unknown;
 }
 
 const out = (v: unknown): void => console.log(JSON.stringify(v, null, 2));
@@ -58,10 +68,13 @@ export const replCommands: ReplCommand[] = [
 				const verb = String(args.verb);
 				if (verb === "list") {
 					const status = args.options?.status as string | undefined;
-					const page: { rows: Record<string, any>[]; total: number } = await broker.call(
-						"orders.listSagas",
-						status ? { status: status.toUpperCase(), pageSize: 50 } : { pageSize: 50 }
-					);
+					const page: { rows: Record<string, unknown>[]; total: number } =
+						await broker.call(
+							"orders.listSagas",
+							status
+								? { status: status.toUpperCase(), pageSize: 50 }
+								: { pageSize: 50 }
+						);
 					console.log(
 						`${page.total} saga(s)${status ? ` with status ${status.toUpperCase()}` : ""}, newest first:`
 					);
@@ -115,7 +128,7 @@ export const replCommands: ReplCommand[] = [
 				const verb = String(args.verb);
 				if (verb === "recent") {
 					const limit = Number(args.options?.limit ?? 10);
-					const rows: Record<string, any>[] = await broker.call("orders.recent", {
+					const rows: Order[] = await broker.call("orders.recent", {
 						limit
 					});
 					for (const o of rows)
@@ -124,12 +137,7 @@ export const replCommands: ReplCommand[] = [
 						);
 				} else if (verb === "stuck") {
 					const limit = Number(args.options?.limit ?? 50);
-					const s: {
-						thresholdMs: number;
-						counts: Record<string, number>;
-						total: number;
-						rows: Record<string, any>[];
-					} = await broker.call("orders.stuck", { limit });
+					const s: StuckOrders = await broker.call("orders.stuck", { limit });
 					console.log(
 						`${s.total} order(s) not finished after ${s.thresholdMs} ms: ${Object.entries(
 							s.counts
