@@ -41,7 +41,7 @@ interface MetricDef {
 	readonly zeros?: readonly Record<string, string>[];
 }
 
-/** Order cancellation reasons (services/orders/orders.service.ts `cancellationReason`). */
+/** Order cancellation reasons (services/orders/order.saga.ts `cancellationReason`). */
 const CANCEL_REASONS = [
 	"OUT_OF_STOCK",
 	"PAYMENT_DECLINED",

@@ -169,7 +169,7 @@ export interface ShopConfig {
 	/**
 	 * Order streams (`GET /api/orders/:id/events`) one user may hold open on one gateway node,
 	 * those still being authorised included (`ORDER_STREAMS_MAX_PER_USER`, 5); past it 429
-	 * `ORDERS_STREAM_LIMIT` with `Retry-After`. 0 = off. mixins/web.mixin.ts.
+	 * `ORDERS_STREAM_LIMIT` with `Retry-After`. 0 = off. services/api/order-streams.ts.
 	 */
 	readonly orderStreamsMaxPerUser: number;
 	/** The same bound per client address (`ORDER_STREAMS_MAX_PER_ADDRESS`, 50); 0 = off. */

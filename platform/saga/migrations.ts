@@ -1,7 +1,7 @@
 /**
  * The saga tables (`sagas`: one row per saga instance with its lease; `saga_steps`: the step log,
  * one row per attempt of a step or compensation), for the orchestrator's own migrations
- * (platform/db/database.ts runs them with umzug).
+ * (platform/db/migrations.ts runs them with umzug).
  */
 import type { Migration } from "../db/database";
 

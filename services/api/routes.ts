@@ -2,7 +2,7 @@
  * The gateway's REST table (docs/CONTRACT.md, prefix `/api`): which action each route calls and
  * who may call it. Only these are reachable (`mappingPolicy: "restrict"` in
  * services/api/api.service.ts). docs/security.md's "who can call what" table is checked against
- * it (test/unit/security-doc.test.ts), and test/e2e/hostile.e2e.test.ts reads it from this file.
+ * it (test/unit/security-doc.test.ts), and test/support/hostile.ts reads it from this file.
  */
 import type { ServerResponse } from "node:http";
 import type { GatewayRequest } from "../../mixins/web.mixin";

@@ -45,7 +45,7 @@ export const REASON_TEXT: Record<string, string> = {
 	PROCESSING_FAILED: "The order could not be processed."
 };
 
-/** Test card tokens of the simulated processor (services/payments/payments.service.ts). */
+/** Test card tokens of the simulated processor (services/payments/simulated-processor.ts). */
 export const CARD_TOKENS: { token: string; label: string }[] = [
 	{ token: "tok_visa", label: "Visa (approved)" },
 	{ token: "tok_mastercard", label: "Mastercard (approved)" },
