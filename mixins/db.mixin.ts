@@ -126,27 +126,6 @@ function wiring(svc: Service): DbWiring {
 	return db;
 }
 
-// <transitional-sequelize>
-/**
- * Transitional: a service without models whose code (or whose tests: `svc.sequelize.query(...)`)
- * still uses `this.sequelize` gets a Sequelize instance (a pool of 5) on first use, closed on
- * stop; one that never touches it opens none. Once no `.sequelize` is left outside users and
- * products (and their tests), delete what these markers enclose.
- */
-function lazySequelize(svc: DbThis, w: DbWiring): void {
-	Object.defineProperty(svc, "sequelize", {
-		configurable: true,
-		get(): Sequelize {
-			w.sequelize ??= createSequelize(w.url, {
-				pool: { max: POOL_BUDGET / 2, min: 0, idle: 10_000, acquire: 10_000 }
-			});
-			w.db.sequelize ??= w.sequelize;
-			return w.sequelize;
-		}
-	});
-}
-// </transitional-sequelize>
-
 /**
  * Builds the mixin for one service.
  * @example mixins: [DbMixin({ service: "orders", migrations })]
@@ -194,9 +173,6 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 			this.db = w.db;
 			if (w.sequelize) this.sequelize = w.sequelize;
 			if (w.models) this.models = w.models as never;
-			// <transitional-sequelize>
-			else lazySequelize(this, w);
-			// </transitional-sequelize>
 			this.$dbReady = false;
 		},
 
@@ -262,7 +238,6 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 			const w = wiring(this);
 			await w.db.close();
 			// moleculer-db's adapter closes the Sequelize instance of a service with models.
-			if (!withModels) await w.sequelize?.close();
 		}
 	};
 

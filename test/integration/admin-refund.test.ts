@@ -20,7 +20,6 @@ import crypto from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
-import type { Sequelize } from "sequelize";
 import { replCommands } from "../../app/repl-commands";
 import type {
 	Order,
@@ -32,6 +31,7 @@ import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../s
 import type { AuthUser } from "../../platform/context";
 import { api } from "../support/shop-process";
 import { fastQuery } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 /** Breaks one action (a non-retryable 500: a step after a pivot parks at once) while on. */
 class Broken {
@@ -95,10 +95,9 @@ describe("admin refunds of confirmed orders, and stuck orders an operator sees",
 		);
 	/** Net money of an order in the payments ledger, in cents: captured and refunded. */
 	const ledger = async (orderId: string): Promise<{ captured: number; refunded: number }> => {
-		const seq = (broker.getLocalService("payments") as unknown as { sequelize: Sequelize })
-			.sequelize;
+		const { db } = broker.getLocalService("payments") as unknown as { db: ShopDatabase };
 		const [rows] = (await fastQuery(
-			seq,
+			db,
 			"SELECT kind, sum(amount)::int AS total FROM ledger_entries WHERE order_id = $1 GROUP BY kind",
 			{ bind: [orderId] }
 		)) as [{ kind: string; total: number }[], unknown];

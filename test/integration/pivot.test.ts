@@ -14,6 +14,8 @@ import crypto from "node:crypto";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
 import { ConfigError, loadConfig } from "../../platform/config";
 import { shopError } from "../../platform/errors";
+import { fastQuery } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 import type { Order, SagaView } from "../../services/orders/orders.model";
 import { createOrdersService } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
@@ -209,29 +211,23 @@ describe("a reservation whose saga has passed the pivot does not expire", () => 
 		// unit is sold to someone else. With the TTL at least the deadline, a reservation lapses
 		// before its pivot only for a saga past its deadline or seen through a skewed clock: the
 		// test makes it due at once, as such a clock would.
-		const payments = (
-			t.broker.getLocalService("payments") as unknown as {
-				sequelize: import("sequelize").Sequelize;
-			}
-		).sequelize;
-		const lock = await payments.transaction();
-		let a: Order;
-		let b: Order;
-		try {
-			await payments.query("LOCK TABLE payments IN EXCLUSIVE MODE", { transaction: lock });
-			a = await shop.place(productId);
+		const dbOf = (service: string): ShopDatabase =>
+			(t.broker.getLocalService(service) as unknown as { db: ShopDatabase }).db;
+		const payments = dbOf("payments");
+		// The lock is held until the callback ends (committed, or rolled back when it throws).
+		const [a, b] = await payments.transaction(async lock => {
+			await fastQuery(payments, "LOCK TABLE payments IN EXCLUSIVE MODE", {
+				transaction: lock
+			});
+			const a = await shop.place(productId);
 			await waitFor(
 				() => shop.order(a.id),
 				o => o.status === "STOCK_RESERVED",
 				5_000,
 				10
 			);
-			const inventory = (
-				t.broker.getLocalService("inventory") as unknown as {
-					sequelize: import("sequelize").Sequelize;
-				}
-			).sequelize;
-			await inventory.query(
+			await fastQuery(
+				dbOf("inventory"),
 				"UPDATE reservations SET expires_at = now() - interval '1 second' WHERE order_id = $1",
 				{ bind: [a.id] }
 			);
@@ -241,16 +237,15 @@ describe("a reservation whose saga has passed the pivot does not expire", () => 
 				5_000,
 				20
 			);
-			b = await shop.place(productId);
+			const b = await shop.place(productId);
 			await waitFor(
 				() => shop.order(b.id),
 				o => o.status === "STOCK_RESERVED",
 				5_000,
 				10
 			);
-		} finally {
-			await lock.commit();
-		}
+			return [a, b] as const;
+		});
 		expect(await shop.settled(b.id)).toMatchObject({ status: "CONFIRMED" });
 		expect(await shop.settled(a.id, 10_000)).toMatchObject({
 			status: "CANCELLED",

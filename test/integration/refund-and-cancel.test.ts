@@ -13,13 +13,13 @@ import crypto from "node:crypto";
 import type { Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
-import type { Sequelize } from "sequelize";
 import { replCommands } from "../../app/repl-commands";
 import type { Order, SagaIntervention, SagaView } from "../../services/orders/orders.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import type { AuthUser } from "../../platform/context";
 import { api } from "../support/shop-process";
 import { fastQuery } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 /** `inventory.commit` broken (a non-retryable 500: past its pivot the saga parks at once) while on. */
 class BrokenCommit {
@@ -77,10 +77,9 @@ describe("a saga parked after its pivot: refund and cancel, or redrive forward",
 		);
 	/** Net money of an order in the payments ledger, in cents: captured and refunded. */
 	const ledger = async (orderId: string): Promise<{ captured: number; refunded: number }> => {
-		const seq = (broker.getLocalService("payments") as unknown as { sequelize: Sequelize })
-			.sequelize;
+		const { db } = broker.getLocalService("payments") as unknown as { db: ShopDatabase };
 		const [rows] = (await fastQuery(
-			seq,
+			db,
 			"SELECT kind, sum(amount)::int AS total FROM ledger_entries WHERE order_id = $1 GROUP BY kind",
 			{ bind: [orderId] }
 		)) as [{ kind: string; total: number }[], unknown];

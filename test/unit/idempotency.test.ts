@@ -5,7 +5,8 @@
  */
 import crypto from "node:crypto";
 import type { Context, ServiceBroker } from "moleculer";
-import { QueryTypes, type Sequelize } from "sequelize";
+import { fastQuery, QueryTypes } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 import { ShopClientError } from "../../platform/errors";
 import type { ReservationView, StockLevel } from "../../services/inventory/inventory.model";
 import type { Payment } from "../../services/payments/payments.model";
@@ -86,11 +87,12 @@ describe("idempotency keys of the saga's participants", () => {
 		return productId;
 	}
 
-	function db(service: "payments" | "inventory"): Sequelize {
-		return (broker.getLocalService(service) as unknown as { sequelize: Sequelize }).sequelize;
+	function db(service: "payments" | "inventory"): ShopDatabase {
+		return (broker.getLocalService(service) as unknown as { db: ShopDatabase }).db;
 	}
 	async function keyRow(service: "payments" | "inventory", key: string): Promise<KeyRow | null> {
-		const rows = (await db(service).query(
+		const rows = (await fastQuery(
+			db(service),
 			"SELECT key, action, outcome, response FROM idempotency_keys WHERE key = $1",
 			{ bind: [key], type: QueryTypes.SELECT }
 		)) as KeyRow[];
@@ -101,7 +103,7 @@ describe("idempotency keys of the saga's participants", () => {
 		sql: string,
 		bind: unknown[]
 	): Promise<number> {
-		const rows = (await db(service).query(sql, { bind, type: QueryTypes.SELECT })) as {
+		const rows = (await fastQuery(db(service), sql, { bind, type: QueryTypes.SELECT })) as {
 			n: string;
 		}[];
 		return Number(rows[0]!.n);

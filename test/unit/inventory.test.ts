@@ -3,6 +3,8 @@ import type { Context, ServiceBroker } from "moleculer";
 import { DEMO_CATALOG } from "../../services/products/demo-catalog";
 import type { ReservationView, StockLevel } from "../../services/inventory/inventory.model";
 import { startTestBroker, admin, customer, waitFor, type TestBroker } from "../support/broker";
+import { fastQuery } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 describe("inventory", () => {
 	let t: TestBroker;
@@ -414,13 +416,10 @@ describe("inventory: reservations carry a TTL", () => {
 		it("the orders service decides: a reservation of an order past its pivot is kept, not expired", async () => {
 			const productId = await newProduct(3);
 			const orderId = crypto.randomUUID();
-			const orders = (
-				broker.getLocalService("orders") as unknown as {
-					sequelize: import("sequelize").Sequelize;
-				}
-			).sequelize;
+			const orders = (broker.getLocalService("orders") as unknown as { db: ShopDatabase }).db;
 			// An order row as the saga leaves it at its pivot (its card charged).
-			await orders.query(
+			await fastQuery(
+				orders,
 				`INSERT INTO orders (id, user_id, customer_email, status, items, total, currency, payment_method)
 				 VALUES ($1, $2, 'c@example.com', 'CONFIRMING', '[]'::jsonb, 100, 'EUR', 'tok_visa')`,
 				{ bind: [orderId, crypto.randomUUID()] }

@@ -5,6 +5,8 @@ import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
 import type { Notification } from "../../services/notifications/notifications.model";
 import type { Order } from "../../services/orders/orders.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
+import { fastQuery } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 interface NotificationPage {
 	rows: Notification[];
@@ -238,19 +240,18 @@ describe("notifications", () => {
 		const user = customer();
 		const ev = domainEvent("order.confirmed", orderEvent(user));
 		// A fault in the consumer's own database: inserts for this order fail until it is lifted.
-		const db = (
-			broker.getLocalService("notifications") as unknown as {
-				sequelize: { query(sql: string): Promise<unknown> };
-			}
-		).sequelize;
-		await db.query(`
+		const { db } = broker.getLocalService("notifications") as unknown as { db: ShopDatabase };
+		await fastQuery(
+			db,
+			`
 			CREATE FUNCTION refuse_order() RETURNS trigger AS $$
 			BEGIN
 				IF NEW.order_id = '${ev.aggregateId}' THEN RAISE EXCEPTION 'refused by test'; END IF;
 				RETURN NEW;
 			END $$ LANGUAGE plpgsql;
 			CREATE TRIGGER refuse_order BEFORE INSERT ON notifications
-				FOR EACH ROW EXECUTE FUNCTION refuse_order();`);
+				FOR EACH ROW EXECUTE FUNCTION refuse_order();`
+		);
 		const before: { redeliveries: number; deadLettered: number } = await broker.call(
 			"notifications.inboxStatus"
 		);
@@ -287,7 +288,10 @@ describe("notifications", () => {
 				{ meta: { user: admin } }
 			)
 		).rejects.toMatchObject({ type: "EVENTS_REPLAY_FAILED", code: 409 });
-		await db.query("DROP TRIGGER refuse_order ON notifications; DROP FUNCTION refuse_order();");
+		await fastQuery(
+			db,
+			"DROP TRIGGER refuse_order ON notifications; DROP FUNCTION refuse_order();"
+		);
 		const replayed: { replayedAt: string | null } = await broker.call(
 			"notifications.replayDeadLetter",
 			{ id: letter.id },

@@ -1,5 +1,5 @@
 /**
- * Order streams (`GET /api/orders/:id/events`, mixins/web.mixin.ts) that one customer cannot use
+ * Order streams (`GET /api/orders/:id/events`, services/api/order-streams.ts) that one customer cannot use
  * to hurt another (issue 16, item 8), against the real gateway (an HTTP server on a free port)
  * and the real services on Postgres:
  * - a cap per user (and per client address): the N+1th stream of one user is 429
@@ -20,12 +20,12 @@ import http from "node:http";
 import type { AddressInfo } from "node:net";
 import jwt from "jsonwebtoken";
 import { Errors, type Middleware, type ServiceBroker } from "moleculer";
-import type { Sequelize } from "sequelize";
 import { config } from "../../platform/config";
 import type { OrderStreamCounts } from "../../services/api/order-streams";
 import type { Order } from "../../services/orders/orders.model";
 import { admin, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { fastQuery } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 /**
  * `inventory.commit`, when `broken`: waits for `gate` (if set), then fails with a non-retryable
@@ -246,12 +246,10 @@ describe("order streams: caps, authorisation, expiry, parking", () => {
 		expect(gateway.orderStreamCounts()).toEqual(NOTHING);
 
 		// The lookup (orders.get, the authorisation) waits on a lock of the orders table.
-		const seq = (broker.getLocalService("orders") as unknown as { sequelize: Sequelize })
-			.sequelize;
-		const lock = await seq.transaction();
-		let released = false;
-		try {
-			await fastQuery(seq, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", {
+		const { db } = broker.getLocalService("orders") as unknown as { db: ShopDatabase };
+		// The lock is held until the callback ends (committed, or rolled back when it throws).
+		await db.transaction(async lock => {
+			await fastQuery(db, "LOCK TABLE orders IN ACCESS EXCLUSIVE MODE", {
 				transaction: lock
 			});
 			const req = http.get(`${base}/api/orders/${o.id}/events`, {
@@ -268,15 +266,11 @@ describe("order streams: caps, authorisation, expiry, parking", () => {
 			expect(during).toMatchObject({ streams: 0, slots: 1 });
 			req.destroy();
 			await new Promise(r => setTimeout(r, 300)); // the gateway sees the close
-			await lock.commit();
-			released = true;
-			// The lookup completes for a client that is gone: nothing registered, slot returned.
-			expect(await drained()).toEqual(NOTHING);
-			await new Promise(r => setTimeout(r, 300));
-			expect(gateway.orderStreamCounts()).toEqual(NOTHING);
-		} finally {
-			if (!released) await lock.commit();
-		}
+		});
+		// The lookup completes for a client that is gone: nothing registered, slot returned.
+		expect(await drained()).toEqual(NOTHING);
+		await new Promise(r => setTimeout(r, 300));
+		expect(gateway.orderStreamCounts()).toEqual(NOTHING);
 	});
 
 	it("ends a stream when its token expires", async () => {

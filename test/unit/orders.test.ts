@@ -4,13 +4,13 @@
  */
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import type { Sequelize, Transaction } from "sequelize";
 import type { AuthUser } from "../../platform/context";
 import type { Order, SagaView } from "../../services/orders/orders.model";
 import type { Payment } from "../../services/payments/payments.model";
 import type { Product } from "../../services/products/products.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { fastQuery } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 interface Page<T> {
 	rows: T[];
@@ -101,16 +101,23 @@ describe("orders", () => {
 		return page.rows.find(s => s.orderId === orderId);
 	}
 
-	/** Holds a real row lock on a product's stock, so `inventory.reserve` for it waits. */
-	async function lockStock(productId: string): Promise<Transaction> {
-		const seq = (broker.getLocalService("inventory") as unknown as { sequelize: Sequelize })
-			.sequelize;
-		const tx = await seq.transaction();
-		await fastQuery(seq, "SELECT 1 FROM stock WHERE product_id = $1 FOR UPDATE", {
-			bind: [productId],
-			transaction: tx
+	/** A service's database (DbMixin's `this.db`). */
+	const dbOf = (service: string): ShopDatabase =>
+		(broker.getLocalService(service) as unknown as { db: ShopDatabase }).db;
+
+	/**
+	 * Runs `fn` while holding a real row lock on a product's stock, so `inventory.reserve` for it
+	 * waits; the lock goes when `fn` ends (committed, or rolled back when it throws).
+	 */
+	async function withStockLocked<T>(productId: string, fn: () => Promise<T>): Promise<T> {
+		const db = dbOf("inventory");
+		return db.transaction(async tx => {
+			await fastQuery(db, "SELECT 1 FROM stock WHERE product_id = $1 FOR UPDATE", {
+				bind: [productId],
+				transaction: tx
+			});
+			return fn();
 		});
-		return tx;
 	}
 
 	it("takes an order at 202 PENDING priced from the catalog, then confirms it: stock, payment, notification", async () => {
@@ -430,17 +437,14 @@ describe("orders", () => {
 	it("a customer cancel before the pivot ends CANCELLED_BY_CUSTOMER: nothing charged, stock released", async () => {
 		const p = await newProduct(5, 700);
 		const user = customer();
-		const lock = await lockStock(p.id);
-		let order: Order;
-		try {
-			order = await place(user, [{ productId: p.id, quantity: 2 }]);
+		const order = await withStockLocked(p.id, async () => {
+			const order = await place(user, [{ productId: p.id, quantity: 2 }]);
 			const meta: Record<string, unknown> = { user };
 			const asked: Order = await broker.call("orders.cancel", { id: order.id }, { meta });
 			expect(meta.$statusCode).toBe(202);
 			expect(asked).toMatchObject({ id: order.id, status: "PENDING", cancelRequested: true });
-		} finally {
-			await lock.commit();
-		}
+			return order;
+		});
 		expect(await settled(user, order.id)).toMatchObject({
 			status: "CANCELLED",
 			cancellationReason: "CANCELLED_BY_CUSTOMER"
@@ -584,30 +588,27 @@ describe("orders", () => {
 	it("a reservation lapsing before the pivot cancels the order and refunds it: never charged without stock", async () => {
 		const p = await newProduct(1);
 		const user = customer();
-		const seq = (broker.getLocalService("payments") as unknown as { sequelize: Sequelize })
-			.sequelize;
-		const inventory = (
-			broker.getLocalService("inventory") as unknown as { sequelize: Sequelize }
-		).sequelize;
-		const lock = await seq.transaction();
-		let order: Order;
-		try {
-			await fastQuery(seq, "LOCK TABLE payments IN EXCLUSIVE MODE", { transaction: lock });
-			order = await place(user, [{ productId: p.id, quantity: 1 }]);
+		const payments = dbOf("payments");
+		// The lock is held until the callback ends (committed, or rolled back when it throws).
+		const order = await payments.transaction(async lock => {
+			await fastQuery(payments, "LOCK TABLE payments IN EXCLUSIVE MODE", {
+				transaction: lock
+			});
+			const order = await place(user, [{ productId: p.id, quantity: 1 }]);
 			await waitFor(
 				() => getOrder(user, order.id),
 				o => o.status === "STOCK_RESERVED",
 				5_000,
 				10
 			);
-			await inventory.query(
+			await fastQuery(
+				dbOf("inventory"),
 				"UPDATE reservations SET expires_at = now() - interval '1 second' WHERE order_id = $1",
 				{ bind: [order.id] }
 			);
 			await broker.call("inventory.releaseExpired");
-		} finally {
-			await lock.commit();
-		}
+			return order;
+		});
 		const done = await settled(user, order.id);
 		expect(done).toMatchObject({ status: "CANCELLED", cancellationReason: "TIMEOUT" });
 		// The invariant: nothing captured net, nothing held.

@@ -5,16 +5,24 @@
  */
 import crypto from "node:crypto";
 import { Errors, type ServiceBroker, type ServiceSchema } from "moleculer";
-import { DataTypes, QueryTypes, type Sequelize } from "sequelize";
 import { config } from "../../platform/config";
 import { retentionJob, type RetentionHost, type RetentionReport } from "../../platform/retention";
 import { DbMixin } from "../../mixins/db.mixin";
 import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
-import { SagaMixin, sagaMigrations, type SagaDefinition } from "../../mixins/saga.mixin";
+import {
+	SagaMixin,
+	sagaMigrations,
+	type SagaDefinition,
+	type SagaMixinMethods
+} from "../../mixins/saga.mixin";
 import { customer, startTestBroker, type TestBroker } from "../support/broker";
-import { fastQuery } from "../../platform/db/fast-query";
+import { fastQuery, QueryTypes } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 const DAY = 24 * 3600_000;
+
+/** A row as the tests read it: its columns by name. */
+type Row = Record<string, unknown>;
 
 /** A saga whose one step fails transiently `failures` times, then succeeds. */
 const failures = new Map<string, number>();
@@ -46,31 +54,17 @@ const flakyPart: ServiceSchema = {
 /** A saga orchestrator on its own `orders`-named database (this suite's prefix). */
 const orchestrator: ServiceSchema = {
 	name: "flakysaga",
-	mixins: [
-		DbMixin({
-			service: "orders",
-			migrations: sagaMigrations,
-			models: (seq: Sequelize) => ({
-				Saga: seq.define(
-					"Saga",
-					{ id: { type: DataTypes.UUID, primaryKey: true } },
-					{ tableName: "sagas", timestamps: false }
-				)
-			}),
-			mainModel: "Saga"
-		}),
-		SagaMixin()
-	],
+	mixins: [DbMixin({ service: "orders", migrations: sagaMigrations }), SagaMixin()],
 	sagas: { flaky }
 } as ServiceSchema;
 
 describe("retention", () => {
 	let t: TestBroker;
 	let broker: ServiceBroker;
-	const db = (service: string): Sequelize =>
-		(broker.getLocalService(service) as unknown as { sequelize: Sequelize }).sequelize;
-	const q = (service: string, sql: string, bind: unknown[] = []): Promise<any[]> =>
-		db(service).query(sql, { bind, type: QueryTypes.SELECT });
+	const db = (service: string): ShopDatabase =>
+		(broker.getLocalService(service) as unknown as { db: ShopDatabase }).db;
+	const q = (service: string, sql: string, bind: unknown[] = []): Promise<Row[]> =>
+		fastQuery(db(service), sql, { bind, type: QueryTypes.SELECT }) as Promise<Row[]>;
 	/** `<service>.runRetention`; the test orchestrator has no such action: its job directly. */
 	const run = (service: string): Promise<RetentionReport> =>
 		service === "flakysaga"
@@ -267,7 +261,7 @@ describe("retention", () => {
 	});
 
 	it("sagas: finished ones past the window go with their steps; parked and running ones stay; errors keep the last N", async () => {
-		const svc = broker.getLocalService("flakysaga") as any;
+		const svc = broker.getLocalService("flakysaga") as unknown as SagaMixinMethods;
 		const saga = await svc.createSaga(
 			"flaky",
 			{ ref: crypto.randomUUID() },
@@ -277,11 +271,7 @@ describe("retention", () => {
 		expect(done).toMatchObject({ status: "COMPLETED" });
 		// Six failed attempts; the row keeps the newest three (SAGA_ERRORS_KEEP=3).
 		const stored = await svc.getSaga(saga.id);
-		expect(stored.errors.map((e: { message: string }) => e.message)).toEqual([
-			"attempt 4",
-			"attempt 5",
-			"attempt 6"
-		]);
+		expect(stored!.errors.map(e => e.message)).toEqual(["attempt 4", "attempt 5", "attempt 6"]);
 		expect((await svc.getSagaSteps(saga.id)).length).toBe(7);
 		const parked = crypto.randomUUID();
 		const running = crypto.randomUUID();

@@ -8,8 +8,13 @@
  *   → confirm (a local method, no compensation: the pivot) → ship (no compensation: after the pivot)
  */
 import crypto from "node:crypto";
-import { Errors, type Context, type ServiceBroker, type ServiceSchema } from "moleculer";
-import { DataTypes, QueryTypes, type Sequelize, type Transaction } from "sequelize";
+import {
+	Errors,
+	type Context,
+	type Service,
+	type ServiceBroker,
+	type ServiceSchema
+} from "moleculer";
 import { DbMixin } from "../../mixins/db.mixin";
 import {
 	SagaMixin,
@@ -23,7 +28,8 @@ import {
 } from "../../mixins/saga.mixin";
 import { isTransientError, shopError } from "../../platform/errors";
 import { startTestBroker, waitFor, type TestBroker } from "../support/broker";
-import { fastQuery } from "../../platform/db/fast-query";
+import { fastQuery, QueryTypes, type Transaction } from "../../platform/db/fast-query";
+import type { ShopDatabase } from "../../platform/db/pool";
 
 type Act = "reserve" | "unreserve" | "charge" | "refund" | "confirm" | "ship";
 type PartCtx = Context<
@@ -58,8 +64,13 @@ const calls: Call[] = [];
 const hooks: { ref: string; hook: string; arg: unknown; statusInTx?: string }[] = [];
 /** `<ref>:<hook>:<step>` entries make that hook throw once (an infrastructure failure). */
 const hookFailures = new Set<string>();
+/** The test orchestrator as its tests see it: the saga mixin and DbMixin's database. */
+type Orchestrator = SagaMixinMethods & { db: ShopDatabase };
+/** `this` in the orchestrator's methods. */
+type OrchestratorThis = Service & Orchestrator;
+
 /** The orchestrator currently running, for participants to peek at the saga log. */
-let orchestrator: (SagaMixinMethods & { sequelize: Sequelize }) | null = null;
+let orchestrator: Orchestrator | null = null;
 
 const sleep = (ms: number): Promise<void> => new Promise(r => setTimeout(r, ms));
 const business = (): Error => new Errors.MoleculerClientError("Rejected", 409, "TRIP_REJECTED");
@@ -196,21 +207,17 @@ const tourMigration = {
 /** The orchestrator under test: DbMixin on the `orders` database with the saga tables only. */
 function orchestratorService(): Partial<ServiceSchema> {
 	async function hook(
-		this: any,
+		this: OrchestratorThis,
 		saga: SagaInstance<TripData>,
 		name: string,
 		arg: unknown,
 		t: Transaction
 	): Promise<void> {
-		const rows = (await fastQuery(
-			this.sequelize as Sequelize,
-			"SELECT status FROM sagas WHERE id = $1",
-			{
-				bind: [saga.id],
-				type: QueryTypes.SELECT,
-				transaction: t
-			}
-		)) as { status: string }[];
+		const rows = (await fastQuery(this.db, "SELECT status FROM sagas WHERE id = $1", {
+			bind: [saga.id],
+			type: QueryTypes.SELECT,
+			transaction: t
+		})) as { status: string }[];
 		hooks.push({ ref: saga.data.ref, hook: name, arg, statusInTx: rows[0]?.status });
 		const failure = `${saga.data.ref}:${name}:${typeof arg === "string" ? arg : ""}`;
 		if (hookFailures.delete(failure)) throw new Error(`Injected failure in ${failure}`);
@@ -218,25 +225,13 @@ function orchestratorService(): Partial<ServiceSchema> {
 	return {
 		name: "sagatest",
 		mixins: [
-			DbMixin({
-				service: "orders",
-				migrations: [...sagaMigrations, tourMigration],
-				models: seq => ({
-					Saga: seq.define(
-						"Saga",
-						{ id: { type: DataTypes.UUID, primaryKey: true } },
-						{ tableName: "sagas", timestamps: false }
-					)
-				}),
-				mainModel: "Saga"
-			}),
+			DbMixin({ service: "orders", migrations: [...sagaMigrations, tourMigration] }),
 			SagaMixin()
 		],
 		sagas: { trip: tripSaga(), tour: tourSaga() },
 		methods: {
 			/** The pivot, a local method step: `(saga, idempotencyKey, params)`. */
 			async confirmTrip(
-				this: any,
 				saga: SagaInstance<TripData>,
 				key: string,
 				params: Record<string, unknown>
@@ -245,7 +240,7 @@ function orchestratorService(): Partial<ServiceSchema> {
 				return behave("confirm", saga.data.ref, params, key);
 			},
 			async tripStep(
-				this: any,
+				this: OrchestratorThis,
 				saga: SagaInstance<TripData>,
 				step: string,
 				t: Transaction
@@ -253,14 +248,14 @@ function orchestratorService(): Partial<ServiceSchema> {
 				await hook.call(this, saga, "tripStep", step, t);
 			},
 			async tripCompleted(
-				this: any,
+				this: OrchestratorThis,
 				saga: SagaInstance<TripData>,
 				t: Transaction
 			): Promise<void> {
 				await hook.call(this, saga, "tripCompleted", null, t);
 			},
 			async tripCompensated(
-				this: any,
+				this: OrchestratorThis,
 				saga: SagaInstance<TripData>,
 				reason: string | null,
 				t: Transaction
@@ -268,7 +263,7 @@ function orchestratorService(): Partial<ServiceSchema> {
 				await hook.call(this, saga, "tripCompensated", reason, t);
 			},
 			async tripFailed(
-				this: any,
+				this: OrchestratorThis,
 				saga: SagaInstance<TripData>,
 				t: Transaction
 			): Promise<void> {
@@ -283,9 +278,7 @@ async function startOrchestrator(prefix?: string): Promise<TestBroker> {
 		extra: [participantService(), orchestratorService()],
 		prefix
 	});
-	orchestrator = t.broker.getLocalService("sagatest") as unknown as SagaMixinMethods & {
-		sequelize: Sequelize;
-	};
+	orchestrator = t.broker.getLocalService("sagatest") as unknown as Orchestrator;
 	return t;
 }
 
@@ -742,7 +735,7 @@ describe("saga mixin on a real Postgres", () => {
 
 describe("saga mixin: a mirror kept in the saga's own statements", () => {
 	let t: TestBroker;
-	let svc: SagaMixinMethods & { sequelize: Sequelize };
+	let svc: Orchestrator;
 
 	beforeAll(async () => {
 		t = await startOrchestrator();
@@ -752,7 +745,7 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 
 	const tourStatus = async (ref: string): Promise<string> =>
 		(
-			(await fastQuery(svc.sequelize, "SELECT status FROM tours WHERE id = $1", {
+			(await fastQuery(svc.db, "SELECT status FROM tours WHERE id = $1", {
 				bind: [ref],
 				type: QueryTypes.SELECT
 			})) as { status: string }[]
@@ -762,7 +755,7 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 	const onTour =
 		(set: string): Behaviour =>
 		async (_n, call) => {
-			await fastQuery(svc.sequelize, `UPDATE tours SET ${set} WHERE id = $1`, {
+			await fastQuery(svc.db, `UPDATE tours SET ${set} WHERE id = $1`, {
 				bind: [call.ref]
 			});
 			return undefined;
@@ -778,8 +771,8 @@ describe("saga mixin: a mirror kept in the saga's own statements", () => {
 	): Promise<{ id: string; ref: string; firstLogId: number | null }> {
 		const ref = crypto.randomUUID();
 		plans.set(ref, plan);
-		return svc.sequelize.transaction(async tx => {
-			await fastQuery(svc.sequelize, "INSERT INTO tours (id, status) VALUES ($1, 'NEW')", {
+		return svc.db.transaction(async tx => {
+			await fastQuery(svc.db, "INSERT INTO tours (id, status) VALUES ($1, 'NEW')", {
 				bind: [ref],
 				transaction: tx
 			});
