@@ -97,7 +97,7 @@ function shopOptions(): { options: BrokerOptions; regenerator: () => unknown } {
 	process.env.METRICS_PORT = "0";
 	const dist = path.join(projectRoot(), "dist");
 	const options = require(path.join(dist, "moleculer.config.js")) as BrokerOptions;
-	const { ShopErrorRegenerator } = require(path.join(dist, "lib", "errors.js")) as {
+	const { ShopErrorRegenerator } = require(path.join(dist, "platform", "errors.js")) as {
 		ShopErrorRegenerator: new () => unknown;
 	};
 	return { options, regenerator: () => new ShopErrorRegenerator() };

@@ -57,7 +57,7 @@ startEmbeddedPostgres({
 `;
 
 export async function startPrivatePostgres(): Promise<PrivatePostgres> {
-	const lib = path.join(projectRoot(), "dist", "lib", "embedded-postgres.js");
+	const lib = path.join(projectRoot(), "dist", "tools", "embedded-postgres.js");
 	if (!fs.existsSync(lib)) throw new Error(`${lib} is missing: run "npm run build" first`);
 	const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "shop-private-pg-"));
 	fs.chmodSync(dataDir, 0o755);
