@@ -88,6 +88,7 @@ export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
 		parent?: unknown;
 		original?: unknown;
 		cause?: unknown;
+		syscall?: unknown;
 	};
 	if (typeof e.name === "string" && CONNECTION_ERROR_NAMES.has(e.name)) return true;
 	if (
@@ -95,6 +96,8 @@ export function isDatabaseUnavailable(err: unknown, depth = 0): boolean {
 		(NETWORK_CODES.has(e.code) || UNAVAILABLE_SQLSTATE.test(e.code))
 	)
 		return true;
+	// Over a Unix socket, a stopped server's socket file is gone: `connect ENOENT`.
+	if (e.code === "ENOENT" && e.syscall === "connect") return true;
 	if (typeof e.message === "string" && BROKEN_CONNECTION.test(e.message)) return true;
 	return [e.parent, e.original, e.cause].some(
 		inner => inner !== err && isDatabaseUnavailable(inner, depth + 1)

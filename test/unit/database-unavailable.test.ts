@@ -7,6 +7,9 @@
  * behind: the first successes after it no longer open the breaker of the healthy endpoint, which
  * an outage of 500s still does (Moleculer evaluates the failure rate on successes too).
  */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
 import { ServiceBroker, type ServiceSchema } from "moleculer";
 import { Sequelize } from "sequelize";
 import {
@@ -48,6 +51,28 @@ describe("isDatabaseUnavailable", () => {
 		await db.close();
 		expect((err as { code?: string }).code).toBe("ECONNREFUSED");
 		expect(isDatabaseUnavailable(err)).toBe(true);
+	});
+
+	it("a connection the pg pool could not make over a Unix socket that is gone (server stopped)", async () => {
+		const dir = fs.mkdtempSync(path.join(os.tmpdir(), "no-pg-socket-"));
+		const db = new ShopDatabase(
+			`postgres://u:p@localhost/db?host=${encodeURIComponent(dir)}&port=5999`,
+			{ max: 1 }
+		);
+		const err = await db.query("SELECT 1").catch((e: unknown) => e);
+		await db.close();
+		fs.rmSync(dir, { recursive: true, force: true });
+		expect((err as { code?: string }).code).toBe("ENOENT");
+		expect(isDatabaseUnavailable(err)).toBe(true);
+		// A missing file elsewhere is not a database outage.
+		expect(
+			isDatabaseUnavailable(
+				Object.assign(new Error("ENOENT: no such file"), {
+					code: "ENOENT",
+					syscall: "open"
+				})
+			)
+		).toBe(false);
 	});
 
 	it.each([
