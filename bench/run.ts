@@ -27,6 +27,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import type autocannon from "autocannon";
 import { Client } from "pg";
 import { startCluster, type Cluster } from "../tools/cluster";
 import { startEmbeddedPostgres } from "../tools/embedded-postgres";
@@ -45,12 +46,8 @@ import {
 } from "./lib";
 import { summarizeProfile } from "./profile";
 
-type RawRequest = {
-	method?: string;
-	path?: string;
-	headers?: Record<string, string>;
-	body?: string;
-};
+/** One request of an autocannon run, as `setupRequest` receives and returns it. */
+type RawRequest = autocannon.Request;
 
 const ROOT = path.join(__dirname, "..", "..");
 const DIST = path.join(ROOT, "dist");
@@ -414,9 +411,9 @@ async function shopWorkloads(
 
 	// (d) shop mix: 10 cached reads, 1 order.
 	let m = 0;
-	const reads = Array.from({ length: 10 }, () => ({
+	const reads = Array.from({ length: 10 }, (): RawRequest => ({
 		method: "GET",
-		setupRequest: (req: { path?: string }) => ({
+		setupRequest: (req: RawRequest) => ({
 			...req,
 			path: `/api/products/${data.productIds[m++ % data.productIds.length]}`
 		})

@@ -8,10 +8,15 @@
  *   units, as fastest-validator counts them). The maximum bounds the cost of hashing an
  *   attacker's input with Argon2 (a megabyte-long password would be hashed too).
  * - Not the account's e-mail address, nor the part before its `@`, in any case.
- * - Not one of the most common passwords (platform/security/common-passwords.ts, from SecLists), in any case,
- *   nor one of them followed by digits only (`Dragon2024`, `password1234`).
+ * - Not one of the most common passwords (the data file platform/security/common-passwords.json,
+ *   from SecLists; its `source` says which entries), in any case, nor one of them followed by
+ *   digits only (`Dragon2024`, `password1234`).
+ *
+ * The list is read once, when this module is first required. tsc emits the JSON file next to the
+ * compiled module (it is imported, with `resolveJsonModule`), so it is found from source (ts-jest),
+ * from dist/ and in the Docker image alike.
  */
-import { LONG_COMMON_PASSWORDS, TOP_COMMON_PASSWORDS } from "./common-passwords";
+import commonPasswords from "./common-passwords.json";
 
 /** Fewest characters of a password. */
 export const PASSWORD_MIN_LENGTH = 10;
@@ -20,6 +25,13 @@ export const PASSWORD_MAX_LENGTH = 256;
 
 /** Why a password is refused (`data.reasons` of `USERS_PASSWORD_WEAK`). */
 export type PasswordWeakness = "TOO_SHORT" | "TOO_LONG" | "SAME_AS_EMAIL" | "COMMON";
+
+/** Where the list comes from and which of its entries it holds (the data file's `source`). */
+export const COMMON_PASSWORDS_SOURCE: string = commonPasswords.source;
+/** The 500 most common passwords, most common first, lower-case. */
+export const TOP_COMMON_PASSWORDS: readonly string[] = Object.freeze(commonPasswords.top);
+/** Entries of 10 characters or more found past the first 500 of the same list, lower-case. */
+export const LONG_COMMON_PASSWORDS: readonly string[] = Object.freeze(commonPasswords.long);
 
 const COMMON = new Set<string>([...TOP_COMMON_PASSWORDS, ...LONG_COMMON_PASSWORDS]);
 

@@ -1,13 +1,11 @@
 import crypto from "node:crypto";
 import type { ServiceBroker } from "moleculer";
-import {
-	LONG_COMMON_PASSWORDS,
-	TOP_COMMON_PASSWORDS
-} from "../../platform/security/common-passwords";
 import { ConfigError, loadConfig } from "../../platform/config";
 import {
+	LONG_COMMON_PASSWORDS,
 	PASSWORD_MAX_LENGTH,
 	PASSWORD_MIN_LENGTH,
+	TOP_COMMON_PASSWORDS,
 	isCommonPassword,
 	passwordWeaknesses
 } from "../../platform/security/password-policy";
