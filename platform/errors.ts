@@ -85,6 +85,12 @@ export const ERRORS = {
 			"Too many failed logins or sign-ups of a taken e-mail, or logins (account or address); see `Retry-After`."
 	},
 	USERS_EMAIL_TAKEN: { code: 409, retryable: false, description: "The e-mail is registered." },
+	USERS_EMAIL_INVALID: {
+		code: 422,
+		retryable: false,
+		description:
+			"The e-mail has no identity key (an invisible or unsupported character, an invalid domain); `data.reason` says which."
+	},
 	USERS_PASSWORD_WEAK: {
 		code: 422,
 		retryable: false,

@@ -6,14 +6,17 @@
  * in before (same DDL), through umzug's public storage interface (`UmzugStorage`).
  */
 import { Umzug, type UmzugStorage } from "umzug";
-import type { ShopDatabase } from "./pool";
+import type { DbTransaction, ShopDatabase } from "./pool";
 
 /** One versioned schema change. `up` runs inside a transaction with the others of its batch. */
 export interface Migration {
 	/** Sortable, unique within the service: `001-create-users`. */
 	readonly name: string;
-	/** Plain SQL run on the service's database. */
-	readonly up: string;
+	/**
+	 * Plain SQL run on the service's database, or a function given the migration's transaction,
+	 * for data only the service's code can compute (e.g. users' e-mail identity keys).
+	 */
+	readonly up: string | ((t: DbTransaction) => Promise<void>);
 	/** SQL undoing `up` (used by `migrateDown` in tests and by operators). */
 	readonly down: string;
 }
@@ -64,7 +67,8 @@ function umzugOf(db: ShopDatabase, migrations: readonly Migration[]): Umzug {
 				name: m.name,
 				up: async () => {
 					await db.transaction(async t => {
-						await t.query(m.up);
+						if (typeof m.up === "function") await m.up(t);
+						else await t.query(m.up);
 					});
 				},
 				down: async () => {

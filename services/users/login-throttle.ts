@@ -23,8 +23,10 @@
  *   library's plain `consume`), checked before the hash (`check`). They never block longer than
  *   the window, and a sign-up is not refused for them.
  *
- * - Account key: SHA-256 of the lower-cased e-mail, so Redis holds no addresses. Unknown e-mails
- *   are counted exactly like registered ones, so throttling says nothing about which exist.
+ * - Account key: SHA-256 of the e-mail's identity key (services/users/email-identity.ts: every
+ *   form of an address counts as one; the lower-cased e-mail for a login of an address with no
+ *   key), so Redis holds no addresses. Unknown e-mails are counted exactly like registered
+ *   ones, so throttling says nothing about which exist.
  * - Store: `RateLimiterRedis` on an ioredis connection when a Redis URL is given (every users
  *   node shares the counts), else `RateLimiterMemory` (this process only). Redis failing: each
  *   Redis limiter falls back to an in-memory one (`insuranceLimiter`), so logins go on, still

@@ -18,6 +18,13 @@
  * limits a login or sign-up is refused with 429 `AUTH_LOGIN_THROTTLED` (`data.retryAfter`, s)
  * before the database is asked and the password hashed.
  *
+ * One person, one account: every account has its e-mail's identity key
+ * (services/users/email-identity.ts: NFKC and case folding, invisible characters refused, the
+ * domain's IDNA ASCII form without a trailing dot, UTS #39 look-alikes mapped), unique in the
+ * database; a sign-up whose key is taken is the same 409 `USERS_EMAIL_TAKEN` as an exact
+ * duplicate, and a login with any form mapping to an account's key is a login of that account.
+ * Login throttling counts per key, so typing another form of an address does not reset it.
+ *
  * Events emitted: `user.registered` `{ id, email, name, role }`.
  */
 import crypto from "node:crypto";
@@ -34,6 +41,7 @@ import {
 	passwordWeaknesses
 } from "../../platform/security/password-policy";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
+import { emailIdentityKey, emailIdentityKeyOrNull } from "./email-identity";
 import { LoginThrottle, type ThrottleBlock } from "./login-throttle";
 import { usersMigrations } from "./migrations";
 import { PasswordHasher } from "./password-hasher";
@@ -52,6 +60,7 @@ interface UsersMethods {
 		role: "customer" | "admin"
 	): Promise<PublicUser>;
 	seedAdministrator(): Promise<void>;
+	reportIdentityConflicts(): Promise<void>;
 }
 type UsersThis = Service &
 	DbMixinMethods<UsersModels> &
@@ -83,16 +92,19 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 
 	actions: {
 		/**
-		 * Registers a customer. A registered e-mail is refused before the password is hashed (the
-		 * answer is the same 409 as the unique constraint's, which stays the final arbiter), and
-		 * counted like a failed login of that e-mail from the client's address
+		 * Registers a customer. A registered e-mail, or any address with the same identity key
+		 * (services/users/email-identity.ts), is refused before the password is hashed (the
+		 * answer is the same 409 as the unique constraints', which stay the final arbiter), and
+		 * counted like a failed login of that key from the client's address
 		 * (`ctx.meta.clientIp`), so repeating it is throttled as guessing is.
-		 * @param email - unique, case-insensitive (stored lower-case)
+		 * @param email - unique by its identity key (stored lower-case as typed)
 		 * @param password - 10 to 256 characters (else VALIDATION_ERROR), not the e-mail nor a
 		 *   common password (else USERS_PASSWORD_WEAK): platform/security/password-policy.ts
 		 * @param name - 1 to 100 characters
 		 * @returns 201 `{ user: { id, email, name, role: "customer" }, token }`
-		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422), USERS_PASSWORD_WEAK (422,
+		 * @throws USERS_EMAIL_TAKEN (409), VALIDATION_ERROR (422), USERS_EMAIL_INVALID (422,
+		 *   `data.reason`: `INVISIBLE_CHARACTER`, `UNSUPPORTED_CHARACTER`, `MALFORMED_ADDRESS`,
+		 *   `INVALID_DOMAIN`; `data.character` e.g. `U+200B`), USERS_PASSWORD_WEAK (422,
 		 *   `data.reasons`: `SAME_AS_EMAIL`, `COMMON`), USERS_BUSY (429, `Retry-After`) when the
 		 *   password hashing pool is full, AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in
 		 *   seconds) while the e-mail or the address has `LOGIN_MAX_FAILURES_PER_*` failed logins
@@ -112,20 +124,22 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				this: UsersThis,
 				ctx: ShopContext<{ email: string; password: string; name: string }>
 			): Promise<AuthResult> {
+				const email = ctx.params.email.toLowerCase();
+				const emailKey = emailIdentityKey(email);
 				const reasons = passwordWeaknesses(ctx.params.password, ctx.params.email);
 				if (reasons.length > 0)
 					throw shopError("USERS_PASSWORD_WEAK", describeWeaknesses(reasons), {
 						reasons
 					});
-				const email = ctx.params.email.toLowerCase();
 				const ip = typeof ctx.meta.clientIp === "string" ? ctx.meta.clientIp : null;
-				const block = await this.loginThrottle.checkFailures(email, ip);
+				const block = await this.loginThrottle.checkFailures(emailKey, ip);
 				if (block) throw this.throttled(block, "attempts for this e-mail or address");
 				// A taken e-mail is answered before the costly hash (the same 409 as the unique
 				// index's, which stays the final arbiter for two sign-ups racing), and counted.
 				let user: PublicUser;
 				try {
-					if (await this.repo.emailTaken(email)) throw shopError("USERS_EMAIL_TAKEN");
+					if (await this.repo.emailTaken(email, emailKey))
+						throw shopError("USERS_EMAIL_TAKEN");
 					user = await this.createUser(
 						ctx.params.email,
 						ctx.params.password,
@@ -134,7 +148,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 					);
 				} catch (err) {
 					if ((err as { type?: unknown }).type === "USERS_EMAIL_TAKEN")
-						await this.loginThrottle.failed(email, ip);
+						await this.loginThrottle.failed(emailKey, ip);
 					throw err;
 				}
 				ctx.meta.$statusCode = 201;
@@ -149,9 +163,12 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		 * ones, so neither the answers nor the throttling tell which accounts exist. Successes are
 		 * counted too, per account and per address over `LOGIN_RATE_WINDOW_MS`. A stored hash
 		 * made with older parameters is replaced by one with the current ones after a successful
-		 * login (argon2's `needsRehash`).
+		 * login (argon2's `needsRehash`). The e-mail names the account whose address it is exactly,
+		 * else the one with its identity key (any form mapping to it: `ＡＮＮ@example.com.` logs in
+		 * `ann@example.com`); counts are per key.
 		 * @returns `{ user, token }`
-		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail or a wrong password alike;
+		 * @throws USERS_INVALID_CREDENTIALS (401) for an unknown e-mail (an address with no
+		 *   identity key included) or a wrong password alike;
 		 *   AUTH_LOGIN_THROTTLED (429, `data.retryAfter` in seconds) while the account or the
 		 *   address is blocked for failures (`LOGIN_MAX_FAILURES_*`, `LOGIN_BLOCK_MS`) or has had
 		 *   `LOGIN_MAX_PER_ACCOUNT` / `LOGIN_MAX_PER_IP` successful logins in the current window,
@@ -172,22 +189,24 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				ctx: ShopContext<{ email: string; password: string }>
 			): Promise<AuthResult> {
 				const email = ctx.params.email.toLowerCase();
+				const emailKey = emailIdentityKeyOrNull(email);
+				const account = emailKey ?? email;
 				const ip = typeof ctx.meta.clientIp === "string" ? ctx.meta.clientIp : null;
-				const block = await this.loginThrottle.check(email, ip);
+				const block = await this.loginThrottle.check(account, ip);
 				if (block)
 					throw this.throttled(
 						block,
 						block.reason === "logins" ? "logins" : "failed logins"
 					);
-				const data = await this.repo.findByEmail(email);
+				const data = await this.repo.findByEmail(email, emailKey);
 				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
 				const hash = data?.passwordHash ?? (await this.dummyHash);
 				const ok = await this.passwordHasher.verify(hash, ctx.params.password);
 				if (!data || !ok) {
-					await this.loginThrottle.failed(email, ip);
+					await this.loginThrottle.failed(account, ip);
 					throw shopError("USERS_INVALID_CREDENTIALS");
 				}
-				await this.loginThrottle.succeeded(email, ip);
+				await this.loginThrottle.succeeded(account, ip);
 				await this.rehashIfOutdated(data, ctx.params.password);
 				const user = toPublic(data);
 				return { user, token: this.issueToken(user) };
@@ -310,6 +329,11 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			});
 		},
 
+		/**
+		 * Inserts an account with `email`'s identity key.
+		 * @throws USERS_EMAIL_INVALID (422) for an address with no key, USERS_EMAIL_TAKEN (409)
+		 *   when its address or key is taken, USERS_BUSY (429) from the hashing pool
+		 */
 		async createUser(
 			this: UsersThis,
 			email: string,
@@ -317,11 +341,13 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			name: string,
 			role: "customer" | "admin"
 		): Promise<PublicUser> {
+			const emailKey = emailIdentityKey(email.toLowerCase());
 			const passwordHash = await this.hashPassword(password);
 			try {
 				const row = await this.repo.create({
 					id: crypto.randomUUID(),
 					email: email.toLowerCase(),
+					emailKey,
 					name,
 					passwordHash,
 					role
@@ -333,10 +359,31 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			}
 		},
 
+		/**
+		 * Logs the accounts migration `002-email-identity-key` left without an identity key
+		 * (look-alike addresses registered before keys existed: never merged), by id, at every
+		 * start until an operator resolves them (table `email_identity_conflicts`).
+		 */
+		async reportIdentityConflicts(this: UsersThis): Promise<void> {
+			const conflicts = await this.repo.identityConflicts();
+			if (conflicts.length === 0) return;
+			const listed = conflicts
+				.slice(0, 20)
+				.map(c =>
+					c.reason === "LOOK_ALIKE"
+						? `${c.userId} (look-alike of ${c.keptUserId ?? "a deleted account"})`
+						: `${c.userId} (no key)`
+				);
+			this.logger.warn(
+				`${conflicts.length} account(s) have no e-mail identity key; they log in with their exact address only (table email_identity_conflicts, docs/security.md): ${listed.join(", ")}${conflicts.length > 20 ? ", ..." : ""}`
+			);
+		},
+
 		/** Creates the administrator once; prints a generated password on that first start. */
 		async seedAdministrator(this: UsersThis): Promise<void> {
 			const c = config();
-			const existing = await this.repo.findByEmail(c.adminEmail);
+			const admin = c.adminEmail.toLowerCase();
+			const existing = await this.repo.findByEmail(admin, emailIdentityKeyOrNull(admin));
 			if (existing) return;
 			const announce = (
 				this.broker.options as {
@@ -377,7 +424,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 
 	created(this: UsersThis): void {
 		const c = config();
-		this.repo = new UsersRepo(this.models);
+		this.repo = new UsersRepo(this.models, this.db);
 		// This node signs and verifies access tokens: in production without JWT_SECRET it refuses
 		// to start (ConfigError) instead of answering 500 at the first login.
 		requireJwtSecret();
@@ -409,6 +456,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 	},
 
 	async afterConnected(this: UsersThis): Promise<void> {
+		await this.reportIdentityConflicts();
 		await this.seedAdministrator();
 	}
 };
