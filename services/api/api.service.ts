@@ -15,8 +15,11 @@
  *   different values (`findConflictingField`).
  * - A non-preflight `OPTIONS` is 404 `REQUEST_NOT_FOUND` (moleculer-web would answer it as a
  *   GET). Requests Node's HTTP parser refuses get the error form too: 400 `REQUEST_MALFORMED`
- *   (also for a path with bad percent-encoding), 431 `REQUEST_HEADERS_TOO_LARGE`, 408
- *   `REQUEST_CLIENT_TIMEOUT`. A compressed body that does not decompress is 400
+ *   (also for a path with bad percent-encoding), 431 `REQUEST_HEADERS_TOO_LARGE` (the URL
+ *   counts), 413 `REQUEST_BODY_TOO_LARGE` (chunk extensions over 16 KB), 408
+ *   `REQUEST_CLIENT_TIMEOUT`, then the connection closes; a reused keep-alive connection is
+ *   answered too, only one whose response is being written is cut without an answer
+ *   (platform/web/client-errors.ts). A compressed body that does not decompress is 400
  *   `REQUEST_INVALID_JSON`.
  * - `X-Request-ID` (or `X-Correlation-ID`) accepted when well-formed, else generated; returned on
  *   every answer and used as the context's `requestID` through every service.
@@ -44,8 +47,6 @@
  *   client address and rate limit are platform/web/.
  */
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import type { Socket } from "node:net";
-import type { Duplex } from "node:stream";
 import { Errors, type Context, type Service, type ServiceSchema } from "moleculer";
 import ApiGateway from "moleculer-web";
 import { config } from "../../platform/config";
@@ -60,8 +61,8 @@ import {
 import { clientAddress } from "../../platform/web/client-address";
 import { apiRateLimit } from "../../platform/web/rate-limit";
 import { RedisRateLimitStore } from "../../platform/web/rate-limit-store";
+import { answerClientErrors } from "../../platform/web/client-errors";
 import {
-	clientErrorResponse,
 	findConflictingField,
 	findHostileValue,
 	requireHost
@@ -397,28 +398,21 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 	/**
 	 * Node answers a request its HTTP parser refuses (a bad request line or framing, headers over
 	 * 16 KB, a client too slow to send them, no Host) with a bare status line and no body; the
-	 * gateway answers those in the CONTRACT's error form too (`clientErrorResponse`,
-	 * `requireHost`). moleculer-web created the server in its own `created`, which runs first.
+	 * gateway answers those in the CONTRACT's error form too, on fresh and reused keep-alive
+	 * connections alike, unless a response is being written on that connection
+	 * (`answerClientErrors`, platform/web/client-errors.ts; `requireHost`). moleculer-web
+	 * created the server in its own `created`, which runs first.
 	 */
 	created(this: ApiThis): void {
 		this.$readiness = cachedFor(READINESS_CACHE_MS, () =>
 			clusterReadiness(this.broker, READINESS_SERVICES)
 		);
 		const server = (this as unknown as { server?: Server }).server;
-		// Node reads this option from the server on every request; requireHost answers instead.
-		if (server) (server as Server & { requireHostHeader: boolean }).requireHostHeader = false;
-		server?.on("clientError", (err: NodeJS.ErrnoException, socket: Duplex) => {
-			// As Node's own handler: answer only on a connection nothing was written to yet.
-			if (
-				err.code === "ECONNRESET" ||
-				!socket.writable ||
-				(socket as Socket).bytesWritten > 0
-			) {
-				socket.destroy();
-				return;
-			}
-			socket.end(clientErrorResponse(err.code));
-		});
+		if (server) {
+			// Node reads this option from the server on every request; requireHost answers instead.
+			(server as Server & { requireHostHeader: boolean }).requireHostHeader = false;
+			answerClientErrors(server);
+		}
 	},
 
 	/** Closes the Redis connections of the routes' rate limit stores. */
