@@ -271,6 +271,8 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		sagaLeaseMs: int(env, "SAGA_LEASE_MS", 15_000, 200, 3600_000),
 		sagaRecoveryIntervalMs: int(env, "SAGA_RECOVERY_INTERVAL_MS", 5_000, 50, 3600_000),
 		sagaMaxInFlight: int(env, "SAGA_MAX_IN_FLIGHT", 400, 1, 1_000_000),
+		sagaTargetLatencyMs: int(env, "SAGA_TARGET_LATENCY_MS", 0, 0, 600_000),
+		sagaMinInFlight: int(env, "SAGA_MIN_IN_FLIGHT", 10, 1, 1_000_000),
 		ordersMaxInFlightPerCustomer: int(
 			env,
 			"ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER",

@@ -150,7 +150,7 @@ export const ERRORS = {
 		code: 503,
 		retryable: true,
 		description:
-			"This orders node runs as many sagas as it may (SAGA_MAX_IN_FLIGHT); retry after Retry-After."
+			"This orders node runs as many sagas as its adaptive limit allows (SAGA_*_IN_FLIGHT); retry after Retry-After."
 	},
 	ORDERS_CUSTOMER_LIMIT: {
 		code: 429,

@@ -89,6 +89,16 @@ export interface ShopConfig {
 	 */
 	readonly sagaMaxInFlight: number;
 	/**
+	 * The adaptive limit under that ceiling (platform/concurrency-limit.ts, Netflix's Gradient2):
+	 * the 202 → CONFIRMED/CANCELLED latency, in ms, an orders node keeps its sagas near by
+	 * lowering its limit on sagas in flight when they take longer (`SAGA_TARGET_LATENCY_MS`;
+	 * `0`, the default for now: off, the fixed `SAGA_MAX_IN_FLIGHT` alone; 400 is the value
+	 * measured in docs/performance.md), and the floor of that limit
+	 * (`SAGA_MIN_IN_FLIGHT`, at most `SAGA_MAX_IN_FLIGHT`).
+	 */
+	readonly sagaTargetLatencyMs: number;
+	readonly sagaMinInFlight: number;
+	/**
 	 * Per-customer bounds on `orders.create` (issue 16, item 6): a customer's orders in flight (not
 	 * yet CONFIRMED or CANCELLED, parked ones included: `ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER`, 20)
 	 * and the units they hold (`ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER`, 1000). Past either,

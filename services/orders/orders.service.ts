@@ -22,6 +22,7 @@
  */
 import crypto from "node:crypto";
 import type { Service } from "moleculer";
+import { AdaptiveConcurrencyLimit } from "../../platform/concurrency-limit";
 import { config } from "../../platform/config";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
 import { shopError } from "../../platform/errors";
@@ -51,6 +52,8 @@ import { OrdersStuckMixin, type OrdersStuckMethods } from "./orders.stuck";
 interface OrdersMethods {
 	/** The order if the caller owns it or is an admin (internal calls: any); else 404. */
 	findOwnOrder(ctx: ShopContext, id: string): Promise<OrderRow>;
+	/** Sagas in flight this node admits now: the adaptive limit, or SAGA_MAX_IN_FLIGHT when off. */
+	sagaLimit(): number;
 }
 
 /** `this` of the orders service: Moleculer's service, its mixins' methods and its own. */
@@ -67,6 +70,11 @@ type OrdersThis = Service &
 		repo: OrdersRepo;
 		/** The `shop_orders_stuck` recount timer (`ORDERS_STUCK_CHECK_INTERVAL_MS`). */
 		$stuckTimer?: NodeJS.Timeout | null;
+		/**
+		 * Admission: the adaptive limit on this node's sagas in flight, fed with each order
+		 * saga's 202 → end latency (`SAGA_TARGET_LATENCY_MS`); null when that is 0 (off).
+		 */
+		$admission: AdaptiveConcurrencyLimit | null;
 	};
 
 function requireUser(ctx: ShopContext): NonNullable<ShopContext["meta"]["user"]> {
@@ -122,6 +130,15 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			"ordersStuck"
 		]);
 		this.repo = new OrdersRepo(this.db);
+		const c = config();
+		this.$admission =
+			c.sagaTargetLatencyMs > 0
+				? new AdaptiveConcurrencyLimit({
+						targetLatencyMs: c.sagaTargetLatencyMs,
+						minLimit: Math.min(c.sagaMinInFlight, c.sagaMaxInFlight),
+						maxLimit: c.sagaMaxInFlight
+					})
+				: null;
 	},
 
 	/**
@@ -153,7 +170,10 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		 * @param paymentMethod - a payments test token, e.g. `tok_visa`
 		 * Meta `idempotencyKey` (the `Idempotency-Key` header): a repeat returns the same order.
 		 * @returns 202 Order with `status: "PENDING"`
-		 * @throws ORDERS_OVERLOADED (503, Retry-After) past SAGA_MAX_IN_FLIGHT sagas on this node,
+		 * @throws ORDERS_OVERLOADED (503, Retry-After; `data: { inFlight, limit, max }`) when this
+		 *   node's sagas in flight reach its limit: adaptive (platform/concurrency-limit.ts, kept
+		 *   so that sagas take about SAGA_TARGET_LATENCY_MS), between SAGA_MIN_IN_FLIGHT and
+		 *   SAGA_MAX_IN_FLIGHT; refused at once, nothing stored,
 		 *   ORDERS_CUSTOMER_LIMIT (429, Retry-After; `data: { inFlight, unitsInFlight, units,
 		 *   maxInFlight, maxUnits }`) when the caller already has ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER
 		 *   orders in flight or this order's units would take them past
@@ -194,9 +214,12 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			): Promise<Order> {
 				const user = requireUser(ctx);
 				// Backpressure: a bounded number of sagas per node; the client retries later.
-				if (this.sagaLoad() >= config().sagaMaxInFlight)
+				const inFlight = this.sagaLoad();
+				const limit = this.sagaLimit();
+				if (inFlight >= limit)
 					throw shopError("ORDERS_OVERLOADED", undefined, {
-						inFlight: this.sagaLoad(),
+						inFlight,
+						limit,
 						max: config().sagaMaxInFlight
 					});
 				const { items, paymentMethod } = ctx.params;
@@ -291,6 +314,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				}
 				this.kickRelay();
 				this.launchSaga(sagaId, { fresh: saga });
+				this.$admission?.start(sagaId, this.sagaLoad(), performance.now());
 				this.logger.info(
 					`Order ${orderId} placed by user ${user.id}: ${lines.length} line(s), ${total} ${currency} (saga ${sagaId})`
 				);
@@ -417,6 +441,18 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			if (!row || (user && user.role !== "admin" && row.user_id !== user.id))
 				throw shopError("ORDERS_NOT_FOUND", undefined, { id });
 			return row;
+		},
+
+		sagaLimit(this: OrdersThis): number {
+			return this.$admission?.limit ?? config().sagaMaxInFlight;
+		},
+
+		/**
+		 * The saga mixin's hook after a saga's final commit (COMPLETED, COMPENSATED or parked):
+		 * an order saga launched here gives the admission limit its 202 → end latency sample.
+		 */
+		async sagaAfterCommit(this: OrdersThis, saga: SagaInstance): Promise<void> {
+			if (saga.name === "order") this.$admission?.end(saga.id, performance.now());
 		}
 	}
 };

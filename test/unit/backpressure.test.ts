@@ -105,3 +105,127 @@ describe("backpressure: bounded in-flight sagas per orders node", () => {
 		await expect(place()).resolves.toMatchObject({ status: "PENDING" });
 	});
 });
+
+/**
+ * The adaptive limit under SAGA_MAX_IN_FLIGHT (platform/concurrency-limit.ts): when sagas take
+ * longer than SAGA_TARGET_LATENCY_MS (here payments answers after 250 ms), the node lowers its
+ * limit and refuses at once, with far fewer sagas in flight than the ceiling, where a fixed bound
+ * would take every order and let them queue.
+ */
+describe("backpressure: the adaptive limit sheds load when sagas are slow", () => {
+	const plan = new FaultPlan();
+	let t: TestBroker;
+	const env = {
+		SAGA_MAX_IN_FLIGHT: "50",
+		SAGA_MIN_IN_FLIGHT: "2",
+		SAGA_TARGET_LATENCY_MS: "50",
+		SAGA_STEP_TIMEOUT_MS: "5000",
+		SAGA_DEADLINE_MS: "20000"
+	};
+
+	beforeAll(async () => {
+		Object.assign(process.env, env);
+		resetConfig();
+		t = await startTestBroker(["products", "inventory", "payments", "notifications"], {
+			env,
+			broker: { middlewares: [plan.middleware()] },
+			extra: [createOrdersService()]
+		});
+	});
+	afterAll(async () => {
+		for (const k of Object.keys(env)) delete process.env[k];
+		await t?.stop();
+	});
+
+	it("lowers the limit below the ceiling and refuses with ORDERS_OVERLOADED; the accepted orders all confirm", async () => {
+		const b = t.broker;
+		const p: { id: string } = await b.call(
+			"products.create",
+			{
+				sku: `BA-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
+				name: "Adaptive",
+				price: 100,
+				stock: 100_000
+			},
+			{ meta: { user: admin } }
+		);
+		// Slow, not failing: the charge commits, its answer comes 250 ms later.
+		plan.add("payments.charge", { kind: "loseAnswer", times: 1_000_000, holdMs: 250 });
+		const orders = t.broker.getLocalService("orders") as unknown as {
+			sagaLoad(): number;
+			sagaLimit(): number;
+		};
+		expect(orders.sagaLimit()).toBe(20); // Gradient2's initial limit, under the ceiling of 50
+		// 12 clients in a closed loop (one customer each), at most 15 s: with the fixed ceiling
+		// of 50 none would ever be refused.
+		const accepted: { id: string; user: ReturnType<typeof customer> }[] = [];
+		const refusals: { inFlight: number; limit: number; max: number }[] = [];
+		const until = Date.now() + 15_000;
+		await Promise.all(
+			Array.from({ length: 12 }, async () => {
+				const user = customer();
+				while (Date.now() < until && refusals.length < 5) {
+					try {
+						const o: Order = await b.call(
+							"orders.create",
+							{
+								items: [{ productId: p.id, quantity: 1 }],
+								paymentMethod: "tok_visa"
+							},
+							{ meta: { user } }
+						);
+						accepted.push({ id: o.id, user });
+						// A closed loop: the client waits for its order to end before the next.
+						await waitFor(
+							() =>
+								b.call<Order, { id: string }>(
+									"orders.get",
+									{ id: o.id },
+									{ meta: { user } }
+								),
+							x => x.status === "CONFIRMED" || x.status === "CANCELLED",
+							10_000,
+							20
+						);
+					} catch (err) {
+						const e = err as { type?: string; code?: number; data?: never };
+						expect({ type: e.type, code: e.code }).toEqual({
+							type: "ORDERS_OVERLOADED",
+							code: 503
+						});
+						refusals.push(e.data!);
+						await new Promise(r => setTimeout(r, 50));
+					}
+				}
+			})
+		);
+		expect(refusals.length).toBeGreaterThanOrEqual(5);
+		for (const r of refusals) {
+			expect(r.max).toBe(50);
+			// 12 clients: refused with about 12 in flight (a saga still emitting its end may count
+			// a moment longer), under the initial 20, far under the ceiling.
+			expect(r.limit).toBeLessThanOrEqual(12);
+			expect(r.inFlight).toBeGreaterThanOrEqual(r.limit);
+			expect(r.inFlight).toBeLessThan(20);
+		}
+		expect(orders.sagaLimit()).toBeLessThanOrEqual(12);
+
+		plan.clear();
+		const ended = await Promise.all(
+			accepted.map(a =>
+				waitFor(
+					() =>
+						b.call<Order, { id: string }>(
+							"orders.get",
+							{ id: a.id },
+							{ meta: { user: a.user } }
+						),
+					x => x.status === "CONFIRMED" || x.status === "CANCELLED",
+					15_000,
+					50
+				)
+			)
+		);
+		expect(new Set(ended.map(o => o.status))).toEqual(new Set(["CONFIRMED"]));
+	});
+});
