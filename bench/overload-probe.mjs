@@ -19,12 +19,11 @@ import { fileURLToPath } from "node:url";
 const require = createRequire(import.meta.url);
 const path = require("node:path"),
 	fs = require("node:fs"),
-	os = require("node:os"),
-	crypto = require("node:crypto");
+	os = require("node:os");
 const { startEmbeddedPostgres } = require("../dist/tools/embedded-postgres.js");
 const { freePort } = require("../dist/tools/local-servers.js");
-const { Client } = require("pg");
 const { spawn } = require("node:child_process");
+const { apiClient, ordersDatabase, seedShop, waitReady } = await import("./probe-shop.mjs");
 const { performance } = require("node:perf_hooks");
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const PRODUCTS = Number(process.env.P ?? 8);
@@ -57,17 +56,8 @@ const shop = spawn(process.execPath, [path.join(ROOT, "dist/bin/start.js")], {
 	stdio: ["ignore", "pipe", "pipe"],
 	cwd: ROOT
 });
-let out = "";
 try {
-	await new Promise((res, rej) => {
-		const on = d => {
-			out = (out + d).slice(-20_000);
-			if (/Ready in/.test(out)) res();
-		};
-		shop.stdout.on("data", on);
-		shop.stderr.on("data", on);
-		shop.once("exit", () => rej(new Error(out)));
-	});
+	await waitReady(shop);
 	// Always drained: a full pipe would block the shop's logging.
 	shop.stdout.on("data", d => process.env.SHOW && process.stdout.write(d));
 	shop.stderr.on("data", d => process.env.SHOW && process.stderr.write(d));
@@ -84,59 +74,15 @@ try {
 }
 
 async function main() {
-	const base = `http://127.0.0.1:${port}`;
-	async function api(m, u, b, tok) {
-		const t0 = performance.now();
-		const r = await fetch(base + u, {
-			method: m,
-			headers: {
-				...(b ? { "Content-Type": "application/json" } : {}),
-				...(tok ? { Authorization: `Bearer ${tok}` } : {})
-			},
-			body: b ? JSON.stringify(b) : undefined
-		});
-		const t = await r.text();
-		return {
-			status: r.status,
-			retryAfter: r.headers.get("retry-after"),
-			ms: performance.now() - t0,
-			body: t ? JSON.parse(t) : null
-		};
-	}
-	const admin = await api("POST", "/api/users/login", {
-		email: env.ADMIN_EMAIL,
-		password: env.ADMIN_PASSWORD
+	const api = apiClient(`http://127.0.0.1:${port}`);
+	const { pids, toks } = await seedShop(api, {
+		adminEmail: env.ADMIN_EMAIL,
+		adminPassword: env.ADMIN_PASSWORD,
+		products: PRODUCTS,
+		customers: CUSTOMERS,
+		tag: "OV"
 	});
-	const pids = [];
-	for (let i = 0; i < PRODUCTS; i++) {
-		const p = await api(
-			"POST",
-			"/api/products",
-			{
-				sku: `OV-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
-				name: `P ${i}`,
-				description: "x",
-				price: 1000,
-				currency: "USD",
-				stock: 100_000_000
-			},
-			admin.body.token
-		);
-		pids.push(p.body.id);
-	}
-	const toks = [];
-	for (let i = 0; i < CUSTOMERS; i++) {
-		const r = await api("POST", "/api/users/register", {
-			email: `o${i}-${crypto.randomBytes(3).toString("hex")}@example.com`,
-			password: "correct horse battery staple",
-			name: "U"
-		});
-		toks.push(r.body.token);
-	}
-	const u = new URL(pg.url);
-	u.pathname = `/${prefix}orders`;
-	const db = new Client({ connectionString: u.toString() });
-	await db.connect();
+	const db = await ordersDatabase(pg.url, prefix);
 	try {
 		for (const spec of (process.env.RUNS ?? "140x20").split(",")) {
 			const [rate, secs] = spec.split("x").map(Number);

@@ -15,12 +15,12 @@ import { fileURLToPath } from "node:url";
 const require = createRequire(import.meta.url);
 const path = require("node:path"),
 	fs = require("node:fs"),
-	os = require("node:os"),
-	crypto = require("node:crypto");
+	os = require("node:os");
 const { startEmbeddedPostgres } = require("../dist/tools/embedded-postgres.js");
 const { freePort } = require("../dist/tools/local-servers.js");
 const { Client } = require("pg");
 const { spawn } = require("node:child_process");
+const { apiClient, ordersDatabase, seedShop, waitReady } = await import("./probe-shop.mjs");
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const PRODUCTS = Number(process.env.P ?? 8);
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "saga-probe-"));
@@ -61,70 +61,24 @@ const shop = spawn(
 	],
 	{ env, stdio: ["ignore", "pipe", "pipe"], cwd: ROOT }
 );
+await waitReady(shop);
+// The last of the shop's output, printed if it does not stop in time.
 let out = "";
-await new Promise((res, rej) => {
-	const on = d => {
-		out += d;
-		if (/Ready in/.test(out)) res();
-	};
-	shop.stdout.on("data", on);
-	shop.stderr.on("data", on);
-	shop.once("exit", () => rej(new Error(out)));
-});
+const tail = d => (out = (out + d).slice(-3000));
+shop.stdout.on("data", tail);
+shop.stderr.on("data", tail);
 shop.stdout.on("data", d => process.env.SHOW && process.stdout.write(d));
 shop.stderr.on("data", d => process.stderr.write(d));
-const base = `http://127.0.0.1:${port}`;
-async function api(m, u, b, tok) {
-	const r = await fetch(base + u, {
-		method: m,
-		headers: {
-			...(b ? { "Content-Type": "application/json" } : {}),
-			...(tok ? { Authorization: `Bearer ${tok}` } : {})
-		},
-		body: b ? JSON.stringify(b) : undefined
-	});
-	const t = await r.text();
-	return { status: r.status, body: t ? JSON.parse(t) : null };
-}
-const admin = await api("POST", "/api/users/login", {
-	email: env.ADMIN_EMAIL,
-	password: env.ADMIN_PASSWORD
-});
-const pids = [];
-for (let i = 0; i < PRODUCTS; i++) {
-	const p = await api(
-		"POST",
-		"/api/products",
-		{
-			sku: `PR-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
-			name: `P ${i}`,
-			description: "x",
-			price: 1000,
-			currency: "USD",
-			stock: 100000000
-		},
-		admin.body.token
-	);
-	pids.push(p.body.id);
-}
+const api = apiClient(`http://127.0.0.1:${port}`);
 // 64 customers: the per-customer bound (ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER, 20) never refuses first.
-const toks = [];
-for (let i = 0; i < 64; i++) {
-	const r = await api("POST", "/api/users/register", {
-		email: `u${i}-${crypto.randomBytes(3).toString("hex")}@example.com`,
-		password: "correct horse battery staple",
-		name: "U"
-	});
-	toks.push(r.body.token);
-}
-const db = new Client({
-	connectionString: (() => {
-		const u = new URL(pg.url);
-		u.pathname = `/${prefix}orders`;
-		return u.toString();
-	})()
+const { pids, toks } = await seedShop(api, {
+	adminEmail: env.ADMIN_EMAIL,
+	adminPassword: env.ADMIN_PASSWORD,
+	products: PRODUCTS,
+	customers: 64,
+	tag: "PR"
 });
-await db.connect();
+const db = await ordersDatabase(pg.url, prefix);
 function cpu(pid) {
 	const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
 	return (Number(f[11]) + Number(f[12])) * 10;
