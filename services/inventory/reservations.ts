@@ -140,7 +140,14 @@ export function reserve(
 					onlyIfAvailable: true
 				});
 				dbNow = applied;
-				if (!applied) short = shortfall(items, await lockItems(svc, items, t));
+				if (!applied) {
+					// Refused: lock the row to say what is short. A release may have given
+					// units back since the update looked: then they are taken now, under the
+					// lock (never a RESERVED row whose units were not counted).
+					short = shortfall(items, await lockItems(svc, items, t));
+					if (short.length === 0)
+						dbNow = await adjustStock(svc, t, deltas, ctx.requestID ?? null);
+				}
 			} else {
 				// Several rows: locked in product-id order first (no deadlocks), then checked.
 				short = shortfall(items, await lockItems(svc, items, t));

@@ -5,6 +5,7 @@ import type { ReservationView, StockLevel } from "../../services/inventory/inven
 import { startTestBroker, admin, customer, waitFor, type TestBroker } from "../support/broker";
 import { fastQuery } from "../../platform/db/fast-query";
 import type { ShopDatabase } from "../../platform/db/pool";
+import type { InventoryRepo } from "../../services/inventory/inventory.repo";
 
 describe("inventory", () => {
 	let t: TestBroker;
@@ -232,6 +233,51 @@ describe("inventory", () => {
 			reserved,
 			available: left
 		});
+	});
+
+	it("a one-item reservation refused, then let through by a release meanwhile, counts its units", async () => {
+		// The conditional update finds no unit free; before the row is locked to say what is
+		// short, another order's release gives one back: the reservation must then take it
+		// (reserved + 1), not be written as RESERVED with the units left uncounted.
+		const a = product();
+		await stock(a, 1);
+		const first = crypto.randomUUID();
+		await broker.call("inventory.reserve", {
+			orderId: first,
+			items: [{ productId: a, quantity: 1 }]
+		});
+		const repo = (broker.getLocalService("inventory") as unknown as { repo: InventoryRepo })
+			.repo;
+		const lockStock = repo.lockStock.bind(repo);
+		const spy = jest.spyOn(repo, "lockStock").mockImplementationOnce(async (ids, tx) => {
+			await broker.call("inventory.release", { orderId: first });
+			return lockStock(ids, tx);
+		});
+		try {
+			const second = crypto.randomUUID();
+			const r = await broker.call<ReservationView, object>("inventory.reserve", {
+				orderId: second,
+				items: [{ productId: a, quantity: 1 }]
+			});
+			expect(spy).toHaveBeenCalledTimes(1);
+			expect(r.status).toBe("RESERVED");
+			expect(await broker.call("inventory.get", { productId: a })).toEqual({
+				productId: a,
+				onHand: 1,
+				reserved: 1,
+				available: 0
+			});
+			// And it commits: the units it holds are counted.
+			await broker.call("inventory.commit", { orderId: second });
+			expect(await broker.call("inventory.get", { productId: a })).toEqual({
+				productId: a,
+				onHand: 0,
+				reserved: 0,
+				available: 0
+			});
+		} finally {
+			spy.mockRestore();
+		}
 	});
 
 	it("refuses onHand below what is reserved, and customers may not set stock", async () => {
