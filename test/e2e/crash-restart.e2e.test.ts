@@ -11,6 +11,7 @@
  * running one alone.
  */
 import fs from "node:fs";
+import pg from "pg";
 import { childProcesses, processInfo, waitForPidExit } from "../../tools/process-info";
 import { api, startShopProcess, type ShopProcess } from "../support/shop-process";
 
@@ -194,6 +195,75 @@ describe("crash-only start-up (npm start form)", () => {
 						}, {})
 				)}); stock ${JSON.stringify(stock)}; client retries: ${answers.retriedConnection} connection errors, ${answers.retried503} 503, ${answers.retried429} 429 ORDERS_CUSTOMER_LIMIT, ${answers.fiveHundreds.length} other`
 		);
+		if (final.size < ORDERS) {
+			// What a failure needs to be diagnosed: the unfinished orders, their sagas and steps.
+			for (const id of orderOf.values()) {
+				if (final.has(id)) continue;
+				const order = (await api(base, "GET", `/api/admin/orders/${id}`, { token: admin }))
+					.body;
+				console.log(`unfinished order ${id}: ${JSON.stringify(order)}`);
+				for (const saga of order?.sagas ?? []) {
+					const detail = await api(base, "GET", `/api/admin/sagas/${saga.id}`, {
+						token: admin
+					});
+					console.log(`its saga ${saga.id}: ${JSON.stringify(detail.body)}`);
+				}
+			}
+			// Every order's reservation and payment, against the stock row.
+			for (const id of orderOf.values()) {
+				const o = (await api(base, "GET", `/api/admin/orders/${id}`, { token: admin }))
+					.body;
+				console.log(
+					`order ${id}: ${o?.status} reservation ${o?.reservation?.status ?? "none"} captured ${o?.captured} refunded ${o?.refunded} saga ${(o?.sagas ?? []).map((g: { status: string; currentStep: number }) => `${g.status}@${g.currentStep}`).join(",")}`
+				);
+			}
+			// The inventory's own record: every stock change (its outbox) and reservation.
+			const pid = fs.readFileSync(`${dataDir}/postgres/postmaster.pid`, "utf8").split("\n");
+			const db = new pg.Client({
+				host: `${dataDir}/postgres`,
+				port: Number(pid[3]),
+				user: "postgres",
+				password: fs.readFileSync(`${dataDir}/postgres-password`, "utf8").trim(),
+				database: "inventory"
+			});
+			await db.connect();
+			try {
+				const changes = await db.query(
+					`SELECT seq, data->>'onHand' AS on_hand, data->>'reserved' AS reserved, request_id, created_at FROM outbox WHERE name = 'stock.changed' ORDER BY seq`
+				);
+				for (const r of changes.rows)
+					console.log(
+						`stock.changed #${r.seq} onHand ${r.on_hand} reserved ${r.reserved} request ${r.request_id} at ${r.created_at.toISOString()}`
+					);
+				const res = await db.query(
+					`SELECT order_id, status, created_at, updated_at FROM reservations ORDER BY created_at`
+				);
+				for (const r of res.rows)
+					console.log(
+						`reservation ${r.order_id} ${r.status} created ${r.created_at.toISOString()} updated ${r.updated_at.toISOString()}`
+					);
+				const keys = await db.query(
+					`SELECT key, action, outcome, created_at FROM idempotency_keys ORDER BY created_at`
+				);
+				for (const r of keys.rows)
+					console.log(
+						`key ${r.key} ${r.action} ${r.outcome} at ${r.created_at.toISOString()}`
+					);
+			} finally {
+				await db.end();
+			}
+			// The shops' whole logs, minus the test's polling.
+			const logs = `${dataDir}-logs`;
+			fs.mkdirSync(logs, { recursive: true });
+			const quiet = (out: string): string =>
+				out
+					.split("\n")
+					.filter(l => !l.includes("GET /api/orders/"))
+					.join("\n");
+			fs.writeFileSync(`${logs}/first.log`, quiet(first.output()));
+			fs.writeFileSync(`${logs}/second.log`, quiet(second.output()));
+			console.log(`the shops' logs: ${logs}`);
+		}
 		expect(final.size).toBe(ORDERS);
 		expect(stock).toMatchObject({
 			onHand: INITIAL_STOCK - confirmed,
