@@ -1,6 +1,6 @@
 /**
- * `npm run repl`: the one-process shop with Moleculer's REPL on stdin. Commands from the README
- * are typed in; `quit` stops the shop and its embedded Postgres.
+ * `npm run repl`: the one-process shop with Moleculer's REPL on stdin. Commands from
+ * docs/operations.md ("The REPL") are typed in; `quit` stops the shop and its embedded Postgres.
  */
 import { spawn } from "node:child_process";
 import fs from "node:fs";

@@ -103,7 +103,7 @@ describe("secrets in production", () => {
 			"ADMIN_PASSWORD"
 		],
 		[
-			"ADMIN_PASSWORD the README's example output shows",
+			"ADMIN_PASSWORD the sample output of docs/operations.md shows",
 			{ JWT_SECRET, ADMIN_PASSWORD: "YSIRbbRIESlGR8xo" },
 			"ADMIN_PASSWORD"
 		]

@@ -1,7 +1,7 @@
 /**
- * docs/architecture.md and the README's layout section name the tree as it is: every source file
- * they point at exists, every folder of platform/ and services/ is on the page, and the folders
- * the README's layout lists exist (fastify's habit: docs checked against the code).
+ * docs/architecture.md and its "Layout" section name the tree as it is: every source file it
+ * points at exists, every folder of platform/ and services/ is on the page, and the folders the
+ * layout lists exist (fastify's habit: docs checked against the code).
  */
 import fs from "node:fs";
 import path from "node:path";
@@ -9,10 +9,10 @@ import path from "node:path";
 const ROOT = path.join(__dirname, "..", "..");
 const read = (rel: string): string => fs.readFileSync(path.join(ROOT, rel), "utf8");
 const ARCH = read("docs/architecture.md");
-const README = read("README.md");
 const LAYOUT = (() => {
-	const start = README.indexOf("## Layout");
-	const block = /```\n([\s\S]*?)```/.exec(README.slice(start));
+	const start = ARCH.indexOf("\n## Layout\n");
+	if (start < 0) throw new Error('docs/architecture.md has no "## Layout" section');
+	const block = /```\n([\s\S]*?)```/.exec(ARCH.slice(start));
 	return block?.[1] ?? "";
 })();
 
@@ -29,7 +29,7 @@ const dirs = (rel: string): string[] =>
 		.filter(d => d.isDirectory())
 		.map(d => d.name);
 
-describe("docs/architecture.md and the README's layout", () => {
+describe("docs/architecture.md and its layout", () => {
 	it("point only at source files that exist", () => {
 		const paths = [...sourcePaths(ARCH), ...sourcePaths(LAYOUT)];
 		expect(paths.length).toBeGreaterThan(20);
