@@ -4,7 +4,8 @@
 # below runs the gateway).
 #
 # Two stages: `build` installs every dependency, compiles TypeScript to dist/ and builds the web
-# app into dist/web; the runtime stage gets only the production dependencies and dist/, owned by
+# app into dist/web; the runtime stage gets only the production dependencies (not the optional
+# embedded Postgres: nodes in a container connect to a Postgres server) and dist/, owned by
 # root (the app cannot rewrite its own code) and run as the unprivileged `node` user (uid 1000)
 # of the base image.
 
@@ -22,7 +23,7 @@ COPY bin ./bin
 # The web app (storefront and dashboard), built into dist/web; the gateway serves it.
 COPY web ./web
 RUN npx tsc -p . && npx vite build --config web/vite.config.mts \
-	&& npm prune --omit=dev --no-audit --no-fund
+	&& npm prune --omit=dev --omit=optional --no-audit --no-fund
 
 FROM node:24-bookworm-slim AS runtime
 ENV NODE_ENV=production

