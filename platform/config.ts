@@ -232,6 +232,14 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 			`INBOX_RETENTION_MS (${retention.inboxMs}) must not be below EVENTS_MAX_AGE_MS (${eventsMaxAgeMs})`
 		);
 
+	// E-mail (services/notifications/mailer.ts, docs/email.md): without SMTP_URL, the record alone.
+	const smtpUrl = url(env, "SMTP_URL", ["smtp:", "smtps:"]);
+	const smtpFrom = str(env, "SMTP_FROM") ?? '"Moleculer Shop" <shop@example.com>';
+	if (!/^(?:[^<>@]*<[^\s<>@]+@[^\s<>@]+>|[^\s<>@]+@[^\s<>@]+)$/.test(smtpFrom))
+		throw new ConfigError(
+			`SMTP_FROM must be an address or "Name <address>", got "${smtpFrom}"`
+		);
+
 	return Object.freeze({
 		env: nodeEnv as ShopConfig["env"],
 		production,
@@ -304,6 +312,10 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		outboxFaults: production ? [] : parseOutboxFaults(str(env, "OUTBOX_FAULTS")),
 		eventMaxDeliver: int(env, "EVENT_MAX_DELIVER", 5, 1, 1_000),
 		eventAckWaitMs: int(env, "EVENT_ACK_WAIT_MS", 30_000, 1_000, 3600_000),
+		smtpUrl,
+		smtpFrom,
+		smtpMaxAttempts: int(env, "SMTP_MAX_ATTEMPTS", 8, 1, 100),
+		smtpRetryDelayMs: int(env, "SMTP_RETRY_DELAY_MS", 60_000, 10, 24 * 3600_000),
 		bodyLimit: str(env, "BODY_LIMIT") ?? "1mb",
 		corsOrigins: cors === "*" ? "*" : cors.split(",").map(s => s.trim()),
 		rateLimitMax: int(env, "RATE_LIMIT_MAX", RATE_LIMIT_MAX_DEFAULT, 0, 1_000_000_000),

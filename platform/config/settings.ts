@@ -154,6 +154,18 @@ export interface ShopConfig {
 	readonly eventMaxDeliver: number;
 	/** How long JetStream waits for a consumer's ack before redelivering, in ms. */
 	readonly eventAckWaitMs: number;
+	/**
+	 * `SMTP_URL` (`smtp://user:pass@host:587`, `smtps://...` for TLS from the start): the
+	 * notifications service sends each notification's e-mail there (docs/email.md); `null`: the
+	 * record alone.
+	 */
+	readonly smtpUrl: string | null;
+	/** `SMTP_FROM`: the e-mails' From (`Name <address>` or an address); its domain ends each Message-ID. */
+	readonly smtpFrom: string;
+	/** `SMTP_MAX_ATTEMPTS` (8): sends of one e-mail before it is dead-lettered. */
+	readonly smtpMaxAttempts: number;
+	/** `SMTP_RETRY_DELAY_MS` (60000): wait before the first retry, doubled for each next one (≤ 1 h). */
+	readonly smtpRetryDelayMs: number;
 	/** Largest accepted JSON body, as a body-parser limit string. */
 	readonly bodyLimit: string;
 	/** CORS allowed origins (`*` or a comma-separated list). */

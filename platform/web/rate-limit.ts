@@ -1,8 +1,9 @@
 /**
  * The gateway's rate limit (moleculer-web's `rateLimit`) from the config, and the `Retry-After`
  * of its 429. Moved out of services/api/api.service.ts (issue 17). The counters live in
- * `RedisRateLimitStore` (rate-limit-store.ts, shared by every gateway) when `CACHER` is set,
- * else in moleculer-web's memory store.
+ * `RedisRateLimitStore` (rate-limit-store.ts: rate-limiter-flexible in Redis, shared by every
+ * gateway, counting in the gateway's memory while Redis is away) when `CACHER` is set, else in
+ * moleculer-web's memory store.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { RateLimitSettings, RateLimitStore } from "moleculer-web";

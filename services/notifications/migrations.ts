@@ -1,4 +1,4 @@
-/** Schema of the `notifications` database: the e-mails the shop would send. */
+/** Schema of the `notifications` database: the e-mails the shop sends, and each send's state. */
 import type { Migration } from "../../platform/db/database";
 
 export const notificationsMigrations: readonly Migration[] = [
@@ -32,5 +32,28 @@ DELETE FROM notifications WHERE kind = 'ORDER_REFUNDED';
 ALTER TABLE notifications DROP CONSTRAINT notifications_kind_check;
 ALTER TABLE notifications ADD CONSTRAINT notifications_kind_check
 	CHECK (kind IN ('ORDER_CONFIRMED', 'ORDER_CANCELLED'));`
+	},
+	{
+		// The e-mail of each notification, sent over SMTP (issue 19 §5; email-sender.ts): its state
+		// is the send's own idempotency record. NULL: recorded without SMTP_URL, nothing to send.
+		name: "003-email-delivery",
+		up: `
+ALTER TABLE notifications
+	ADD COLUMN email_status text CHECK (email_status IN ('PENDING', 'SENDING', 'SENT', 'FAILED')),
+	ADD COLUMN email_attempts integer NOT NULL DEFAULT 0,
+	ADD COLUMN email_next_at timestamptz,
+	ADD COLUMN email_claimed_at timestamptz,
+	ADD COLUMN email_sent_at timestamptz,
+	ADD COLUMN email_message_id text,
+	ADD COLUMN email_error text;
+CREATE INDEX notifications_email_due ON notifications (email_next_at) WHERE email_status = 'PENDING';
+CREATE INDEX notifications_email_sending ON notifications (email_claimed_at)
+	WHERE email_status = 'SENDING';`,
+		down: `
+DROP INDEX notifications_email_sending;
+DROP INDEX notifications_email_due;
+ALTER TABLE notifications DROP COLUMN email_status, DROP COLUMN email_attempts,
+	DROP COLUMN email_next_at, DROP COLUMN email_claimed_at, DROP COLUMN email_sent_at,
+	DROP COLUMN email_message_id, DROP COLUMN email_error;`
 	}
 ];

@@ -28,7 +28,45 @@ export interface NewNotification {
 	recipient: string;
 	subject: string;
 	body: string;
+	/** Whether its e-mail is to be sent (SMTP_URL set): `email_status` PENDING, else NULL. */
+	sendEmail?: boolean;
 }
+
+/** A notification's e-mail, claimed for one send (`email_status` SENDING). */
+export interface ClaimedEmail {
+	id: string;
+	orderId: string;
+	kind: NotificationKind;
+	recipient: string;
+	subject: string;
+	body: string;
+	/** Sends of this e-mail so far, this one included. */
+	attempts: number;
+}
+
+interface ClaimedRow {
+	id: string;
+	order_id: string;
+	kind: NotificationKind;
+	recipient: string;
+	subject: string;
+	body: string;
+	email_attempts: number;
+}
+
+function toClaimed(r: ClaimedRow): ClaimedEmail {
+	return {
+		id: r.id,
+		orderId: r.order_id,
+		kind: r.kind,
+		recipient: r.recipient,
+		subject: r.subject,
+		body: r.body,
+		attempts: r.email_attempts
+	};
+}
+
+const CLAIMED_COLUMNS = "id, order_id, kind, recipient, subject, body, email_attempts";
 
 export class NotificationsRepo {
 	constructor(private readonly db: ShopDatabase) {}
@@ -79,8 +117,10 @@ export class NotificationsRepo {
 	async insertOnce(n: NewNotification, t?: Transaction): Promise<string | null> {
 		const rows = (await fastQuery(
 			this.db,
-			`INSERT INTO notifications (id, user_id, order_id, kind, recipient, subject, body)
-				 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (order_id, kind) DO NOTHING RETURNING id`,
+			`INSERT INTO notifications
+				 (id, user_id, order_id, kind, recipient, subject, body, email_status, email_next_at)
+				 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, CASE WHEN $8::text IS NULL THEN NULL ELSE now() END)
+				 ON CONFLICT (order_id, kind) DO NOTHING RETURNING id`,
 			{
 				bind: [
 					crypto.randomUUID(),
@@ -89,12 +129,115 @@ export class NotificationsRepo {
 					n.kind,
 					n.recipient,
 					n.subject,
-					n.body
+					n.body,
+					n.sendEmail ? "PENDING" : null
 				],
 				type: QueryTypes.SELECT,
 				transaction: t
 			}
 		)) as { id: string }[];
 		return rows[0]?.id ?? null;
+	}
+
+	// -----------------------------------------------------------------------------------------
+	// E-mail delivery (email-sender.ts): `email_status` PENDING → SENDING → SENT, or back to
+	// PENDING (a retry) or FAILED (dead-lettered). Every change out of SENDING is guarded by it.
+
+	/**
+	 * Claims the e-mail due first (PENDING, `email_next_at` passed) for one send: SENDING, one
+	 * more attempt, `email_claimed_at` now, committed before the send begins. Concurrent senders
+	 * (several notifications nodes) skip each other's rows (`FOR UPDATE SKIP LOCKED`).
+	 * @returns the claimed e-mail, or null when none is due
+	 */
+	async claimDueEmail(): Promise<ClaimedEmail | null> {
+		const rows = (await fastQuery(
+			this.db,
+			`UPDATE notifications SET email_status = 'SENDING', email_attempts = email_attempts + 1,
+					email_claimed_at = now(), updated_at = now()
+				 WHERE id = (SELECT id FROM notifications WHERE email_status = 'PENDING' AND email_next_at <= now()
+					ORDER BY email_next_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+				 RETURNING ${CLAIMED_COLUMNS}`,
+			{ type: QueryTypes.SELECT }
+		)) as ClaimedRow[];
+		return rows[0] ? toClaimed(rows[0]) : null;
+	}
+
+	/** Records the claimed e-mail `id` as accepted by the server, with its Message-ID. */
+	async emailSent(id: string, messageId: string): Promise<void> {
+		await fastQuery(
+			this.db,
+			`UPDATE notifications SET email_status = 'SENT', email_sent_at = now(), email_message_id = $2,
+					email_error = NULL, email_claimed_at = NULL, updated_at = now()
+				 WHERE id = $1 AND email_status = 'SENDING'`,
+			{ bind: [id, messageId] }
+		);
+	}
+
+	/** Puts the claimed e-mail `id` back as PENDING, due in `delayMs`, with the send's error. */
+	async emailRetryLater(id: string, delayMs: number, error: string): Promise<void> {
+		await fastQuery(
+			this.db,
+			`UPDATE notifications SET email_status = 'PENDING',
+					email_next_at = now() + $2 * interval '1 millisecond', email_error = $3,
+					email_claimed_at = NULL, updated_at = now()
+				 WHERE id = $1 AND email_status = 'SENDING'`,
+			{ bind: [id, delayMs, error] }
+		);
+	}
+
+	/** Records the claimed e-mail `id` as given up (FAILED: dead-lettered), with the error. */
+	async emailFailed(id: string, error: string): Promise<void> {
+		await fastQuery(
+			this.db,
+			`UPDATE notifications SET email_status = 'FAILED', email_error = $2, email_claimed_at = NULL,
+					updated_at = now()
+				 WHERE id = $1 AND email_status = 'SENDING'`,
+			{ bind: [id, error] }
+		);
+	}
+
+	/**
+	 * E-mails claimed more than `leaseMs` ago and still SENDING: their sender stopped mid-send
+	 * (a crash), so whether the server got them is unknown. At most `limit`.
+	 */
+	async staleSendingEmails(leaseMs: number, limit = 100): Promise<ClaimedEmail[]> {
+		const rows = (await fastQuery(
+			this.db,
+			`SELECT ${CLAIMED_COLUMNS} FROM notifications
+				 WHERE email_status = 'SENDING' AND email_claimed_at < now() - $1 * interval '1 millisecond'
+				 ORDER BY email_claimed_at LIMIT $2`,
+			{ bind: [leaseMs, limit], type: QueryTypes.SELECT }
+		)) as ClaimedRow[];
+		return rows.map(toClaimed);
+	}
+
+	/**
+	 * Queues a FAILED e-mail again (an admin's replay of its dead letter): PENDING, due now,
+	 * attempts from 0. An e-mail in any other state is left as it is.
+	 * @returns false when there is no notification `id`
+	 */
+	async requeueEmail(id: string): Promise<boolean> {
+		const rows = (await fastQuery(this.db, "SELECT id FROM notifications WHERE id = $1", {
+			bind: [id],
+			type: QueryTypes.SELECT
+		})) as { id: string }[];
+		if (rows.length === 0) return false;
+		await fastQuery(
+			this.db,
+			`UPDATE notifications SET email_status = 'PENDING', email_attempts = 0, email_next_at = now(),
+					email_error = NULL, updated_at = now()
+				 WHERE id = $1 AND email_status = 'FAILED'`,
+			{ bind: [id] }
+		);
+		return true;
+	}
+
+	/** The consumer of dead letter `id` (platform/events/dead-letters.ts), or null when there is none. */
+	async deadLetterConsumer(id: string): Promise<string | null> {
+		const rows = (await fastQuery(this.db, "SELECT consumer FROM dead_letters WHERE id = $1", {
+			bind: [id],
+			type: QueryTypes.SELECT
+		})) as { consumer: string }[];
+		return rows[0]?.consumer ?? null;
 	}
 }

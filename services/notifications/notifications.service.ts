@@ -1,7 +1,10 @@
 /**
- * `notifications`: records the e-mail the shop would send when an order is confirmed, cancelled
- * or refunded (no mail is sent: the record is the outbox a mailer would read). One record per
- * order and kind, enforced by a unique index, so a repeated event has no second effect. Amounts
+ * `notifications`: records the e-mail the shop sends when an order is confirmed, cancelled or
+ * refunded, and with `SMTP_URL` sends it over SMTP (nodemailer; email-sender.ts, mailer.ts,
+ * docs/email.md): after the record is committed, at most once, retried with backoff while the
+ * server refuses it, dead-lettered after `SMTP_MAX_ATTEMPTS` sends or when its outcome is unknown.
+ * Without `SMTP_URL`, the record alone. One record per order and kind, enforced by a unique
+ * index, so a repeated event has no second effect (and no second e-mail). Amounts
  * are written in the currency's own minor unit (`formatMoney`: 2 decimals for USD, none for JPY,
  * 3 for KWD), from integer minor units.
  *
@@ -9,14 +12,15 @@
  * the service's nodes, acknowledged after the transaction commits, an inbox against redelivery,
  * dead letters after `EVENT_MAX_DELIVER` failed deliveries): `order.confirmed`, `order.cancelled`,
  * `order.refunded`.
- * Admin actions from the mixin: `listDeadLetters`, `replayDeadLetter`, `inboxStatus`.
+ * Admin actions from the mixin: `listDeadLetters`, `replayDeadLetter` (an e-mail's dead letter,
+ * consumer `notifications.email`: queues the e-mail again), `inboxStatus`.
  * Events emitted: `notification.created` with the notification.
  */
-import type { Service } from "moleculer";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
 import { shopError } from "../../platform/errors";
 import { pageParams, toPage, type Page } from "../../platform/paging";
 import { notificationsMigrations } from "./migrations";
+import { replayDeadLetter } from "../../platform/events/dead-letters";
 import { DbMixin, type DbMixinMethods } from "../../mixins/db.mixin";
 import { InboxMixin, inboxMigrations, type DomainEvent } from "../../mixins/events.mixin";
 import type { Order } from "../orders/orders.model";
@@ -24,6 +28,11 @@ import type { Notification, NotificationCreated, NotificationKind } from "./noti
 import { NotificationsRepo } from "./notifications.repo";
 import { renderEmail } from "./order-email";
 import type { Transaction } from "../../platform/db/fast-query";
+import { config } from "../../platform/config";
+import { runStoppedFirst } from "../../platform/lifecycle";
+import { SmtpMailer } from "./mailer";
+import { EMAIL_CONSUMER, EmailSender } from "./email-sender";
+import type { Service, ServiceSchema } from "moleculer";
 
 /** The payload of `order.confirmed` / `order.cancelled` / `order.refunded` (with `refund`). */
 interface OrderEvent {
@@ -41,7 +50,14 @@ type NotificationsThis = Service &
 	NotificationsMethods & {
 		/** The notifications database's statements. */
 		repo: NotificationsRepo;
+		/** The e-mail sender; null without `SMTP_URL` (the record alone). */
+		$email: EmailSender | null;
 	};
+
+/** Stops the e-mail sender before DbMixin closes the database. */
+async function stopEmail(this: NotificationsThis): Promise<void> {
+	await this.$email?.stop();
+}
 
 const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 	name: "notifications",
@@ -53,8 +69,48 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 		InboxMixin()
 	],
 
+	merged(schema: ServiceSchema): void {
+		runStoppedFirst(schema, stopEmail);
+	},
+
 	created(this: NotificationsThis): void {
 		this.repo = new NotificationsRepo(this.db);
+		const c = config();
+		this.$email = c.smtpUrl
+			? new EmailSender(this, this.repo, new SmtpMailer(c.smtpUrl, c.smtpFrom, this.logger), {
+					maxAttempts: c.smtpMaxAttempts,
+					retryDelayMs: c.smtpRetryDelayMs
+				})
+			: null;
+	},
+
+	started(this: NotificationsThis): void {
+		this.$email?.start();
+	},
+
+	stopped: stopEmail,
+
+	hooks: {
+		before: {
+			/**
+			 * An e-mail's dead letter (consumer `notifications.email`): the replay queues the
+			 * e-mail again (PENDING, attempts from 0) and marks the letter replayed; the mixin's
+			 * handler then answers it as replayed. Other letters, and callers who are not admins
+			 * (the mixin's handler refuses them), pass through untouched.
+			 */
+			async replayDeadLetter(
+				this: NotificationsThis,
+				ctx: ShopContext<{ id: string }>
+			): Promise<void> {
+				if (ctx.meta.user && ctx.meta.user.role !== "admin") return;
+				if ((await this.repo.deadLetterConsumer(ctx.params.id)) !== EMAIL_CONSUMER) return;
+				await replayDeadLetter(this.db, ctx.params.id, async (_consumer, event) => {
+					if (!(await this.repo.requeueEmail(event.aggregateId)))
+						throw new Error(`No notification ${event.aggregateId}`);
+				});
+				this.$email?.kick();
+			}
+		}
 	},
 
 	/**
@@ -129,13 +185,14 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 					kind,
 					recipient: order.customerEmail,
 					subject,
-					body
+					body,
+					sendEmail: this.$email !== null
 				},
 				t
 			);
 			if (!created) return;
-			// A live, best-effort event, once the record is committed.
-			const emit = (): void =>
+			// A live, best-effort event and the e-mail's send, once the record is committed.
+			const emit = (): void => {
 				void this.broker
 					.emit("notification.created", {
 						id: created,
@@ -143,6 +200,8 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 						kind
 					} satisfies NotificationCreated)
 					.catch(() => undefined);
+				this.$email?.kick();
+			};
 			if (t) t.afterCommit(emit);
 			else emit();
 		}

@@ -1,7 +1,7 @@
 /**
  * The gateway's rate limit shared by gateway processes, for real: every service in its own
  * `moleculer-runner` process over NATS, `CACHER` = a real redis-server (so the gateways count in
- * Redis, platform/web/rate-limit-store.ts), `RATE_LIMIT_MAX=5` per 60 s window. A client over the limit on
+ * Redis, platform/web/rate-limit-store.ts: rate-limiter-flexible's RateLimiterRedis), `RATE_LIMIT_MAX=5` per 60 s window. A client over the limit on
  * the first gateway gets 429 with Retry-After; on a second gateway process, which it never called
  * before, its first request is refused as well. The probes stay unlimited.
  */
@@ -91,9 +91,9 @@ describe("rate limit in Redis, shared by two gateway processes", () => {
 				);
 
 				// The count lives in Redis: one counter for this client in this window.
-				const keys = await client.keys(`${DEFAULT_KEY_PREFIX}*`);
+				const keys = await client.keys(`${DEFAULT_KEY_PREFIX}:*`);
 				expect(keys).toHaveLength(1);
-				expect(keys[0]).toBe(`${DEFAULT_KEY_PREFIX}127.0.0.1:${reset / WINDOW_MS - 1}`);
+				expect(keys[0]).toBe(`${DEFAULT_KEY_PREFIX}:127.0.0.1:${reset / WINDOW_MS - 1}`);
 				expect(await client.get(keys[0]!)).toBe(String(LIMIT + 1));
 
 				// Probes are never limited.

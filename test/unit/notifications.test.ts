@@ -5,7 +5,7 @@ import { deliverLocally, type DomainEvent } from "../../mixins/events.mixin";
 import type { Notification } from "../../services/notifications/notifications.model";
 import type { Order } from "../../services/orders/orders.model";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
-import { fastQuery } from "../../platform/db/fast-query";
+import { fastQuery, QueryTypes } from "../../platform/db/fast-query";
 import type { ShopDatabase } from "../../platform/db/pool";
 
 interface NotificationPage {
@@ -136,6 +136,22 @@ describe("notifications", () => {
 		expect(created.filter(c => c.orderId === e.order.id)).toEqual([
 			{ id: rows[0]!.id, orderId: e.order.id, kind: "ORDER_CONFIRMED" }
 		]);
+	});
+
+	it("without SMTP_URL records the e-mail alone: nothing queued to send (test/integration/smtp.test.ts sends)", async () => {
+		const user = customer();
+		const e = orderEvent(user);
+		await deliver(domainEvent("order.confirmed", e));
+		const { db } = broker.getLocalService("notifications") as unknown as { db: ShopDatabase };
+		const rows = (await fastQuery(
+			db,
+			"SELECT email_status, email_attempts, email_next_at FROM notifications WHERE order_id = $1",
+			{ bind: [e.order.id], type: QueryTypes.SELECT }
+		)) as { email_status: string | null; email_attempts: number; email_next_at: Date | null }[];
+		expect(rows).toEqual([{ email_status: null, email_attempts: 0, email_next_at: null }]);
+		expect(
+			(broker.getLocalService("notifications") as unknown as { $email: unknown }).$email
+		).toBeNull();
 	});
 
 	it("order.cancelled records one cancellation e-mail with the reason, even when the event comes twice", async () => {

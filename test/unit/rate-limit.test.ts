@@ -1,13 +1,15 @@
 /**
- * The gateway's rate limiter: its settings, the Redis store (platform/web/rate-limit-store.ts) on a real
+ * The gateway's rate limiter: its settings, the store (platform/web/rate-limit-store.ts:
+ * rate-limiter-flexible's RateLimiterRedis with a RateLimiterMemory insurance limiter) on a real
  * redis-server, and the gateway (services/api/api.service.ts, a real HTTP server on a free port) with
  * moleculer-web's memory store (no CACHER), switched off (RATE_LIMIT_MAX=0) and with the Redis
- * store while Redis goes away and comes back. The shared count across two gateway processes is in
- * test/cluster/rate-limit.test.ts.
+ * store while Redis goes away (requests are then counted in the gateway's memory) and comes back.
+ * The shared count across two gateway processes is in test/cluster/rate-limit.test.ts.
  */
 import type { AddressInfo, Server } from "node:net";
 import { ConfigError, loadConfig, RATE_LIMIT_MAX_DEFAULT } from "../../platform/config";
 import {
+	COMMAND_TIMEOUT_MS,
 	DEFAULT_KEY_PREFIX,
 	RedisRateLimitStore,
 	WARN_EVERY_MS
@@ -179,30 +181,36 @@ describe("RedisRateLimitStore on a real Redis", () => {
 		expect(await s.inc("k")).toBe(1);
 		expect(await s.inc("k")).toBe(2);
 		expect(s.resetTime).toBe((windowNo + 1) * windowMs);
-		const key = `${DEFAULT_KEY_PREFIX}k:${windowNo}`;
+		const key = `${DEFAULT_KEY_PREFIX}:k:${windowNo}`;
 		expect(await client.get(key)).toBe("2");
 		const pttl = await client.pttl(key);
-		// Until one window after the window's end: (window end - t0) + windowMs.
-		expect(pttl).toBeGreaterThan(0);
-		expect(pttl).toBeLessThanOrEqual((windowNo + 1) * windowMs - t0 + windowMs);
-		expect(pttl).toBeGreaterThan(windowMs);
+		// 2 windows after its first request: past the end of its own window by at least one
+		// window (t0 is inside the window), never longer.
+		expect(pttl).toBeGreaterThan((windowNo + 1) * windowMs - t0 + windowMs - 5_000);
+		expect(pttl).toBeLessThanOrEqual(2 * windowMs);
 
 		now.mockReturnValue((windowNo + 1) * windowMs);
 		expect(await s.inc("k")).toBe(1);
 		expect(s.resetTime).toBe((windowNo + 2) * windowMs);
 	});
 
-	it("fails open while Redis is down (count 0, one warning), counts again when it is back", async () => {
+	it("counts in memory while Redis is down (one warning), in Redis again when it is back", async () => {
 		const rec = recordingBroker();
 		const s = store(60_000, rec.broker);
 		await ready(s);
 		expect(await s.inc("down")).toBe(1);
+		expect(await s.inc("down")).toBe(2);
 		await killRedis(redis, s);
 		try {
-			for (let i = 0; i < 5; i++) await expect(s.inc("down")).resolves.toBe(0);
+			// The insurance limiter counts from its own start (it never saw Redis's 2).
+			for (let i = 1; i <= 5; i++) await expect(s.inc("down")).resolves.toBe(i);
+			// Per key, as in Redis.
+			await expect(s.inc("other")).resolves.toBe(1);
 			// Throttled: one warning per WARN_EVERY_MS however many failures.
 			expect(rec.warnings).toHaveLength(1);
-			expect(rec.warnings[0]).toMatch(/Redis failed, requests pass uncounted/);
+			expect(rec.warnings[0]).toMatch(
+				/Redis failed, requests are counted in this gateway's memory/
+			);
 			expect(WARN_EVERY_MS).toBeGreaterThan(1_000);
 		} finally {
 			await redis.restart();
@@ -212,7 +220,7 @@ describe("RedisRateLimitStore on a real Redis", () => {
 		expect(rec.infos).toContain("Rate limiter: Redis answers again.");
 	}, 30_000);
 
-	it("fails open when Redis hangs (after COMMAND_TIMEOUT_MS)", async () => {
+	it("counts in memory when Redis hangs (after COMMAND_TIMEOUT_MS)", async () => {
 		const rec = recordingBroker();
 		const s = store(60_000, rec.broker);
 		await ready(s);
@@ -226,8 +234,15 @@ describe("RedisRateLimitStore on a real Redis", () => {
 		expect(before).toBeGreaterThanOrEqual(1);
 		process.kill(redis.pid, "SIGSTOP");
 		try {
-			await expect(s.inc("hung")).resolves.toBe(0);
-			expect(rec.warnings[0]).toMatch(/Redis failed, requests pass uncounted.*timed out/i);
+			const at = Date.now();
+			await expect(s.inc("hung")).resolves.toBe(1);
+			await expect(s.inc("hung")).resolves.toBe(2);
+			expect(Date.now() - at).toBeGreaterThanOrEqual(COMMAND_TIMEOUT_MS - 50);
+			expect(rec.warnings[0]).toMatch(
+				new RegExp(
+					`counted in this gateway's memory.*did not answer within ${COMMAND_TIMEOUT_MS} ms`
+				)
+			);
 		} finally {
 			process.kill(redis.pid, "SIGCONT");
 		}
@@ -327,7 +342,7 @@ describe("the gateway with the Redis store (CACHER) while Redis goes away", () =
 		await redis?.stop();
 	});
 
-	it("counts in Redis, lets requests through uncounted while it is down, never a 500", async () => {
+	it("counts in Redis, in the gateway's memory while it is down, never a 500", async () => {
 		const [store] = gw.stores();
 		expect(store).toBeDefined();
 		expect(gw.stores()).toHaveLength(1);
@@ -345,10 +360,16 @@ describe("the gateway with the Redis store (CACHER) while Redis goes away", () =
 
 		await killRedis(redis, store!);
 		try {
-			for (let i = 0; i < 6; i++) {
+			// Counted in memory from 1: the limit still holds (before, these passed uncounted).
+			for (let i = 0; i < 3; i++) {
 				const r = await get();
 				expect(r.status).toBe(404);
-				expect(r.headers.get("x-rate-limit-remaining")).toBe("3");
+				expect(r.headers.get("x-rate-limit-remaining")).toBe(String(2 - i));
+			}
+			for (let i = 0; i < 3; i++) {
+				const r = await get();
+				expect(r.status).toBe(429);
+				expect(r.body.type).toBe("REQUEST_RATE_LIMITED");
 			}
 			expect((await api(gw.base, "GET", "/health")).status).toBe(200);
 		} finally {
