@@ -3,7 +3,10 @@
  *
  * - Transporter: `TRANSPORTER` when set (its server must have JetStream enabled), else a
  *   `nats-server` from PATH started here on 127.0.0.1:4222 (or a free port when 4222 is taken),
- *   JetStream on, its store under `DATA_DIR/nats`.
+ *   JetStream on, its store under `DATA_DIR/nats`. `--nats 3` starts a cluster of three instead
+ *   (tools/nats-cluster.ts: routes between them, JetStream stores under `DATA_DIR/nats-cluster`,
+ *   ports 4222-4224 / 6222-6224 / 8222-8224 when free); the nodes get the three URLs as
+ *   `TRANSPORTER` and `JETSTREAM_REPLICAS=3` (unless set): docs/nats-cluster.md.
  * - Postgres: `DATABASE_URL` when set, else the embedded one under `DATA_DIR`, run as its own
  *   child process the way `npm run db` runs it (`dist/bin/db.js`), so that its exit hooks never
  *   race this supervisor's orderly shutdown.
@@ -11,7 +14,8 @@
  * - Gateway on `PORT` (3000); node `i` serves `/metrics` on `METRICS_PORT + i` (0: off) and its
  *   `/health` and `/ready` on `HEALTH_PORT + i`, moved past the metrics ports when the two
  *   ranges overlap (0: off; platform/node-health.ts).
- * - `--replicas inventory=2,payments=2` runs more than one node for a service.
+ * - Two nodes each of orders, inventory, payments and notifications (tools/cluster-args.ts):
+ *   `--replicas 1` runs one of each, `--replicas products=2,orders=3` sets single services.
  *
  * Prints every node's output prefixed with its nodeID, then `[cluster] Ready in ...`. Ctrl-C (or
  * SIGTERM) stops the nodes (gateway first), then the nats-server and Postgres started here.
@@ -26,8 +30,10 @@ import crypto from "node:crypto";
 import path from "node:path";
 import { endPreviousRun, trackProcesses, type ProcessTracker } from "../tools/cluster-recovery";
 import { config, ConfigError } from "../platform/config";
-import { SHOP_SERVICES, type ShopService } from "../app/services";
+import { SHOP_SERVICES } from "../app/services";
 import { projectRoot, startCluster, type Cluster } from "../tools/cluster";
+import { ClusterUsageError, parseClusterArgs } from "../tools/cluster-args";
+import { memberProcess, startNatsCluster, type NatsCluster } from "../tools/nats-cluster";
 import {
 	freePort,
 	isPortFree,
@@ -36,10 +42,6 @@ import {
 	type ServerProcess
 } from "../tools/local-servers";
 import { natsSecurity, redactUrl } from "../platform/nats-options";
-
-const USAGE = "usage: npm run cluster [-- --replicas <service>=<n>[,<service>=<n>...]]";
-
-class UsageError extends Error {}
 
 interface DatabaseProcess {
 	readonly url: string;
@@ -100,37 +102,18 @@ function healthPortBase(healthPort: number, metricsPort: number, nodes: number):
 	return overlap ? metricsPort + nodes : healthPort;
 }
 
-/** `--replicas inventory=2,orders=2` (or `--replicas=...`) into `{ inventory: 2, orders: 2 }`. */
-function parseArgs(argv: readonly string[]): Partial<Record<ShopService, number>> {
-	const replicas: Partial<Record<ShopService, number>> = {};
-	for (let i = 0; i < argv.length; i++) {
-		const arg = argv[i]!;
-		let value: string | undefined;
-		if (arg === "--replicas") value = argv[++i];
-		else if (arg.startsWith("--replicas=")) value = arg.slice("--replicas=".length);
-		else throw new UsageError(`unknown argument "${arg}"\n${USAGE}`);
-		if (!value) throw new UsageError(`--replicas needs a value\n${USAGE}`);
-		for (const part of value.split(",")) {
-			const m = /^([a-z]+)=([1-9])$/.exec(part.trim());
-			if (!m || !(SHOP_SERVICES as readonly string[]).includes(m[1]!))
-				throw new UsageError(
-					`bad replica count "${part}" (want <service>=1..9; services: ${SHOP_SERVICES.join(", ")})`
-				);
-			if (m[1] === "api")
-				throw new UsageError("the gateway (api) runs once: it listens on PORT");
-			replicas[m[1] as ShopService] = Number(m[2]);
-		}
-	}
-	return replicas;
-}
-
 async function main(): Promise<void> {
 	const t0 = Date.now();
 	const log = (m: string): void => console.log(`[cluster] ${m}`);
-	const replicas = parseArgs(process.argv.slice(2));
+	const { replicas, natsServers } = parseClusterArgs(process.argv.slice(2));
 	const c = config();
+	if (natsServers > 1 && c.transporter)
+		throw new ClusterUsageError(
+			`--nats ${natsServers} starts the NATS servers here: unset TRANSPORTER, or drop --nats to use the servers it names`
+		);
 
 	let nats: ServerProcess | null = null;
+	let natsCluster: NatsCluster | null = null;
 	let postgres: DatabaseProcess | null = null;
 	let cluster: Cluster | null = null;
 	let tracker: ProcessTracker | null = null;
@@ -149,6 +132,7 @@ async function main(): Promise<void> {
 		phase = "stopping";
 		if (cluster) await cluster.stop();
 		if (nats) await nats.stop();
+		if (natsCluster) await natsCluster.stop();
 		if (postgres) await postgres.stop();
 		tracker?.close();
 	};
@@ -178,6 +162,7 @@ async function main(): Promise<void> {
 	// killed by tools/cluster.ts); Postgres gets SIGINT so that it shuts down cleanly.
 	process.on("exit", () => {
 		if (nats?.child.exitCode === null) nats.child.kill("SIGKILL");
+		for (const m of natsCluster?.members ?? []) memberProcess(m)?.child.kill("SIGKILL");
 		if (postgres?.child.exitCode === null) postgres.child.kill("SIGINT");
 	});
 	/** Whether a signal came during the last start-up step (then everything is being stopped). */
@@ -190,7 +175,30 @@ async function main(): Promise<void> {
 		await endPreviousRun(c.dataDir, log);
 		tracker = trackProcesses(c.dataDir);
 		let transporter = c.transporter;
-		if (!transporter) {
+		/** Environment of every node besides the per-node one. */
+		const env: Record<string, string> = {};
+		if (!transporter && natsServers > 1) {
+			natsCluster = await startNatsCluster({
+				size: natsServers,
+				storeDir: path.join(path.resolve(c.dataDir), "nats-cluster"),
+				preferConventionalPorts: true
+			});
+			for (const m of natsCluster.members) {
+				const p = memberProcess(m);
+				if (p) track(p.child, `nats-server ${m.name}`);
+				log(
+					`nats-server ${m.name} pid ${m.pid} on ${m.url} (routes :${m.routePort}, monitoring ${m.monitorUrl})`
+				);
+			}
+			transporter = natsCluster.url;
+			// Streams and consumers with a replica on every server; a value set by the caller wins
+			// (e.g. JETSTREAM_REPLICAS=1 to see what a server's loss costs without replicas).
+			if (process.env.JETSTREAM_REPLICAS === undefined)
+				env.JETSTREAM_REPLICAS = String(natsServers);
+			log(
+				`NATS cluster of ${natsServers}, JetStream meta leader elected; nodes get JETSTREAM_REPLICAS=${env.JETSTREAM_REPLICAS ?? process.env.JETSTREAM_REPLICAS}`
+			);
+		} else if (!transporter) {
 			const port = (await isPortFree(4222)) ? 4222 : await freePort();
 			// JetStream on (durable events, mixins/events.mixin.ts), its store kept under DATA_DIR.
 			nats = await startNatsServer({
@@ -238,6 +246,7 @@ async function main(): Promise<void> {
 			databaseUrl,
 			replicas,
 			baseEnv: process.env,
+			env,
 			nodeEnv,
 			port,
 			tracker,
@@ -284,7 +293,11 @@ async function main(): Promise<void> {
 		log(
 			`A REPL node: TRANSPORTER=${redactUrl(transporter)} METRICS_PORT=0 HEALTH_PORT=0 npx moleculer-runner --repl --config dist/moleculer.config.js`
 		);
-		const also = [nats ? ", the nats-server" : "", postgres ? ", Postgres" : ""].join("");
+		const also = [
+			nats ? ", the nats-server" : "",
+			natsCluster ? `, the ${natsCluster.size} nats-servers` : "",
+			postgres ? ", Postgres" : ""
+		].join("");
 		log(`Ctrl-C stops every node${also}.`);
 	} catch (err) {
 		if (stopping()) return;
@@ -294,7 +307,7 @@ async function main(): Promise<void> {
 }
 
 main().catch(err => {
-	if (err instanceof UsageError || err instanceof ConfigError) {
+	if (err instanceof ClusterUsageError || err instanceof ConfigError) {
 		console.error(`[cluster] ${err.message}`);
 		process.exit(2);
 	}

@@ -168,6 +168,20 @@ export interface NatsServerOptions {
 	/** Enables JetStream with this store directory. */
 	readonly jetStreamDir?: string;
 	/**
+	 * The server's name (`--server_name`): in a cluster JetStream tells its peers apart by it, so
+	 * each needs its own, the same across restarts (tools/nats-cluster.ts).
+	 */
+	readonly serverName?: string;
+	/**
+	 * Joins a cluster: listens for routes on 127.0.0.1:`port` and connects to `routes` (every
+	 * member's route URL, its own included: a server skips itself), all under cluster `name`.
+	 */
+	readonly cluster?: {
+		readonly name: string;
+		readonly port: number;
+		readonly routes: readonly string[];
+	};
+	/**
 	 * Clients must authenticate: with this token (`--auth`), or this user and password
 	 * (`--user`/`--pass`). On the command line, so visible to `ps` on this machine: for tests and
 	 * development; production servers take them from a config file (deploy/nats/nats.conf).
@@ -199,6 +213,16 @@ export async function startNatsServer(opts: NatsServerOptions): Promise<ServerPr
 	const args = ["-a", "127.0.0.1", "-p", String(opts.port)];
 	if (opts.monitorPort !== undefined) args.push("-m", String(opts.monitorPort));
 	if (opts.jetStreamDir !== undefined) args.push("-js", "-sd", opts.jetStreamDir);
+	if (opts.serverName !== undefined) args.push("--server_name", opts.serverName);
+	if (opts.cluster)
+		args.push(
+			"--cluster_name",
+			opts.cluster.name,
+			"--cluster",
+			`nats://127.0.0.1:${opts.cluster.port}`,
+			"--routes",
+			opts.cluster.routes.join(",")
+		);
 	if (opts.auth && "token" in opts.auth) args.push("--auth", opts.auth.token);
 	else if (opts.auth) args.push("--user", opts.auth.user, "--pass", opts.auth.password);
 	if (opts.tls) {

@@ -20,6 +20,12 @@
  * - grace periods outlast the broker's tracking.shutdownTimeout (read from moleculer.config.ts);
  * - NATS has JetStream with `sync_interval: always`; the Dockerfile is multi-stage, compiles what
  *   tsconfig.json includes, ends as a non-root USER with a HEALTHCHECK;
+ * - NATS is a cluster of three in both forms (docs/nats-cluster.md): three compose services / a
+ *   StatefulSet of three behind a headless Service, each server named, with its own JetStream
+ *   store, routed to every server; every node's TRANSPORTER lists the three client addresses and
+ *   JETSTREAM_REPLICAS is 3 (no more than the servers);
+ * - the stateful services of an order's path (orders, inventory, payments, notifications) run two
+ *   nodes in both forms;
  * - Deployments have resources, both probes and a non-root security context.
  */
 import fs from "node:fs";
@@ -45,7 +51,23 @@ const SERVICES = fs
 	.sort();
 
 /** Minimum replicas per Deployment; the rest need 1. */
-const MIN_REPLICAS: Record<string, number> = { api: 2, inventory: 2, orders: 2, products: 2 };
+const MIN_REPLICAS: Record<string, number> = {
+	api: 2,
+	inventory: 2,
+	orders: 2,
+	products: 2,
+	payments: 2,
+	notifications: 2
+};
+
+/**
+ * The services that run two nodes in every cluster form (tools/cluster-args.ts: npm run cluster,
+ * docker-compose.yml, deploy/k8s): saga leases, outbox relays and durable consumers shared.
+ */
+const REPLICATED = ["orders", "inventory", "payments", "notifications"];
+
+/** NATS servers in the cluster forms, and the JetStream replicas the nodes ask for. */
+const NATS_SERVERS = 3;
 
 /** Variables of infrastructure images (not of the shop's code) a deployment may set. */
 const INFRA_VARS: Record<string, string> = {
@@ -54,7 +76,8 @@ const INFRA_VARS: Record<string, string> = {
 		"postgres image: that user's password (compose interpolates it into DATABASE_URL)",
 	PGDATA: "postgres image: the data directory",
 	GF_AUTH_ANONYMOUS_ENABLED: "grafana image: anonymous visitors may view dashboards",
-	GF_AUTH_ANONYMOUS_ORG_ROLE: "grafana image: their role (Viewer)"
+	GF_AUTH_ANONYMOUS_ORG_ROLE: "grafana image: their role (Viewer)",
+	SERVER_NAME: "nats image: the server's name, read by nats.conf ($SERVER_NAME)"
 };
 
 /** Variables whose values are secrets: never in a ConfigMap. */
@@ -167,6 +190,29 @@ function createdDatabases(sql: string): string[] {
 function jetstreamBlock(conf: string): string | null {
 	const code = conf.replace(/#.*$/gm, "");
 	return /\bjetstream\s*[:=]?\s*\{([^}]*)\}/.exec(code)?.[1] ?? null;
+}
+
+/** The `cluster { ... }` block of a NATS config: its name, listen port and routes. */
+function clusterBlock(conf: string): { name: string; listenPort: number; routes: string[] } {
+	const code = conf.replace(/#.*$/gm, "");
+	const block = /\bcluster\s*[:=]?\s*\{([^}]*)\}/.exec(code)?.[1];
+	if (!block) throw new Error("nats.conf: no cluster block");
+	const name = /^\s*name\s*[:=]\s*"?([^"\s]+)"?\s*$/m.exec(block)?.[1];
+	const listen = /^\s*listen\s*[:=]\s*"?([^"\s]+)"?\s*$/m.exec(block)?.[1];
+	const routes = /\broutes\s*[:=]?\s*\[([^\]]*)\]/.exec(block)?.[1];
+	if (!name || !listen || routes === undefined)
+		throw new Error("nats.conf: the cluster block needs name, listen and routes");
+	return {
+		name,
+		listenPort: Number(listen.split(":").pop()),
+		routes: routes.split(/[\s,]+/).filter(Boolean)
+	};
+}
+
+/** A NATS config's top-level `name: value` (outside blocks), or null. */
+function topLevel(conf: string, name: string): string | null {
+	const code = conf.replace(/#.*$/gm, "").replace(/\{[^}]*\}/g, "{}");
+	return new RegExp(`^\\s*${name}\\s*[:=]\\s*"?([^"\\s]+)"?\\s*$`, "m").exec(code)?.[1] ?? null;
 }
 
 /** The JetStream `store_dir` of a NATS config. */
@@ -352,6 +398,17 @@ describe("deployment files", () => {
 			expect(js).toMatch(/^\s*store_dir\s*[:=]/m);
 			expect(conf.replace(/#.*$/gm, "")).toMatch(/^\s*http_port\s*[:=]\s*8222\s*$/m);
 		});
+
+		it("clusters three servers, each named from its environment, routed to all three", () => {
+			const conf = read("deploy/nats/nats.conf");
+			// JetStream in a cluster tells servers apart by name: one config, a name per server.
+			expect(topLevel(conf, "server_name")).toBe("$SERVER_NAME");
+			const cluster = clusterBlock(conf);
+			expect(cluster.listenPort).toBe(6222);
+			expect(cluster.routes).toEqual(
+				Array.from({ length: NATS_SERVERS }, (_, i) => `nats://nats-${i + 1}:6222`)
+			);
+		});
 	});
 
 	describe("docker-compose.yml", () => {
@@ -370,6 +427,10 @@ describe("deployment files", () => {
 				Array.isArray(services[n]!.command) &&
 				String(services[n]!.command[0]).includes("moleculer-runner")
 		);
+		/** The NATS servers: the services running the nats image. */
+		const natsNames = Object.keys(services)
+			.filter(n => /^nats:/.test(String(services[n]!.image)))
+			.sort();
 		/** A container's environment as compose would pass it. */
 		const envOf = (
 			name: string,
@@ -393,19 +454,27 @@ describe("deployment files", () => {
 		});
 
 		it("runs NATS with its config, Postgres 16+, Redis, Jaeger and Prometheus", () => {
-			const nats = services.nats!;
-			const mount = (nats.volumes as string[]).find(v =>
-				v.startsWith("./deploy/nats/nats.conf:")
-			);
-			expect(mount).toBeDefined();
-			expect(nats.command).toEqual(["--config", mount!.split(":")[1]]);
-			expect((nats.ports as string[]).some(p => p.endsWith(":8222"))).toBe(true);
-			// JetStream stores on the named volume, not in the container's layer.
-			const natsData = (nats.volumes as string[]).find(v => !v.startsWith("./"))!;
-			expect(compose.volumes).toHaveProperty([natsData.split(":")[0]!]);
-			expect(isUnder(storeDir(read("deploy/nats/nats.conf")), natsData.split(":")[1]!)).toBe(
-				true
-			);
+			const conf = read("deploy/nats/nats.conf");
+			const natsVolumes = new Set<string>();
+			for (const name of natsNames) {
+				const nats = services[name]!;
+				expect(nats.image).toMatch(/^nats:2\.(1\d|[2-9]\d)/); // sync_interval needs 2.10+
+				const mount = (nats.volumes as string[]).find(v =>
+					v.startsWith("./deploy/nats/nats.conf:")
+				);
+				expect(mount).toBeDefined();
+				expect(nats.command).toEqual(["--config", mount!.split(":")[1]]);
+				expect((nats.ports as string[]).some(p => p.endsWith(":8222"))).toBe(true);
+				expect((nats.healthcheck.test as string[]).join(" ")).toContain(
+					"http://127.0.0.1:8222/healthz"
+				);
+				// JetStream stores on the server's own named volume, not in the container's layer.
+				const natsData = (nats.volumes as string[]).find(v => !v.startsWith("./"))!;
+				expect(compose.volumes).toHaveProperty([natsData.split(":")[0]!]);
+				expect(isUnder(storeDir(conf), natsData.split(":")[1]!)).toBe(true);
+				natsVolumes.add(natsData.split(":")[0]!);
+			}
+			expect(natsVolumes.size).toBe(natsNames.length);
 
 			expect(
 				Number(/^postgres:(\d+)/.exec(services.postgres!.image)?.[1])
@@ -439,7 +508,14 @@ describe("deployment files", () => {
 				expectSecretsOnlyWhereUsed(s, env);
 			}
 			expect(envOf("api").PORT).toBeDefined();
-			for (const infra of ["nats", "postgres", "redis", "jaeger", "prometheus", "grafana"])
+			for (const infra of [
+				...natsNames,
+				"postgres",
+				"redis",
+				"jaeger",
+				"prometheus",
+				"grafana"
+			])
 				for (const name of Object.keys(services[infra]!.environment ?? {}))
 					expect(INFRA_VARS).toHaveProperty(name);
 		});
@@ -474,16 +550,55 @@ describe("deployment files", () => {
 				const env = envOf(s);
 				const c = loadConfig(configEnv(env));
 				expect(c.production).toBe(true);
-				const hosts = [c.transporter, c.cacher, c.databaseUrl, c.jaegerEndpoint].map(
-					u => new URL(u!)
-				);
+				const hosts = [c.cacher, c.databaseUrl, c.jaegerEndpoint].map(u => new URL(u!));
 				for (const u of hosts) expect(services).toHaveProperty([u.hostname]);
-				expect(hosts[0]!.port).toBe("4222");
-				expect(hosts[1]!.port).toBe("6379");
-				expect(hosts[2]!.port).toBe("5432");
-				expect(hosts[3]!.port).toBe("14268");
-				expect(hosts[3]!.pathname).toBe("/api/traces");
+				expect(hosts[0]!.port).toBe("6379");
+				expect(hosts[1]!.port).toBe("5432");
+				expect(hosts[2]!.port).toBe("14268");
+				expect(hosts[2]!.pathname).toBe("/api/traces");
+				// Every NATS server, on its client port: a node fails over to another one.
+				const servers = c.transporter!.split(",").map(u => new URL(u));
+				expect(servers.map(u => u.hostname).sort()).toEqual(natsNames);
+				for (const u of servers) expect(u.port).toBe("4222");
+				expect(c.jetstreamReplicas).toBe(NATS_SERVERS);
 			}
+		});
+
+		it("clusters three NATS servers, each named, routed to every server", () => {
+			expect(natsNames).toHaveLength(NATS_SERVERS);
+			const cluster = clusterBlock(read("deploy/nats/nats.conf"));
+			// The routes are the servers' names at the port the config listens on for routes.
+			expect(cluster.routes.map(r => new URL(r)).map(u => `${u.hostname}:${u.port}`)).toEqual(
+				natsNames.map(n => `${n}:${cluster.listenPort}`)
+			);
+			// Each its own server_name (nats.conf reads $SERVER_NAME), and no server waits for
+			// another: they start together and elect a JetStream meta leader.
+			const names = natsNames.map(n => String(services[n]!.environment.SERVER_NAME));
+			expect(new Set(names).size).toBe(NATS_SERVERS);
+			for (const n of natsNames)
+				for (const other of natsNames)
+					expect(services[n]!.depends_on?.[other]).toBeUndefined();
+			// The nodes start once every server is healthy (a JetStream quorum exists).
+			for (const s of SERVICES)
+				for (const n of natsNames)
+					expect({ s, n, dep: services[s]!.depends_on[n] }).toEqual({
+						s,
+						n,
+						dep: { condition: "service_healthy" }
+					});
+			// JETSTREAM_REPLICAS: one per server, no more than the cluster can hold.
+			for (const s of SERVICES)
+				expect(envOf(s).JETSTREAM_REPLICAS).toBe(String(NATS_SERVERS));
+		});
+
+		it("runs two nodes of each stateful service of an order's path", () => {
+			for (const s of SERVICES)
+				expect({ s, replicas: services[s]!.deploy?.replicas ?? 1 }).toEqual({
+					s,
+					replicas: REPLICATED.includes(s) ? 2 : 1
+				});
+			// Replicas publish no host port of their own (two containers cannot bind one).
+			for (const s of REPLICATED) expect(services[s]!.ports).toBeUndefined();
 		});
 
 		it("initialises Postgres with exactly the databases the code computes, for the user the nodes use", () => {
@@ -673,6 +788,23 @@ describe("deployment files", () => {
 			...("ADMIN_PASSWORD" in env ? { ADMIN_PASSWORD: "a-real-admin-pw-4c9e" } : {})
 		});
 
+		/**
+		 * The Service a host name resolves through: `<service>`, or `<pod>.<service>` for a pod of
+		 * the StatefulSet that Service governs (headless), which must have that pod's ordinal.
+		 */
+		function serviceOf(host: string): Obj {
+			const [first, second] = host.split(".");
+			if (second === undefined) return named("Service", first!);
+			const svc = named("Service", second);
+			expect(svc.spec.clusterIP).toBe("None");
+			const sts = ofKind("StatefulSet").find(x => x.spec.serviceName === second);
+			expect(sts).toBeDefined();
+			const m = new RegExp(`^${sts!.metadata.name}-(\\d+)$`).exec(first!);
+			expect({ host, pod: m !== null }).toEqual({ host, pod: true });
+			expect(Number(m![1])).toBeLessThan(sts!.spec.replicas as number);
+			return svc;
+		}
+
 		/** A container port by name or number. */
 		function portOf(container: Obj, port: string | number): number {
 			if (typeof port === "number") return port;
@@ -790,12 +922,12 @@ describe("deployment files", () => {
 				const c = loadConfig(configEnv(realSecrets(env)));
 				expect(c.production).toBe(true);
 				for (const [u, port] of [
-					[c.transporter, 4222],
+					...c.transporter!.split(",").map(t => [t, 4222]),
 					[c.cacher, 6379],
 					...(c.databaseUrl ? [[c.databaseUrl, 5432]] : [])
 				] as [string, number][]) {
 					const url = new URL(u);
-					const svc = named("Service", url.hostname);
+					const svc = serviceOf(url.hostname);
 					expect((svc.spec.ports as Obj[]).map(p => p.port)).toContain(
 						Number(url.port) || port
 					);
@@ -899,10 +1031,78 @@ describe("deployment files", () => {
 			);
 			for (const d of deployments)
 				portOf(containerOf(d), (metrics.spec.ports as Obj[])[0]!.targetPort);
+			// Each budget covers exactly one workload (a Deployment, or NATS's StatefulSet), and every
+			// Deployment or StatefulSet of more than one pod has one.
+			const workloads = [...deployments, ...ofKind("StatefulSet")];
 			for (const pdb of ofKind("PodDisruptionBudget"))
 				expect(
-					deployments.filter(d => matches(pdb.spec.selector.matchLabels, d))
+					workloads.filter(d => matches(pdb.spec.selector.matchLabels, d))
 				).toHaveLength(1);
+			for (const w of workloads.filter(x => x.spec.replicas > 1))
+				expect({
+					w: w.metadata.name,
+					pdb: ofKind("PodDisruptionBudget").some(p =>
+						matches(p.spec.selector.matchLabels, w)
+					)
+				}).toEqual({ w: w.metadata.name, pdb: true });
+		});
+
+		it("runs NATS as a StatefulSet of three behind a headless Service, routed to every pod", () => {
+			const nats = named("StatefulSet", "nats");
+			const conf = named("ConfigMap", "nats-config").data["nats.conf"] as string;
+			expect(nats.spec.replicas).toBe(NATS_SERVERS);
+			// All pods start together: alone, a server never gets ready (no meta leader).
+			expect(nats.spec.podManagementPolicy).toBe("Parallel");
+			const svc = named("Service", nats.spec.serviceName);
+			expect(svc.spec.clusterIP).toBe("None");
+			expect(svc.spec.publishNotReadyAddresses).toBe(true);
+			const c = nats.spec.template.spec.containers[0] as Obj;
+			const cluster = clusterBlock(conf);
+			expect(portOf(c, "cluster")).toBe(cluster.listenPort);
+			expect(portOf(c, "client")).toBe(4222);
+			expect((svc.spec.ports as Obj[]).find(p => p.targetPort === "cluster")?.port).toBe(
+				cluster.listenPort
+			);
+			// The routes: every pod by its stable DNS name, `<pod>.<headless service>`.
+			expect(cluster.routes).toEqual(
+				Array.from(
+					{ length: NATS_SERVERS },
+					(_, i) =>
+						`nats://${nats.metadata.name}-${i}.${svc.metadata.name}:${cluster.listenPort}`
+				)
+			);
+			// Each server named after its pod (stable across reschedules): JetStream's peer identity.
+			expect(topLevel(conf, "server_name")).toBe("$SERVER_NAME");
+			const name = (c.env as Obj[]).find(e => e.name === "SERVER_NAME");
+			expect(name?.valueFrom?.fieldRef?.fieldPath).toBe("metadata.name");
+			// The same cluster, JetStream and limits as deploy/nats/nats.conf, routes aside.
+			const compose = read("deploy/nats/nats.conf");
+			expect(jetstreamBlock(conf)!.replace(/\s+/g, " ").trim()).toBe(
+				jetstreamBlock(compose)!.replace(/#.*$/gm, "").replace(/\s+/g, " ").trim()
+			);
+			expect(cluster.name).toBe(clusterBlock(compose).name);
+			for (const key of ["port", "http_port", "max_payload"])
+				expect({ key, v: topLevel(conf, key) }).toEqual({ key, v: topLevel(compose, key) });
+			// A voluntary disruption takes one server at most: two of three keep the quorum.
+			const pdb = ofKind("PodDisruptionBudget").find(
+				p => p.spec.selector.matchLabels["app.kubernetes.io/name"] === "nats"
+			);
+			expect(pdb?.spec.maxUnavailable).toBe(1);
+			// Every node lists every server and asks for a replica on each.
+			expect(
+				configMap.data.TRANSPORTER.split(",").map((u: string) => new URL(u).host)
+			).toEqual(Array.from({ length: NATS_SERVERS }, (_, i) => `nats-${i}.nats:4222`));
+			expect(configMap.data.JETSTREAM_REPLICAS).toBe(String(NATS_SERVERS));
+			const cfg = loadConfig(
+				configEnv(realSecrets(envOf(containerOf(deploymentOf("orders")))))
+			);
+			expect(cfg.jetstreamReplicas).toBe(NATS_SERVERS);
+			expect(cfg.jetstreamReplicas).toBeLessThanOrEqual(nats.spec.replicas);
+		});
+
+		it("runs two pods of each stateful service of an order's path", () => {
+			for (const s of REPLICATED)
+				expect({ s, r: deploymentOf(s).spec.replicas }).toEqual({ s, r: 2 });
 		});
 
 		it("runs NATS with JetStream (sync_interval always), and the infrastructure with probes", () => {
