@@ -258,6 +258,8 @@ describe("deployment files", () => {
 	let broker: BrokerOptions;
 	let shutdownSeconds: number;
 	const CONFIG_VARS = configVars();
+	/** What moleculer-runner itself reads (node_modules/moleculer/src/runner.js). */
+	const RUNNER_VARS = ["SERVICES", "SERVICEDIR"];
 
 	beforeAll(() => {
 		dataDir = fs.mkdtempSync(path.join(os.tmpdir(), "shop-deploy-"));
@@ -442,12 +444,27 @@ describe("deployment files", () => {
 				)
 			);
 
-		it("has one node per service, each running exactly its service file", () => {
+		it("has one node per service, each running exactly its service (SERVICES=<name>)", () => {
 			expect(nodeNames.sort()).toEqual(SERVICES);
 			for (const s of SERVICES) {
-				expect(services[s]!.command).toEqual(runnerCommand(s));
+				// moleculer-runner with the shop config and no file: it loads SERVICES from
+				// SERVICEDIR (node_modules/moleculer/src/runner.js), i.e. the directory
+				// dist/services/<s>, globbing **/*.service.js there: exactly <s>.service.js.
+				expect(services[s]!.command).toEqual(runnerCommand(s).slice(0, 3));
+				const env = envOf(s);
+				expect({ s, SERVICES: env.SERVICES }).toEqual({ s, SERVICES: s });
+				expect(env.SERVICEDIR).toBe("dist/services");
+				const sources = fs
+					.readdirSync(path.join(ROOT, "services", s), { recursive: true })
+					.map(String)
+					.filter(f => f.endsWith(".service.ts"));
+				expect(sources).toEqual([`${s}.service.ts`]);
 				expect(services[s]!.build).toBe(".");
 			}
+			// The documented runner command (docs/CONTRACT.md) stays the image's default.
+			const runner = read("node_modules/moleculer/src/runner.js");
+			expect(runner).toContain("process.env.SERVICES");
+			expect(runner).toContain("process.env.SERVICEDIR");
 			expect(fs.existsSync(path.join(ROOT, "node_modules", ".bin", "moleculer-runner"))).toBe(
 				true
 			);
@@ -496,7 +513,8 @@ describe("deployment files", () => {
 		it("sets only variables platform/config.ts reads, and those a node needs", () => {
 			for (const s of SERVICES) {
 				const env = envOf(s);
-				for (const name of Object.keys(env))
+				// SERVICES and SERVICEDIR are moleculer-runner's own (which service it loads).
+				for (const name of Object.keys(env).filter(n => !RUNNER_VARS.includes(n)))
 					expect({ s, name, read: CONFIG_VARS.has(name) }).toEqual({
 						s,
 						name,
@@ -898,7 +916,8 @@ describe("deployment files", () => {
 			const computed = new Set<string>();
 			for (const s of SERVICES) {
 				const env = envOf(containerOf(deploymentOf(s)));
-				for (const name of Object.keys(env))
+				// SERVICES and SERVICEDIR are moleculer-runner's own (which service it loads).
+				for (const name of Object.keys(env).filter(n => !RUNNER_VARS.includes(n)))
 					expect({ s, name, read: CONFIG_VARS.has(name) }).toEqual({
 						s,
 						name,
