@@ -16,6 +16,7 @@
 import { fastQuery, QueryTypes, type Transaction } from "../db/fast-query";
 import { isDatabaseUnavailable } from "../db/database-unavailable";
 import { withRequestId } from "../request-context";
+import { traceConsumption } from "../tracing/event-span";
 import { RETENTION_CUTOFF, type RetentionTask } from "../retention";
 import { recordDeadLetter } from "./dead-letters";
 import type { DomainEvent, EventsHost } from "./domain-event";
@@ -52,7 +53,8 @@ export class Inbox {
 
 	/**
 	 * One delivery (`applyNow`) with the event's `requestId` current: the consumer's log
-	 * lines carry the id of the request that caused the event.
+	 * lines carry the id of the request that caused the event, and its span (when tracing is on)
+	 * joins that request's trace (platform/tracing/event-span.ts).
 	 */
 	apply(
 		consumer: string,
@@ -62,7 +64,9 @@ export class Inbox {
 		rethrow = false
 	): Promise<ApplyOutcome> {
 		return withRequestId(event.requestId, () =>
-			this.applyNow(consumer, event, delivery, bus, rethrow)
+			traceConsumption(this.host.broker, this.host.name, consumer, event, delivery, () =>
+				this.applyNow(consumer, event, delivery, bus, rethrow)
+			)
 		);
 	}
 

@@ -500,8 +500,8 @@ describe("deployment files", () => {
 				"./deploy/postgres/init.sql:/docker-entrypoint-initdb.d/init.sql:ro"
 			);
 			expect(services.redis!.image).toMatch(/^redis:/);
-			expect(services.jaeger!.image).toMatch(/^jaegertracing\/all-in-one:/);
-			for (const port of ["16686", "14268"])
+			expect(services.jaeger!.image).toMatch(/^jaegertracing\/jaeger:2\./);
+			for (const port of ["16686", "4318"])
 				expect((services.jaeger!.ports as string[]).some(p => p.endsWith(`:${port}`))).toBe(
 					true
 				);
@@ -568,12 +568,14 @@ describe("deployment files", () => {
 				const env = envOf(s);
 				const c = loadConfig(configEnv(env));
 				expect(c.production).toBe(true);
-				const hosts = [c.cacher, c.databaseUrl, c.jaegerEndpoint].map(u => new URL(u!));
+				const hosts = [c.cacher, c.databaseUrl, c.otlpTracing?.tracesUrl].map(
+					u => new URL(u!)
+				);
 				for (const u of hosts) expect(services).toHaveProperty([u.hostname]);
 				expect(hosts[0]!.port).toBe("6379");
 				expect(hosts[1]!.port).toBe("5432");
-				expect(hosts[2]!.port).toBe("14268");
-				expect(hosts[2]!.pathname).toBe("/api/traces");
+				expect(hosts[2]!.port).toBe("4318");
+				expect(hosts[2]!.pathname).toBe("/v1/traces");
 				// Every NATS server, on its client port: a node fails over to another one.
 				const servers = c.transporter!.split(",").map(u => new URL(u));
 				expect(servers.map(u => u.hostname).sort()).toEqual(natsNames);
