@@ -1,22 +1,27 @@
 /**
- * The products database through moleculer-db's Sequelize adapter's model (`Product`, DbMixin's
- * `mainModel`): the catalog's reads and writes, each a method of `ProductsRepo`. The repository
- * pattern of the house style (services/<name>/<name>.repo.ts: all of a service's queries in one
- * file). The outbox insert of a write goes in the same transaction (`t`, passed back to the caller).
+ * The products database as moleculer-db's Sequelize adapter sees it: the `Product` model
+ * (DbMixin's `mainModel`, whose timestamps read as ISO 8601 strings, so the adapter's entities are
+ * the API's `Product` as they are), the fields the service answers (moleculer-db's `fields`
+ * setting) and the catalog's query in the adapter's terms (`query`, `sort`, `iSearch`,
+ * `searchFields`), the typings of the moleculer-db methods the service calls, and the row lock
+ * its changes take first. The service reads and writes through moleculer-db's public API
+ * (`_list`, `_get`, `this.adapter.*`, `entityChanged`); no statement is written by hand here.
  */
+import type { Context } from "moleculer";
 import {
 	DataTypes,
-	Op,
+	type FindOptions,
 	type Model,
+	type ModelAttributeColumnOptions,
 	type ModelStatic,
 	type Sequelize,
 	type Transaction
 } from "sequelize";
-import type { PageQuery } from "../../platform/paging";
-import { pageOffset } from "../../platform/paging";
+import { shopError } from "../../platform/errors";
+import type { Page } from "../../platform/paging";
 import type { Product } from "./products.model";
 
-/** A product as stored. */
+/** A product as stored (the model's attributes). */
 export interface ProductRow {
 	id: string;
 	sku: string;
@@ -34,6 +39,32 @@ export type NewProduct = Omit<ProductRow, "createdAt" | "updatedAt">;
 /** What `update` may change. */
 export type ProductChanges = Partial<Pick<ProductRow, "name" | "description" | "price" | "active">>;
 
+/** The fields of a `Product` answer, in moleculer-db's `fields` setting. */
+export const PRODUCT_FIELDS: readonly (keyof Product)[] = [
+	"id",
+	"sku",
+	"name",
+	"description",
+	"price",
+	"currency",
+	"active",
+	"createdAt",
+	"updatedAt"
+];
+
+/** A timestamp attribute that reads as an ISO 8601 string (stored as `timestamptz`). */
+function isoTimestamp(
+	attribute: "createdAt" | "updatedAt"
+): ModelAttributeColumnOptions<Model<ProductRow>> {
+	return {
+		type: DataTypes.DATE,
+		get(this: Model<ProductRow>): string | null {
+			const value = this.getDataValue(attribute) as Date | string | null | undefined;
+			return value === null || value === undefined ? null : new Date(value).toISOString();
+		}
+	};
+}
+
 export function defineModels(sequelize: Sequelize): { Product: ModelStatic<Model<ProductRow>> } {
 	const Product = sequelize.define<Model<ProductRow>>(
 		"Product",
@@ -45,8 +76,8 @@ export function defineModels(sequelize: Sequelize): { Product: ModelStatic<Model
 			price: { type: DataTypes.INTEGER, allowNull: false },
 			currency: { type: DataTypes.CHAR(3), allowNull: false },
 			active: { type: DataTypes.BOOLEAN, allowNull: false },
-			createdAt: { type: DataTypes.DATE },
-			updatedAt: { type: DataTypes.DATE }
+			createdAt: isoTimestamp("createdAt"),
+			updatedAt: isoTimestamp("updatedAt")
 		},
 		{ tableName: "products" }
 	);
@@ -54,124 +85,84 @@ export function defineModels(sequelize: Sequelize): { Product: ModelStatic<Model
 }
 export type ProductsModels = ReturnType<typeof defineModels>;
 
-/** A product as the API shows it. */
-export function productView(row: ProductRow): Product {
-	return {
-		id: row.id,
-		sku: row.sku,
-		name: row.name,
-		description: row.description,
-		price: row.price,
-		currency: row.currency,
-		active: row.active,
-		createdAt: new Date(row.createdAt).toISOString(),
-		updatedAt: new Date(row.updatedAt).toISOString()
-	};
+/** A product entity of the adapter (a Sequelize instance of `Product`). */
+export type ProductEntity = Model<ProductRow>;
+
+/**
+ * moleculer-db-adapter-sequelize's methods the catalog uses, typed for `Product` (moleculer-db's
+ * own typings declare some of these results without their Promise).
+ */
+export interface ProductsAdapter {
+	insert(entity: NewProduct): Promise<ProductEntity>;
+	insertMany(entities: NewProduct[], opts: object): Promise<ProductEntity[]>;
+	findOne(query: FindOptions<ProductRow>): Promise<ProductEntity | null>;
+	updateById(id: string, update: { $set: ProductChanges }): Promise<ProductEntity | null>;
+	removeById(id: string): Promise<ProductEntity | null>;
+	entityToObject(entity: ProductEntity): Product;
 }
 
-/** Escapes LIKE wildcards so a search for `50%` matches the text `50%`. */
-function likePattern(search: string): string {
-	return `%${search.replace(/[\\%_]/g, m => "\\" + m)}%`;
+/** The lifecycle of an entity, moleculer-db's `entityChanged` types. */
+export type EntityChange = "created" | "updated" | "removed";
+
+/** moleculer-db's service methods the catalog uses (src/index.js of moleculer-db 0.9). */
+export interface CatalogDb {
+	adapter: ProductsAdapter;
+	sanitizeParams(ctx: Context, params: object): object;
+	_list(ctx: Context, params: object): Promise<Page<Product>>;
+	_get(ctx: Context, params: { id: string | string[] }): Promise<Product | Product[]>;
+	transformDocuments(ctx: Context, params: object, doc: ProductEntity): Promise<Product>;
+	entityChanged(
+		type: EntityChange,
+		json: Product,
+		ctx: Context,
+		raw: ProductEntity
+	): Promise<void>;
 }
 
-export class ProductsRepo {
-	constructor(
-		private readonly db: Sequelize,
-		private readonly models: ProductsModels
-	) {}
-
-	/** Runs `work` in one transaction (Sequelize's managed transaction: commit, or rollback). */
-	transaction<T>(work: (t: Transaction) => Promise<T>): Promise<T> {
-		return this.db.transaction(work);
+declare module "moleculer" {
+	interface ServiceSchema {
+		/** moleculer-db's entity lifecycle hooks, called by `entityChanged` after the cache clean. */
+		entityCreated?(json: unknown, ctx: Context, raw: unknown): void | Promise<void>;
+		entityUpdated?(json: unknown, ctx: Context, raw: unknown): void | Promise<void>;
+		entityRemoved?(json: unknown, ctx: Context, raw: unknown): void | Promise<void>;
 	}
+}
 
-	/**
-	 * One page of the active products by name (then id), optionally those whose name, SKU or
-	 * description contains `search` (case-insensitive, literally), and how many there are.
-	 */
-	async listActive(
-		q: PageQuery,
-		search: string | undefined
-	): Promise<{ rows: Product[]; total: number }> {
-		const where: Record<string | symbol, unknown> = { active: true };
-		if (search) {
-			const p = likePattern(search);
-			where[Op.or] = [
-				{ name: { [Op.iLike]: p } },
-				{ sku: { [Op.iLike]: p } },
-				{ description: { [Op.iLike]: p } }
-			];
-		}
-		const { rows, count } = await this.models.Product.findAndCountAll({
-			where,
-			order: [
-				["name", "ASC"],
-				["id", "ASC"]
-			],
-			limit: q.pageSize,
-			offset: pageOffset(q)
-		});
-		return { rows: rows.map(r => productView(r.get({ plain: true }))), total: count };
-	}
+/**
+ * The product `id`, locked (`SELECT ... FOR UPDATE`) in `t`, or PRODUCTS_NOT_FOUND.
+ * moleculer-db's `updateById` and `removeById` read the row without a lock; taken first, this one
+ * makes the row they change the one a concurrent change cannot move meanwhile (so
+ * `product.priceChanged`'s `oldPrice` is the price this change replaced).
+ */
+export async function lockProduct(
+	adapter: ProductsAdapter,
+	t: Transaction,
+	id: string
+): Promise<Product> {
+	const row = await adapter.findOne({ where: { id }, transaction: t, lock: t.LOCK.UPDATE });
+	if (!row) throw shopError("PRODUCTS_NOT_FOUND", undefined, { id });
+	return adapter.entityToObject(row);
+}
 
-	/** One product (active or not), or null. */
-	async findById(id: string): Promise<Product | null> {
-		const row = await this.models.Product.findByPk(id);
-		return row ? productView(row.get({ plain: true })) : null;
-	}
+/** Escapes LIKE wildcards (`\` is Postgres' LIKE escape) so `50%` matches the text `50%`. */
+function literalLike(search: string): string {
+	return search.replace(/[\\%_]/g, m => "\\" + m);
+}
 
-	/** The products of `ids` found (unknown ids are simply absent). */
-	async findByIds(ids: string[]): Promise<Product[]> {
-		const rows = await this.models.Product.findAll({
-			where: { id: { [Op.in]: ids } }
-		});
-		return rows.map(r => productView(r.get({ plain: true })));
-	}
-
-	/** Inserts a product. @throws Sequelize's UniqueConstraintError for a taken SKU */
-	async create(t: Transaction, fields: NewProduct): Promise<Product> {
-		const row: Model<ProductRow> = await this.models.Product.create(fields as ProductRow, {
-			transaction: t
-		});
-		return productView(row.get({ plain: true }));
-	}
-
-	/**
-	 * Changes a product under its row lock (`FOR UPDATE`).
-	 * @returns the product before and after, or null when there is none with that id
-	 */
-	async update(
-		t: Transaction,
-		id: string,
-		changes: ProductChanges
-	): Promise<{ before: Product; after: Product } | null> {
-		const row = await this.models.Product.findByPk(id, {
-			transaction: t,
-			lock: t.LOCK.UPDATE
-		});
-		if (!row) return null;
-		const before = productView(row.get({ plain: true }));
-		await row.update(changes, { transaction: t });
-		return { before, after: productView(row.get({ plain: true })) };
-	}
-
-	/**
-	 * Inserts the products missing (by SKU: `ignoreDuplicates`); existing ones are left as they are.
-	 * @returns how many were inserted
-	 */
-	async seed(products: readonly Omit<NewProduct, "active">[]): Promise<number> {
-		const created = await this.models.Product.bulkCreate(
-			products.map(p => ({
-				id: p.id,
-				sku: p.sku,
-				name: p.name,
-				description: p.description,
-				price: p.price,
-				currency: p.currency,
-				active: true
-			})) as ProductRow[],
-			{ ignoreDuplicates: true, returning: ["id"] }
-		);
-		return created.filter(r => r.get("id") !== null && r.get("id") !== undefined).length;
-	}
+/**
+ * The active products by name (then id), optionally those whose name, SKU or description
+ * contains `search` (case-insensitively, literally), as moleculer-db `list` params: the adapter
+ * turns `iSearch` into `lower(column) LIKE '%<search lower-cased>%'` over `searchFields`, ANDed
+ * with `query`.
+ */
+export function catalogQuery(search: string | undefined): {
+	query: { active: true };
+	sort: string[];
+	iSearch?: string;
+	searchFields?: string[];
+} {
+	const q = { query: { active: true as const }, sort: ["name", "id"] };
+	return search
+		? { ...q, iSearch: literalLike(search), searchFields: ["name", "sku", "description"] }
+		: q;
 }

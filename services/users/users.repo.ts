@@ -1,11 +1,16 @@
 /**
- * The users database through moleculer-db's Sequelize adapter's model (`User`, DbMixin's
- * `mainModel`): the accounts' reads and writes, each a method of `UsersRepo`. The repository
- * pattern of the house style (services/<name>/<name>.repo.ts: all of a service's queries in one
- * file). E-mails are stored lower-case as typed (a unique index on them), and each account
- * created since migration 002 has its e-mail's identity key (services/users/email-identity.ts;
- * a unique index on it: one account per key).
+ * The users database as moleculer-db's Sequelize adapter sees it: the `User` model (DbMixin's
+ * `mainModel`), the fields an answer shows (moleculer-db's `fields` setting: never the password
+ * hash nor the identity key) and the accounts' queries in the adapter's terms. E-mails are stored
+ * lower-case as typed (a unique index on them), and each account created since migration 002 has
+ * its e-mail's identity key (services/users/email-identity.ts; a unique index on it: one account
+ * per key).
+ *
+ * Also the typings of the moleculer-db methods the service calls. The one statement written by
+ * hand, `identityConflicts`, joins `email_identity_conflicts`, a table moleculer-db's
+ * single-model adapter does not know.
  */
+import type { Context } from "moleculer";
 import { DataTypes, Op, type Model, type ModelStatic, type Sequelize } from "sequelize";
 import { fastQuery, QueryTypes } from "../../platform/db/fast-query";
 import type { ShopDatabase } from "../../platform/db/pool";
@@ -24,6 +29,9 @@ export interface UserRow {
 	createdAt: Date;
 	updatedAt: Date;
 }
+
+/** The fields of a `PublicUser` answer, in moleculer-db's `fields` setting. */
+export const PUBLIC_USER_FIELDS: readonly (keyof PublicUser)[] = ["id", "email", "name", "role"];
 
 export function defineModels(sequelize: Sequelize): { User: ModelStatic<Model<UserRow>> } {
 	const User = sequelize.define<Model<UserRow>>(
@@ -44,37 +52,58 @@ export function defineModels(sequelize: Sequelize): { User: ModelStatic<Model<Us
 }
 export type UsersModels = ReturnType<typeof defineModels>;
 
-/** A user as the API shows it (never the password hash). */
-export function toPublic(row: UserRow): PublicUser {
-	return { id: row.id, email: row.email, name: row.name, role: row.role };
+/** An account entity of the adapter (a Sequelize instance of `User`). */
+export type UserEntity = Model<UserRow>;
+
+/**
+ * moleculer-db's adapter (moleculer-db-adapter-sequelize) and service methods the accounts use,
+ * typed for `User` (moleculer-db's own typings declare some results without their Promise).
+ */
+export interface AccountsDb {
+	adapter: {
+		find(filters: { query: object; limit?: number }): Promise<UserEntity[]>;
+		findById(id: string): Promise<UserEntity | null>;
+		count(filters: { query: object }): Promise<number>;
+		insert(entity: Omit<UserRow, "createdAt" | "updatedAt">): Promise<UserEntity>;
+		updateMany(where: object, update: Partial<UserRow>): Promise<number>;
+		entityToObject(entity: UserEntity): UserRow;
+	};
+	/** `doc` with only `fields` (moleculer-db's field filter, as `transformDocuments` applies it). */
+	filterFields(doc: object, fields: readonly string[]): object;
+	/** The entity as the API shows it: the `fields` setting (never the hash nor the key). */
+	transformDocuments(
+		ctx: Context | undefined,
+		params: object,
+		doc: UserEntity
+	): Promise<PublicUser>;
+}
+
+/**
+ * The accounts with this (lower-case) e-mail or this identity key, as a moleculer-db `query`:
+ * at most two rows (both columns are unique), in one statement.
+ */
+export function accountsOf(email: string, emailKey: string | null): object {
+	return emailKey === null ? { email } : { [Op.or]: [{ email }, { emailKey }] };
+}
+
+/**
+ * The account a login of this e-mail is for, among `accountsOf`'s rows: the one whose address
+ * is exactly this (lower-case) e-mail, else the one with this identity key, else null.
+ */
+export function accountFor(
+	rows: readonly UserRow[],
+	email: string,
+	emailKey: string | null
+): UserRow | null {
+	return (
+		rows.find(r => r.email === email) ??
+		(emailKey === null ? undefined : rows.find(r => r.emailKey === emailKey)) ??
+		null
+	);
 }
 
 export class UsersRepo {
-	constructor(
-		private readonly models: UsersModels,
-		private readonly db: ShopDatabase
-	) {}
-
-	/** Whether an account has this (lower-case) e-mail or this identity key. */
-	async emailTaken(email: string, emailKey: string): Promise<boolean> {
-		const row = await this.models.User.findOne({
-			where: { [Op.or]: [{ email }, { emailKey }] },
-			attributes: ["id"]
-		});
-		return row !== null;
-	}
-
-	/**
-	 * The account a login of this e-mail is for, or null: the one whose address is exactly this
-	 * (lower-case) e-mail, else the one with this identity key (any form mapping to it).
-	 */
-	async findByEmail(email: string, emailKey: string | null): Promise<UserRow | null> {
-		const exact = await this.models.User.findOne({ where: { email } });
-		if (exact) return exact.get({ plain: true });
-		if (emailKey === null) return null;
-		const row = await this.models.User.findOne({ where: { emailKey } });
-		return row ? row.get({ plain: true }) : null;
-	}
+	constructor(private readonly db: ShopDatabase) {}
 
 	/** Accounts left without an identity key by migration 002 (`email_identity_conflicts`). */
 	async identityConflicts(): Promise<
@@ -92,28 +121,5 @@ export class UsersRepo {
 			keptUserId: string | null;
 			reason: EmailIdentityConflictReason;
 		}[];
-	}
-
-	/** The account of this id, or null. */
-	async findById(id: string): Promise<UserRow | null> {
-		const row = await this.models.User.findByPk(id);
-		return row ? row.get({ plain: true }) : null;
-	}
-
-	/**
-	 * Inserts an account. @throws Sequelize's UniqueConstraintError for a taken e-mail or
-	 * identity key
-	 */
-	async create(user: Omit<UserRow, "createdAt" | "updatedAt">): Promise<UserRow> {
-		const row = await this.models.User.create(user as UserRow);
-		return row.get({ plain: true });
-	}
-
-	/** Replaces a user's password hash, only if it is still `previousHash`. */
-	async replaceHash(id: string, previousHash: string, passwordHash: string): Promise<void> {
-		await this.models.User.update(
-			{ passwordHash },
-			{ where: { id, passwordHash: previousHash } }
-		);
 	}
 }

@@ -25,11 +25,18 @@
  * duplicate, and a login with any form mapping to an account's key is a login of that account.
  * Login throttling counts per key, so typing another form of an address does not reset it.
  *
+ * Data access: moleculer-db's public API with its Sequelize adapter (`this.adapter.findById`,
+ * `find`, `count`, `insert`, `updateMany`; answers through `transformDocuments` and the `fields`
+ * setting, so the password hash and the identity key never leave the service). A login reads its
+ * account in one statement. No account is changed or deleted through the API, so nothing cached
+ * (only `resolveToken`'s answers) needs cleaning: no `entityChanged` here. The identity conflicts
+ * report is SQL of its own (./users.repo.ts).
+ *
  * Events emitted: `user.registered` `{ id, email, name, role }`.
  */
 import crypto from "node:crypto";
 import jwt from "jsonwebtoken";
-import type { Service } from "moleculer";
+import type { Context, Service } from "moleculer";
 import { UniqueConstraintError } from "sequelize";
 import { config, ConfigError, requireJwtSecret } from "../../platform/config";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
@@ -46,9 +53,20 @@ import { LoginThrottle, type ThrottleBlock } from "./login-throttle";
 import { usersMigrations } from "./migrations";
 import { PasswordHasher } from "./password-hasher";
 import type { AuthResult, PublicUser } from "./users.model";
-import { defineModels, toPublic, UsersRepo, type UserRow, type UsersModels } from "./users.repo";
+import {
+	accountFor,
+	accountsOf,
+	defineModels,
+	PUBLIC_USER_FIELDS,
+	UsersRepo,
+	type AccountsDb,
+	type UserRow,
+	type UsersModels
+} from "./users.repo";
 
 interface UsersMethods {
+	publicUser(id: string, ctx: Context): Promise<PublicUser | null>;
+	findAccount(email: string, emailKey: string | null): Promise<UserRow | null>;
 	throttled(block: ThrottleBlock, what: string): Error;
 	hashPassword(password: string): Promise<string>;
 	rehashIfOutdated(row: UserRow, password: string): Promise<void>;
@@ -57,15 +75,17 @@ interface UsersMethods {
 		email: string,
 		password: string,
 		name: string,
-		role: "customer" | "admin"
+		role: "customer" | "admin",
+		ctx?: Context
 	): Promise<PublicUser>;
 	seedAdministrator(): Promise<void>;
 	reportIdentityConflicts(): Promise<void>;
 }
 type UsersThis = Service &
 	DbMixinMethods<UsersModels> &
+	AccountsDb &
 	UsersMethods & {
-		/** The accounts' queries. */
+		/** The accounts' one hand-written query (`identityConflicts`). */
 		repo: UsersRepo;
 		dummyHash: Promise<string>;
 		loginThrottle: LoginThrottle;
@@ -89,6 +109,11 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			mainModel: "User"
 		})
 	],
+
+	settings: {
+		/** moleculer-db: the fields of every answer (`transformDocuments`). */
+		fields: [...PUBLIC_USER_FIELDS]
+	},
 
 	actions: {
 		/**
@@ -138,13 +163,14 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				// index's, which stays the final arbiter for two sign-ups racing), and counted.
 				let user: PublicUser;
 				try {
-					if (await this.repo.emailTaken(email, emailKey))
+					if ((await this.adapter.count({ query: accountsOf(email, emailKey) })) > 0)
 						throw shopError("USERS_EMAIL_TAKEN");
 					user = await this.createUser(
 						ctx.params.email,
 						ctx.params.password,
 						ctx.params.name,
-						"customer"
+						"customer",
+						ctx
 					);
 				} catch (err) {
 					if ((err as { type?: unknown }).type === "USERS_EMAIL_TAKEN")
@@ -198,7 +224,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 						block,
 						block.reason === "logins" ? "logins" : "failed logins"
 					);
-				const data = await this.repo.findByEmail(email, emailKey);
+				const data = await this.findAccount(email, emailKey);
 				// Verify against a dummy hash when the user is unknown: same cost, no user enumeration.
 				const hash = data?.passwordHash ?? (await this.dummyHash);
 				const ok = await this.passwordHasher.verify(hash, ctx.params.password);
@@ -208,7 +234,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				}
 				await this.loginThrottle.succeeded(account, ip);
 				await this.rehashIfOutdated(data, ctx.params.password);
-				const user = toPublic(data);
+				const user = this.filterFields(data, PUBLIC_USER_FIELDS) as PublicUser;
 				return { user, token: this.issueToken(user) };
 			}
 		},
@@ -223,10 +249,10 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			async handler(this: UsersThis, ctx: ShopContext): Promise<PublicUser> {
 				const me = ctx.meta.user;
 				if (!me) throw shopError("AUTH_TOKEN_MISSING");
-				const row = await this.repo.findById(me.id);
-				if (!row)
+				const user = await this.publicUser(me.id, ctx);
+				if (!user)
 					throw shopError("AUTH_TOKEN_INVALID", "The token's user no longer exists");
-				return toPublic(row);
+				return user;
 			}
 		},
 
@@ -262,9 +288,9 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 				}
 				if (typeof sub !== "string" || !/^[0-9a-f-]{36}$/.test(sub))
 					throw shopError("AUTH_TOKEN_INVALID");
-				const row = await this.repo.findById(sub);
-				if (!row) throw shopError("AUTH_TOKEN_INVALID");
-				return toPublic(row);
+				const user = await this.publicUser(sub, ctx);
+				if (!user) throw shopError("AUTH_TOKEN_INVALID");
+				return user;
 			}
 		},
 
@@ -277,14 +303,38 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			visibility: "public",
 			params: { id: { type: "uuid" } },
 			async handler(this: UsersThis, ctx: ShopContext<{ id: string }>): Promise<PublicUser> {
-				const row = await this.repo.findById(ctx.params.id);
-				if (!row) throw shopError("USERS_NOT_FOUND");
-				return toPublic(row);
+				const user = await this.publicUser(ctx.params.id, ctx);
+				if (!user) throw shopError("USERS_NOT_FOUND");
+				return user;
 			}
 		}
 	},
 
 	methods: {
+		/**
+		 * The account `id` as the API shows it (moleculer-db's `adapter.findById` and
+		 * `transformDocuments`), or null.
+		 */
+		async publicUser(this: UsersThis, id: string, ctx: Context): Promise<PublicUser | null> {
+			const doc = await this.adapter.findById(id);
+			return doc ? this.transformDocuments(ctx, {}, doc) : null;
+		},
+
+		/**
+		 * The account a login (or the administrator's seeding) of this e-mail is for, or null: the
+		 * one whose address is exactly this (lower-case) e-mail, else the one with this identity
+		 * key. One statement (moleculer-db's `adapter.find`, an OR of the two unique columns).
+		 */
+		async findAccount(
+			this: UsersThis,
+			email: string,
+			emailKey: string | null
+		): Promise<UserRow | null> {
+			const docs = await this.adapter.find({ query: accountsOf(email, emailKey), limit: 2 });
+			const rows = docs.map(d => this.adapter.entityToObject(d));
+			return accountFor(rows, email, emailKey);
+		},
+
 		/**
 		 * The 429 AUTH_LOGIN_THROTTLED of a throttle block; `data.retryAfter` (whole seconds, at
 		 * least 1) is what the gateway sends as `Retry-After`.
@@ -312,7 +362,11 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			if (!this.passwordHasher.needsRehash(row.passwordHash)) return;
 			try {
 				const passwordHash = await this.hashPassword(password);
-				await this.repo.replaceHash(row.id, row.passwordHash, passwordHash);
+				// moleculer-db's updateMany: a conditional UPDATE, a no-op if the hash changed meanwhile.
+				await this.adapter.updateMany(
+					{ id: row.id, passwordHash: row.passwordHash },
+					{ passwordHash }
+				);
 			} catch (err) {
 				this.logger.warn(
 					`Re-hashing the password of user ${row.id} failed; next login will retry: ${(err as Error).message}`
@@ -330,7 +384,10 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		},
 
 		/**
-		 * Inserts an account with `email`'s identity key.
+		 * Inserts an account with `email`'s identity key (moleculer-db's `adapter.insert`). Not
+		 * `entityChanged`: no cached answer can hold an account that did not exist (`resolveToken`
+		 * caches only successes), so a sign-up cleans nothing (a clean would drop every cached
+		 * token, on every node, at each sign-up).
 		 * @throws USERS_EMAIL_INVALID (422) for an address with no key, USERS_EMAIL_TAKEN (409)
 		 *   when its address or key is taken, USERS_BUSY (429) from the hashing pool
 		 */
@@ -339,12 +396,13 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 			email: string,
 			password: string,
 			name: string,
-			role: "customer" | "admin"
+			role: "customer" | "admin",
+			ctx?: Context
 		): Promise<PublicUser> {
 			const emailKey = emailIdentityKey(email.toLowerCase());
 			const passwordHash = await this.hashPassword(password);
 			try {
-				const row = await this.repo.create({
+				const doc = await this.adapter.insert({
 					id: crypto.randomUUID(),
 					email: email.toLowerCase(),
 					emailKey,
@@ -352,7 +410,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 					passwordHash,
 					role
 				});
-				return toPublic(row);
+				return await this.transformDocuments(ctx, {}, doc);
 			} catch (err) {
 				if (err instanceof UniqueConstraintError) throw shopError("USERS_EMAIL_TAKEN");
 				throw err;
@@ -383,7 +441,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 		async seedAdministrator(this: UsersThis): Promise<void> {
 			const c = config();
 			const admin = c.adminEmail.toLowerCase();
-			const existing = await this.repo.findByEmail(admin, emailIdentityKeyOrNull(admin));
+			const existing = await this.findAccount(admin, emailIdentityKeyOrNull(admin));
 			if (existing) return;
 			const announce = (
 				this.broker.options as {
@@ -424,7 +482,7 @@ const UsersService: ShopServiceSchema<UsersThis> = {
 
 	created(this: UsersThis): void {
 		const c = config();
-		this.repo = new UsersRepo(this.models, this.db);
+		this.repo = new UsersRepo(this.db);
 		// This node signs and verifies access tokens: in production without JWT_SECRET it refuses
 		// to start (ConfigError) instead of answering 500 at the first login.
 		requireJwtSecret();

@@ -407,6 +407,110 @@ describe("products", () => {
 			expect((await listAll("Cached Thing")).map(r => r.price)).toEqual([1500]);
 		});
 
+		it("a cached product and list are cleaned when it is removed (moleculer-db's entityChanged)", async () => {
+			const p = await create({ sku: sku("GONE"), name: "Removable Thing", price: 1000 });
+			await expect(broker.call("products.get", { id: p.id })).resolves.toMatchObject({
+				id: p.id
+			});
+			expect((await listAll("Removable Thing")).map(r => r.id)).toEqual([p.id]);
+			// Both reads are cached (else this test could not catch a stale cache).
+			expect(await broker.cacher!.get(getCacheKey(p.id))).toMatchObject({ id: p.id });
+
+			const removed: Product = await broker.call("products.remove", { id: p.id }, asAdmin);
+			expect(removed).toEqual(p);
+			// Gone from the cacher (the memory cacher answers undefined, Redis null).
+			expect([null, undefined]).toContain(await broker.cacher!.get(getCacheKey(p.id)));
+			await expect(broker.call("products.get", { id: p.id })).rejects.toMatchObject({
+				type: "PRODUCTS_NOT_FOUND",
+				code: 404,
+				data: { id: p.id }
+			});
+			expect(await listAll("Removable Thing")).toEqual([]);
+			await expect(
+				broker.call("products.resolve", { ids: [p.id, DEMO_CATALOG[0]!.id] })
+			).resolves.toEqual([expect.objectContaining({ id: DEMO_CATALOG[0]!.id })]);
+			const sequelize = (
+				broker.getLocalService("products") as unknown as {
+					sequelize: { query(sql: string, o: object): Promise<unknown> };
+				}
+			).sequelize;
+			const rows = (await sequelize.query(
+				"SELECT name, data FROM outbox WHERE aggregate_id = $1 ORDER BY seq",
+				{ bind: [p.id], type: "SELECT" }
+			)) as { name: string; data: Record<string, unknown> }[];
+			expect(rows.map(r => r.name)).toEqual(["product.created", "product.removed"]);
+			expect(rows[1]!.data).toEqual(p);
+		});
+
+		it("remove: customers are forbidden, unknown ids are not found, nothing else removed", async () => {
+			const p = await create({ sku: sku("KEEP"), name: "Kept Thing", price: 1000 });
+			await expect(
+				broker.call("products.remove", { id: p.id }, { meta: { user: customer() } })
+			).rejects.toMatchObject({ type: "AUTH_FORBIDDEN", code: 403 });
+			await expect(broker.call("products.get", { id: p.id })).resolves.toMatchObject({
+				id: p.id
+			});
+			const id = crypto.randomUUID();
+			await expect(broker.call("products.remove", { id }, asAdmin)).rejects.toMatchObject({
+				type: "PRODUCTS_NOT_FOUND",
+				code: 404,
+				data: { id }
+			});
+			await expect(
+				broker.call("products.remove", { id: "not-a-uuid" }, asAdmin)
+			).rejects.toMatchObject({ type: "VALIDATION_ERROR", code: 422 });
+			expect((await list()).total).toBeGreaterThanOrEqual(DEMO_CATALOG.length);
+		});
+
+		it("moleculer-db's adapter calls inside a managed transaction commit or roll back with it", async () => {
+			const svc = broker.getLocalService("products") as unknown as {
+				sequelize: {
+					transaction<T>(work: () => Promise<T>): Promise<T>;
+					query(sql: string, o: object): Promise<unknown>;
+				};
+				adapter: {
+					insert(entity: object): Promise<unknown>;
+					findById(id: string): Promise<unknown>;
+				};
+			};
+			const entity = (tag: string): { id: string } & Record<string, unknown> => ({
+				id: crypto.randomUUID(),
+				sku: sku(tag),
+				name: `Scoped ${tag}`,
+				description: "",
+				price: 100,
+				currency: "USD",
+				active: true
+			});
+			/** Whether the row is visible on a connection of its own (`transaction: null`). */
+			const committedRow = async (id: string): Promise<boolean> => {
+				const rows = (await svc.sequelize.query("SELECT 1 FROM products WHERE id = $1", {
+					bind: [id],
+					type: "SELECT",
+					transaction: null
+				})) as unknown[];
+				return rows.length === 1;
+			};
+			const rolledBack = entity("RB");
+			await expect(
+				svc.sequelize.transaction(async () => {
+					await svc.adapter.insert(rolledBack);
+					// The transaction sees its row; another connection does not (not committed).
+					expect(await svc.adapter.findById(rolledBack.id)).not.toBeNull();
+					expect(await committedRow(rolledBack.id)).toBe(false);
+					throw new Error("roll back");
+				})
+			).rejects.toThrow("roll back");
+			expect(await svc.adapter.findById(rolledBack.id)).toBeNull();
+
+			const committed = entity("OK");
+			await svc.sequelize.transaction(async () => {
+				await svc.adapter.insert(committed);
+				expect(await committedRow(committed.id)).toBe(false);
+			});
+			expect(await committedRow(committed.id)).toBe(true);
+		});
+
 		it("update: customers are forbidden, unknown ids are not found", async () => {
 			const p = await create({ sku: sku("UPD"), name: "Updatable", price: 1000 });
 			await expect(
