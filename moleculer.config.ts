@@ -3,7 +3,8 @@
  * service with `moleculer-runner --config dist/moleculer.config.js dist/services/<name>/<name>.service.js`).
  *
  * Transporter, cacher and tracing come from the environment (platform/config.ts, CONTRACT.md):
- * `TRANSPORTER` (NATS) or none; `CACHER` (Redis) or in-memory; `TRACING_EXPORTER` console/jaeger.
+ * `TRANSPORTER` (NATS) or none; `CACHER` (Redis) or in-memory; `TRACING_EXPORTER` console/jaeger
+ * and/or `OTEL_TRACES_EXPORTER=otlp` (OpenTelemetry over OTLP/HTTP, docs/tracing.md).
  */
 import type { BrokerOptions } from "moleculer";
 import { config } from "./platform/config";
@@ -13,19 +14,21 @@ import {
 } from "./platform/db/database-unavailable";
 import { isTransientError, ShopErrorRegenerator } from "./platform/errors";
 import { FailoverMiddleware } from "./platform/failover";
+import { NatsReconnectMiddleware } from "./platform/nats-reconnect";
 import { shopLogger } from "./platform/logger";
 import { NodeHealthMiddleware } from "./platform/node-health";
 import { PortableParamsMiddleware } from "./platform/web/openapi";
-import { natsConnectionOptions, natsSecurity } from "./platform/nats-options";
+import { natsClientOptions, natsSecurity } from "./platform/nats-options";
 import { replCommands } from "./app/repl-commands";
 import { RESILIENT_REDIS_CACHER } from "./platform/resilient-cacher";
 import { RequestContextMiddleware } from "./platform/request-context";
+import { OTLP_TRACE_EXPORTER } from "./platform/tracing/otlp-exporter";
 
 const c = config();
 type ReplCustomCommands = NonNullable<NonNullable<BrokerOptions["replOptions"]>["customCommands"]>;
 
 function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
-	const exporter =
+	const classic =
 		c.tracingExporter === "console"
 			? { type: "Console" as const, options: { width: 100 } }
 			: c.tracingExporter === "jaeger"
@@ -37,7 +40,22 @@ function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
 						}
 					}
 				: null;
-	if (!exporter) return { enabled: false };
+	// OTEL_TRACES_EXPORTER=otlp: OTLP/HTTP (platform/tracing/otlp-exporter.ts, docs/tracing.md),
+	// alongside TRACING_EXPORTER's exporter when both are set.
+	const otlp = c.otlpTracing
+		? {
+				type: OTLP_TRACE_EXPORTER as "Console",
+				options: {
+					url: c.otlpTracing.tracesUrl,
+					serviceName: c.otlpTracing.serviceName,
+					resourceAttributes: c.otlpTracing.resourceAttributes,
+					scheduleDelayMs: c.otlpTracing.scheduleDelayMs
+				} as object
+			}
+		: null;
+	const exporters = [classic, otlp].filter(e => e !== null);
+	if (exporters.length === 0) return { enabled: false };
+	const exporter = exporters.length === 1 ? exporters[0]! : exporters;
 	// TRACING_EXPORTER=jaeger would otherwise become `tracing.exporter: "jaeger"` under
 	// moleculer-runner: a Jaeger exporter with default options (UDP to 127.0.0.1:6832,
 	// JAEGER_ENDPOINT ignored), so no span reached the collector.
@@ -97,16 +115,16 @@ const brokerConfig: BrokerOptions = {
 	logger: shopLogger(c),
 	logLevel: c.logLevel,
 
-	// Servers, credentials (URL or NATS_TOKEN) and TLS files (NATS_TLS_*) as `nats` options, no
-	// URL: platform/nats-options.ts. The JetStream connection of durable events uses the same.
+	// Servers (one or a cluster's list), credentials (URL or NATS_TOKEN), TLS files (NATS_TLS_*)
+	// and the reconnect settings (NATS_RECONNECT) as `nats` options, no URL:
+	// platform/nats-options.ts. The JetStream connection of durable events uses the same.
 	transporter: c.transporter
 		? {
 				type: "NATS",
-				options: {
-					...natsConnectionOptions(c.transporter, natsSecurity(c)),
-					maxReconnectAttempts: -1,
-					reconnectTimeWait: 500
-				}
+				options: natsClientOptions(c.transporter, natsSecurity(c), {
+					randomize: c.natsRandomize,
+					name: c.nodeID
+				})
 			}
 		: null,
 
@@ -206,13 +224,15 @@ const brokerConfig: BrokerOptions = {
 	 * strings, so that they reach the gateway's OpenAPI document from other nodes (platform/web/openapi.ts);
 	 * an unreachable database answers 503 SERVICE_UNAVAILABLE (retryable), not the driver's error
 	 * as a 500 (platform/db/database-unavailable.ts); a killed node's calls fail over in under a second
-	 * (platform/failover.ts).
+	 * (platform/failover.ts); calls that a NATS server's death may have lost are retried when the
+	 * connection comes back on another server (platform/nats-reconnect.ts).
 	 */
 	middlewares: [
 		RequestContextMiddleware,
 		PortableParamsMiddleware,
 		DatabaseUnavailableMiddleware,
 		FailoverMiddleware({ probeAfterMs: c.failoverProbeMs }),
+		NatsReconnectMiddleware(),
 		...(c.healthPort > 0 ? [NodeHealthMiddleware(c.healthPort)] : [])
 	],
 

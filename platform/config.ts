@@ -25,9 +25,15 @@ import type {
 	LogFormat,
 	LogLevel,
 	RetentionConfig,
+	OtlpTracingConfig,
 	ShopConfig,
 	TracingExporter
 } from "./config/settings";
+import {
+	otlpTracesUrl,
+	parseResourceAttributes,
+	parseTracesExporter
+} from "./tracing/otel-settings";
 
 export { ConfigError } from "./config/parse";
 export type {
@@ -35,9 +41,13 @@ export type {
 	LogFormat,
 	LogLevel,
 	RetentionConfig,
+	OtlpTracingConfig,
 	ShopConfig,
 	TracingExporter
 } from "./config/settings";
+
+/** The schemes of an OTLP/HTTP endpoint. */
+const HTTP = ["http:", "https:"];
 
 /**
  * Default of `RATE_LIMIT_MAX`: requests per client address per window (60 s by default), 100 a
@@ -71,6 +81,24 @@ function serviceDatabaseUrlsOf(env: Env): Record<DatabaseService, string> {
 }
 
 const DAY_MS = 24 * 3600_000;
+
+/**
+ * `TRANSPORTER`: one NATS URL or a comma-separated list of them, one per server of a cluster
+ * (`nats://a:4222,nats://b:4222`, spaces after the commas allowed), each `nats:` or `tls:`.
+ * @returns the list without spaces or empty entries, or null when unset
+ * @throws ConfigError naming the (redacted) entry that is not a NATS URL
+ */
+function transporterList(env: Env): string | null {
+	const raw = str(env, "TRANSPORTER");
+	if (raw === null) return null;
+	const parts = raw
+		.split(",")
+		.map(p => p.trim())
+		.filter(Boolean);
+	if (parts.length === 0) throw new ConfigError("TRANSPORTER lists no NATS server");
+	for (const part of parts) url({ TRANSPORTER: part }, "TRANSPORTER", ["nats:", "tls:"]);
+	return parts.join(",");
+}
 
 /**
  * The retention settings (docs/retention.md gives each default's reason). Windows that guard a
@@ -160,6 +188,24 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 	const jaegerEndpoint = url(env, "JAEGER_ENDPOINT", ["http:", "https:"]);
 	if (tracing === "jaeger" && !jaegerEndpoint)
 		throw new ConfigError("TRACING_EXPORTER=jaeger needs JAEGER_ENDPOINT");
+	// OpenTelemetry's variables (docs/tracing.md): OTLP/HTTP export, besides TRACING_EXPORTER's.
+	let otlpTracing: OtlpTracingConfig | null = null;
+	try {
+		const otlpTracesEndpoint = url(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", HTTP);
+		const otlpEndpoint = url(env, "OTEL_EXPORTER_OTLP_ENDPOINT", HTTP);
+		const otelServiceName = str(env, "OTEL_SERVICE_NAME");
+		const otelResource = parseResourceAttributes(str(env, "OTEL_RESOURCE_ATTRIBUTES"));
+		const otelDelay = int(env, "OTEL_BSP_SCHEDULE_DELAY", 5_000, 1, 600_000);
+		if (parseTracesExporter(str(env, "OTEL_TRACES_EXPORTER")) === "otlp")
+			otlpTracing = {
+				tracesUrl: otlpTracesUrl(otlpTracesEndpoint, otlpEndpoint),
+				serviceName: otelServiceName,
+				resourceAttributes: Object.freeze(otelResource),
+				scheduleDelayMs: otelDelay
+			};
+	} catch (err) {
+		throw err instanceof ConfigError ? err : new ConfigError((err as Error).message);
+	}
 
 	const logLevel = (str(env, "LOGLEVEL") ?? "info") as LogLevel;
 	if (!["fatal", "error", "warn", "info", "debug", "trace"].includes(logLevel))
@@ -189,7 +235,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		if (net.isIP(ip) === 0)
 			throw new ConfigError(`TRUSTED_PROXIES must list IP addresses, got "${ip}"`);
 
-	const transporter = url(env, "TRANSPORTER", ["nats:", "tls:"]);
+	const transporter = transporterList(env);
 	const natsToken = str(env, "NATS_TOKEN");
 	const natsTlsCa = readableFile("NATS_TLS_CA", str(env, "NATS_TLS_CA"));
 	const natsTlsCert = readableFile("NATS_TLS_CERT", str(env, "NATS_TLS_CERT"));
@@ -203,6 +249,8 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 			throw new ConfigError(`TRANSPORTER: ${(err as Error).message}`);
 		}
 	}
+
+	const jetstreamReplicas = int(env, "JETSTREAM_REPLICAS", 1, 1, 5);
 
 	// A reservation must outlive the part of its saga that can still give it up (up to the pivot,
 	// bounded by the deadline): a shorter TTL would cancel healthy orders as TIMEOUT.
@@ -271,6 +319,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		adminPassword,
 		tracingExporter: tracing as TracingExporter,
 		jaegerEndpoint,
+		otlpTracing,
 		logLevel,
 		logFormat,
 		sagaDeadlineMs,
@@ -349,6 +398,8 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		natsTlsCa,
 		natsTlsCert,
 		natsTlsKey,
+		natsRandomize: bool(env, "NATS_RANDOMIZE", true),
+		jetstreamReplicas,
 		retention,
 		eventsMaxAgeMs,
 		eventsMaxBytes: int(env, "EVENTS_MAX_BYTES", 1024 ** 3, 65_536, 2 ** 50),

@@ -13,7 +13,45 @@
  *
  * The options carry no URL, so nothing that logs the transporter's options (Moleculer, moleculer-
  * runner, the `nats` client's status messages) sees credentials in a URL.
+ *
+ * A cluster of servers (docs/nats-cluster.md): `TRANSPORTER` lists them, comma-separated (spaces
+ * after the commas are allowed: `nats://a:4222, nats://b:4222`); credentials and TLS apply to
+ * every server. The client connects to one, learns the cluster's other servers from it (the
+ * server's `connect_urls`) and, when it loses its server, reconnects to another with the same
+ * subscriptions. The reconnect settings (`NATS_RECONNECT`, the same for the Moleculer transporter
+ * and the JetStream connection of durable events), chosen for a server lost in a cluster of three:
+ * - `maxReconnectAttempts: -1`: never give up; a node without NATS is useless, and an orchestrator
+ *   restarting it would not make NATS come back sooner.
+ * - `reconnectTimeWait: 500` ms between two attempts on the SAME server (the `nats` client tries
+ *   another server of the list at once: losing one of three costs one round trip, not 500 ms);
+ *   a whole cluster restarting is retried twice a second.
+ * - `reconnectJitter: 250` ms (`reconnectJitterTLS: 1000` ms, a TLS handshake costs the server
+ *   more), added at random to that wait, so that the hundreds of clients of a dead server do not
+ *   retry its restart in lockstep.
+ * - `waitOnFirstConnect: false`: at start-up, when no server of the list answers, `connect()`
+ *   fails with the reason (refused, authorization violation), which Moleculer's transit logs and
+ *   retries every 5 s; a server that did not answer is left out until the cluster announces it
+ *   again (its `connect_urls`, as soon as it is back). The JetStream connection
+ *   (platform/events/jetstream.ts) sets it to true: it is opened once the transporter is up.
+ * - `timeout: 2000` ms per connection attempt: a server whose host is gone (no TCP reset) costs 2 s
+ *   before the next one is tried, not the client's default 20 s.
+ * - `pingInterval: 5000` ms, `maxPingOut: 3`: a connection to a server that went silent (host
+ *   lost, network cut) is declared dead within 15 to 20 s, not the default 4 min.
+ * The list is shuffled (the `nats` client's default) so that nodes spread over the servers;
+ * `NATS_RANDOMIZE=false` keeps the listed order (the first server preferred, e.g. one per zone).
  */
+
+/** The reconnect settings of every shop connection to NATS (see the module comment). */
+export const NATS_RECONNECT = Object.freeze({
+	maxReconnectAttempts: -1,
+	reconnectTimeWait: 500,
+	reconnectJitter: 250,
+	reconnectJitterTLS: 1_000,
+	waitOnFirstConnect: false,
+	timeout: 2_000,
+	pingInterval: 5_000,
+	maxPingOut: 3
+});
 
 /** Credentials and TLS files besides the URL (platform/config.ts: `NATS_TOKEN`, `NATS_TLS_*`). */
 export interface NatsSecurity {
@@ -90,6 +128,36 @@ export function natsConnectionOptions(
 	if (security.tlsCertFile) tls.certFile = security.tlsCertFile;
 	if (security.tlsKeyFile) tls.keyFile = security.tlsKeyFile;
 	if (tlsScheme || Object.keys(tls).length > 0) out.tls = tls;
+	return out;
+}
+
+/** What `connect()` of the `nats` client takes for one shop connection: servers, security, reconnects. */
+export type NatsClientOptions = NatsConnectionOptions &
+	typeof NATS_RECONNECT & {
+		/** Keep the listed order of the servers (`NATS_RANDOMIZE=false`). */
+		noRandomize: boolean;
+		/** Shown in the server's `/connz` (a nodeID). */
+		name?: string;
+	};
+
+/**
+ * The full client options of a shop connection to NATS: `natsConnectionOptions` plus
+ * `NATS_RECONNECT`, the servers shuffled unless `randomize` is false, and a connection name.
+ * The Moleculer transporter (moleculer.config.ts) and the JetStream connection
+ * (platform/events/jetstream.ts) both use it.
+ * @throws Error as `natsConnectionOptions`
+ */
+export function natsClientOptions(
+	url: string,
+	security: NatsSecurity = {},
+	opts: { randomize?: boolean; name?: string | null } = {}
+): NatsClientOptions {
+	const out: NatsClientOptions = {
+		...natsConnectionOptions(url, security),
+		...NATS_RECONNECT,
+		noRandomize: opts.randomize === false
+	};
+	if (opts.name) out.name = opts.name;
 	return out;
 }
 

@@ -10,6 +10,21 @@
 export type DatabaseService = string;
 
 export type TracingExporter = "console" | "jaeger" | null;
+
+/**
+ * Export over OTLP/HTTP (`OTEL_TRACES_EXPORTER=otlp`; platform/tracing/otlp-exporter.ts,
+ * docs/tracing.md), from the OpenTelemetry specification's variables.
+ */
+export interface OtlpTracingConfig {
+	/** Where spans are POSTed: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or `<OTEL_EXPORTER_OTLP_ENDPOINT>/v1/traces`. */
+	readonly tracesUrl: string;
+	/** `OTEL_SERVICE_NAME`: every span's `service.name`; `null`: the Moleculer service of each span. */
+	readonly serviceName: string | null;
+	/** `OTEL_RESOURCE_ATTRIBUTES`, decoded (a `service.name` there names every span too). */
+	readonly resourceAttributes: Readonly<Record<string, string>>;
+	/** `OTEL_BSP_SCHEDULE_DELAY`: the longest a finished span waits before it is sent, in ms. */
+	readonly scheduleDelayMs: number;
+}
 export type LogLevel = "fatal" | "error" | "warn" | "info" | "debug" | "trace";
 /** `json`: one JSON object per line (production); `pretty`: readable lines (development). */
 export type LogFormat = "json" | "pretty";
@@ -25,7 +40,10 @@ export interface ShopConfig {
 	readonly port: number;
 	/** Moleculer nodeID; `null` lets Moleculer use hostname-pid. */
 	readonly nodeID: string | null;
-	/** Transporter URL, e.g. `nats://127.0.0.1:4222`; `null` runs in one process. */
+	/**
+	 * Transporter URL, e.g. `nats://127.0.0.1:4222`, or the servers of a NATS cluster,
+	 * comma-separated without spaces (`nats://a:4222,nats://b:4222`); `null` runs in one process.
+	 */
 	readonly transporter: string | null;
 	/** Redis URL for the cacher; `null` uses the in-memory cacher. */
 	readonly cacher: string | null;
@@ -66,6 +84,8 @@ export interface ShopConfig {
 	readonly adminPassword: string | null;
 	readonly tracingExporter: TracingExporter;
 	readonly jaegerEndpoint: string | null;
+	/** OTLP export of spans (`OTEL_TRACES_EXPORTER=otlp`), besides TRACING_EXPORTER's; `null`: off. */
+	readonly otlpTracing: OtlpTracingConfig | null;
 	readonly logLevel: LogLevel;
 	/** Log line format (`LOG_FORMAT`); default `json` in production, `pretty` otherwise. */
 	readonly logFormat: LogFormat;
@@ -243,6 +263,16 @@ export interface ShopConfig {
 	readonly natsTlsCert: string | null;
 	/** PEM file of this node's client key for NATS (`NATS_TLS_KEY`, with the certificate). */
 	readonly natsTlsKey: string | null;
+	/**
+	 * Shuffle the `TRANSPORTER` list before connecting (`NATS_RANDOMIZE`, default true: nodes
+	 * spread over the servers); false keeps the listed order (platform/nats-options.ts).
+	 */
+	readonly natsRandomize: boolean;
+	/**
+	 * Copies of each JetStream stream and durable consumer (`JETSTREAM_REPLICAS`, 1 to 5, default
+	 * 1): 3 on a cluster of three servers survives the loss of one (platform/events/jetstream.ts).
+	 */
+	readonly jetstreamReplicas: number;
 	/**
 	 * Retention (platform/retention.ts, docs/retention.md): what each service's purge job deletes, and
 	 * how. Every window is in ms and compared with the database's clock.

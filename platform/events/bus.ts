@@ -26,10 +26,17 @@ export async function acquireBus(url: string, name: string): Promise<JetStreamBu
 	if (!entry) {
 		const c = config();
 		entry = {
-			bus: connectJetStream(url, name, natsSecurity(c), {
-				maxAgeMs: c.eventsMaxAgeMs,
-				maxBytes: c.eventsMaxBytes
-			}),
+			bus: connectJetStream(
+				url,
+				name,
+				natsSecurity(c),
+				{
+					maxAgeMs: c.eventsMaxAgeMs,
+					maxBytes: c.eventsMaxBytes,
+					replicas: c.jetstreamReplicas
+				},
+				{ randomize: c.natsRandomize }
+			),
 			users: 0
 		};
 		buses.set(url, entry);

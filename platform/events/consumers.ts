@@ -100,7 +100,14 @@ export class DurableConsumers {
 			const durable = await ensureConsumer(bus.jsm, name, event, this.opts);
 			this.durables.push(durable);
 			const consumer = await bus.js.consumers.get(EVENTS_STREAM, durable);
-			const messages = await consumer.consume({ max_messages: 64 });
+			const messages = await consumer.consume({
+				max_messages: 64,
+				// Each pull lasts 5 s (the client's default: 30 s). When the consumer's leader is
+				// lost with a NATS server, the client re-pulls after a missed heartbeat or backs
+				// off for `expires` before asking again: 5 to 10 s without deliveries, not 30 to
+				// 60 s (test/cluster/nats-cluster.test.ts measured 32 s with the default).
+				expires: 5_000
+			});
 			this.subs.push(messages);
 			this.loops.push(
 				(async () => {

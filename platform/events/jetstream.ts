@@ -13,6 +13,15 @@
  * - Consumers: durable, explicit ack, `max_deliver`, `ack_wait`; acknowledged by the caller only
  *   after its handler's transaction has committed (at-least-once; the inbox makes it effectively
  *   once).
+ * - Replicas (`JETSTREAM_REPLICAS`, `StreamLimits.replicas`): both streams and every durable
+ *   consumer are kept on that many servers of a NATS cluster (`num_replicas`; raised on existing
+ *   ones, which NATS scales up in place; never lowered: a node started with fewer, e.g. without
+ *   the setting, leaves a replicated stream as it is). With 3 on a cluster of three, the loss of any one
+ *   server loses nothing: a new stream leader is elected in a few seconds; meanwhile the relay's
+ *   publishes fail and are retried with the same `Nats-Msg-Id`, which the new leader, holding the
+ *   replicated duplicate window, drops if the first attempt was stored after all. At start-up a
+ *   setting the servers cannot hold (not clustered, or fewer JetStream servers than replicas)
+ *   fails with a `ConfigError` that says so.
  *
  * Durability of acknowledged writes on power loss needs the server's `sync_interval: always`
  * (deploy/nats/nats.conf, nats-server >= 2.10); see docs in README "Durable events".
@@ -31,7 +40,8 @@ import {
 	type StreamInfo,
 	DiscardPolicy
 } from "nats";
-import { natsConnectionOptions, type NatsSecurity } from "../nats-options";
+import { ConfigError } from "../config/parse";
+import { natsClientOptions, type NatsSecurity } from "../nats-options";
 
 /** Stream holding every domain event. */
 export const EVENTS_STREAM = "SHOP_EVENTS";
@@ -40,12 +50,14 @@ export const DLQ_STREAM = "SHOP_DLQ";
 /** How long the server remembers a `Nats-Msg-Id` to drop a re-sent duplicate, in ms. */
 export const DUPLICATE_WINDOW_MS = 10 * 60_000;
 
-/** Retention limits of both streams. */
+/** Retention limits and replication of both streams. */
 export interface StreamLimits {
 	/** Oldest message kept, in ms (at least `DUPLICATE_WINDOW_MS`). */
 	readonly maxAgeMs: number;
 	/** Largest size of the stream, in bytes. */
 	readonly maxBytes: number;
+	/** Servers holding a copy of each stream and consumer (`JETSTREAM_REPLICAS`, 1 to 5; 1 by default). */
+	readonly replicas?: number;
 }
 
 /** The limits when none are given: 7 days, 1 GiB (platform/config.ts's defaults). */
@@ -79,29 +91,37 @@ export interface JetStreamBus {
 
 /**
  * Connects to NATS (reconnecting forever, like the Moleculer transporter) and makes sure both
- * streams exist. Servers, credentials and TLS are mapped by platform/nats-options.ts exactly as for
- * the transporter, so the server accepts both connections or neither.
- * @param url - `nats://[token@|user:password@]host:port` (the `TRANSPORTER` setting)
+ * streams exist. Servers, credentials, TLS and the reconnect settings are mapped by
+ * platform/nats-options.ts (`natsClientOptions`) exactly as for the transporter, so the server
+ * accepts both connections or neither, and both fail over alike.
+ * @param url - `nats://[token@|user:password@]host:port`, or a comma-separated list of a
+ *   cluster's servers (the `TRANSPORTER` setting)
  * @param name - connection name shown in the server's monitoring (`/connz`)
  * @param security - `NATS_TOKEN` and the `NATS_TLS_*` files (platform/config.ts)
- * @param limits - the streams' `max_age` and `max_bytes` (created, or updated when they differ)
+ * @param limits - the streams' `max_age`, `max_bytes` and `num_replicas` (created, or updated
+ *   when they differ; `num_replicas` only upwards)
+ * @param connection.randomize - shuffle the servers (`NATS_RANDOMIZE`, default true)
+ * @throws ConfigError when the servers cannot hold `limits.replicas` copies (not clustered, or
+ *   fewer JetStream servers); Error when JetStream is off
  */
 export async function connectJetStream(
 	url: string,
 	name: string,
 	security: NatsSecurity = {},
-	limits: StreamLimits = DEFAULT_STREAM_LIMITS
+	limits: StreamLimits = DEFAULT_STREAM_LIMITS,
+	connection: { randomize?: boolean } = {}
 ): Promise<JetStreamBus> {
-	const opts = natsConnectionOptions(url, security);
-	const nc = await connect({
-		...opts,
-		name,
-		maxReconnectAttempts: -1,
-		reconnectTimeWait: 500,
-		waitOnFirstConnect: true
-	});
+	const opts = natsClientOptions(url, security, { randomize: connection.randomize, name });
+	// Opened after the transporter connected: a server that does not answer now is retried.
+	const nc = await connect({ ...opts, waitOnFirstConnect: true });
 	let jsm: JetStreamManager;
 	try {
+		const replicas = limits.replicas ?? 1;
+		// The server's INFO names its cluster only when it is in one.
+		if (replicas > 1 && !nc.info?.cluster)
+			throw new ConfigError(
+				`JETSTREAM_REPLICAS=${replicas} needs a NATS cluster of at least ${replicas} servers with JetStream, but the server at ${nc.getServer()} is not clustered: run nats-server with --cluster and --routes (docs/nats-cluster.md), or set JETSTREAM_REPLICAS=1`
+			);
 		jsm = await nc.jetstreamManager();
 		await ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"], limits);
 		await ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"], limits);
@@ -123,6 +143,22 @@ export async function connectJetStream(
 	};
 }
 
+/**
+ * The JetStream API's answers to replicas it cannot place: 10005 "no suitable peers for
+ * placement", 10023 "insufficient resources", 10074 "replicas > 1 not supported in
+ * non-clustered mode".
+ */
+const REPLICAS_NOT_PLACEABLE = new Set([10005, 10023, 10074]);
+
+/** `err` as the ConfigError of replicas the servers cannot hold, or `err` itself. */
+function replicasError(err: unknown, stream: string, replicas: number): unknown {
+	const api = (err as { api_error?: { err_code?: number; description?: string } }).api_error;
+	if (!api?.err_code || !REPLICAS_NOT_PLACEABLE.has(api.err_code)) return err;
+	return new ConfigError(
+		`JETSTREAM_REPLICAS=${replicas}: the NATS servers cannot hold ${replicas} replicas of stream ${stream} (${api.description ?? api.err_code}): the cluster needs at least ${replicas} servers with JetStream, all up; add servers or lower JETSTREAM_REPLICAS`
+	);
+}
+
 async function ensureStream(
 	jsm: JetStreamManager,
 	stream: string,
@@ -130,19 +166,32 @@ async function ensureStream(
 	limits: StreamLimits
 ): Promise<void> {
 	const maxAge = nanos(limits.maxAgeMs);
+	const replicas = limits.replicas ?? 1;
 	let existing: StreamInfo | null = null;
 	try {
 		existing = await jsm.streams.info(stream);
 	} catch {
 		existing = null;
 	}
-	if (existing) {
-		const c = existing.config;
-		if (c.max_age !== maxAge || c.max_bytes !== limits.maxBytes)
-			await jsm.streams.update(stream, { ...c, max_age: maxAge, max_bytes: limits.maxBytes });
-		return;
-	}
-	{
+	try {
+		if (existing) {
+			const c = existing.config;
+			// Copies are added, never taken away: a node started without JETSTREAM_REPLICAS (1)
+			// must not shrink a replicated stream (scaling down is an operator's act).
+			const copies = Math.max(c.num_replicas || 1, replicas);
+			if (
+				c.max_age !== maxAge ||
+				c.max_bytes !== limits.maxBytes ||
+				(c.num_replicas || 1) !== copies
+			)
+				await jsm.streams.update(stream, {
+					...c,
+					max_age: maxAge,
+					max_bytes: limits.maxBytes,
+					num_replicas: copies
+				});
+			return;
+		}
 		try {
 			await jsm.streams.add({
 				name: stream,
@@ -151,12 +200,15 @@ async function ensureStream(
 				duplicate_window: nanos(DUPLICATE_WINDOW_MS),
 				max_age: maxAge,
 				max_bytes: limits.maxBytes,
-				discard: DiscardPolicy.Old
+				discard: DiscardPolicy.Old,
+				num_replicas: replicas
 			});
 		} catch (err) {
 			// Another node created it meanwhile.
 			if (!/already in use|exists/i.test(String((err as Error).message))) throw err;
 		}
+	} catch (err) {
+		throw replicasError(err, stream, replicas);
 	}
 }
 
@@ -166,9 +218,17 @@ export interface DurableConsumerOptions {
 	readonly maxDeliver: number;
 	/** How long the server waits for an ack before redelivering, in ms. */
 	readonly ackWaitMs: number;
+	/** Servers holding the consumer's state (default: the stream's `num_replicas`). */
+	readonly replicas?: number;
 }
 
-/** Creates (or updates) the durable pull consumer of (service, event). @returns its name */
+/**
+ * Creates (or updates: `max_deliver`, `ack_wait`, `num_replicas`) the durable pull consumer of
+ * (service, event) on `SHOP_EVENTS`, with `opts.replicas` copies (default: as many as the
+ * stream has, JETSTREAM_REPLICAS).
+ * @returns its name
+ * @throws ConfigError when the servers cannot hold the replicas; the JetStream API's error else
+ */
 export async function ensureConsumer(
 	jsm: JetStreamManager,
 	service: string,
@@ -176,6 +236,8 @@ export async function ensureConsumer(
 	opts: DurableConsumerOptions
 ): Promise<string> {
 	const durable = consumerName(service, event);
+	const replicas =
+		opts.replicas ?? ((await jsm.streams.info(EVENTS_STREAM)).config.num_replicas || 1);
 	const cfg: Partial<ConsumerConfig> = {
 		durable_name: durable,
 		ack_policy: AckPolicy.Explicit,
@@ -183,21 +245,35 @@ export async function ensureConsumer(
 		filter_subject: eventSubject(event),
 		// One more than ours: the handler dead-letters on delivery `maxDeliver` itself.
 		max_deliver: opts.maxDeliver + 1,
-		ack_wait: nanos(opts.ackWaitMs)
+		ack_wait: nanos(opts.ackWaitMs),
+		num_replicas: replicas
 	};
+	const existing = await jsm.consumers.info(EVENTS_STREAM, durable).catch(() => null);
 	try {
-		await jsm.consumers.info(EVENTS_STREAM, durable);
-		await jsm.consumers.update(EVENTS_STREAM, durable, {
-			max_deliver: cfg.max_deliver,
-			ack_wait: cfg.ack_wait
-		});
-	} catch {
+		if (existing) {
+			const c = existing.config;
+			// As for the streams: copies are added, never taken away.
+			const copies = Math.max(c.num_replicas || 1, replicas);
+			if (
+				c.max_deliver !== cfg.max_deliver ||
+				c.ack_wait !== cfg.ack_wait ||
+				(c.num_replicas || 1) !== copies
+			)
+				await jsm.consumers.update(EVENTS_STREAM, durable, {
+					max_deliver: cfg.max_deliver,
+					ack_wait: cfg.ack_wait,
+					num_replicas: copies
+				});
+			return durable;
+		}
 		await jsm.consumers.add(EVENTS_STREAM, cfg).catch(async err => {
 			// Created by a replica meanwhile.
 			await jsm.consumers.info(EVENTS_STREAM, durable).catch(() => {
 				throw err;
 			});
 		});
+	} catch (err) {
+		throw replicasError(err, `${EVENTS_STREAM} (consumer ${durable})`, replicas);
 	}
 	return durable;
 }

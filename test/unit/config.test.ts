@@ -148,7 +148,7 @@ describe("loadConfig", () => {
 			],
 			["changeme in any case", { ADMIN_PASSWORD: "ChangeMe-please-1234" }, "ADMIN_PASSWORD"],
 			[
-				"the README's example admin password",
+				"the example admin password of docs/operations.md",
 				{ ADMIN_PASSWORD: "YSIRbbRIESlGR8xo" },
 				"ADMIN_PASSWORD"
 			],
@@ -260,6 +260,30 @@ describe("loadConfig", () => {
 		["a redis TRANSPORTER", { TRANSPORTER: "redis://127.0.0.1:6379" }, /TRANSPORTER/],
 		["an amqp TRANSPORTER", { TRANSPORTER: "amqp://127.0.0.1:5672" }, /TRANSPORTER/],
 		["a TRANSPORTER that is no URL", { TRANSPORTER: "127.0.0.1:4222" }, /TRANSPORTER/],
+		[
+			"a TRANSPORTER list with an entry that is no URL",
+			{ TRANSPORTER: "nats://a:4222, nats-b" },
+			/TRANSPORTER is not a URL: "nats-b"/
+		],
+		[
+			"a TRANSPORTER list with a redis entry",
+			{ TRANSPORTER: "nats://a:4222, redis://b:6379" },
+			/TRANSPORTER must use nats: or tls:/
+		],
+		["a TRANSPORTER of commas only", { TRANSPORTER: " , ," }, /TRANSPORTER lists no NATS/],
+		[
+			"JETSTREAM_REPLICAS 0",
+			{ JETSTREAM_REPLICAS: "0" },
+			/JETSTREAM_REPLICAS must be in \[1, 5\]/
+		],
+		[
+			"JETSTREAM_REPLICAS 6",
+			{ JETSTREAM_REPLICAS: "6" },
+			/JETSTREAM_REPLICAS must be in \[1, 5\]/
+		],
+		["a fractional JETSTREAM_REPLICAS", { JETSTREAM_REPLICAS: "2.5" }, /JETSTREAM_REPLICAS/],
+		["a word for JETSTREAM_REPLICAS", { JETSTREAM_REPLICAS: "three" }, /JETSTREAM_REPLICAS/],
+		["NATS_RANDOMIZE that is no boolean", { NATS_RANDOMIZE: "maybe" }, /NATS_RANDOMIZE/],
 		["a nats CACHER", { CACHER: "nats://127.0.0.1:4222" }, /CACHER/],
 		["a mysql DATABASE_URL", { DATABASE_URL: "mysql://u:p@h/db" }, /DATABASE_URL/],
 		[
@@ -285,6 +309,41 @@ describe("loadConfig", () => {
 		expect(
 			loadConfig(env({ JWT_SECRET: secret, TRANSPORTER: "tls://n:4222" })).transporter
 		).toBe("tls://n:4222");
+	});
+
+	it("takes a list of NATS servers in TRANSPORTER, with or without spaces after the commas", () => {
+		const list = (t: string): string | null =>
+			loadConfig(env({ JWT_SECRET: secret, TRANSPORTER: t })).transporter;
+		expect(list("nats://a:4222,nats://b:4222,nats://c:4222")).toBe(
+			"nats://a:4222,nats://b:4222,nats://c:4222"
+		);
+		expect(list(" nats://a:4222, nats://b:4222 ,  tls://c:4222,")).toBe(
+			"nats://a:4222,nats://b:4222,tls://c:4222"
+		);
+		// Credentials in one entry; the error of a bad entry never shows them.
+		expect(list("nats://tok@a:4222, nats://b:4222")).toBe("nats://tok@a:4222,nats://b:4222");
+		expect(() => list("nats://user:hunter2@a:4222, b")).toThrow(
+			/TRANSPORTER is not a URL: "b"/
+		);
+		try {
+			list("nats://user:hunter2@a:4222,nats://user:hunter2@%zz");
+		} catch (err) {
+			expect(String(err)).not.toContain("hunter2");
+		}
+	});
+
+	it("reads JETSTREAM_REPLICAS (1 by default, 1 to 5) and NATS_RANDOMIZE (true by default)", () => {
+		const c = loadConfig(env({ JWT_SECRET: secret }));
+		expect(c.jetstreamReplicas).toBe(1);
+		expect(c.natsRandomize).toBe(true);
+		for (const n of [1, 3, 5])
+			expect(
+				loadConfig(env({ JWT_SECRET: secret, JETSTREAM_REPLICAS: ` ${n} ` }))
+					.jetstreamReplicas
+			).toBe(n);
+		expect(loadConfig(env({ JWT_SECRET: secret, NATS_RANDOMIZE: "false" })).natsRandomize).toBe(
+			false
+		);
 	});
 
 	it("returns a frozen config, serviceDatabaseUrls included", () => {

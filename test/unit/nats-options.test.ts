@@ -3,7 +3,15 @@ import os from "node:os";
 import path from "node:path";
 import type { IncomingMessage } from "node:http";
 import { ConfigError, loadConfig } from "../../platform/config";
-import { natsConnectionOptions, natsSecurity, redactUrl } from "../../platform/nats-options";
+import {
+	NATS_RECONNECT,
+	natsClientOptions,
+	natsConnectionOptions,
+	natsSecurity,
+	redactUrl
+} from "../../platform/nats-options";
+import { Errors } from "moleculer";
+import { reconnectedSubject, rejectPending } from "../../platform/nats-reconnect";
 
 describe("NATS connection options (platform/nats-options.ts)", () => {
 	it("maps servers, a user and password, percent-decoded", () => {
@@ -60,6 +68,47 @@ describe("NATS connection options (platform/nats-options.ts)", () => {
 		expect(opts).not.toHaveProperty("url");
 	});
 
+	it("maps a cluster's list, spaces after the commas too; credentials and TLS for every server", () => {
+		expect(
+			natsConnectionOptions("nats://tok@n1:4222, nats://n2:4223 ,nats://n3", {
+				tlsCaFile: "/ca.pem"
+			})
+		).toEqual({
+			servers: ["n1:4222", "n2:4223", "n3:4222"],
+			token: "tok",
+			tls: { caFile: "/ca.pem" }
+		});
+		// A tls:// entry anywhere in the list makes TLS required on every connection.
+		expect(natsConnectionOptions("nats://n1:4222,tls://n2:4222").tls).toEqual({});
+		expect(() => natsConnectionOptions("nats://n1:4222,not a url")).toThrow(/Not a NATS URL/);
+		expect(() => natsConnectionOptions(" , ")).toThrow(/No NATS server/);
+	});
+
+	it("adds the stated reconnect settings, shuffles unless told not to, names the connection", () => {
+		expect(NATS_RECONNECT).toEqual({
+			maxReconnectAttempts: -1,
+			reconnectTimeWait: 500,
+			reconnectJitter: 250,
+			reconnectJitterTLS: 1_000,
+			waitOnFirstConnect: false,
+			timeout: 2_000,
+			pingInterval: 5_000,
+			maxPingOut: 3
+		});
+		expect(Object.isFrozen(NATS_RECONNECT)).toBe(true);
+		const opts = natsClientOptions("nats://n1:4222,nats://n2:4222", { token: "t" });
+		expect(opts).toEqual({
+			servers: ["n1:4222", "n2:4222"],
+			token: "t",
+			...NATS_RECONNECT,
+			noRandomize: false
+		});
+		expect(
+			natsClientOptions("nats://n1:4222", {}, { randomize: false, name: "orders-1" })
+		).toMatchObject({ noRandomize: true, name: "orders-1" });
+		expect(natsClientOptions("nats://n1:4222", {}, { name: null })).not.toHaveProperty("name");
+	});
+
 	it("redacts credentials for log lines", () => {
 		expect(redactUrl("nats://user:pw@h:4222,nats://tok@h2:4222")).toBe(
 			"nats://***@h:4222,nats://***@h2:4222"
@@ -91,6 +140,25 @@ describe("NATS settings in platform/config.ts", () => {
 			servers: ["127.0.0.1:4222"],
 			token: "tok",
 			tls: { caFile: ca, certFile: cert, keyFile: key }
+		});
+	});
+
+	it("gives the moleculer transporter every server of a TRANSPORTER list, with NATS_TOKEN, TLS and the reconnect settings", () => {
+		const c = loadConfig({
+			...base,
+			TRANSPORTER: "nats://127.0.0.1:4222, nats://127.0.0.1:4223,nats://127.0.0.1:4224",
+			NATS_TOKEN: "tok",
+			NATS_TLS_CA: ca,
+			NATS_RANDOMIZE: "false"
+		});
+		expect(
+			natsClientOptions(c.transporter!, natsSecurity(c), { randomize: c.natsRandomize })
+		).toEqual({
+			servers: ["127.0.0.1:4222", "127.0.0.1:4223", "127.0.0.1:4224"],
+			token: "tok",
+			tls: { caFile: ca },
+			...NATS_RECONNECT,
+			noRandomize: true
 		});
 	});
 
@@ -171,5 +239,54 @@ describe("the client address the gateway passes as meta.clientIp", () => {
 		);
 		// A peer that is not a trusted proxy cannot choose its address.
 		expect(clientAddress(req("192.0.2.99", "10.0.0.5, 1.1.1.1"), trusted)).toBe("192.0.2.99");
+	});
+});
+
+describe("calls pending across a NATS reconnect (platform/nats-reconnect.ts)", () => {
+	/** A transit with one pending call per entry of `nodes` (ids r0, r1...); records rejections. */
+	const transit = (nodes: (string | null)[]) => {
+		const errors: Record<string, Error> = {};
+		const pendingRequests = new Map(
+			nodes.map((nodeID, i) => [
+				`r${i}`,
+				{
+					nodeID,
+					action: { name: "orders.get" },
+					reject: (err: Error) => {
+						errors[`r${i}`] = err;
+					}
+				}
+			])
+		);
+		return {
+			errors,
+			pendingRequests,
+			removePendingRequest: (id: string) => pendingRequests.delete(id),
+			discoverNode: () => undefined
+		};
+	};
+
+	it("rejects the chosen calls with Moleculer's retryable RequestRejectedError, and only them", () => {
+		const t = transit(["orders-1", "inventory-1", "orders-1"]);
+		expect(rejectPending(t, (_id, req) => req.nodeID === "orders-1")).toBe(2);
+		expect(Object.keys(t.errors).sort()).toEqual(["r0", "r2"]);
+		expect(t.errors.r0).toBeInstanceOf(Errors.RequestRejectedError);
+		expect(t.errors.r0).toMatchObject({ code: 503, retryable: true });
+		expect(t.errors.r0!.message).toMatch(/orders\.get.*orders-1/);
+		expect([...t.pendingRequests.keys()]).toEqual(["r1"]);
+		expect(rejectPending(t, (_id, req) => req.nodeID === "payments-1")).toBe(0);
+		expect([...t.pendingRequests.keys()]).toEqual(["r1"]);
+	});
+
+	it("selects by context id, e.g. the calls sent before the connection broke", () => {
+		const t = transit(["a", "b", "c"]);
+		const sentAt = new Map([
+			["r0", 100],
+			["r1", 300]
+		]);
+		// r2's send time is unknown: taken as sent before.
+		expect(rejectPending(t, id => (sentAt.get(id) ?? 0) < 200)).toBe(2);
+		expect([...t.pendingRequests.keys()]).toEqual(["r1"]);
+		expect(reconnectedSubject("MOL-shop")).toBe("MOL-shop.NATS-RECONNECTED");
 	});
 });
