@@ -46,6 +46,11 @@ export const ERRORS = {
 		description: "The HTTP request or its URL cannot be parsed (e.g. bad percent-encoding)."
 	},
 	REQUEST_NOT_FOUND: { code: 404, retryable: false, description: "No such route." },
+	REQUEST_METHOD_NOT_ALLOWED: {
+		code: 405,
+		retryable: false,
+		description: "The route exists, not with this method; `Allow` lists its methods."
+	},
 	REQUEST_CLIENT_TIMEOUT: {
 		code: 408,
 		retryable: false,

@@ -10,9 +10,17 @@
  *
  * Parameters: `:name` in an alias path is a path parameter; for GET and DELETE the action's
  * other parameters are query parameters; for POST, PUT and PATCH a JSON request body.
+ *
+ * Answers: every status an operation can answer is declared, none left to `default`: its
+ * success, the errors the gateway itself answers (`gatewayErrors`: 400, 401, 403, 413, 415, 422,
+ * 429, 500, 503, 504 as they apply) and the ones its action throws (`OpenApiSpec.errors`), each
+ * error status with the `type`s it carries (an `enum`, from platform/errors.ts), and the headers
+ * every answer carries (`X-Request-ID`; `Retry-After` on 429 and 503; `traceparent`; the rate
+ * limit's).
  */
 import fs from "node:fs";
 import path from "node:path";
+import { ERRORS, FRAMEWORK_ERROR_TYPES } from "../errors";
 
 /** A JSON Schema (2020-12, as OpenAPI 3.1 uses it). */
 export type JsonSchema = Record<string, unknown>;
@@ -213,6 +221,20 @@ export const json = (status: number, schema: string, description: string): Respo
 	description
 });
 
+/**
+ * A route served by a handler of the gateway rather than an action (an event stream), keyed
+ * `"<METHOD> <full path>"` (`"GET /api/orders/:id/events"`).
+ */
+export interface HandlerSpec {
+	operationId: string;
+	summary: string;
+	tag: string;
+	/** Schemas of its path parameters (otherwise plain strings). */
+	pathParams?: Readonly<Record<string, JsonSchema>>;
+	/** Its success answer. */
+	response: ResponseSpec;
+}
+
 /** What the application adds to the generic document. */
 export interface OpenApiSpec {
 	/** `info.title` and `info.description`. */
@@ -228,6 +250,24 @@ export interface OpenApiSpec {
 	headers: Readonly<Record<string, readonly JsonSchema[]>>;
 	/** components.parameters besides `RequestId`. */
 	parameters: Readonly<Record<string, JsonSchema>>;
+	/**
+	 * The error types each operation answers besides the gateway's own (`gatewayErrors`), by
+	 * action or handler route key: their status comes from platform/errors.ts.
+	 */
+	errors: Readonly<Record<string, readonly string[]>>;
+	/** The rules an operation enforces that its schemas cannot say, by action or route key. */
+	notes: Readonly<Record<string, string>>;
+	/** The routes served by a handler, by `"<METHOD> <full path>"`. */
+	handlers: Readonly<Record<string, HandlerSpec>>;
+}
+
+/** An error type's spec: the shop's table or Moleculer's kept types. */
+function errorSpec(type: string): { code: number; description: string } {
+	const spec = Object.prototype.hasOwnProperty.call(ERRORS, type)
+		? ERRORS[type as keyof typeof ERRORS]
+		: FRAMEWORK_ERROR_TYPES[type];
+	if (!spec) throw new Error(`OpenAPI: unknown error type ${type}`);
+	return spec;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -286,10 +326,82 @@ function openApiPath(p: string): { path: string; params: string[] } {
 	return { path, params };
 }
 
-const errorResponse = (description: string): JsonSchema => ({
-	description,
-	content: { "application/json": { schema: ref("Error") } }
-});
+/** The headers of an answer under `/api` (`components.headers`). */
+function answerHeaders(status: number): Record<string, JsonSchema> {
+	const h: Record<string, JsonSchema> = {
+		"X-Request-ID": { $ref: "#/components/headers/RequestId" },
+		traceparent: { $ref: "#/components/headers/TraceParent" },
+		"X-Rate-Limit-Limit": { $ref: "#/components/headers/RateLimitLimit" },
+		"X-Rate-Limit-Remaining": { $ref: "#/components/headers/RateLimitRemaining" },
+		"X-Rate-Limit-Reset": { $ref: "#/components/headers/RateLimitReset" }
+	};
+	if (status === 429 || status === 503)
+		h["Retry-After"] = { $ref: "#/components/headers/RetryAfter" };
+	return h;
+}
+
+/**
+ * The errors the gateway itself answers on an operation, by type: the request's shape (400,
+ * 413, 415), its values (422: control characters, depth, a field given twice, and the action's
+ * schema), its token (401, 403), the rate limit (429), a service not there (503), a call timing
+ * out (504) and a bug (500).
+ */
+export function gatewayErrors(op: {
+	hasBody: boolean;
+	hasParams: boolean;
+	auth?: string;
+	action: boolean;
+	idempotencyKey: boolean;
+}): string[] {
+	const types = ["REQUEST_MALFORMED"];
+	if (op.hasBody)
+		types.push(
+			"REQUEST_INVALID_JSON",
+			"REQUEST_BODY_NOT_OBJECT",
+			"REQUEST_BODY_TOO_LARGE",
+			"REQUEST_UNSUPPORTED_MEDIA_TYPE"
+		);
+	if (op.idempotencyKey) types.push("REQUEST_INVALID_ID");
+	if (op.hasParams) types.push("VALIDATION_ERROR");
+	if (op.auth) types.push("AUTH_TOKEN_MISSING", "AUTH_TOKEN_INVALID");
+	if (op.auth === "admin") types.push("AUTH_FORBIDDEN");
+	types.push(
+		"REQUEST_RATE_LIMITED",
+		"QUEUE_FULL",
+		"SERVICE_NOT_AVAILABLE",
+		"SERVICE_UNAVAILABLE",
+		"CIRCUIT_BREAKER_OPEN",
+		"INTERNAL_ERROR"
+	);
+	if (op.action) types.push("REQUEST_TIMEOUT");
+	return types;
+}
+
+/** One response per error status, its `type`s an enum (in the order given, without repeats). */
+function errorResponses(types: readonly string[]): Record<string, JsonSchema> {
+	const byStatus = new Map<number, string[]>();
+	for (const t of types) {
+		const { code } = errorSpec(t);
+		const list = byStatus.get(code) ?? [];
+		if (!list.includes(t)) list.push(t);
+		byStatus.set(code, list);
+	}
+	const out: Record<string, JsonSchema> = {};
+	for (const [code, list] of [...byStatus].sort((a, b) => a[0] - b[0]))
+		out[String(code)] = {
+			description: list.map(t => `\`${t}\`: ${errorSpec(t).description}`).join(" "),
+			headers: answerHeaders(code),
+			content: {
+				"application/json": {
+					schema: {
+						allOf: [ref("Error")],
+						properties: { code: { const: code }, type: { enum: list } }
+					}
+				}
+			}
+		};
+	return out;
+}
 
 function operation(
 	alias: GatewayAlias,
@@ -297,6 +409,9 @@ function operation(
 	spec: OpenApiSpec
 ): JsonSchema {
 	const { params: pathParams } = openApiPath(alias.path);
+	const routeKey = `${alias.method} ${alias.path}`;
+	const handler = alias.action ? undefined : spec.handlers[routeKey];
+	const key = alias.action ?? routeKey;
 	const action = alias.action ? actions.get(alias.action) : undefined;
 	const params = (action?.params ?? {}) as Record<string, FvRule>;
 	const parameters: JsonSchema[] = [{ $ref: "#/components/parameters/RequestId" }];
@@ -305,7 +420,9 @@ function operation(
 			name,
 			in: "path",
 			required: true,
-			schema: params[name] !== undefined ? ruleToSchema(params[name]!) : { type: "string" }
+			schema:
+				handler?.pathParams?.[name] ??
+				(params[name] !== undefined ? ruleToSchema(params[name]!) : { type: "string" })
 		});
 	let requestBody: JsonSchema | undefined;
 	const bodyMethod = ["POST", "PUT", "PATCH"].includes(alias.method);
@@ -329,35 +446,44 @@ function operation(
 				});
 			}
 	}
-	for (const h of spec.headers[alias.action ?? ""] ?? []) parameters.push(h);
+	const headers = spec.headers[key] ?? [];
+	for (const h of headers) parameters.push(h);
 
-	const answer = alias.action ? spec.responses[alias.action] : undefined;
+	const answer = alias.action ? spec.responses[alias.action] : handler?.response;
 	const responses: Record<string, JsonSchema> = {};
 	if (answer)
 		responses[String(answer.status)] = {
 			description: answer.description,
+			headers: answerHeaders(answer.status),
 			content: answer.content ?? { "application/json": { schema: ref(answer.schema!) } }
 		};
 	else responses["200"] = { description: "Success", content: { "*/*": { schema: {} } } };
-	if (alias.action && Object.keys(params).some(k => !k.startsWith("$$")))
-		responses["422"] = errorResponse("VALIDATION_ERROR: `data` lists the rejected fields");
-	if (alias.auth) responses["401"] = errorResponse("No valid bearer token");
-	if (alias.auth === "admin") responses["403"] = errorResponse("Not an administrator");
-	if (alias.path.startsWith("/api/"))
-		responses["429"] = errorResponse("Rate limited: see `Retry-After`");
-	responses.default = errorResponse("Any other error");
+	const errorTypes = gatewayErrors({
+		// Every write may carry a JSON body (an action without parameters takes `{}`).
+		hasBody: bodyMethod,
+		hasParams: pathParams.length > 0 || Object.keys(params).some(k => !k.startsWith("$$")),
+		auth: alias.auth,
+		action: alias.action !== undefined,
+		idempotencyKey: headers.some(h => h.$ref === "#/components/parameters/IdempotencyKey")
+	});
+	Object.assign(responses, errorResponses([...errorTypes, ...(spec.errors[key] ?? [])]));
 
 	const op: JsonSchema = {
-		operationId: alias.action
-			? `${alias.action}${alias.method === "GET" ? "" : `.${alias.method.toLowerCase()}`}`
-			: `${alias.method.toLowerCase()}${alias.path.replace(/[^A-Za-z0-9]+/g, "_")}`,
-		summary: alias.action ? `\`${alias.action}\`` : "Served by the gateway",
-		tags: [alias.action ? alias.action.split(".")[0]! : "gateway"],
+		operationId:
+			handler?.operationId ??
+			(alias.action
+				? `${alias.action}${alias.method === "GET" ? "" : `.${alias.method.toLowerCase()}`}`
+				: `${alias.method.toLowerCase()}${alias.path.replace(/[^A-Za-z0-9]+/g, "_")}`),
+		summary:
+			handler?.summary ?? (alias.action ? `\`${alias.action}\`` : "Served by the gateway"),
+		tags: [handler?.tag ?? (alias.action ? alias.action.split(".")[0]! : "gateway")],
 		parameters,
 		responses
 	};
+	const notes = spec.notes[key];
 	if (alias.action && !action)
 		op.description = `\`${alias.action}\` has no live node now: its parameters are not known.`;
+	else if (notes) op.description = notes;
 	if (requestBody) op.requestBody = requestBody;
 	if (alias.auth) op.security = [{ bearerAuth: [] }];
 	return op;
@@ -436,6 +562,39 @@ export function buildOpenApi(
 			schemas: { Error: ERROR_SCHEMA, ...spec.schemas, ...PROBE_SCHEMAS },
 			securitySchemes: {
 				bearerAuth: { type: "http", scheme: "bearer", bearerFormat: "JWT" }
+			},
+			headers: {
+				RequestId: {
+					description:
+						"The request's id: the client's `X-Request-ID` (or `X-Correlation-ID`) when well-formed, else generated; in every log line of the request",
+					required: true,
+					schema: { type: "string" }
+				},
+				TraceParent: {
+					description:
+						"W3C trace context of the request's trace (docs/tracing.md), when tracing is on",
+					schema: {
+						type: "string",
+						pattern: "^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+					}
+				},
+				RetryAfter: {
+					description: "Seconds to wait before trying again",
+					required: true,
+					schema: { type: "string", pattern: "^[0-9]+$" }
+				},
+				RateLimitLimit: {
+					description: "Requests allowed per window (when the rate limit is on)",
+					schema: { type: "string", pattern: "^[0-9]+$" }
+				},
+				RateLimitRemaining: {
+					description: "Requests left in this window",
+					schema: { type: "string", pattern: "^[0-9]+$" }
+				},
+				RateLimitReset: {
+					description: "End of this window, epoch ms",
+					schema: { type: "string", pattern: "^[0-9]+$" }
+				}
 			},
 			parameters: {
 				RequestId: {

@@ -8,6 +8,12 @@
  * - `clientErrorType`, `clientErrorResponse`: Node's `clientError` (a bad request line, headers
  *   over 16 KB, a slow client) answered in the CONTRACT's error form instead of a bare status.
  * - `requireHost`: connect middleware refusing an HTTP/1.1 request without `Host`.
+ * - `bearerToken`: the token of an `Authorization: Bearer` header, the scheme in any case.
+ * - `ignoreUnknownQueryKeys`: the query keys an action does not declare, dropped from its params
+ *   (the gateway does it for reads, GET).
+ * - `allowedMethods`: the methods of the routes a path has (a 405's `Allow`).
+ *
+ * The rules they implement are docs/api.md's "Request rules".
  */
 import { STATUS_CODES, type IncomingMessage, type ServerResponse } from "node:http";
 import { ERRORS, shopError, type ErrorType } from "../errors";
@@ -156,4 +162,71 @@ export function requireHost(
 	if (req.httpVersion === "1.1" && req.headers.host === undefined)
 		next(shopError("REQUEST_MALFORMED", "HTTP/1.1 requires a Host header."));
 	else next();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Authorization, query keys, methods
+
+/** `Bearer <token68>`: the scheme case-insensitive (RFC 9110 §11.1), then 1+ spaces. */
+const BEARER_RE = /^bearer +([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/i;
+
+/**
+ * The JWT of an `Authorization` header: `Bearer <token>` with the scheme in any case (`bearer`,
+ * `BEARER`: RFC 9110 §11.1 makes auth-schemes case-insensitive) and one or more spaces.
+ * @param header - the header's value as Node gives it (absent: undefined)
+ * @returns `undefined` when there is no header (or it is empty), `null` when it is not a bearer
+ *   JWT (another scheme, a malformed token), else the token (three base64url parts)
+ */
+export function bearerToken(header: string | undefined): string | null | undefined {
+	if (header === undefined || header === "") return undefined;
+	return BEARER_RE.exec(header)?.[1] ?? null;
+}
+
+/**
+ * Drops from `params` (an action's merged parameters: body, then query, then path) every query
+ * key the action does not declare, so `GET /api/products?_=1` (a cache-busting client) means
+ * `GET /api/products`. Body keys are left alone (the action's `$$strict` refuses unknown ones,
+ * 422), and so is a query key the body also has (the body's copy decides; a different value is
+ * a conflict, `findConflictingField`). Mutates `params`.
+ * @param params - the merged params (moleculer-web's `req.$params`)
+ * @param query - the parsed query string
+ * @param body - the JSON body (anything: only an object's own keys count)
+ * @param declared - the action's parameter names (its fastest-validator schema's keys)
+ * @returns the query without the dropped keys (for the conflict check)
+ */
+export function ignoreUnknownQueryKeys(
+	params: Record<string, unknown>,
+	query: unknown,
+	body: unknown,
+	declared: readonly string[]
+): Record<string, unknown> {
+	if (query === null || typeof query !== "object") return {};
+	const inBody = (k: string): boolean =>
+		body !== null &&
+		typeof body === "object" &&
+		!Array.isArray(body) &&
+		Object.prototype.hasOwnProperty.call(body, k);
+	const kept: Record<string, unknown> = {};
+	for (const [key, value] of Object.entries(query as Record<string, unknown>)) {
+		if (declared.includes(key) && !key.startsWith("$$")) kept[key] = value;
+		else if (!inBody(key)) delete params[key];
+	}
+	return kept;
+}
+
+/** A route of a gateway as moleculer-web holds it (`this.aliases`): its method and path regexp. */
+export interface RoutedAlias {
+	method: string;
+	re: RegExp;
+}
+
+/**
+ * The methods of the routes whose path matches `url` (no query string, no trailing `/`), sorted,
+ * for the `Allow` header of a 405: empty when no route has that path. A path parameter that is
+ * not valid percent-encoding still matches (the route's own answer would be 400).
+ */
+export function allowedMethods(aliases: readonly RoutedAlias[], url: string): string[] {
+	const methods = new Set<string>();
+	for (const a of aliases) if (a.method !== "*" && a.re.test(url)) methods.add(a.method);
+	return [...methods].sort();
 }

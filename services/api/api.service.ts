@@ -3,8 +3,9 @@
  * (`mappingPolicy: "restrict"`): internal actions (`inventory.reserve`, `payments.charge`,
  * `users.resolveToken`, `$node.*`) have no alias and are never callable over REST.
  *
- * - Authentication: `Authorization: Bearer <JWT>` resolved by `users.resolveToken`; a malformed,
- *   expired or forged token is 401 `AUTH_TOKEN_INVALID` even on public routes.
+ * - Authentication: `Authorization: Bearer <JWT>` (the scheme in any case, RFC 9110 §11.1)
+ *   resolved by `users.resolveToken`; on a route that needs a user a malformed, expired or forged
+ *   token is 401 `AUTH_TOKEN_INVALID`, on a public route it is ignored (the caller is anonymous).
  * - Authorization per alias (`auth`): `customer` needs a user (401 `AUTH_TOKEN_MISSING`),
  *   `admin` needs the admin role (403 `AUTH_FORBIDDEN`).
  * - JSON bodies only (415 otherwise; `application/*+json` too), objects only (400), at most
@@ -13,9 +14,12 @@
  *   is refused as 422 `VALIDATION_ERROR` before any action sees it (`findHostileValue`), as
  *   are values nested deeper than 32 levels and a field given twice (path, query, body) with
  *   different values (`findConflictingField`).
- * - A non-preflight `OPTIONS` is 404 `REQUEST_NOT_FOUND` (moleculer-web would answer it as a
- *   GET). Requests Node's HTTP parser refuses get the error form too: 400 `REQUEST_MALFORMED`
- *   (also for a path with bad percent-encoding), 431 `REQUEST_HEADERS_TOO_LARGE` (the URL
+ * - A path of the REST table with a method it does not have (a non-preflight `OPTIONS`, a `HEAD`
+ *   too) is 405 `REQUEST_METHOD_NOT_ALLOWED` with `Allow`; a path it does not have is 404
+ *   `REQUEST_NOT_FOUND`. On a read (GET) query keys an action does not declare are ignored
+ *   (`?_=1`); on a write, and in a body, they are 422 (docs/api.md "REST rules"). Requests Node's HTTP parser
+ *   refuses get the error form too: 400 `REQUEST_MALFORMED` (also for a path with bad
+ *   percent-encoding), 431 `REQUEST_HEADERS_TOO_LARGE` (the URL
  *   counts), 413 `REQUEST_BODY_TOO_LARGE` (chunk extensions over 16 KB), 408
  *   `REQUEST_CLIENT_TIMEOUT`, then the connection closes; a reused keep-alive connection is
  *   answered too, only one whose response is being written is cut without an answer
@@ -23,7 +27,8 @@
  *   `REQUEST_INVALID_JSON`.
  * - `X-Request-ID` (or `X-Correlation-ID`) accepted when well-formed, else generated; returned on
  *   every answer and used as the context's `requestID` through every service.
- * - `Idempotency-Key` on `POST /api/orders` becomes `ctx.meta.idempotencyKey`.
+ * - `Idempotency-Key` on the routes that honour it (`IDEMPOTENCY_KEY_ACTIONS`: `POST /api/orders`)
+ *   becomes `ctx.meta.idempotencyKey`; other routes ignore the header.
  * - Security headers by helmet; CORS from `CORS_ORIGINS`.
  * - Errors: `{ name, message, code, type, data }` with `code` the HTTP status; in production a
  *   5xx carries no internals. Never a stack trace.
@@ -58,14 +63,23 @@ import {
 	READINESS_CACHE_MS,
 	waitForLocalServices
 } from "../../platform/node-health";
+import {
+	acceptTraceContext,
+	answerTraceContext,
+	type TraceCallOptions
+} from "../../platform/tracing/trace-context";
 import { clientAddress } from "../../platform/web/client-address";
 import { apiRateLimit } from "../../platform/web/rate-limit";
 import { RedisRateLimitStore } from "../../platform/web/rate-limit-store";
 import { answerClientErrors } from "../../platform/web/client-errors";
 import {
+	allowedMethods,
+	bearerToken,
 	findConflictingField,
 	findHostileValue,
-	requireHost
+	ignoreUnknownQueryKeys,
+	requireHost,
+	type RoutedAlias
 } from "../../platform/web/request-guards";
 import { ApiDocsMixin } from "../../mixins/api-docs.mixin";
 import {
@@ -83,19 +97,48 @@ import { ADMIN_ACTIONS } from "./admin-actions";
 import { READINESS_SERVICES } from "./cluster-services";
 import { SHOP_OPENAPI } from "./openapi-schemas";
 import { isOrderStreamPath, OrderStreamsMixin, type OrderStreamMethods } from "./order-streams";
-import { API_ALIASES, STREAM_ALIASES } from "./routes";
+import { API_ALIASES, IDEMPOTENCY_KEY_ACTIONS, STREAM_ALIASES } from "./routes";
 
-type Req = GatewayRequest;
+/** A request as the gateway's handlers see it (moleculer-web's fields they read). */
+type Req = GatewayRequest & {
+	/** The path without query string and trailing `/` (moleculer-web's `rest`). */
+	parsedUrl?: string;
+	$alias?: { auth?: string; action?: string };
+};
 type Res = ServerResponse;
 
 const IDEMPOTENCY_KEY_RE = /^[A-Za-z0-9._:-]{1,255}$/;
-const BEARER_RE = /^Bearer ([A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*)$/;
 
 /** The gateway as its handlers see it: moleculer-web, WebMixin and the order streams. */
 type ApiThis = WebThis & OrderStreamMethods;
 
 /** Error types whose `data.retryAfter` (s) is the answer's `Retry-After` (WebMixin). */
 const RETRY_AFTER_FROM_DATA = ["AUTH_LOGIN_THROTTLED", "ORDERS_STREAM_LIMIT"] as const;
+
+/** The web mixin, kept: the gateway's `send404` (405 first) falls back to its page-or-404. */
+const Web = WebMixin({ retryAfterFromData: RETRY_AFTER_FROM_DATA });
+const webSend404 = (
+	Web.methods as { send404(this: unknown, req: IncomingMessage, res: ServerResponse): void }
+).send404;
+
+/** moleculer-web's aliases of every route of the gateway (method and path regexp). */
+const routedAliases = (gateway: unknown): RoutedAlias[] =>
+	(gateway as { aliases?: RoutedAlias[] }).aliases ?? [];
+
+/**
+ * The 405 of a path the REST table has with a method it does not: `Allow` lists the methods.
+ * @returns the error to answer, or null when the path has no route (a 404)
+ */
+function methodNotAllowed(
+	aliases: readonly RoutedAlias[],
+	url: string,
+	res: ServerResponse
+): Error | null {
+	const allow = allowedMethods(aliases, url);
+	if (allow.length === 0) return null;
+	res.setHeader("Allow", allow.join(", "));
+	return shopError("REQUEST_METHOD_NOT_ALLOWED", undefined, { allow });
+}
 
 /** moleculer-web's HTTP handler: every request through the `api.rest` action (and its bulkhead). */
 const gatewayHttpHandler = (
@@ -117,6 +160,20 @@ const gatewayRestHandler = (
 		actions: { rest: { handler(this: unknown, ctx: Context): unknown } };
 	}
 ).actions.rest.handler;
+
+/**
+ * A preflight (with Access-Control-Request-Method) was answered by CORS; moleculer-web resolves
+ * any other OPTIONS as a GET (its `resolveAlias` defaults the method), so it reaches a GET
+ * alias: refused here, 405 with `Allow` like any method a path does not have.
+ * @throws REQUEST_METHOD_NOT_ALLOWED (405) for an OPTIONS
+ */
+function refuseOptions(gateway: unknown, req: Req, res: Res): void {
+	if (req.method === "OPTIONS")
+		throw (
+			methodNotAllowed(routedAliases(gateway), req.parsedUrl ?? "", res) ??
+			shopError("REQUEST_NOT_FOUND")
+		);
+}
 
 /**
  * Ready before reachable: the HTTP port opens (moleculer-web's `started`) only once every other
@@ -149,7 +206,7 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 	// precedence over moleculer-web's. ListenWhenLocalServicesStarted last: its `started` runs
 	// first (see there).
 	mixins: [
-		WebMixin({ retryAfterFromData: RETRY_AFTER_FROM_DATA }),
+		Web,
 		OrderStreamsMixin(),
 		ApiGateway as unknown as Partial<ServiceSchema>,
 		ApiDocsMixin(SHOP_OPENAPI),
@@ -171,9 +228,17 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		cors: {
 			origin: config().corsOrigins,
 			methods: ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-			allowedHeaders: ["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+			allowedHeaders: [
+				"Authorization",
+				"Content-Type",
+				"Idempotency-Key",
+				"X-Request-ID",
+				"traceparent",
+				"tracestate"
+			],
 			exposedHeaders: [
 				"X-Request-ID",
+				"traceparent",
 				"Retry-After",
 				"X-Rate-Limit-Limit",
 				"X-Rate-Limit-Remaining",
@@ -182,9 +247,14 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			credentials: false,
 			maxAge: 600
 		},
-		/** Accepts a well-formed client request id; otherwise Moleculer generates one. */
-		rootCallOptions(options: { requestID?: string }, req: IncomingMessage): void {
+		/**
+		 * Accepts a well-formed client request id; otherwise Moleculer generates one. A valid W3C
+		 * `traceparent` joins the caller's trace: its trace id becomes the request id, its span the
+		 * gateway span's parent (platform/tracing/trace-context.ts, docs/tracing.md).
+		 */
+		rootCallOptions(options: TraceCallOptions, req: IncomingMessage): void {
 			acceptRequestId(options);
+			acceptTraceContext(options, req.headers);
 			// An order stream lasts until its order is final: not an in-flight request for the
 			// shutdown to wait for (the gateway ends the streams when it stops).
 			if (isOrderStreamPath(req.url)) (options as { tracking?: boolean }).tracking = false;
@@ -217,17 +287,19 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 				mergeParams: true,
 				callOptions: { timeout: 10_000 },
 				rateLimit: apiRateLimit(),
-				/** Client address, content type, body shape and Idempotency-Key, before the call. */
+				/**
+				 * Client address, content type, body shape, unknown query keys and Idempotency-Key,
+				 * before the call.
+				 */
 				onBeforeCall(
 					this: ApiThis,
 					ctx: Context<unknown, Record<string, unknown>>,
 					_route: unknown,
-					req: Req
+					req: Req,
+					res: Res
 				): void {
 					ctx.meta.clientIp = clientAddress(req);
-					// A preflight (with Access-Control-Request-Method) was answered by CORS; moleculer-web
-					// would run any other OPTIONS as a GET.
-					if (req.method === "OPTIONS") throw shopError("REQUEST_NOT_FOUND");
+					refuseOptions(this, req, res);
 					const hasBody =
 						Number(req.headers["content-length"] ?? 0) > 0 ||
 						req.headers["transfer-encoding"] !== undefined;
@@ -244,11 +316,24 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 					}
 					const pathKeys =
 						(req.$alias as { keys?: { name: string | number }[] })?.keys ?? [];
+					// On a read, query keys the action does not declare are ignored (`?_=1`);
+					// on a write they stay refused (422), like unknown body keys. A handler route
+					// (no action: the order stream) reads its path parameter only.
+					const action = (req as { $action?: { params?: unknown } }).$action;
+					const query =
+						action && req.method === "GET"
+							? ignoreUnknownQueryKeys(
+									req.$params,
+									(req as { query?: unknown }).query,
+									req.body,
+									Object.keys((action.params as object | undefined) ?? {})
+								)
+							: (req as { query?: unknown }).query;
 					const hostile =
 						findHostileValue(req.body, req.$params) ??
 						findConflictingField(
 							req.body,
-							(req as { query?: unknown }).query,
+							query,
 							Object.fromEntries(pathKeys.map(k => [k.name, req.$params[k.name]]))
 						);
 					if (hostile)
@@ -258,7 +343,8 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 							[hostile]
 						);
 					const key = req.headers["idempotency-key"];
-					if (key !== undefined) {
+					const honoured = IDEMPOTENCY_KEY_ACTIONS.has(String(req.$alias?.action ?? ""));
+					if (key !== undefined && honoured) {
 						if (typeof key !== "string" || !IDEMPOTENCY_KEY_RE.test(key))
 							throw shopError(
 								"REQUEST_INVALID_ID",
@@ -287,6 +373,16 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 					"GET ready"(this: ApiThis, _req: Req, res: Res): Promise<void> {
 						return this.sendReadiness(res);
 					}
+				},
+				/** A non-preflight OPTIONS of `/health` or `/ready`: 405 (see `refuseOptions`). */
+				onBeforeCall(
+					this: ApiThis,
+					_ctx: Context,
+					_route: unknown,
+					req: Req,
+					res: Res
+				): void {
+					refuseOptions(this, req, res);
 				},
 				onError(this: ApiThis, req: Req, res: Res, err: unknown): void {
 					this.sendErrorBody(req, res, err);
@@ -326,7 +422,41 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		...ADMIN_ACTIONS
 	},
 
+	/**
+	 * Every answer carries the W3C `traceparent` of the request's gateway span (set where
+	 * moleculer-web sets `X-Request-ID`); a well-formed client `X-Request-ID` that a
+	 * `traceparent` replaced as the request id stays on that span as `clientRequestID`.
+	 */
+	hooks: {
+		before: {
+			"rest|restStream"(ctx: Context<{ req: Req; res: Res }>): void {
+				const { req, res } = ctx.params;
+				answerTraceContext(ctx, res);
+				if (!ctx.span) return;
+				const sent = {
+					requestID: req.headers["x-correlation-id"] ?? req.headers["x-request-id"]
+				} as { requestID?: string };
+				acceptRequestId(sent);
+				if (sent.requestID !== undefined && sent.requestID !== ctx.requestID)
+					ctx.span.addTags({ clientRequestID: sent.requestID });
+			}
+		}
+	},
+
 	methods: {
+		/**
+		 * Not routed: a path of the REST table with another method is 405 with `Allow`
+		 * (`methodNotAllowed`); anything else is the web mixin's answer (a page for a deep link,
+		 * else 404 `REQUEST_NOT_FOUND`).
+		 */
+		send404(this: ApiThis, req: Req, res: Res): void {
+			const url =
+				req.parsedUrl ?? (req.url ?? "").replace(/\?.*$/, "").replace(/(.)\/+$/, "$1");
+			const err = methodNotAllowed(routedAliases(this), url, res);
+			if (err) return this.sendErrorBody(req, res, err);
+			webSend404.call(this, req, res);
+		},
+
 		/**
 		 * Every HTTP request (the server's handler, replacing moleculer-web's): the probes
 		 * `GET /health` and `GET /ready` are answered here, with the security headers, before
@@ -356,8 +486,12 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 		},
 
 		/**
-		 * Resolves the bearer token (if any) to a user. No header: anonymous.
-		 * @throws AUTH_TOKEN_INVALID (401)
+		 * Resolves the bearer token (if any) to a user: `Authorization: Bearer <JWT>`, the scheme in
+		 * any case (RFC 9110 §11.1). No header: anonymous. A token that cannot be verified
+		 * (malformed, forged, expired, its user gone) is refused on a route that needs a user, and
+		 * ignored on a public one (anonymous there: nothing a public route answers depends on it).
+		 * @throws AUTH_TOKEN_INVALID (401) on a route with `auth` only; a transient error of
+		 *   `users.resolveToken` (503) on any route
 		 */
 		async authenticate(
 			this: ApiThis,
@@ -365,17 +499,22 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			_route: unknown,
 			req: Req
 		): Promise<AuthUser | null> {
-			const header = req.headers.authorization;
-			if (header === undefined || header === "") return null;
-			const m = BEARER_RE.exec(header);
-			if (!m) throw shopError("AUTH_TOKEN_INVALID");
+			const token = bearerToken(req.headers.authorization);
+			if (token === undefined) return null;
+			const invalid = (): null => {
+				if (req.$alias?.auth) throw shopError("AUTH_TOKEN_INVALID");
+				return null;
+			};
+			if (token === null) return invalid();
+			// One form for whoever reads the header later (the order streams read its expiry).
+			req.headers.authorization = `Bearer ${token}`;
 			try {
 				return await ctx.call<AuthUser, { token: string }>("users.resolveToken", {
-					token: m[1]!
+					token
 				});
 			} catch (err) {
-				if ((err as { type?: string }).type === "VALIDATION_ERROR")
-					throw shopError("AUTH_TOKEN_INVALID");
+				const type = (err as { type?: string }).type;
+				if (type === "VALIDATION_ERROR" || type === "AUTH_TOKEN_INVALID") return invalid();
 				throw err;
 			}
 		},

@@ -48,6 +48,14 @@ export const API_ALIASES: Record<string, { action: string; auth?: AliasAuth }> =
 };
 
 /**
+ * The actions that honour an `Idempotency-Key` (a repeat answers the first outcome): the gateway
+ * checks the header (400 `REQUEST_INVALID_ID` when malformed) and passes it on
+ * (`ctx.meta.idempotencyKey`) for these only, and the OpenAPI document declares it on them;
+ * every other route ignores the header (docs/api.md).
+ */
+export const IDEMPOTENCY_KEY_ACTIONS: ReadonlySet<string> = new Set(["orders.create"]);
+
+/**
  * Server-Sent Events routes of `/api` (handlers in services/api/order-streams.ts), under the same
  * authentication, authorization (`auth`) and rate limit as every alias.
  */

@@ -262,7 +262,6 @@ describe("the shop over REST (npm start form)", () => {
 			"password"
 		]);
 		for (const path of [
-			"/api/inventory/reserve",
 			"/api/payments/charge",
 			"/api/$node/list",
 			"/api/users/resolveToken",
@@ -271,6 +270,13 @@ describe("the shop over REST (npm start form)", () => {
 			const r = await api(base, "POST", path, { body: {} });
 			expect([r.status, r.body.type]).toEqual([404, "REQUEST_NOT_FOUND"]);
 		}
+		// A path of a route (`/api/inventory/:productId`) with a method it does not have: 405.
+		const reserve = await api(base, "POST", "/api/inventory/reserve", { body: {} });
+		expect([reserve.status, reserve.body.type, reserve.headers.get("allow")]).toEqual([
+			405,
+			"REQUEST_METHOD_NOT_ALLOWED",
+			"GET, PUT"
+		]);
 		const text = await api(base, "POST", "/api/users/login", {
 			raw: "email=a",
 			headers: { "Content-Type": "text/plain" }
