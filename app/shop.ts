@@ -3,7 +3,13 @@
  * use): the embedded Postgres when `DATABASE_URL` is unset, then one broker holding every service.
  */
 import path from "node:path";
-import { ServiceBroker, type BrokerOptions, type Middleware, type Service } from "moleculer";
+import {
+	ServiceBroker,
+	type BrokerOptions,
+	type Middleware,
+	type Service,
+	type ServiceSchema
+} from "moleculer";
 import { config, resetConfig } from "../platform/config";
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from "../tools/embedded-postgres";
 import { SHOP_SERVICES } from "./services";
@@ -94,10 +100,37 @@ function startProgress(progress: (m: string) => void, total: number): Middleware
 	} as unknown as Middleware;
 }
 
+/**
+ * The services' schemas (their modules' default exports), loaded one per event-loop turn so that
+ * a Postgres start in progress gets on meanwhile.
+ */
+async function loadServiceSchemas(): Promise<unknown[]> {
+	const schemas: unknown[] = [];
+	for (const name of SHOP_SERVICES) {
+		await new Promise(resolve => setImmediate(resolve));
+		// eslint-disable-next-line @typescript-eslint/no-require-imports
+		const mod = require(path.join(__dirname, "..", "services", name, `${name}.service`));
+		schemas.push(mod.default ?? mod);
+	}
+	return schemas;
+}
+
 /** Starts the shop; resolves when every service has started. */
 export async function startShop(opts: StartShopOptions = {}): Promise<RunningShop> {
 	const progress = opts.onProgress ?? (() => undefined);
-	const postgres = await ensureDatabaseServer(progress);
+	// The embedded Postgres boots in its own process while this one loads the services' code (no
+	// service module reads the configuration when loaded; moleculer.config.ts does: loaded after).
+	const postgresStarting = ensureDatabaseServer(progress);
+	postgresStarting.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+	let schemas: unknown[];
+	try {
+		schemas = await loadServiceSchemas();
+	} catch (err) {
+		const started = await postgresStarting.catch(() => null);
+		if (started) await started.stop();
+		throw err;
+	}
+	const postgres = await postgresStarting;
 	let adminCredentials: RunningShop["adminCredentials"] = null;
 	try {
 		// The broker config reads the (possibly updated) environment: load it now.
@@ -118,11 +151,7 @@ export async function startShop(opts: StartShopOptions = {}): Promise<RunningSho
 				if (postgres) await postgres.stop();
 			}
 		} as BrokerOptions);
-		for (const name of SHOP_SERVICES) {
-			// eslint-disable-next-line @typescript-eslint/no-require-imports
-			const mod = require(path.join(__dirname, "..", "services", name, `${name}.service`));
-			broker.createService(mod.default ?? mod);
-		}
+		for (const schema of schemas) broker.createService(schema as ServiceSchema);
 		progress(
 			`Starting ${SHOP_SERVICES.length} services (migrations and demo data on first start)...`
 		);
