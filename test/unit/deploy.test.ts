@@ -328,6 +328,14 @@ describe("deployment files", () => {
 			for (const v of contract)
 				expect({ v, read: CONFIG_VARS.has(v) }).toEqual({ v, read: true });
 			for (const v of NODE_VARS) expect(contract).toContain(v);
+			// And every variable the code reads is documented there (a service's own database URL in
+			// the DATABASE_URL row, as `<SERVICE>_DATABASE_URL`).
+			const documented = new Set(contract);
+			expect(read("docs/CONTRACT.md")).toContain("`<SERVICE>_DATABASE_URL`");
+			for (const v of CONFIG_VARS) {
+				const row = /^[A-Z0-9]+_DATABASE_URL$/.test(v) ? "DATABASE_URL" : v;
+				expect({ v, documented: documented.has(row) }).toEqual({ v, documented: true });
+			}
 		});
 
 		it("finds the gateway's health routes and the broker's shutdown timeout", () => {
