@@ -17,10 +17,17 @@
  * `bench/results/latest.json`. `BENCH_PROFILE=1` also records a CPU profile of the one-process
  * shop during (c) and prints its top self-time functions (`bench/results/profile-top.json`).
  *
+ * The shop runs in the production configuration: `NODE_ENV=production`, the default log level
+ * (info: a JSON line per request on stdout; the one-process shop's output is a pipe read by `cat`
+ * into a file in the bench's temporary directory, the cluster nodes' go to tools/cluster.ts's pipes).
+ *
  * Settings: `BENCH_DURATION_S` (8), `BENCH_CONNECTIONS` (32), `BENCH_FORMS` (`single,cluster`),
- * `BENCH_OUT` (the JSON file, default `bench/results/latest.json`),
- * `DATABASE_URL` (else an embedded Postgres in a temporary directory); the cluster form needs
- * `nats-server` on PATH.
+ * `BENCH_WORKLOADS` (`read,list,orders,mix`: which of (a) to (d) to run; the Postgres floor only
+ * when one of the last three runs), `BENCH_SHOP_ENV` (a JSON object of environment variables
+ * added to or overriding the shop's, e.g. `{"LOGLEVEL":"warn"}`), `BENCH_OUT` (the JSON file,
+ * default `bench/results/latest.json`), `DATABASE_URL` (else an embedded Postgres in a temporary
+ * directory); the cluster form needs `nats-server` on PATH. `node bench/read-probe.mjs` compares
+ * (a) with its floor over interleaved rounds, and shop builds or settings with each other.
  */
 import { type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
@@ -55,6 +62,10 @@ const DURATION = Number(process.env.BENCH_DURATION_S ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 32);
 const FORMS = (process.env.BENCH_FORMS ?? "single,cluster").split(",");
 const PROFILE = process.env.BENCH_PROFILE === "1";
+/** Extra or overriding environment of every shop process (`BENCH_SHOP_ENV`, a JSON object). */
+const SHOP_ENV = JSON.parse(process.env.BENCH_SHOP_ENV ?? "{}") as Record<string, string>;
+/** `BENCH_WORKLOADS`: which of `read,list,orders,mix` to run (all by default). */
+const WORKLOADS = new Set((process.env.BENCH_WORKLOADS ?? "read,list,orders,mix").split(","));
 /** Customers the load spreads its orders over (round robin). */
 const BENCH_CUSTOMERS = 64;
 const ADMIN = { email: "admin@example.com", password: "bench-admin-password-1" };
@@ -283,189 +294,197 @@ async function shopWorkloads(
 		procs
 	);
 
-	// (a) cached product read.
-	let i = 0;
-	const cached = await load(
-		{
-			url: base,
-			connections: CONNECTIONS,
-			duration: DURATION,
-			requests: [
-				{
-					method: "GET",
-					setupRequest: (req: RawRequest) => ({
-						...req,
-						path: `/api/products/${data.productIds[i++ % data.productIds.length]}`
-					})
-				}
-			]
-		},
-		procs
-	);
-	figures.push({
-		form,
-		name: "(a) GET /api/products/:id, cached",
-		value: cached.rps,
-		unit: "req/s",
-		floor: floorName,
-		ratio: round(cached.rps / floorGateway, 2),
-		p50: cached.p50,
-		p99: cached.p99,
-		extra: { non2xx: cached.non2xx, errors: cached.errors },
-		usage: cached.usage
-	});
-	log(`${form} (a) cached read: ${cached.rps} req/s (floor ${floorGateway})`);
-
-	// (b) uncached list: a distinct search string per request.
-	let s = 0;
-	const listed = await load(
-		{
-			url: base,
-			connections: CONNECTIONS,
-			duration: DURATION,
-			requests: [
-				{
-					method: "GET",
-					setupRequest: (req: RawRequest) => ({
-						...req,
-						path: `/api/products?search=bench${s++}&pageSize=20`
-					})
-				}
-			]
-		},
-		procs
-	);
-	figures.push({
-		form,
-		name: "(b) GET /api/products?search=…, uncached",
-		value: listed.rps,
-		unit: "req/s",
-		floor: "Postgres commits/s",
-		ratio: round(listed.rps / floors.pgCommits!, 2),
-		p50: listed.p50,
-		p99: listed.p99,
-		extra: { non2xx: listed.non2xx, errors: listed.errors },
-		usage: listed.usage
-	});
-	log(`${form} (b) uncached list: ${listed.rps} req/s`);
-
-	// (c) orders, full speed, then at half the confirmed rate.
-	onOrdersStart?.();
-	const full = await orderRun(base, databaseUrl, prefix, data, procs);
-	figures.push({
-		form,
-		name: "(c) POST /api/orders accepted (202)",
-		value: full.acceptedPerSec,
-		unit: "orders/s",
-		floor: "Postgres commits/s",
-		ratio: round(full.acceptedPerSec / floors.pgCommits!, 2),
-		p50: full.accepted.p50,
-		p99: full.accepted.p99,
-		extra: { non2xx: full.accepted.non2xx, errors: full.accepted.errors },
-		usage: full.accepted.usage
-	});
-	figures.push({
-		form,
-		name: "(c) orders confirmed",
-		value: full.confirmedPerSec,
-		unit: "orders/s",
-		floor: "Postgres commits/s",
-		ratio: round(full.confirmedPerSec / floors.pgCommits!, 2),
-		p50: full.settleP50,
-		p99: full.settleP99,
-		extra: {
-			confirmed: full.confirmed,
-			cancelled: full.cancelled,
-			cancelledBy: full.cancelledBy,
-			drainSeconds: full.drainSeconds,
-			latency: "202→CONFIRMED"
-		}
-	});
-	log(
-		`${form} (c) orders: ${full.acceptedPerSec}/s accepted, ${full.confirmedPerSec}/s confirmed, ` +
-			`202→CONFIRMED p50 ${full.settleP50} ms p99 ${full.settleP99} ms (${full.confirmed} confirmed, ${full.cancelled} cancelled)`
-	);
-	const halfRate = Math.max(5, Math.floor(full.confirmedPerSec / 2));
-	const half = await orderRun(base, databaseUrl, prefix, data, procs, halfRate);
-	figures.push({
-		form,
-		name: `(c) orders at half load (${halfRate}/s offered)`,
-		value: half.confirmedPerSec,
-		unit: "orders/s",
-		p50: half.settleP50,
-		p99: half.settleP99,
-		extra: {
-			confirmed: half.confirmed,
-			cancelled: half.cancelled,
-			cancelledBy: half.cancelledBy,
-			accepted: half.accepted.ok,
-			refused: half.accepted.non2xx,
-			errors: half.accepted.errors,
-			latency: "202→CONFIRMED"
-		},
-		usage: half.accepted.usage
-	});
-	log(
-		`${form} (c) half load ${halfRate}/s: 202→CONFIRMED p50 ${half.settleP50} ms p99 ${half.settleP99} ms`
-	);
-
-	// (d) shop mix: 10 cached reads, 1 order.
-	let m = 0;
-	const reads = Array.from({ length: 10 }, (): RawRequest => ({
-		method: "GET",
-		setupRequest: (req: RawRequest) => ({
-			...req,
-			path: `/api/products/${data.productIds[m++ % data.productIds.length]}`
-		})
-	}));
-	let o = 0;
-	const mix = await load(
-		{
-			url: base,
-			connections: CONNECTIONS,
-			duration: DURATION,
-			requests: [
-				...reads,
-				{
-					method: "POST",
-					path: "/api/orders",
-					setupRequest: (req: RawRequest) => {
-						const k = o++;
-						return {
+	if (WORKLOADS.has("read")) {
+		// (a) cached product read.
+		let i = 0;
+		const cached = await load(
+			{
+				url: base,
+				connections: CONNECTIONS,
+				duration: DURATION,
+				requests: [
+					{
+						method: "GET",
+						setupRequest: (req: RawRequest) => ({
 							...req,
-							headers: {
-								"Content-Type": "application/json",
-								Authorization: `Bearer ${data.tokens[k % data.tokens.length]}`
-							},
-							body: JSON.stringify({
-								items: [
-									{
-										productId: data.productIds[k % data.productIds.length],
-										quantity: 1
-									}
-								],
-								paymentMethod: "tok_visa"
-							})
-						};
+							path: `/api/products/${data.productIds[i++ % data.productIds.length]}`
+						})
 					}
-				}
-			]
-		},
-		procs
-	);
-	figures.push({
-		form,
-		name: "(d) shop mix 10 reads : 1 order",
-		value: mix.rps,
-		unit: "req/s",
-		floor: floorName,
-		ratio: round(mix.rps / floorGateway, 2),
-		p50: mix.p50,
-		p99: mix.p99,
-		extra: { ordersPerSec: round(mix.rps / 11, 0), non2xx: mix.non2xx, errors: mix.errors },
-		usage: mix.usage
-	});
-	log(`${form} (d) mix: ${mix.rps} req/s`);
+				]
+			},
+			procs
+		);
+		figures.push({
+			form,
+			name: "(a) GET /api/products/:id, cached",
+			value: cached.rps,
+			unit: "req/s",
+			floor: floorName,
+			ratio: round(cached.rps / floorGateway, 2),
+			p50: cached.p50,
+			p99: cached.p99,
+			extra: { non2xx: cached.non2xx, errors: cached.errors },
+			usage: cached.usage
+		});
+		log(`${form} (a) cached read: ${cached.rps} req/s (floor ${floorGateway})`);
+	}
+
+	if (WORKLOADS.has("list")) {
+		// (b) uncached list: a distinct search string per request.
+		let s = 0;
+		const listed = await load(
+			{
+				url: base,
+				connections: CONNECTIONS,
+				duration: DURATION,
+				requests: [
+					{
+						method: "GET",
+						setupRequest: (req: RawRequest) => ({
+							...req,
+							path: `/api/products?search=bench${s++}&pageSize=20`
+						})
+					}
+				]
+			},
+			procs
+		);
+		figures.push({
+			form,
+			name: "(b) GET /api/products?search=…, uncached",
+			value: listed.rps,
+			unit: "req/s",
+			floor: "Postgres commits/s",
+			ratio: round(listed.rps / floors.pgCommits!, 2),
+			p50: listed.p50,
+			p99: listed.p99,
+			extra: { non2xx: listed.non2xx, errors: listed.errors },
+			usage: listed.usage
+		});
+		log(`${form} (b) uncached list: ${listed.rps} req/s`);
+	}
+
+	if (WORKLOADS.has("orders")) {
+		// (c) orders, full speed, then at half the confirmed rate.
+		onOrdersStart?.();
+		const full = await orderRun(base, databaseUrl, prefix, data, procs);
+		figures.push({
+			form,
+			name: "(c) POST /api/orders accepted (202)",
+			value: full.acceptedPerSec,
+			unit: "orders/s",
+			floor: "Postgres commits/s",
+			ratio: round(full.acceptedPerSec / floors.pgCommits!, 2),
+			p50: full.accepted.p50,
+			p99: full.accepted.p99,
+			extra: { non2xx: full.accepted.non2xx, errors: full.accepted.errors },
+			usage: full.accepted.usage
+		});
+		figures.push({
+			form,
+			name: "(c) orders confirmed",
+			value: full.confirmedPerSec,
+			unit: "orders/s",
+			floor: "Postgres commits/s",
+			ratio: round(full.confirmedPerSec / floors.pgCommits!, 2),
+			p50: full.settleP50,
+			p99: full.settleP99,
+			extra: {
+				confirmed: full.confirmed,
+				cancelled: full.cancelled,
+				cancelledBy: full.cancelledBy,
+				drainSeconds: full.drainSeconds,
+				latency: "202→CONFIRMED"
+			}
+		});
+		log(
+			`${form} (c) orders: ${full.acceptedPerSec}/s accepted, ${full.confirmedPerSec}/s confirmed, ` +
+				`202→CONFIRMED p50 ${full.settleP50} ms p99 ${full.settleP99} ms (${full.confirmed} confirmed, ${full.cancelled} cancelled)`
+		);
+		const halfRate = Math.max(5, Math.floor(full.confirmedPerSec / 2));
+		const half = await orderRun(base, databaseUrl, prefix, data, procs, halfRate);
+		figures.push({
+			form,
+			name: `(c) orders at half load (${halfRate}/s offered)`,
+			value: half.confirmedPerSec,
+			unit: "orders/s",
+			p50: half.settleP50,
+			p99: half.settleP99,
+			extra: {
+				confirmed: half.confirmed,
+				cancelled: half.cancelled,
+				cancelledBy: half.cancelledBy,
+				accepted: half.accepted.ok,
+				refused: half.accepted.non2xx,
+				errors: half.accepted.errors,
+				latency: "202→CONFIRMED"
+			},
+			usage: half.accepted.usage
+		});
+		log(
+			`${form} (c) half load ${halfRate}/s: 202→CONFIRMED p50 ${half.settleP50} ms p99 ${half.settleP99} ms`
+		);
+	}
+
+	if (WORKLOADS.has("mix")) {
+		// (d) shop mix: 10 cached reads, 1 order.
+		let m = 0;
+		const reads = Array.from({ length: 10 }, (): RawRequest => ({
+			method: "GET",
+			setupRequest: (req: RawRequest) => ({
+				...req,
+				path: `/api/products/${data.productIds[m++ % data.productIds.length]}`
+			})
+		}));
+		let o = 0;
+		const mix = await load(
+			{
+				url: base,
+				connections: CONNECTIONS,
+				duration: DURATION,
+				requests: [
+					...reads,
+					{
+						method: "POST",
+						path: "/api/orders",
+						setupRequest: (req: RawRequest) => {
+							const k = o++;
+							return {
+								...req,
+								headers: {
+									"Content-Type": "application/json",
+									Authorization: `Bearer ${data.tokens[k % data.tokens.length]}`
+								},
+								body: JSON.stringify({
+									items: [
+										{
+											productId: data.productIds[k % data.productIds.length],
+											quantity: 1
+										}
+									],
+									paymentMethod: "tok_visa"
+								})
+							};
+						}
+					}
+				]
+			},
+			procs
+		);
+		figures.push({
+			form,
+			name: "(d) shop mix 10 reads : 1 order",
+			value: mix.rps,
+			unit: "req/s",
+			floor: floorName,
+			ratio: round(mix.rps / floorGateway, 2),
+			p50: mix.p50,
+			p99: mix.p99,
+			extra: { ordersPerSec: round(mix.rps / 11, 0), non2xx: mix.non2xx, errors: mix.errors },
+			usage: mix.usage
+		});
+		log(`${form} (d) mix: ${mix.rps} req/s`);
+	}
 }
 
 async function floorRuns(databaseUrl: string, natsUrl: string | null): Promise<void> {
@@ -516,7 +535,9 @@ async function floorRuns(databaseUrl: string, natsUrl: string | null): Promise<v
 		]);
 	}
 
-	// Postgres commits per second: 16 clients, one-row INSERT per transaction.
+	// Postgres commits per second: 16 clients, one-row INSERT per transaction (the floor of the
+	// list and order figures only).
+	if (!WORKLOADS.has("list") && !WORKLOADS.has("orders") && !WORKLOADS.has("mix")) return;
 	const u = new URL(databaseUrl);
 	u.pathname = "/postgres";
 	const clients = await Promise.all(
@@ -566,10 +587,13 @@ function shopEnv(
 		PORT: String(port),
 		METRICS_PORT: "0",
 		RATE_LIMIT_MAX: "0",
-		LOGLEVEL: "warn",
+		// What users run: NODE_ENV=production, the default log level (info: a JSON line per
+		// request). BENCH_SHOP_ENV (JSON) adds or overrides variables, e.g. {"LOGLEVEL":"warn"}.
+		NODE_ENV: "production",
 		JWT_SECRET,
 		ADMIN_EMAIL: ADMIN.email,
-		ADMIN_PASSWORD: ADMIN.password
+		ADMIN_PASSWORD: ADMIN.password,
+		...SHOP_ENV
 	};
 }
 
@@ -606,7 +630,8 @@ async function main(): Promise<void> {
 			if (PROFILE) fs.rmSync(profDir, { recursive: true, force: true });
 			const shop = await spawnShop(
 				[...args, path.join(DIST, "bin", "start.js")],
-				shopEnv(databaseUrl, prefix, port, path.join(tmp, "single"))
+				shopEnv(databaseUrl, prefix, port, path.join(tmp, "single")),
+				path.join(tmp, "shop-single.log")
 			);
 			try {
 				const procs = [{ name: "shop", pid: shop.pid! }];
@@ -727,27 +752,38 @@ async function main(): Promise<void> {
 	log(`wrote ${path.relative(ROOT, out)} (${result.wallSeconds} s)`);
 }
 
-/** The one-process shop (`npm start` form), resolved when it prints "Ready". */
-async function spawnShop(args: string[], env: Record<string, string>): Promise<ChildProcess> {
+/**
+ * The one-process shop (`npm start` form), resolved when it prints "Ready". Its stdout and stderr
+ * are a pipe read by a log collector of its own, `cat` appending to `logFile` (in production a
+ * container runtime reads the pipe): the bench reads the file only until the shop is ready.
+ * (Piped into this process, the JSON line of every request took the load generator's CPU, and,
+ * when it lagged, filled the pipe.)
+ */
+async function spawnShop(
+	args: string[],
+	env: Record<string, string>,
+	logFile: string
+): Promise<ChildProcess> {
 	const { spawn } = await import("node:child_process");
+	const fd = fs.openSync(logFile, "a");
+	const collector = spawn("cat", [], { stdio: ["pipe", fd, "ignore"] });
+	fs.closeSync(fd);
 	const child = spawn(process.execPath, args, {
 		env,
-		stdio: ["ignore", "pipe", "pipe"],
+		stdio: ["ignore", collector.stdin!, collector.stdin!],
 		cwd: ROOT
 	});
-	let out = "";
-	await new Promise<void>((resolve, reject) => {
-		const onData = (d: Buffer): void => {
-			out += d.toString();
-			if (/\[shop\] Ready in/.test(out)) resolve();
-		};
-		child.stdout!.on("data", onData);
-		child.stderr!.on("data", onData);
-		child.once("exit", code => reject(new Error(`the shop exited ${code}:\n${out}`)));
-	});
-	child.stdout!.resume();
-	child.stderr!.resume();
-	return child;
+	// The shop holds the pipe's writing end now; the collector ends when the shop does.
+	collector.stdin!.destroy();
+	for (;;) {
+		const out = fs.readFileSync(logFile, "utf8");
+		if (child.exitCode !== null || child.signalCode !== null)
+			throw new Error(
+				`the shop exited ${child.exitCode ?? child.signalCode}:\n${out.slice(-20_000)}`
+			);
+		if (/\[shop\] Ready in/.test(out)) return child;
+		await new Promise(r => setTimeout(r, 100));
+	}
 }
 
 main().catch(err => {
