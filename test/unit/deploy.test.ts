@@ -35,6 +35,7 @@ import type { BrokerOptions } from "moleculer";
 import { parse, parseAllDocuments } from "yaml";
 import { DATABASE_SERVICES } from "../../app/services";
 import { ConfigError, loadConfig, resetConfig } from "../../platform/config";
+import { ENV_FIELDS, SERVICE_DATABASE_URL } from "../../platform/config/schema";
 import { placeholderReason, SECRET_URL_VARIABLES } from "../../platform/security/secrets";
 import { databaseUrl } from "../../platform/db/database";
 import { NODE_HEALTH_PATHS } from "../../platform/node-health";
@@ -116,14 +117,16 @@ const runnerCommand = (service: string): string[] => [
 	`dist/services/${service}/${service}.service.js`
 ];
 
-/** The names platform/config.ts reads, from its source: str/int/url/bool(env, "NAME"), <SERVICE>_DATABASE_URL. */
+/**
+ * The names platform/config.ts reads: the variables of its schema (platform/config/schema.ts;
+ * test/unit/config-docs.test.ts checks that each is read and that the sources read no other),
+ * and each service's `<SERVICE>_DATABASE_URL`.
+ */
 function configVars(): Set<string> {
-	const src = read("platform/config.ts");
-	const names = new Set(
-		[...src.matchAll(/\b(?:str|int|url|bool)\(\s*env,\s*"([A-Z][A-Z0-9_]*)"/g)].map(m => m[1]!)
-	);
-	if (src.includes("`${s.toUpperCase()}_DATABASE_URL`"))
-		for (const s of DATABASE_SERVICES) names.add(`${s.toUpperCase()}_DATABASE_URL`);
+	const names = new Set<string>(Object.keys(ENV_FIELDS));
+	for (const s of DATABASE_SERVICES)
+		if (SERVICE_DATABASE_URL.pattern.test(`${s.toUpperCase()}_DATABASE_URL`))
+			names.add(`${s.toUpperCase()}_DATABASE_URL`);
 	return names;
 }
 
