@@ -169,7 +169,9 @@ describe("look-alike e-mails over HTTP (api + users)", () => {
 		];
 		const scenario = fc.record({
 			pieces: fc.array(piece, { minLength: 1, maxLength: 6 }),
-			changeAt: fc.option(fc.nat(), { nil: undefined }),
+			// Half the scenarios change no letter (fast-check's default nil is 1 in 6): both
+			// outcomes are met often enough for the counts below in every run.
+			changeAt: fc.option(fc.nat(), { nil: undefined, freq: 2 }),
 			domain: fc.nat({ max: domainForms.length - 1 })
 		});
 
