@@ -1,15 +1,16 @@
 /**
- * `npm start`: the whole shop in one process, gateway on `PORT` (3000).
+ * `npm start`: the whole shop in one process, gateway on `PORT` (3000). "Ready in" counts from
+ * this process's start (module loading included).
  */
+import { flushCompileCache } from "./compile-cache"; // first: the modules below use the cache
 import { config } from "../platform/config";
 import { startShop, type RunningShop } from "../app/shop";
 
 async function main(): Promise<void> {
-	const t0 = Date.now();
 	const log = (m: string): void => console.log(`[shop] ${m}`);
 	const shop: RunningShop = await startShop({ onProgress: log });
 	const c = config();
-	log(`Ready in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+	log(`Ready in ${(performance.now() / 1000).toFixed(1)} s`);
 	log(`API      ${shop.url}/api/products`);
 	log(`Docs     ${shop.url}/api/docs  (OpenAPI 3.1: ${shop.url}/api/openapi.json)`);
 	log(`Health   ${shop.url}/health  ${shop.url}/ready`);
@@ -40,6 +41,7 @@ async function main(): Promise<void> {
 	};
 	process.on("SIGINT", () => stop("SIGINT"));
 	process.on("SIGTERM", () => stop("SIGTERM"));
+	flushCompileCache();
 }
 
 main().catch(err => {

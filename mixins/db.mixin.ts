@@ -213,11 +213,34 @@ export function DbMixin<M extends ModelMap>(opts: DbMixinOptions<M>): Partial<Se
 		},
 
 		methods: {
-			/** Database creation, migrations, then moleculer-db's connect (with models). */
+			/**
+			 * Migrations (the database created first only when it does not exist yet: Postgres
+			 * error 3D000), then moleculer-db's connect (with models). Sequelize is told the
+			 * server's version (its `databaseVersion` option) from the migrations' connection,
+			 * so its first `authenticate` opens no connection of its own to ask: start-up cost.
+			 */
 			async connect(this: DbThis): Promise<void> {
 				const w = wiring(this);
-				await ensureDatabase(w.url);
-				const applied = await migrate(w.db, w.migrations);
+				let applied: string[];
+				try {
+					applied = await migrate(w.db, w.migrations);
+				} catch (err) {
+					const e = err as { code?: string; parent?: { code?: string } };
+					if (e.code !== "3D000" && e.parent?.code !== "3D000") throw err;
+					await ensureDatabase(w.url);
+					applied = await migrate(w.db, w.migrations);
+				}
+				const seqOptions = (
+					w.sequelize as unknown as
+						{ options: { databaseVersion: string | number } } | undefined
+				)?.options;
+				if (seqOptions && !seqOptions.databaseVersion) {
+					const n = Number(
+						(await w.db.query("SELECT current_setting('server_version_num') AS v"))
+							.rows[0].v
+					);
+					seqOptions.databaseVersion = `${Math.floor(n / 10000)}.${n % 10000}.0`;
+				}
 				if (applied.length > 0)
 					this.logger.info(`Applied migrations: ${applied.join(", ")}`);
 				this.$migrationsApplied = applied.length;

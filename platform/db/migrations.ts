@@ -85,12 +85,19 @@ function umzugOf(db: ShopDatabase, migrations: readonly Migration[]): Umzug {
 /**
  * Applies the pending migrations of one service, in name order, under a Postgres advisory lock so
  * two nodes starting together never run them twice.
+ *
+ * Every start after the first finds nothing pending: that is one query on one pooled connection
+ * (the list of applied names), without the lock, which guards applying only: a name is listed
+ * once its migration committed, and leaves the list only through `migrateDown`, after which it is
+ * pending again. Otherwise the lock is taken on a dedicated connection and umzug applies what is
+ * still pending once it is held.
  * @returns the names of the migrations applied now.
  */
 export async function migrate(
 	db: ShopDatabase,
 	migrations: readonly Migration[]
 ): Promise<string[]> {
+	if ((await pendingMigrations(db, migrations)).length === 0) return [];
 	const umzug = umzugOf(db, migrations);
 	// Session-level advisory lock held on one dedicated connection for the whole run.
 	const lock = await db.connect();

@@ -1,7 +1,8 @@
 /**
  * The development loop's pieces that need no shop: `npm start`'s build step
  * (tools/build-if-changed.ts) on a small project of the same shape (a tsconfig.json with
- * `include`, a Vite app in web/), built by the real `tsc` and `vite`; and how `npm run repl --
+ * `include`, a Vite app in web/), built by the real `tsc` and `vite`, and the one-process
+ * launcher that runs it before the built script (bin/build-and-run.mjs); and how `npm run repl --
  * --connect` finds the nats-server of a running `npm run cluster` (tools/repl-connect.ts).
  */
 import { spawn, spawnSync } from "node:child_process";
@@ -212,6 +213,84 @@ describe("build-if-changed (npm start's build step)", () => {
 			fs.rmSync(b, { recursive: true, force: true });
 		}
 	});
+});
+
+describe("bin/build-and-run.mjs (npm start in one process: build check, .env, the built script)", () => {
+	let dir: string;
+	const launch = (
+		args: string[],
+		env: Record<string, string> = {}
+	): { status: number | null; stdout: string; stderr: string } =>
+		spawnSync(
+			process.execPath,
+			[
+				"--disable-warning=MODULE_TYPELESS_PACKAGE_JSON",
+				path.join(ROOT, "bin", "build-and-run.mjs"),
+				...args
+			],
+			{ cwd: dir, encoding: "utf8", env: { ...process.env, ...env } }
+		);
+	/** What src/main.ts printed: its arguments and two variables. */
+	const printed = (stdout: string): unknown =>
+		JSON.parse(stdout.split("\n").find(l => l.startsWith("{"))!);
+
+	beforeAll(() => {
+		dir = makeProject();
+		fs.writeFileSync(
+			path.join(dir, "src", "main.ts"),
+			[
+				"declare const process: { argv: string[]; env: Record<string, string | undefined> };",
+				"console.log(JSON.stringify({ version: 1, argv: process.argv.slice(2), a: process.env.SHOP_LAUNCH_A ?? null, b: process.env.SHOP_LAUNCH_B ?? null }));",
+				""
+			].join("\n")
+		);
+		fs.writeFileSync(path.join(dir, ".env"), "SHOP_LAUNCH_A=file\nSHOP_LAUNCH_B=file\n");
+	});
+	afterAll(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+	it("builds a fresh checkout, then runs the script with its arguments and .env (the environment wins)", () => {
+		const run = launch(["--only", "server", "dist/src/main.js", "x", "--y"], {
+			SHOP_LAUNCH_A: "shell"
+		});
+		expect(run.stderr).toBe("");
+		expect(run.status).toBe(0);
+		expect(run.stdout).toMatch(/\[build\] server: no stamp: tsc/);
+		expect(printed(run.stdout)).toEqual({
+			version: 1,
+			argv: ["x", "--y"],
+			a: "shell",
+			b: "file"
+		});
+	}, 60_000);
+
+	it("skips the build when nothing changed, rebuilds after an edit, and runs the new code", () => {
+		const same = launch(["--only", "server", "dist/src/main.js"]);
+		expect(same.status).toBe(0);
+		expect(same.stdout).toMatch(/\[build\] server: up to date/);
+		expect(printed(same.stdout)).toMatchObject({ version: 1, a: "file" });
+
+		const src = path.join(dir, "src", "main.ts");
+		fs.writeFileSync(src, fs.readFileSync(src, "utf8").replace("version: 1", "version: 2"));
+		const edited = launch(["--only", "server", "dist/src/main.js"]);
+		expect(edited.status).toBe(0);
+		expect(edited.stdout).toMatch(/\[build\] server: sources changed: tsc/);
+		expect(printed(edited.stdout)).toMatchObject({ version: 2 });
+	}, 60_000);
+
+	it("a failed build stops there: its exit status, the script not run", () => {
+		const src = path.join(dir, "src", "main.ts");
+		const original = fs.readFileSync(src, "utf8");
+		fs.writeFileSync(src, "const n: number = 'not a number';\n" + original);
+		try {
+			const run = launch(["--only", "server", "dist/src/main.js"]);
+			expect(run.status).not.toBe(0);
+			expect(run.stderr).toMatch(/\[build\] server failed/);
+			expect(run.stdout).not.toMatch(/"version"/);
+		} finally {
+			fs.writeFileSync(src, original);
+		}
+		expect(launch([]).status).toBe(2);
+	}, 60_000);
 });
 
 describe("npm run repl -- --connect: the transporter of a running npm run cluster", () => {
