@@ -22,10 +22,20 @@ import { natsClientOptions, natsSecurity } from "./platform/nats-options";
 import { replCommands } from "./app/repl-commands";
 import { RESILIENT_REDIS_CACHER } from "./platform/resilient-cacher";
 import { RequestContextMiddleware } from "./platform/request-context";
-import { OTLP_TRACE_EXPORTER } from "./platform/tracing/otlp-exporter";
 
 const c = config();
 type ReplCustomCommands = NonNullable<NonNullable<BrokerOptions["replOptions"]>["customCommands"]>;
+
+/**
+ * Loads the OTLP exporter, which registers it with Moleculer, and returns its type name: only
+ * when `OTEL_TRACES_EXPORTER=otlp` (it and the OpenTelemetry packages are about 0.2 s of a start).
+ */
+function otlpExporterType(): string {
+	type OtlpModule = typeof import("./platform/tracing/otlp-exporter");
+	// eslint-disable-next-line @typescript-eslint/no-require-imports
+	const mod = require("./platform/tracing/otlp-exporter") as OtlpModule;
+	return mod.OTLP_TRACE_EXPORTER;
+}
 
 function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
 	const classic =
@@ -44,7 +54,7 @@ function tracingExporter(): NonNullable<BrokerOptions["tracing"]> {
 	// alongside TRACING_EXPORTER's exporter when both are set.
 	const otlp = c.otlpTracing
 		? {
-				type: OTLP_TRACE_EXPORTER as "Console",
+				type: otlpExporterType() as "Console",
 				options: {
 					url: c.otlpTracing.tracesUrl,
 					serviceName: c.otlpTracing.serviceName,
