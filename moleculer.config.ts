@@ -20,7 +20,7 @@ import { NodeHealthMiddleware } from "./platform/node-health";
 import { PortableParamsMiddleware } from "./platform/web/openapi";
 import { natsClientOptions, natsSecurity } from "./platform/nats-options";
 import { replCommands } from "./app/repl-commands";
-import { RESILIENT_REDIS_CACHER } from "./platform/resilient-cacher";
+import { frozenCopy, RESILIENT_REDIS_CACHER } from "./platform/resilient-cacher";
 import { RequestContextMiddleware } from "./platform/request-context";
 
 const c = config();
@@ -146,7 +146,8 @@ const brokerConfig: BrokerOptions = {
 				type: RESILIENT_REDIS_CACHER as "Redis",
 				options: { prefix: "shop-cache", ttl: 300, redis: redisOptions(c.cacher) }
 			}
-		: { type: "Memory", options: { ttl: 300, clone: true } },
+		: // Hits shared and frozen, not deep-copied (platform/resilient-cacher.ts `frozenCopy`).
+			{ type: "Memory", options: { ttl: 300, clone: frozenCopy } },
 
 	serializer: "JSON",
 

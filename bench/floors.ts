@@ -87,6 +87,10 @@ async function main(): Promise<void> {
 		broker.createService(EmptyService);
 		await broker.start();
 	} else throw new Error(`unknown mode ${mode}`);
+	// Exit through process.exit(), so that `node --cpu-prof` writes its profile
+	// (bench/read-probe.mjs with PROF=1); a SIGTERM's default action would not.
+	for (const signal of ["SIGTERM", "SIGINT"] as const)
+		process.once(signal, () => process.exit(0));
 	console.log("READY");
 }
 

@@ -18,7 +18,8 @@
  * process on the same embedded Postgres (its own database prefix), up for the whole run.
  *
  * Env: `ROUNDS` (3), `DURATION` (5 s), `CONNECTIONS` (32), `PROF=1` (a CPU profile of each
- * variant's shop, in bench/results/read-profile/<label>/), `OUT` (a JSON file of every figure).
+ * variant's shop, in bench/results/read-profile/<label>/, and of the floor, in .../floor/), `OUT`
+ * (a JSON file of every figure).
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
@@ -197,8 +198,14 @@ try {
 		log(`${v.label}: up on ${base} (${dist})`);
 	}
 	const floorPort = await freePort();
+	const floorProf = process.env.PROF
+		? [
+				"--cpu-prof",
+				`--cpu-prof-dir=${path.join(ROOT, "bench", "results", "read-profile", "floor")}`
+			]
+		: [];
 	floor = await startChild(
-		[path.join(ROOT, "dist/bench/floors.js"), "gateway-local", String(floorPort)],
+		[...floorProf, path.join(ROOT, "dist/bench/floors.js"), "gateway-local", String(floorPort)],
 		{ ...process.env },
 		/READY/
 	);

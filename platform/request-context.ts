@@ -34,21 +34,29 @@ export function withRequestId<T>(requestId: string | null | undefined, fn: () =>
 	return storage.run(requestId ? { requestId } : undefined, fn);
 }
 
+/**
+ * Runs `next(ctx)` with the context's `requestID` current: in a new store, unless the current one
+ * already holds that id (a local call made by a handler of the same request, such as the
+ * gateway's call of `products.get`: the store would be the same, and `storage.run` costs a new
+ * asynchronous context frame per call). Without a `requestID`, as it is.
+ */
+function runWithRequestId(self: unknown, next: (ctx: Context) => unknown, ctx: Context): unknown {
+	const id = ctx.requestID;
+	if (!id || storage.getStore()?.requestId === id) return next.call(self, ctx);
+	return storage.run({ requestId: id }, () => next.call(self, ctx));
+}
+
 /** Wraps local action and event handlers: they run with their context's `requestID` current. */
 export const RequestContextMiddleware: Middleware = {
 	name: "RequestContext",
 	localAction(next: (ctx: Context) => unknown) {
 		return function requestContext(this: unknown, ctx: Context): unknown {
-			return ctx.requestID
-				? storage.run({ requestId: ctx.requestID }, () => next.call(this, ctx))
-				: next.call(this, ctx);
+			return runWithRequestId(this, next, ctx);
 		};
 	},
 	localEvent(next: (ctx: Context) => unknown) {
 		return function requestContext(this: unknown, ctx: Context): unknown {
-			return ctx.requestID
-				? storage.run({ requestId: ctx.requestID }, () => next.call(this, ctx))
-				: next.call(this, ctx);
+			return runWithRequestId(this, next, ctx);
 		};
 	}
 } as unknown as Middleware;

@@ -471,7 +471,9 @@ const ApiService: ShopServiceSchema<ApiThis> = {
 			res: Res,
 			next?: (err?: unknown) => void
 		): Promise<void> | void {
-			const probe = probeOf(req);
+			// Only `/h...` and `/r...` can be a probe: other paths skip probeOf's regexp.
+			const second = req.url?.charCodeAt(1);
+			const probe = second === 0x68 || second === 0x72 ? probeOf(req) : null;
 			if (!probe && isOrderStreamPath(req.url)) {
 				// moleculer-web's handler, with `restStream` as its `rest` (no bulkhead).
 				const actions = { ...this.actions, rest: this.actions.restStream! };
