@@ -10,7 +10,9 @@
  *   (b) the product list, uncached (a different search each request);
  *   (c) `POST /api/orders` through the whole saga: orders accepted/s (202), orders confirmed/s,
  *       202 → CONFIRMED p50/p99 (from the orders table, the database's clock), then again at half
- *       the confirmed rate for the latency target;
+ *       the confirmed rate for the latency target; its clients wait `Retry-After` on a 503
+ *       `ORDERS_OVERLOADED` (the adaptive limit, on by default) and send the same order again with
+ *       the same `Idempotency-Key`, and the refusals are reported (`refused`);
  *   (d) a shop mix: ten cached product reads to one order.
  * CPU (percent of one core) and peak resident memory per process are sampled from /proc; the idle
  * resident memory of each node is read before the load. Output: a table on stdout and
@@ -44,6 +46,7 @@ import {
 	quantile,
 	round,
 	rssMb,
+	sampleUsage,
 	spawnReady,
 	stopChild,
 	table,
@@ -164,8 +167,124 @@ async function ordersQuery<T>(
 	}
 }
 
+const sleep = (ms: number): Promise<void> => new Promise(res => setTimeout(res, ms));
+
+/** The order load's answers: `load`'s figures (2xx, their answer times) and the refusals. */
+interface OrderLoadResult extends LoadResult {
+	/** 503 `ORDERS_OVERLOADED` answers (the adaptive limit), each retried after `Retry-After`. */
+	refused: number;
+	/** Of those, the ones without a `Retry-After` header (a defect of the shop). */
+	refusedWithoutRetryAfter: number;
+	/** Orders still refused when the run ended (not retried further). */
+	abandoned: number;
+}
+
+/**
+ * `POST /api/orders` from `connections` clients, each in a closed loop on its answer, for
+ * `DURATION` s (at most `rate` new orders/s in all when given, as autocannon's `overallRate`).
+ * A 503 `ORDERS_OVERLOADED` (the orders node's adaptive limit on sagas in flight) is met as a
+ * real client meets it: the client waits `Retry-After` (s) and sends the same order with the same
+ * `Idempotency-Key`; autocannon cannot wait, and would press on at full speed with refusals.
+ * @returns 2xx/s over the run (`rps`), the 202s' answer times p50/p99 (ms, client clock),
+ *   `non2xx` other than the refusals, transport `errors`, and the refusals
+ */
+async function orderLoad(
+	base: string,
+	seedData: { productIds: string[]; tokens: string[] },
+	connections: number,
+	procs: Watched[],
+	rate?: number
+): Promise<OrderLoadResult> {
+	const sampler = sampleUsage(procs);
+	const t0 = Date.now();
+	const end = t0 + DURATION * 1000;
+	const times: number[] = [];
+	const r = {
+		ok: 0,
+		non2xx: 0,
+		errors: 0,
+		refused: 0,
+		refusedWithoutRetryAfter: 0,
+		abandoned: 0
+	};
+	let n = 0;
+	const client = async (): Promise<void> => {
+		while (Date.now() < end) {
+			const i = n++;
+			if (rate) {
+				const at = t0 + (i / rate) * 1000;
+				if (at >= end) return;
+				if (at > Date.now()) await sleep(at - Date.now());
+			}
+			const key = crypto.randomUUID();
+			const body = JSON.stringify({
+				items: [
+					{ productId: seedData.productIds[i % seedData.productIds.length], quantity: 1 }
+				],
+				paymentMethod: "tok_visa"
+			});
+			for (;;) {
+				const sent = performance.now();
+				let res: Response;
+				try {
+					res = await fetch(`${base}/api/orders`, {
+						method: "POST",
+						headers: {
+							"Content-Type": "application/json",
+							Authorization: `Bearer ${seedData.tokens[i % seedData.tokens.length]}`,
+							"Idempotency-Key": key
+						},
+						body,
+						signal: AbortSignal.timeout(30_000)
+					});
+				} catch {
+					r.errors++;
+					break;
+				}
+				const text = await res.text();
+				if (res.status >= 200 && res.status < 300) {
+					r.ok++;
+					times.push(performance.now() - sent);
+					break;
+				}
+				let type: unknown;
+				try {
+					type = (JSON.parse(text) as { type?: unknown }).type;
+				} catch {
+					type = undefined;
+				}
+				if (res.status !== 503 || type !== "ORDERS_OVERLOADED") {
+					r.non2xx++;
+					break;
+				}
+				r.refused++;
+				const after = Number(res.headers.get("retry-after"));
+				if (res.headers.get("retry-after") === null || !Number.isFinite(after))
+					r.refusedWithoutRetryAfter++;
+				const wait = (Number.isFinite(after) && after >= 0 ? after : 1) * 1000;
+				if (Date.now() + wait >= end) {
+					r.abandoned++;
+					break;
+				}
+				await sleep(wait);
+			}
+		}
+	};
+	await Promise.all(Array.from({ length: connections }, client));
+	const usage = sampler.stop();
+	const seconds = (Date.now() - t0) / 1000;
+	times.sort((a, b) => a - b);
+	return {
+		rps: round(r.ok / seconds, 0),
+		p50: round(quantile(times, 0.5), 0),
+		p99: round(quantile(times, 0.99), 0),
+		...r,
+		usage
+	};
+}
+
 interface OrderFigures {
-	accepted: LoadResult;
+	accepted: OrderLoadResult;
 	acceptedPerSec: number;
 	confirmedPerSec: number;
 	confirmed: number;
@@ -187,43 +306,12 @@ async function orderRun(
 	rate?: number
 ): Promise<OrderFigures> {
 	const t0 = (await ordersQuery<{ now: Date }>(databaseUrl, prefix, "SELECT now()", []))[0]!.now;
-	let n = 0;
-	const accepted = await load(
-		{
-			url: base,
-			connections: rate
-				? Math.max(4, Math.min(CONNECTIONS, Math.ceil(rate / 10)))
-				: CONNECTIONS,
-			duration: DURATION,
-			overallRate: rate,
-			requests: [
-				{
-					method: "POST",
-					path: "/api/orders",
-					setupRequest: (req: RawRequest) => {
-						const i = n++;
-						return {
-							...req,
-							headers: {
-								"Content-Type": "application/json",
-								Authorization: `Bearer ${seedData.tokens[i % seedData.tokens.length]}`
-							},
-							body: JSON.stringify({
-								items: [
-									{
-										productId:
-											seedData.productIds[i % seedData.productIds.length],
-										quantity: 1
-									}
-								],
-								paymentMethod: "tok_visa"
-							})
-						};
-					}
-				}
-			]
-		},
-		procs
+	const accepted = await orderLoad(
+		base,
+		seedData,
+		rate ? Math.max(4, Math.min(CONNECTIONS, Math.ceil(rate / 10))) : CONNECTIONS,
+		procs,
+		rate
 	);
 	// Wait until every order of the run has ended.
 	const drainStart = Date.now();
@@ -377,7 +465,14 @@ async function shopWorkloads(
 			ratio: round(full.acceptedPerSec / floors.pgCommits!, 2),
 			p50: full.accepted.p50,
 			p99: full.accepted.p99,
-			extra: { non2xx: full.accepted.non2xx, errors: full.accepted.errors },
+			extra: {
+				non2xx: full.accepted.non2xx,
+				errors: full.accepted.errors,
+				// 503 ORDERS_OVERLOADED, each retried after Retry-After with the same key
+				refused: full.accepted.refused,
+				refusedWithoutRetryAfter: full.accepted.refusedWithoutRetryAfter,
+				abandoned: full.accepted.abandoned
+			},
 			usage: full.accepted.usage
 		});
 		figures.push({
@@ -399,6 +494,7 @@ async function shopWorkloads(
 		});
 		log(
 			`${form} (c) orders: ${full.acceptedPerSec}/s accepted, ${full.confirmedPerSec}/s confirmed, ` +
+				`${full.accepted.refused} refused (503 ORDERS_OVERLOADED, retried after Retry-After), ` +
 				`202→CONFIRMED p50 ${full.settleP50} ms p99 ${full.settleP99} ms (${full.confirmed} confirmed, ${full.cancelled} cancelled)`
 		);
 		const halfRate = Math.max(5, Math.floor(full.confirmedPerSec / 2));
@@ -415,7 +511,8 @@ async function shopWorkloads(
 				cancelled: half.cancelled,
 				cancelledBy: half.cancelledBy,
 				accepted: half.accepted.ok,
-				refused: half.accepted.non2xx,
+				refused: half.accepted.refused,
+				non2xx: half.accepted.non2xx,
 				errors: half.accepted.errors,
 				latency: "202→CONFIRMED"
 			},

@@ -5,12 +5,27 @@
  *
  * The algorithm is Netflix concurrency-limits' `Gradient2Limit` behind its `WindowedLimit`
  * (github.com/Netflix/concurrency-limits, concurrency-limits-core/.../limit/Gradient2Limit.java
- * and WindowedLimit.java, commit 78a74b9), with one change: Gradient2 compares the window's
- * latency with a long-term average of itself (times a tolerance); here it is compared with a
- * fixed target latency, because the shop's goal is an absolute one (202 → CONFIRMED within a
- * bound) and a long-term average drifts up with a sustained overload, which then stops
- * shrinking the limit. Every window (at least `windowSize` samples, lasting 2 × the window's
- * smallest latency clamped to [`minWindowMs`, `maxWindowMs`]):
+ * and WindowedLimit.java, commit 78a74b9), with two changes. First, Gradient2 compares the
+ * window's latency with a long-term average of itself (times a tolerance); here it is compared
+ * with a fixed target latency, because the shop's goal is an absolute one (202 → CONFIRMED
+ * within a bound) and a long-term average drifts up with a sustained overload, which then stops
+ * shrinking the limit.
+ *
+ * The window rule. A window opens when the previous one closes (the first one at the first
+ * sample); its time is up `2 × the previous window's smallest latency`, clamped to
+ * [`minWindowMs`, `maxWindowMs`], after it opened (WindowedLimit; the first one's at once). It
+ * closes at its first sample after that which finds it holding `windowSize` samples
+ * (WindowedLimit) or, short of them, open for `maxWindowMs` at least; it is then counted with
+ * the samples it has. That second clause is the second change: WindowedLimit closes every
+ * window whose time is up and DROPS one with fewer than `windowSize` samples: on a node whose
+ * work completes at under `windowSize` per `maxWindowMs` (slow work on a loaded machine: the
+ * very case the limit is for) every window was dropped and the limit never moved. A window here
+ * is never dropped: it waits for its samples up to `maxWindowMs`, then counts the few it got, as
+ * Envoy's adaptive-concurrency gradient controller recomputes its limit every
+ * `concurrency_update_interval` from the samples of that interval, however few. A window of few
+ * samples is noisier, and the update bounds what one can do: the gradient is at least 0.5 and
+ * only `smoothing` (0.2) of the estimate is taken, so the limit moves by at most 10 % down or
+ * `queueSize × smoothing` up per window. Each closed window:
  *
  *     gradient = max(0.5, min(1, targetLatency / windowLatency))
  *     limit    = limit × (1 − smoothing) + (limit × gradient + queueSize) × smoothing
@@ -39,9 +54,16 @@ export interface ConcurrencyLimitOptions {
 	readonly smoothing?: number;
 	/** How far the estimate may exceed the current limit per window. Default 4 (Gradient2's). */
 	readonly queueSize?: number;
-	/** Samples a window needs to count. Default 10 (WindowedLimit's). */
+	/**
+	 * Samples a window waits for once its time is up, unless it has been open `maxWindowMs`.
+	 * Default 10 (WindowedLimit's).
+	 */
 	readonly windowSize?: number;
-	/** Shortest / longest window. Defaults 100 / 1000 (WindowedLimit allows 100 at least). */
+	/**
+	 * Shortest / longest time of a window (its time is 2 × the previous window's smallest
+	 * latency, clamped to these), and `maxWindowMs` the longest a window short of `windowSize`
+	 * samples waits for them. Defaults 100 / 1000 (WindowedLimit allows 100 at least).
+	 */
 	readonly minWindowMs?: number;
 	readonly maxWindowMs?: number;
 	/**
@@ -53,12 +75,19 @@ export interface ConcurrencyLimitOptions {
 
 /** One window's samples (WindowedLimit's `SampleWindow`). */
 interface SampleWindow {
+	/** When it opened (ms): the previous window's close, or the first sample's time. */
+	openedAt: number | null;
 	latencies: number[];
 	minLatency: number;
 	maxInFlight: number;
 }
 
-const emptyWindow = (): SampleWindow => ({ latencies: [], minLatency: Infinity, maxInFlight: 0 });
+const emptyWindow = (openedAt: number | null): SampleWindow => ({
+	openedAt,
+	latencies: [],
+	minLatency: Infinity,
+	maxInFlight: 0
+});
 
 /**
  * The limit, and the starts of the work it admitted (by id) so that `end(id)` gives a sample.
@@ -68,8 +97,11 @@ const emptyWindow = (): SampleWindow => ({ latencies: [], minLatency: Infinity, 
  */
 export class AdaptiveConcurrencyLimit {
 	private estimate: number;
-	private window = emptyWindow();
-	private nextUpdateAt = -Infinity;
+	private window = emptyWindow(null);
+	/** When the open window's time is up (the first window's at once). */
+	private timeUpAt = -Infinity;
+	/** Windows closed and counted so far. */
+	private windows = 0;
 	private readonly starts = new Map<string, { at: number; inFlight: number }>();
 	private readonly o: Required<Omit<ConcurrencyLimitOptions, "percentile">> & {
 		percentile?: number;
@@ -96,6 +128,11 @@ export class AdaptiveConcurrencyLimit {
 	/** The current limit: work in flight the node admits, an integer in [minLimit, maxLimit]. */
 	get limit(): number {
 		return Math.floor(this.estimate);
+	}
+
+	/** Windows closed so far, each one given to the update (none dropped: the window rule). */
+	get windowsClosed(): number {
+		return this.windows;
 	}
 
 	/** Work started and neither ended nor forgotten yet. */
@@ -127,22 +164,28 @@ export class AdaptiveConcurrencyLimit {
 
 	/**
 	 * One latency sample (ms) of work that ran with `inFlight` in flight, ending at `now`
-	 * (WindowedLimit.onSample). Closes the window when its time is up.
+	 * (WindowedLimit.onSample). Closes the window by the window rule (file comment): its time is
+	 * up and it holds `windowSize` samples or has been open `maxWindowMs`.
 	 * @returns the limit after it
 	 */
 	sample(latencyMs: number, inFlight: number, now: number): number {
 		const w = this.window;
+		w.openedAt ??= now;
 		w.latencies.push(latencyMs);
 		w.minLatency = Math.min(w.minLatency, latencyMs);
 		w.maxInFlight = Math.max(w.maxInFlight, inFlight);
-		if (now > this.nextUpdateAt) {
-			this.window = emptyWindow();
+		if (
+			now > this.timeUpAt &&
+			(w.latencies.length >= this.o.windowSize || now - w.openedAt >= this.o.maxWindowMs)
+		) {
+			this.window = emptyWindow(now);
 			const length = Math.min(
 				Math.max(2 * w.minLatency, this.o.minWindowMs),
 				this.o.maxWindowMs
 			);
-			this.nextUpdateAt = now + length;
-			if (w.latencies.length >= this.o.windowSize) this.update(windowLatency(w, this.o), w);
+			this.timeUpAt = now + length;
+			this.windows++;
+			this.update(windowLatency(w, this.o), w);
 		}
 		return this.limit;
 	}

@@ -126,7 +126,7 @@ export const ENV_FIELDS = {
 	SAGA_LEASE_MS: int(15_000, 200, 3600_000, { ms: true }),
 	SAGA_RECOVERY_INTERVAL_MS: int(5_000, 50, 3600_000, { ms: true }),
 	SAGA_MAX_IN_FLIGHT: int(400, 1, 1_000_000),
-	SAGA_TARGET_LATENCY_MS: int(0, 0, 600_000, { ms: true }),
+	SAGA_TARGET_LATENCY_MS: int(400, 0, 600_000, { ms: true }),
 	SAGA_MIN_IN_FLIGHT: int(10, 1, 1_000_000),
 	ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER: int(20, 0, 1_000_000),
 	ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER: int(1_000, 0, 1_000_000_000),
@@ -330,7 +330,7 @@ export const ENVIRONMENT_ROWS: readonly EnvironmentRow[] = [
 	{
 		variables: ["SAGA_MAX_IN_FLIGHT", "SAGA_TARGET_LATENCY_MS", "SAGA_MIN_IN_FLIGHT"],
 		meaning:
-			"backpressure on one orders node: its sagas in flight are kept under an adaptive limit (Netflix concurrency-limits' Gradient2, docs/performance.md) that moves so that its sagas take about `SAGA_TARGET_LATENCY_MS` (ms, 202 → `CONFIRMED`/`CANCELLED`) and stays between `SAGA_MIN_IN_FLIGHT` and the hard ceiling `SAGA_MAX_IN_FLIGHT`; at the limit `POST /api/orders` answers 503 `ORDERS_OVERLOADED` with `Retry-After` at once (`data: { inFlight, limit, max }`), nothing stored, nothing queued; `SAGA_TARGET_LATENCY_MS=0` (the default for now; `400` is the measured setting): the fixed `SAGA_MAX_IN_FLIGHT` alone"
+			"backpressure on one orders node: its sagas in flight are kept under an adaptive limit (Netflix concurrency-limits' Gradient2, docs/performance.md) that moves so that its sagas take about `SAGA_TARGET_LATENCY_MS` (ms, 202 → `CONFIRMED`/`CANCELLED`) and stays between `SAGA_MIN_IN_FLIGHT` and the hard ceiling `SAGA_MAX_IN_FLIGHT`; at the limit `POST /api/orders` answers 503 `ORDERS_OVERLOADED` with `Retry-After` at once (`data: { inFlight, limit, max }`), nothing stored, nothing queued; `SAGA_TARGET_LATENCY_MS=0`: the fixed `SAGA_MAX_IN_FLIGHT` alone (the adaptive limit off)"
 	},
 	{
 		variables: ["ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER", "ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER"],

@@ -112,8 +112,8 @@ export interface ShopConfig {
 	 * The adaptive limit under that ceiling (platform/concurrency-limit.ts, Netflix's Gradient2):
 	 * the 202 → CONFIRMED/CANCELLED latency, in ms, an orders node keeps its sagas near by
 	 * lowering its limit on sagas in flight when they take longer (`SAGA_TARGET_LATENCY_MS`;
-	 * `0`, the default for now: off, the fixed `SAGA_MAX_IN_FLIGHT` alone; 400 is the value
-	 * measured in docs/performance.md), and the floor of that limit
+	 * default 400, the value measured in docs/performance.md; `0`: off, the fixed
+	 * `SAGA_MAX_IN_FLIGHT` alone), and the floor of that limit
 	 * (`SAGA_MIN_IN_FLIGHT`, at most `SAGA_MAX_IN_FLIGHT`).
 	 */
 	readonly sagaTargetLatencyMs: number;

@@ -53,6 +53,7 @@ import {
 	type TestCluster
 } from "../support/cluster";
 import type { NatsServer } from "../support/nats";
+import { retryOverloaded } from "../support/overload-retry";
 import { startPrivatePostgres, type PrivatePostgres } from "../support/postgres";
 
 /** How long a killed node stays down before it is restarted, in ms. */
@@ -186,7 +187,7 @@ async function request(
 	method: string,
 	url: string,
 	opts: { token?: string; body?: unknown; headers?: Record<string, string> } = {}
-): Promise<{ status: number; body: any; sent: number; answered: number }> {
+): Promise<{ status: number; body: any; headers?: Headers; sent: number; answered: number }> {
 	const headers: Record<string, string> = { ...opts.headers };
 	if (opts.token) headers.Authorization = `Bearer ${opts.token}`;
 	if (opts.body !== undefined) headers["Content-Type"] = "application/json";
@@ -205,7 +206,7 @@ async function request(
 		} catch {
 			body = text;
 		}
-		return { status: res.status, body, sent, answered: Date.now() };
+		return { status: res.status, body, headers: res.headers, sent, answered: Date.now() };
 	} catch {
 		return { status: 0, body: null, sent, answered: Date.now() };
 	}
@@ -335,6 +336,8 @@ describe("chaos: faults one after another under a steady order load", () => {
 				/** Nodes the test has taken down: the watchdog leaves them alone. */
 				const downOnPurpose = new Set<string>();
 				let stopLoad = false;
+				/** 503 ORDERS_OVERLOADED answers the workers retried (backpressure). */
+				const overloaded = { refusals: 0, withoutRetryAfter: 0 };
 
 				// The load: WORKERS customers, one request at a time each.
 				const worker = async (w: number): Promise<void> => {
@@ -347,20 +350,33 @@ describe("chaos: faults one after another under a steady order load", () => {
 							const picked = [...products]
 								.sort(() => Math.random() - 0.5)
 								.slice(0, count);
-							const r = await request(base, "POST", "/api/orders", {
-								token,
-								headers: { "Idempotency-Key": crypto.randomUUID() },
-								body: {
-									items: picked.map(p => ({
-										productId: p.id,
-										quantity: 1 + Math.floor(Math.random() * 3)
-									})),
-									paymentMethod:
-										Math.random() < DECLINED_SHARE
-											? "tok_chargeDeclined"
-											: "tok_visa"
-								}
-							});
+							// A refusal by the orders node's adaptive limit (503 ORDERS_OVERLOADED,
+							// backpressure, not an outage) is retried after its Retry-After with the
+							// same key, as a client does; the answer recorded is the one after.
+							const key = crypto.randomUUID();
+							const orderBody = {
+								items: picked.map(p => ({
+									productId: p.id,
+									quantity: 1 + Math.floor(Math.random() * 3)
+								})),
+								paymentMethod:
+									Math.random() < DECLINED_SHARE
+										? "tok_chargeDeclined"
+										: "tok_visa"
+							};
+							const r = await retryOverloaded(
+								() =>
+									request(base, "POST", "/api/orders", {
+										token,
+										headers: { "Idempotency-Key": key },
+										body: orderBody
+									}),
+								{ stop: () => stopLoad }
+							);
+							overloaded.refusals += r.retries.refusals;
+							overloaded.withoutRetryAfter += r.retries.retryAfter.filter(
+								x => x === null
+							).length;
 							answers.push({
 								what: "order",
 								status: r.status,
@@ -616,6 +632,10 @@ describe("chaos: faults one after another under a steady order load", () => {
 				for (const s of parked)
 					violations.push(`saga ${s.id} parked FAILED at step ${s.current_step}`);
 
+				if (overloaded.withoutRetryAfter > 0)
+					violations.push(
+						`${overloaded.withoutRetryAfter} ORDERS_OVERLOADED answer(s) without Retry-After`
+					);
 				// 5xx and unanswered requests: only inside a fault window.
 				const overlaps = (a: Answer): FaultWindow | undefined =>
 					windows.find(w => a.sent <= w.end && a.answered >= w.start);
@@ -652,6 +672,7 @@ describe("chaos: faults one after another under a steady order load", () => {
 					drainS: Math.round(drainedMs / 100) / 10,
 					requests: answers.length,
 					answersByStatus: count(answers, a => String(a.status)),
+					ordersOverloadedRetried: overloaded.refusals,
 					ordersAccepted: accepted.size,
 					ordersInDatabase: orders.length,
 					ordersByStatus: count(orders, o => o.status),

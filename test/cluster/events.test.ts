@@ -18,6 +18,7 @@ import { connect, type NatsConnection } from "nats";
 import { Client } from "pg";
 import { DLQ_STREAM, EVENTS_STREAM } from "../../platform/events/jetstream";
 import { startNats, type NatsServer } from "../support/nats";
+import { placeOrder } from "../support/overload-retry";
 import { freePort } from "../support/ports";
 import { api } from "../support/shop-process";
 import {
@@ -69,7 +70,11 @@ describe("durable events over JetStream", () => {
 		}
 	}
 
-	/** Places `n` one-unit orders (round-robin over customers, `concurrency` at a time). */
+	/**
+	 * Places `n` one-unit orders (round-robin over customers, `concurrency` at a time); a 503
+	 * ORDERS_OVERLOADED (the orders node's adaptive limit) is retried after Retry-After with the
+	 * same Idempotency-Key, as a client does (test/support/overload-retry.ts).
+	 */
 	async function placeOrders(
 		n: number,
 		concurrency = 8
@@ -81,9 +86,8 @@ describe("durable events over JetStream", () => {
 			Array.from({ length: concurrency }, async () => {
 				for (let i = next++; i < n; i = next++) {
 					const c = customers[i % customers.length]!;
-					const r = await api(base, "POST", "/api/orders", {
+					const r = await placeOrder(base, {
 						token: c.token,
-						headers: { "Idempotency-Key": crypto.randomUUID() },
 						body: { items: [{ productId, quantity: 1 }], paymentMethod: "tok_visa" }
 					}).catch(() => ({ status: 0, body: null }));
 					if (r.status === 202) accepted.push(r.body.id);

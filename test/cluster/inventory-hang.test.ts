@@ -26,6 +26,7 @@
  */
 import crypto from "node:crypto";
 import { Client } from "pg";
+import { placeOrder } from "../support/overload-retry";
 import { api } from "../support/shop-process";
 import {
 	CLUSTER_ADMIN,
@@ -135,8 +136,13 @@ describe("inventory hangs under orders, then is replaced: no customer pays for w
 		expect(reg.status).toBe(201);
 		return reg.body.token as string;
 	}
+	/**
+	 * Places a one-unit order as a client does: a 503 ORDERS_OVERLOADED (the orders node's
+	 * adaptive limit, reached while the first twenty sagas hang) is sent again after Retry-After
+	 * with the same Idempotency-Key, so such an order is placed once those sagas have parked.
+	 */
 	async function place(token: string, productId: string): Promise<string> {
-		const r = await api(base, "POST", "/api/orders", {
+		const r = await placeOrder(base, {
 			token,
 			body: { items: [{ productId, quantity: 1 }], paymentMethod: "tok_visa" }
 		});

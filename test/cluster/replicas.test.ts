@@ -5,6 +5,7 @@
  * (`moleculer_request_total` for `inventory.reserve`), whose counters start at zero per process.
  */
 import crypto from "node:crypto";
+import { isOverloaded, placeOrder } from "../support/overload-retry";
 import { freePort } from "../support/ports";
 import { api } from "../support/shop-process";
 import {
@@ -94,14 +95,17 @@ describe("two inventory replicas: both serve, one dies under load, nothing is lo
 					for (let n = 0; running; n++) {
 						const productId = products[(c + n) % products.length]!;
 						const quantity = 1 + (n % 3);
-						const r = await api(base, "POST", "/api/orders", {
+						// 503 ORDERS_OVERLOADED (the orders node's adaptive limit) is retried
+						// after Retry-After with the same key, as a client does.
+						const r = await placeOrder(base, {
 							token,
-							headers: { "Idempotency-Key": `rep-${c}-${n}` },
-							body: { items: [{ productId, quantity }], paymentMethod: "tok_visa" }
+							idempotencyKey: `rep-${c}-${n}`,
+							body: { items: [{ productId, quantity }], paymentMethod: "tok_visa" },
+							stop: () => !running
 						});
 						if (r.status === 202)
 							placed.push({ id: r.body.id, token, productId, quantity });
-						else refused.push(r.status);
+						else if (!(isOverloaded(r) && !running)) refused.push(r.status);
 					}
 				};
 				const load = tokens.map((t, c) => customerLoop(t, c));
@@ -172,7 +176,7 @@ describe("two inventory replicas: both serve, one dies under load, nothing is lo
 				expect(await reservesServed(metrics["inventory-2"]!)).toBe(0);
 				const again = await Promise.all(
 					Array.from({ length: 16 }, (_, i) =>
-						api(base, "POST", "/api/orders", {
+						placeOrder(base, {
 							token: tokens[i % CUSTOMERS]!,
 							body: {
 								items: [{ productId: products[i % products.length]!, quantity: 1 }],

@@ -25,6 +25,7 @@
 import crypto from "node:crypto";
 import { Client } from "pg";
 import { EVENTS_STREAM } from "../../platform/events/jetstream";
+import { placeOrder } from "../support/overload-retry";
 import { freePort } from "../support/ports";
 import { api } from "../support/shop-process";
 import {
@@ -121,9 +122,11 @@ describe("two nodes of each stateful service: saga leases, outbox lock and consu
 					const key = `${tag}-${i}`;
 					let last = "";
 					for (let attempt = 0; attempt < 4; attempt++) {
-						const r = await api(base, "POST", "/api/orders", {
+						// 503 ORDERS_OVERLOADED (the orders node's adaptive limit) is retried after
+						// Retry-After with the same key, and is not a failed attempt.
+						const r = await placeOrder(base, {
 							token: tokens[i % CUSTOMERS]!,
-							headers: { "Idempotency-Key": key },
+							idempotencyKey: key,
 							body: { items: [{ productId, quantity }], paymentMethod: "tok_visa" }
 						}).catch((err: unknown) => ({ status: 0, body: String(err) }));
 						if (r.status === 202) {

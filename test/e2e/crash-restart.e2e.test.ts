@@ -13,6 +13,7 @@
 import fs from "node:fs";
 import pg from "pg";
 import { childProcesses, processInfo, waitForPidExit } from "../../tools/process-info";
+import { isOverloaded, retryAfterSeconds } from "../support/overload-retry";
 import { api, startShopProcess, type ShopProcess } from "../support/shop-process";
 
 const ADMIN = { email: "admin@example.com", password: "crash-e2e-admin-pw-0192" };
@@ -94,6 +95,7 @@ describe("crash-only start-up (npm start form)", () => {
 			accepted: 0,
 			retriedConnection: 0,
 			retried503: 0,
+			retriedOverloaded: 0,
 			retried429: 0,
 			fiveHundreds: [] as string[]
 		};
@@ -116,7 +118,13 @@ describe("crash-only start-up (npm start form)", () => {
 						orderOf.set(key, r.body.id);
 						return;
 					}
-					if (r.status === 503) answers.retried503++;
+					if (isOverloaded(r)) {
+						// The node's adaptive limit on sagas in flight (backpressure, not the
+						// restart): a client waits Retry-After and tries the same key again.
+						answers.retriedOverloaded++;
+						await delay(1_000 * (retryAfterSeconds(r) ?? 1));
+						continue;
+					} else if (r.status === 503) answers.retried503++;
 					else if (r.status === 429 && r.body?.type === "ORDERS_CUSTOMER_LIMIT") {
 						// The customer's other orders are still in flight (their sagas resume after
 						// the restart): a client waits Retry-After and tries the same key again.
@@ -193,7 +201,7 @@ describe("crash-only start-up (npm start form)", () => {
 							a[o.cancellationReason!] = (a[o.cancellationReason!] ?? 0) + 1;
 							return a;
 						}, {})
-				)}); stock ${JSON.stringify(stock)}; client retries: ${answers.retriedConnection} connection errors, ${answers.retried503} 503, ${answers.retried429} 429 ORDERS_CUSTOMER_LIMIT, ${answers.fiveHundreds.length} other`
+				)}); stock ${JSON.stringify(stock)}; client retries: ${answers.retriedConnection} connection errors, ${answers.retried503} 503, ${answers.retriedOverloaded} 503 ORDERS_OVERLOADED, ${answers.retried429} 429 ORDERS_CUSTOMER_LIMIT, ${answers.fiveHundreds.length} other`
 		);
 		if (final.size < ORDERS) {
 			// What a failure needs to be diagnosed: the unfinished orders, their sagas and steps.

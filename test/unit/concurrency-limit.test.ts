@@ -112,33 +112,76 @@ describe("AdaptiveConcurrencyLimit", () => {
 		expect(l.admits(30)).toBe(false);
 	});
 
-	it("updates once per window: ≥ windowSize samples, lasting 2 × its least latency in [100, 1000] ms", () => {
+	it("updates once per window: its time up (2 × the previous window's least latency in [100, 1000] ms) and windowSize samples in it", () => {
 		const l = new AdaptiveConcurrencyLimit({
 			targetLatencyMs: 100,
 			minLimit: 1,
 			maxLimit: 400
 		});
-		l.sample(50, 20, 0); // closes the first (empty) window; the next ends at 0 + 2 × 50 = 100
-		for (let t = 1; t <= 100; t += 1) l.sample(50, 20, t);
-		expect(l.limit).toBe(20); // 100 samples, but the window's time is not up
-		l.sample(50, 20, 101); // up: 20.8, next window until 101 + 100
+		// The first window opens at the first sample, its time up at once: it closes at its
+		// 10th sample (t = 9), 20 → 20.8; the next one's time is up at 9 + 2 × 50 = 109.
+		for (let t = 0; t < 9; t++) l.sample(50, 20, t);
+		expect([l.limit, l.windowsClosed]).toEqual([20, 0]);
+		l.sample(50, 20, 9);
+		expect([l.limit, l.windowsClosed]).toEqual([20, 1]);
+		for (let t = 10; t <= 109; t += 1) l.sample(50, 20, t);
+		expect(l.windowsClosed).toBe(1); // 100 samples, but the window's time is not up
+		l.sample(50, 20, 110); // up: 20.8 → 21.6, next window until 110 + 100
+		expect([l.limit, l.windowsClosed]).toEqual([21, 2]);
+		// Time up at 210 with 2 samples: it stays open (WindowedLimit would drop it) until
+		// its 10th sample, and counts them all.
 		l.sample(50, 20, 150);
-		l.sample(50, 20, 202); // up, but 2 samples < windowSize 10: no update
-		expect(l.limit).toBe(20);
-		for (let t = 203; t < 300; t += 10) l.sample(50, 20, t);
-		l.sample(50, 20, 400); // 11 samples: 20.8 → 21.6
-		expect(l.limit).toBe(21);
+		l.sample(50, 20, 211);
+		expect(l.windowsClosed).toBe(2);
+		for (let t = 212; t < 219; t++) l.sample(50, 20, t);
+		expect(l.windowsClosed).toBe(2); // 9 samples
+		l.sample(50, 20, 219); // the 10th: 21.6 → 22.4
+		expect([l.limit, l.windowsClosed]).toEqual([22, 3]);
 		// A slow window is longer: 2 × 700 ms clamped to 1000.
 		const s = new AdaptiveConcurrencyLimit({
 			targetLatencyMs: 100,
 			minLimit: 1,
 			maxLimit: 400
 		});
-		s.sample(700, 20, 0);
-		for (let t = 1; t <= 999; t += 50) s.sample(700, 20, t);
-		expect(s.limit).toBe(20);
-		s.sample(700, 20, 1001);
-		expect(s.limit).toBe(18); // 0.8 × 20 + 0.2 × (20 × 0.5 + 4) = 18.8
+		for (let t = 0; t < 10; t++) s.sample(700, 20, t); // the first, at its 10th sample
+		expect(s.limit).toBe(18); // gradient 0.5: 0.8 × 20 + 0.2 × (20 × 0.5 + 4) = 18.8
+		for (let t = 10; t <= 1009; t += 50) s.sample(700, 20, t); // 20 samples, time up at 1009
+		expect(s.windowsClosed).toBe(1);
+		s.sample(700, 20, 1010);
+		expect([s.limit, s.windowsClosed]).toEqual([17, 2]); // 0.8 × 18.8 + 0.2 × (9.4 + 4) = 17.72
+	});
+
+	it("counts a window short of windowSize samples once it has been open maxWindowMs, never drops it", () => {
+		// Slow work on a loaded machine: 1.5 s each, 4 completing per second (under windowSize
+		// per maxWindowMs). WindowedLimit drops every such window and its limit never moves; here
+		// each window waits up to 1000 ms for its samples, then counts the ones it has.
+		const l = new AdaptiveConcurrencyLimit({
+			targetLatencyMs: 400,
+			minLimit: 1,
+			maxLimit: 400
+		});
+		const limits: number[] = [];
+		for (let t = 0; t <= 10_000; t += 250) {
+			l.sample(1500, 20, t);
+			if (t % 1000 === 0) limits.push(l.limit);
+		}
+		// Opened at 0; at 1000 it has been open 1000 ms with 5 samples: 20 → 18.8 (gradient 0.5).
+		// Each next one's time is up 2 × 1500 ms clamped to 1000 after it opened; it closes at
+		// the first sample after that (1250 ms, 5 samples), 10 % less each time (L → 0.9 L + 0.8):
+		// at 1000, 2250, 3500, ..., 9750.
+		expect(l.windowsClosed).toBe(8);
+		expect(limits).toEqual([20, 18, 18, 17, 16, 15, 15, 15, 14, 13, 13]);
+		// While the time is up but the window is short of samples and under maxWindowMs, it
+		// waits: a fast node at a trickle (3 samples in 800 ms) does not update.
+		const f = new AdaptiveConcurrencyLimit({
+			targetLatencyMs: 400,
+			minLimit: 1,
+			maxLimit: 400
+		});
+		for (const t of [0, 400, 800]) f.sample(1500, 20, t);
+		expect(f.windowsClosed).toBe(0);
+		f.sample(1500, 20, 1000);
+		expect([f.windowsClosed, f.limit]).toEqual([1, 18]);
 	});
 
 	it("tracks a percentile of the window when asked (nearest rank), else the mean", () => {
@@ -154,9 +197,12 @@ describe("AdaptiveConcurrencyLimit", () => {
 		// 90th percentile 60 (grows), the 99th 400 (shrinks).
 		const feed = (l: AdaptiveConcurrencyLimit): number => {
 			l.sample(1, 1, 0);
-			for (let i = 0; i < 9; i++) l.sample(60, 100, 1 + i);
-			l.sample(400, 100, 10);
-			l.sample(60, 100, 5000);
+			l.sample(1, 1, 1000); // the first window: open 1000 ms, 2 samples, app-limited
+			expect(l.windowsClosed).toBe(1);
+			for (let i = 0; i < 9; i++) l.sample(60, 100, 1001 + i);
+			l.sample(400, 100, 1010);
+			l.sample(60, 100, 5000); // time up (1000 + 100), 11 samples
+			expect(l.windowsClosed).toBe(2);
 			return l.limit;
 		};
 		expect(feed(mk())).toBe(100); // 100 → 0.8 × 100 + 0.2 × (100 + 4) = 100.8
@@ -172,24 +218,23 @@ describe("AdaptiveConcurrencyLimit", () => {
 			initialLimit: 10
 		});
 		l.end("never-started", 5); // ignored
-		l.start("w0", 10, 0);
-		l.end("w0", 1); // a 1 ms sample closes the first window (too few samples to count)
+		expect(l.windowsClosed).toBe(0);
 		for (let i = 0; i < 10; i++) l.start(`a${i}`, 10, 2);
-		// 400 ms each; the first closes the window begun at 1 (alone in it), the next 9 and "b"
-		// fill one that lasts 2 × 400 ms.
-		for (let i = 0; i < 10; i++) l.end(`a${i}`, 2 + 400);
-		expect(l.limit).toBe(10);
-		l.start("b", 10, 1500);
-		l.end("b", 1900);
-		expect(l.limit).toBe(9); // gradient 0.5: 0.8 × 10 + 0.2 × (5 + 4) = 9.8
+		// 400 ms each: the 10th end closes the first window (its time is up at once).
+		for (let i = 0; i < 9; i++) l.end(`a${i}`, 2 + 400);
+		expect(l.windowsClosed).toBe(0);
+		l.end("a9", 402);
+		expect([l.windowsClosed, l.limit]).toEqual([1, 9]); // gradient 0.5: 0.8 × 10 + 0.2 × (5 + 4) = 9.8
+		l.end("a9", 403); // ended already: no sample
 		expect(l.pending).toBe(0);
 		// A start never ended is dropped oldest first past 2 × maxLimit + 64 = 84 of them.
 		for (let i = 0; i < 200; i++) l.start(`lost${i}`, 1, 2000);
 		expect(l.pending).toBe(84);
 		l.end("lost0", 2001); // dropped: no sample
 		expect(l.pending).toBe(84);
-		l.end("lost199", 2001);
+		l.end("lost199", 2001); // a sample (1 ms), alone in a window open since 402
 		expect(l.pending).toBe(83);
+		expect(l.windowsClosed).toBe(2); // open 1599 ms ≥ maxWindowMs; app-limited (1 < 9.8 / 2)
 		expect(l.limit).toBe(9);
 	});
 
