@@ -1,14 +1,26 @@
 /**
  * `npm run bench:saga`: where an order's time and CPU go, in the one-process shop (`npm start`
- * form) on an embedded Postgres. For each run `<orders>x<concurrency>` (env `RUNS`, default
- * `50x1,200x8,1000x32`) it places the orders, waits until every saga ended, and prints: orders
- * accepted and confirmed per second, 202 → CONFIRMED p50/p99 (ms, the database's clock), the
- * saga steps' durations (from the step log), and CPU ms per order of the shop process and of all
- * Postgres processes (from /proc). `COUNT=1` also counts the SQL statements per order by text
- * (bench/query-counter.cjs preloaded into the shop); `PGBREAK=1` splits Postgres CPU by backend;
- * `HOT=1` lists each table's updates and how many were HOT; `PROF=1` writes a CPU profile of the shop to bench/results/saga-profile/. Needs `npm run build`.
+ * form) on an embedded Postgres, in the production configuration by default: `NODE_ENV=production`,
+ * the default log level (info: a JSON line per request and per saga), the shop's stdout and stderr
+ * a pipe read by a log collector process of its own (`cat` appending to a file, as bench/run.ts
+ * does; in production a container runtime reads the pipe). `QUIET=1` runs the old setting instead
+ * (`LOGLEVEL=warn`, no `NODE_ENV`, the output piped into this process).
+ *
+ * For each run `<orders>x<concurrency>` (env `RUNS`, default `50x1,200x8,1000x32`) it places the
+ * orders (each with its own `Idempotency-Key`), waits until every saga ended and every outbox
+ * drained, and prints: orders accepted and confirmed per second, 202 → CONFIRMED p50/p99 (ms, the
+ * database's clock), the saga steps' durations (from the step log), and CPU ms per order of the
+ * shop process and of all Postgres processes (from /proc). An order refused with 503
+ * `ORDERS_OVERLOADED` (the adaptive saga limit) or 429 with `Retry-After` is placed again after
+ * `Retry-After` seconds with the same `Idempotency-Key`; `refusals` counts those answers and
+ * `ordersRefused` the orders that met at least one; another 5xx (a 504: the outcome unknown) is
+ * sent again with the same key after 500 ms, up to 5 times (`retriedErrors`, by status), then
+ * given up (`givenUp`: not counted as accepted). `COUNT=1` also counts the SQL statements per
+ * order by text (bench/query-counter.cjs preloaded into the shop); `PGBREAK=1` splits Postgres CPU
+ * by backend; `HOT=1` lists each table's updates and how many were HOT; `PROF=1` writes a CPU
+ * profile of the shop to bench/results/saga-profile/. Needs `npm run build` (`tsc -p .`).
  * Env: `P` products (8), `W` at most that many orders in flight (default: no bound), `SHOPENV`
- * extra shop env as JSON.
+ * extra shop env as JSON, `SHOW=1` keeps the shop's log file and prints its path.
  */
 import { createRequire } from "node:module";
 import { fileURLToPath } from "node:url";
@@ -39,7 +51,8 @@ const env = {
 	METRICS_PORT: "0",
 	HEALTH_PORT: "0",
 	RATE_LIMIT_MAX: "0",
-	LOGLEVEL: "warn",
+	// The production configuration (the default log level); QUIET=1: the old bench setting.
+	...(process.env.QUIET ? { LOGLEVEL: "warn" } : { NODE_ENV: "production" }),
 	JWT_SECRET: "bench-secret-bench-secret-bench-secret-0123456789",
 	ADMIN_EMAIL: "admin@example.com",
 	ADMIN_PASSWORD: "bench-admin-password-1",
@@ -48,27 +61,63 @@ const env = {
 if (process.env.COUNT)
 	env.NODE_OPTIONS = `--require ${path.join(ROOT, "bench", "query-counter.cjs")}`;
 env.QUERY_COUNTS_FILE = path.join(tmp, "counts.json");
-const shop = spawn(
-	process.execPath,
-	[
-		...(process.env.PROF
-			? [
-					"--cpu-prof",
-					`--cpu-prof-dir=${path.join(ROOT, "bench", "results", "saga-profile")}`
-				]
-			: []),
-		path.join(ROOT, "dist/bin/start.js")
-	],
-	{ env, stdio: ["ignore", "pipe", "pipe"], cwd: ROOT }
-);
-await waitReady(shop);
-// The last of the shop's output, printed if it does not stop in time.
-let out = "";
-const tail = d => (out = (out + d).slice(-3000));
-shop.stdout.on("data", tail);
-shop.stderr.on("data", tail);
-shop.stdout.on("data", d => process.env.SHOW && process.stdout.write(d));
-shop.stderr.on("data", d => process.stderr.write(d));
+const nodeArgs = [
+	...(process.env.PROF
+		? ["--cpu-prof", `--cpu-prof-dir=${path.join(ROOT, "bench", "results", "saga-profile")}`]
+		: []),
+	path.join(ROOT, "dist/bin/start.js")
+];
+// The log collector: `cat` appending the shop's stdout and stderr to a file (QUIET=1: none, the
+// output is piped into this process as before).
+const logFile = path.join(tmp, "shop.log");
+let collector = null;
+let shop;
+let quietTail = "";
+if (process.env.QUIET) {
+	shop = spawn(process.execPath, nodeArgs, { env, stdio: ["ignore", "pipe", "pipe"], cwd: ROOT });
+	await waitReady(shop);
+	// Always drained: a full pipe would block the shop's logging.
+	const tail = d => (quietTail = (quietTail + d).slice(-3000));
+	shop.stdout.on("data", tail);
+	shop.stderr.on("data", tail);
+	shop.stdout.on("data", d => process.env.SHOW && process.stdout.write(d));
+	shop.stderr.on("data", d => process.stderr.write(d));
+} else {
+	const fd = fs.openSync(logFile, "a");
+	collector = spawn("cat", [], { stdio: ["pipe", fd, "ignore"] });
+	fs.closeSync(fd);
+	shop = spawn(process.execPath, nodeArgs, {
+		env,
+		stdio: ["ignore", collector.stdin, collector.stdin],
+		cwd: ROOT
+	});
+	// The shop holds the pipe's writing end now; the collector ends when the shop does.
+	collector.stdin.destroy();
+	for (;;) {
+		const out = fs.readFileSync(logFile, "utf8");
+		if (shop.exitCode !== null || shop.signalCode !== null)
+			throw new Error(
+				`the shop exited ${shop.exitCode ?? shop.signalCode}:\n${out.slice(-20_000)}`
+			);
+		if (/Ready in/.test(out)) break;
+		await new Promise(r => setTimeout(r, 100));
+	}
+	if (process.env.SHOW)
+		console.log("shop log:", logFile, "(kept in bench/results/saga-shop.log)");
+}
+/** The last of the shop's output, printed if it does not stop in time. */
+function shopTail() {
+	try {
+		const st = fs.statSync(logFile);
+		const fd = fs.openSync(logFile, "r");
+		const buf = require("node:buffer").Buffer.alloc(Math.min(3000, st.size));
+		fs.readSync(fd, buf, 0, buf.length, st.size - buf.length);
+		fs.closeSync(fd);
+		return buf.toString("utf8");
+	} catch {
+		return "";
+	}
+}
 const api = apiClient(`http://127.0.0.1:${port}`);
 // 64 customers: the per-customer bound (ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER, 20) never refuses first.
 const { pids, toks } = await seedShop(api, {
@@ -83,52 +132,117 @@ function cpu(pid) {
 	const f = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
 	return (Number(f[11]) + Number(f[12])) * 10;
 }
+/**
+ * This run's Postgres processes: the postmaster whose command line names our data directory, and
+ * its children (backends, background workers). Other Postgres servers on the machine (a shared
+ * machine runs several) are not counted. @returns their pids, the postmaster's first
+ */
+function ourPostgres() {
+	const procs = fs.readdirSync("/proc").filter(x => /^\d+$/.test(x));
+	const dataDir = path.join(tmp, "pg");
+	const ppid = new Map();
+	for (const p of procs) {
+		try {
+			ppid.set(p, fs.readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1].split(" ")[1]);
+		} catch {
+			// The process ended meanwhile.
+		}
+	}
+	// The postmaster: named after our data directory, and not the child of such a process (a
+	// backend just forked still shows its parent's command line).
+	const named = new Set();
+	for (const p of procs) {
+		try {
+			if (fs.readFileSync(`/proc/${p}/comm`, "utf8").trim() !== "postgres") continue;
+			if (fs.readFileSync(`/proc/${p}/cmdline`, "utf8").includes(dataDir)) named.add(p);
+		} catch {
+			// The process ended meanwhile.
+		}
+	}
+	const master = [...named].find(p => !named.has(ppid.get(p)));
+	if (master === undefined) return [];
+	return [master, ...procs.filter(p => ppid.get(p) === master)];
+}
+/** CPU ms of this run's Postgres by process title (database for backends). */
 function pgBreak() {
 	const m = {};
-	for (const p of fs.readdirSync("/proc").filter(x => /^\d+$/.test(x))) {
+	for (const p of ourPostgres()) {
 		try {
-			const c = fs.readFileSync(`/proc/${p}/comm`, "utf8").trim();
-			if (c.startsWith("postgres")) {
-				const t = fs
-					.readFileSync(`/proc/${p}/cmdline`, "utf8")
-					.replace(/\0/g, " ")
-					.replace(/\(\d+\)/, "")
-					.replace(/ (idle|SELECT|UPDATE|INSERT|COMMIT|BEGIN).*$/, "")
-					.trim();
-				const f = fs.readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1].split(" ");
-				m[t] = m[t] ?? { u: 0, s: 0 };
-				m[t].u += Number(f[11]) * 10;
-				m[t].s += Number(f[12]) * 10;
-			}
+			const t = fs
+				.readFileSync(`/proc/${p}/cmdline`, "utf8")
+				.replace(/\0/g, " ")
+				.replace(/\(\d+\)/, "")
+				.replace(/ (idle|SELECT|UPDATE|INSERT|COMMIT|BEGIN).*$/, "")
+				.trim();
+			const f = fs.readFileSync(`/proc/${p}/stat`, "utf8").split(") ")[1].split(" ");
+			m[t] = m[t] ?? { u: 0, s: 0 };
+			m[t].u += Number(f[11]) * 10;
+			m[t].s += Number(f[12]) * 10;
 		} catch {
 			// The process ended meanwhile.
 		}
 	}
 	return m;
 }
+/**
+ * CPU ms of this run's Postgres: its processes alive now, plus the postmaster's reaped children
+ * (backends whose connection closed meanwhile).
+ */
 function pgCpu() {
 	let t = 0;
-	for (const p of fs.readdirSync("/proc").filter(x => /^\d+$/.test(x))) {
+	const [master, ...children] = ourPostgres();
+	if (master === undefined) return 0;
+	try {
+		const f = fs.readFileSync(`/proc/${master}/stat`, "utf8").split(") ")[1].split(" ");
+		t += (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 10;
+	} catch {
+		// Stopped meanwhile.
+	}
+	for (const p of children) {
 		try {
-			const c = fs.readFileSync(`/proc/${p}/comm`, "utf8").trim();
-			if (c === "postgres" || c.startsWith("postgres")) {
-				t += cpu(p);
-			}
+			t += cpu(p);
 		} catch {
 			// The process ended meanwhile.
 		}
 	}
 	return t;
 }
+/**
+ * `POST /api/orders` with an `Idempotency-Key`.
+ * @returns `{ status, retryAfter }` (`retryAfter`: the header's text, null when absent)
+ */
+async function placeOrder(body, token, key) {
+	const r = await fetch(`http://127.0.0.1:${port}/api/orders`, {
+		method: "POST",
+		headers: {
+			"Content-Type": "application/json",
+			Authorization: `Bearer ${token}`,
+			"Idempotency-Key": key
+		},
+		body: JSON.stringify(body)
+	});
+	await r.arrayBuffer();
+	return { status: r.status, retryAfter: r.headers.get("retry-after") };
+}
+let runNo = 0;
 async function run(n, c) {
+	const runTag = `${process.pid}-${++runNo}`;
 	if (process.env.COUNT) shop.kill("SIGUSR2");
 	const c0 = cpu(shop.pid),
 		p0 = pgCpu();
 	const b0 = pgBreak();
 	const t0 = (await db.query("select now()")).rows[0].now;
 	let k = 0;
-	let refused = 0;
-	// `W`: at most W orders in flight (placed, not yet ended), so the shop runs at its capacity
+	// Orders accepted (202), refusals (503/429 answers, each retried with the same key), orders
+	// that met at least one refusal, and orders given up (another answer: counted, not retried).
+	let accepted = 0;
+	let refusals = 0;
+	let ordersRefused = 0;
+	let givenUp = 0;
+	const givenUpStatuses = {};
+	const retriedErrors = {};
+	const retryAfterS = [];
+	// `W`: at most W orders in flight (accepted, not yet ended), so the shop runs at its capacity
 	// without an ever-growing queue of sagas (whose steps then time out and retry).
 	const window = Number(process.env.W ?? 0);
 	let ended = 0;
@@ -147,20 +261,45 @@ async function run(n, c) {
 	await Promise.all(
 		Array.from({ length: c }, async () => {
 			while (k < n) {
-				while (window > 0 && k - refused - ended >= window)
+				while (window > 0 && accepted - ended >= window)
 					await new Promise(r => setTimeout(r, 2));
 				if (k >= n) break;
 				const i = k++;
-				const r = await api(
-					"POST",
-					"/api/orders",
-					{
-						items: [{ productId: pids[i % pids.length], quantity: 1 }],
-						paymentMethod: "tok_visa"
-					},
-					toks[i % toks.length]
-				);
-				if (r.status !== 202) refused++;
+				const key = `saga-probe-${runTag}-${i}`;
+				for (let tries = 0; ; tries++) {
+					const r = await placeOrder(
+						{
+							items: [{ productId: pids[i % pids.length], quantity: 1 }],
+							paymentMethod: "tok_visa"
+						},
+						toks[i % toks.length],
+						key
+					);
+					if (r.status >= 200 && r.status < 300) {
+						accepted++;
+						break;
+					}
+					if ((r.status === 503 || r.status === 429) && r.retryAfter !== null) {
+						// Refused at once (the saga limit, a per-customer bound): the same order
+						// again after Retry-After, with the same Idempotency-Key.
+						refusals++;
+						if (tries === 0) ordersRefused++;
+						const s = Number(r.retryAfter);
+						retryAfterS.push(s);
+						await new Promise(res => setTimeout(res, Math.max(0, s) * 1000));
+						continue;
+					}
+					if (r.status >= 500 && tries < 5) {
+						// Outcome unknown (e.g. 504: the gateway's timeout while the order may
+						// have been taken): the same key again after 500 ms answers the order.
+						retriedErrors[r.status] = (retriedErrors[r.status] ?? 0) + 1;
+						await new Promise(res => setTimeout(res, 500));
+						continue;
+					}
+					givenUp++;
+					givenUpStatuses[r.status] = (givenUpStatuses[r.status] ?? 0) + 1;
+					break;
+				}
 			}
 		})
 	);
@@ -227,8 +366,8 @@ async function run(n, c) {
 	);
 	const cpuShop = cpu(shop.pid) - c0,
 		cpuPg = pgCpu() - p0;
-	// Per order placed (202): a refused order (503) costs little but is not an order.
-	const placed = Math.max(1, n - refused);
+	// Per order accepted (202): a refusal (503) costs little but is not an order.
+	const placed = Math.max(1, accepted);
 	if (process.env.PGBREAK) {
 		const b1 = pgBreak();
 		for (const k of Object.keys(b1)) {
@@ -274,7 +413,15 @@ async function run(n, c) {
 	if (process.env.COUNT) {
 		shop.kill("SIGUSR2");
 		await new Promise(r => setTimeout(r, 300));
-		const all = JSON.parse(fs.readFileSync(path.join(tmp, "counts.json"), "utf8"));
+		// Statements sent as `EXECUTE <name>(<literals>)` (platform/db/group-commit.ts: a
+		// transaction's first statement with its START TRANSACTION, a group of saga-log
+		// statements) are counted by name, not by their literals.
+		const byKey = new Map();
+		for (const [k, v] of JSON.parse(fs.readFileSync(path.join(tmp, "counts.json"), "utf8"))) {
+			const key = k.replace(/(EXECUTE shop_\w+)\(.*$/, "$1(…)");
+			byKey.set(key, (byKey.get(key) ?? 0) + v);
+		}
+		const all = [...byKey].sort((a, b) => b[1] - a[1]);
 		const tot = all.reduce((s, x) => s + x[1], 0);
 		console.log("queries/order", (tot / placed).toFixed(1));
 		for (const [k, v] of all.slice(0, 45)) console.log((v / placed).toFixed(2), k);
@@ -285,7 +432,15 @@ async function run(n, c) {
 			cpuPgMsPerOrder: +(cpuPg / placed).toFixed(1),
 			n,
 			c,
-			refused,
+			refusals,
+			ordersRefused,
+			retryAfterS: retryAfterS.length
+				? [Math.min(...retryAfterS), Math.max(...retryAfterS)]
+				: null,
+			retriedErrors,
+			givenUp,
+			givenUpStatuses,
+			loadavg: os.loadavg().map(x => +x.toFixed(2)),
 			acceptRate: +(n / acc).toFixed(1),
 			confirmed: +o.rows[0].n,
 			confirmedPerSec: +(o.rows[0].n / o.rows[0].span).toFixed(1),
@@ -313,8 +468,12 @@ const ex = await Promise.race([
 ]);
 console.log("shop stop:", ex, Date.now() - ts, "ms");
 if (ex === "TIMEOUT") {
-	console.log(out.slice(-3000));
+	console.log(process.env.QUIET ? quietTail : shopTail());
 	shop.kill("SIGKILL");
 }
 await pg.stop();
+if (process.env.SHOW && !process.env.QUIET) {
+	fs.mkdirSync(path.join(ROOT, "bench", "results"), { recursive: true });
+	fs.copyFileSync(logFile, path.join(ROOT, "bench", "results", "saga-shop.log"));
+}
 fs.rmSync(tmp, { recursive: true, force: true });
