@@ -9,20 +9,23 @@
  * - `LOG_FORMAT=pretty` (the default otherwise): pino-pretty, one readable line per entry,
  *   `[12:00:00.000] INFO: orders-1/ORDERS [<requestId>]: msg`, colours on a terminal.
  *
- * JSON lines go to stdout through pino's asynchronous destination (sonic-boom, `sync: false`):
- * a log call appends its line to a buffer in memory and returns; one write at a time (libuv's
- * thread pool) takes everything buffered since the previous one (1 380 writes where the
- * synchronous destination made 23 813, one per line, in a benchmark of the same length). The
- * synchronous one cost the cached product read about a fifth of its throughput behind a pipe
- * (docs/performance.md, "Per-request logs"), and once a slow reader filled the pipe a write
- * failed with EAGAIN (Node makes a piped stdout non-blocking) and sonic-boom slept 100 ms,
- * stopping the whole event loop. What is buffered is written synchronously on `process.exit()`,
- * an uncaught exception, an unhandled rejection and at the end of the event loop (pino
- * registers the flush with on-exit-leak-free); a SIGKILL, or a native crash, loses what had
- * not been written yet: usually the lines of the last milliseconds, more while the reader of
- * stdout is behind (the buffer then grows in memory, up to 16 MiB, instead of blocking). A JSON line may come
- * out after a later `console.log` line of the start scripts. The readable format stays
- * synchronous (a development terminal, lines in order with the start scripts' own output).
+ * JSON lines go to stdout through pino's destination (sonic-boom) in synchronous mode with a
+ * buffer: a log call appends its line and returns; once 8 KiB are buffered, or every 25 ms
+ * (`minLength`, `periodicFlush`), one `write(2)` takes all of it, so a burst of requests costs a
+ * write per about sixty lines instead of one per line (the per-line synchronous write cost the
+ * cached product read about a fifth of its throughput behind a pipe: docs/performance.md,
+ * "Per-request logs"). Nothing is ever in flight: a write either completed or has not started,
+ * so the buffer is written whole, in order, by `flushSync` on the process's `exit` event
+ * (`process.exit()`, an uncaught exception, an unhandled rejection, the end of the event loop).
+ * pino's asynchronous mode (`sync: false`) was used before and lost up to one write's worth of
+ * lines (about 16 KiB) when the process exited while a write was in libuv's thread pool and the
+ * reader was slow (test/unit/read-path.test.ts caught it in CI). A SIGKILL, or a native crash,
+ * loses the lines buffered (at most 8 KiB, 25 ms). When stdout's reader is behind and the pipe is
+ * full, a write fails with EAGAIN (Node makes a piped stdout non-blocking) and sonic-boom waits
+ * 100 ms and retries, the event loop with it: backpressure from the log reader, never a dropped
+ * line. A JSON line may come out after a later `console.log` line of the start scripts. The
+ * readable format is written line by line (a development terminal, lines in order with the
+ * start scripts' own output).
  *
  * Secrets: values under keys that name a secret (`password`, `token`, `authorization`, `secret`,
  * `cookie`, `jwt`...) are replaced by `[REDACTED]` in every object a log call carries, including
@@ -149,11 +152,37 @@ function prettyStream(colors: boolean): DestinationStream {
 	}) as unknown as DestinationStream;
 }
 
+/** Bytes of JSON lines buffered before they are written (sonic-boom's `minLength`). */
+const LOG_BATCH_BYTES = 8 * 1024;
+/** The longest a buffered JSON line waits to be written, in ms (sonic-boom's `periodicFlush`). */
+const LOG_FLUSH_INTERVAL_MS = 25;
+
+let jsonStdout: DestinationStream | null = null;
+
 /**
- * The most the asynchronous JSON destination buffers (16 MiB) while stdout's reader is behind;
- * past it, lines are dropped (sonic-boom's `maxLength`) rather than memory growing without bound.
+ * The process's one JSON destination on stdout (every broker of the process shares it): synchronous
+ * writes of up to `LOG_BATCH_BYTES` buffered bytes, flushed every `LOG_FLUSH_INTERVAL_MS` and,
+ * whole, on the process's `exit` event.
  */
-const LOG_BUFFER_MAX_BYTES = 16 * 1024 * 1024;
+function jsonDestination(): DestinationStream {
+	if (!jsonStdout) {
+		const dest = pino.destination({
+			dest: 1,
+			sync: true,
+			minLength: LOG_BATCH_BYTES,
+			periodicFlush: LOG_FLUSH_INTERVAL_MS
+		});
+		process.on("exit", () => {
+			try {
+				dest.flushSync();
+			} catch {
+				// stdout closed (EPIPE): nothing can be written any more
+			}
+		});
+		jsonStdout = dest;
+	}
+	return jsonStdout;
+}
 
 /**
  * pino's `isoTime` (`,"time":"<ISO 8601>"`), the string made once per millisecond: every line
@@ -182,9 +211,7 @@ export function cachedIsoTime(now: () => number = Date.now): () => string {
 
 export function shopLogger(c: Pick<ShopConfig, "logFormat" | "logLevel">): LoggerConfig {
 	const json = c.logFormat === "json";
-	const destination = json
-		? pino.destination({ dest: 1, sync: false, maxLength: LOG_BUFFER_MAX_BYTES })
-		: prettyStream(Boolean(process.stdout.isTTY));
+	const destination = json ? jsonDestination() : prettyStream(Boolean(process.stdout.isTTY));
 	return {
 		type: "Pino",
 		options: { level: c.logLevel, pino: { options: pinoOptions(json), destination } }
