@@ -7,16 +7,11 @@
  */
 import { QueryTypes, type Sequelize } from "sequelize";
 import { SequelizeStorage } from "umzug";
-import {
-	createDatabase,
-	createSequelize,
-	ensureDatabase,
-	preparedName
-} from "../../platform/db/database";
+import { createDatabase, createSequelize, preparedName } from "../../platform/db/database";
 import { fastQuery } from "../../platform/db/fast-query";
 import { migrate, migrateDown, pendingMigrations } from "../../platform/db/migrations";
 import type { ShopDatabase } from "../../platform/db/pool";
-import { sharedDatabaseUrl } from "../support/database-url";
+import { sharedDatabaseUrl, useScratchDatabase } from "../support/database-url";
 
 const pidOf = async (db: ShopDatabase): Promise<number> =>
 	(await db.query("SELECT pg_backend_pid() AS pid")).rows[0].pid as number;
@@ -171,7 +166,6 @@ describe("a Sequelize transaction through the pool's handle (users, products)", 
 
 describe("migrations on the pool", () => {
 	const name = `mig_${process.pid}`;
-	const url = sharedDatabaseUrl(name);
 	const migrations = [
 		{ name: "001-a", up: "CREATE TABLE a (id int)", down: "DROP TABLE a" },
 		{
@@ -180,16 +174,11 @@ describe("migrations on the pool", () => {
 			down: "DROP TABLE b"
 		}
 	];
+	const scratch = useScratchDatabase(name);
+	const { url } = scratch;
 	let db: ShopDatabase;
-	beforeAll(async () => {
-		await ensureDatabase(url);
-		db = createDatabase(url, { max: 3 });
-	});
-	afterAll(async () => {
-		await db.close();
-		const admin = createDatabase(sharedDatabaseUrl(), { max: 1 });
-		await admin.query(`DROP DATABASE IF EXISTS "${name}"`);
-		await admin.close();
+	beforeAll(() => {
+		db = scratch.db();
 	});
 
 	it("applies them once, in name order, even when two nodes start together", async () => {

@@ -14,33 +14,25 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { Client } from "pg";
-import { createDatabase, ensureDatabase } from "../../platform/db/database";
 import { migrate, pendingMigrations } from "../../platform/db/migrations";
 import type { ShopDatabase } from "../../platform/db/pool";
 import { projectRoot } from "../../tools/cluster";
 import { startEmbeddedPostgres } from "../../tools/embedded-postgres";
 import { processInfo, waitForPidExit } from "../../tools/process-info";
-import { sharedDatabaseUrl } from "../support/database-url";
+import { useScratchDatabase } from "../support/database-url";
 import { freePort } from "../support/ports";
 
 describe("migrations on a start that finds them all applied", () => {
 	const name = `startpath_${process.pid}`;
-	const url = sharedDatabaseUrl(name);
 	const first = [{ name: "001-a", up: "CREATE TABLE a (id int)", down: "DROP TABLE a" }];
 	const second = [
 		...first,
 		{ name: "002-b", up: "CREATE TABLE b (id int)", down: "DROP TABLE b" }
 	];
+	const scratch = useScratchDatabase(name);
 	let db: ShopDatabase;
-	beforeAll(async () => {
-		await ensureDatabase(url);
-		db = createDatabase(url, { max: 3 });
-	});
-	afterAll(async () => {
-		await db.close();
-		const admin = createDatabase(sharedDatabaseUrl(), { max: 1 });
-		await admin.query(`DROP DATABASE IF EXISTS "${name}"`);
-		await admin.close();
+	beforeAll(() => {
+		db = scratch.db();
 	});
 
 	it("apply under the lock; then one query, no lock connection; a new one is applied", async () => {
