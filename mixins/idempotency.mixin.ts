@@ -109,7 +109,8 @@ export interface IdempotencyMixinMethods {
 	 *   effects are undone); a second transaction stores it alone (unless a concurrent call with
 	 *   the key committed first: its answer is the key's) and it is rethrown like a returned
 	 *   `{ error }`. Two statements for the key on the common path (claim, complete), no lock or
-	 *   savepoint round trips.
+	 *   savepoint round trips; the transaction's START TRANSACTION rides with the claim and its
+	 *   COMMIT with the completion (platform/db/pool.ts, DbTransaction).
 	 *
 	 * @param ctx - the action's context; `ctx.meta.idempotencyKey` is the key (a non-empty string)
 	 * @param action - the action's full name, e.g. `payments.charge`: a key belongs to one action
@@ -303,7 +304,11 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 								`UPDATE idempotency_keys SET outcome = 'ERROR', response = $2::jsonb WHERE key = $1`,
 								[key, JSON.stringify(storedError(outcome.error))]
 							);
-							await fastQuery(seq, last.sql, { bind: last.bind, transaction: t });
+							await fastQuery(seq, last.sql, {
+								bind: last.bind,
+								transaction: t,
+								commit: true
+							});
 							return { replay: null, outcome };
 						}
 						const response = asStored(outcome.response);
@@ -312,7 +317,11 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 							`UPDATE idempotency_keys SET response = $2::jsonb WHERE key = $1`,
 							[key, JSON.stringify(response ?? null)]
 						);
-						await fastQuery(seq, last.sql, { bind: last.bind, transaction: t });
+						await fastQuery(seq, last.sql, {
+							bind: last.bind,
+							transaction: t,
+							commit: true
+						});
 						return { replay: null, outcome: { ...outcome, response } };
 					})
 					.catch(async (err: unknown): Promise<Decided> => {

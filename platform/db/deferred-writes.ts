@@ -15,6 +15,10 @@
  * Transactions are those `fastQuery` runs in (the pg pool's, or Sequelize's for users and
  * products: platform/db/fast-query.ts).
  *
+ * An owner with no last statement of its own (the saga's final transaction, whose hooks write the
+ * outbox) ends the transaction with `commitWithDeferredWrites`: the writes go as one statement with
+ * the COMMIT right behind it (platform/db/pool.ts, DbTransaction), one round trip for both.
+ *
  * The writes of one statement run in no defined order and see the same snapshot: they must not
  * touch the same rows as each other or as the last statement, nor depend on each other.
  */
@@ -93,4 +97,17 @@ export async function writeOrDefer(
 	write: DeferredWrite
 ): Promise<void> {
 	if (!deferWrite(t, write)) await fastQuery(db, write.sql, { bind: write.bind, transaction: t });
+}
+
+/**
+ * Ends `t` with its deferred writes: one statement carrying them, sent with `COMMIT` right behind
+ * it (fastQuery's `commit`); without any, nothing is sent and `t` commits as usual. `t` takes no
+ * more deferred writes. It must be the transaction's last statement.
+ */
+export async function commitWithDeferredWrites(db: Database, t: Transaction): Promise<void> {
+	const writes = pending.get(t) ?? [];
+	pending.delete(t);
+	if (writes.length === 0) return;
+	const last = prependWrites("SELECT 1", [], writes);
+	await fastQuery(db, last.sql, { bind: last.bind, transaction: t, commit: true });
 }

@@ -14,7 +14,7 @@
  * (e.g. products' model writes and its outbox insert in one transaction): the statement then runs
  * on that transaction's connection.
  *
- * Only `bind` (an array, `$1`…), `type` and `transaction` are understood.
+ * Only `bind` (an array, `$1`…), `type`, `transaction` and `commit` are understood.
  */
 import {
 	QueryTypes as SequelizeQueryTypes,
@@ -45,6 +45,11 @@ export interface FastQueryOptions {
 	/** `QueryTypes.SELECT` (this module's or Sequelize's): the rows; else `[rows, result]`. */
 	type?: Select | QueryTypes.RAW | SequelizeQueryTypes.RAW | "RAW";
 	transaction?: Transaction | null;
+	/**
+	 * The transaction's last statement: with the pg pool's transaction, `COMMIT` is sent right
+	 * behind it (DbTransaction.query); a Sequelize transaction commits when its callback ends.
+	 */
+	commit?: boolean;
 }
 
 /** Runs `sql`; see the module comment. @returns the rows (`type: SELECT`), else `[rows, result]` */
@@ -83,7 +88,9 @@ export async function fastQuery(
 		}) as Promise<object[] | [object[], unknown]>;
 	if (!t && !(db instanceof ShopDatabase))
 		throw new TypeError("fastQuery: no database handle (DbMixin's this.db)");
-	const result = t ? await t.query(sql, values) : await (db as ShopDatabase).query(sql, values);
+	const result = t
+		? await t.query(sql, values, { commit: options.commit })
+		: await (db as ShopDatabase).query(sql, values);
 	return select ? result.rows : [result.rows, result];
 }
 

@@ -26,6 +26,7 @@
  * (tools/embedded-postgres.ts) and the k8s Postgres (deploy/k8s/postgres.yaml: 10 database nodes,
  * 100, plus a surge of 6 nodes, 60), `npm start` (one node, 6 databases: 60).
  */
+import type { Writable } from "node:stream";
 import * as pg from "pg";
 import type { Sequelize } from "sequelize";
 import { PreparingClient } from "./prepared-statements";
@@ -75,23 +76,94 @@ const types: pg.CustomTypesConfig = {
  */
 const SESSION_OPTIONS = "-c client_min_messages=warning -c TimeZone=<+00>-00";
 
-/** One transaction: its statements run on `client`, one after the other. */
+/**
+ * One transaction: its statements run on `client`, one after the other.
+ *
+ * Its ends ride with its statements (node-postgres' pipelining, the pool's clients run with
+ * `pipeline: true`): `START TRANSACTION` is sent with the first statement and `COMMIT` with a
+ * statement sent `{ commit: true }`, each without waiting for the other's answer, so a
+ * transaction of n statements costs n round trips instead of n + 2. The server runs them in
+ * order, each answered on its own (PostgreSQL manual, "Pipeline Mode", and the protocol's
+ * "Pipelining"). Safe because:
+ * - a statement sent behind `START TRANSACTION` runs inside the transaction: that command fails
+ *   only on a broken connection (inside a transaction it only warns; the pool never lends a
+ *   connection with a transaction open), and if it ever failed the connection is destroyed and
+ *   the statement's error raised, as for a broken connection (the outcome unknown);
+ * - a `COMMIT` sent behind a statement that fails ends the transaction as a `ROLLBACK` (the
+ *   server's answer to `COMMIT` in an aborted transaction): nothing of it is kept, and the
+ *   statement's error is raised.
+ */
 export class DbTransaction {
 	/** How it ended, once it did (statements on it are refused then). */
 	finished: "commit" | "rollback" | undefined;
+	/** The connection must not be reused (a failed `START TRANSACTION`): the error. */
+	unusable: Error | undefined;
 	private readonly hooks: ((t: DbTransaction) => void | Promise<void>)[] = [];
+	/** `START TRANSACTION ...`, until the first statement carried it. */
+	private begin: string | null;
 
-	constructor(private readonly client: pg.PoolClient) {}
+	constructor(
+		private readonly client: pg.PoolClient,
+		begin = "START TRANSACTION"
+	) {
+		this.begin = begin;
+	}
 
-	/** Runs `sql` in this transaction. @throws the normalised error (platform/db/query-error.ts) */
-	async query(sql: string, values: readonly unknown[] = []): Promise<pg.QueryResult> {
+	/** True until a statement carried `START TRANSACTION` to the server. */
+	get unsent(): boolean {
+		return this.begin !== null;
+	}
+
+	/**
+	 * Runs `sql` in this transaction (the first statement carries `START TRANSACTION`).
+	 * @param opts.commit - the transaction's last statement: `COMMIT` is sent right behind it;
+	 *   when both succeed the transaction is committed (`finished = "commit"`, no statement
+	 *   may follow; ShopDatabase.transaction sends no COMMIT of its own), when the statement
+	 *   fails nothing of the transaction is kept
+	 * @throws the normalised error (platform/db/query-error.ts)
+	 */
+	async query(
+		sql: string,
+		values: readonly unknown[] = [],
+		opts: { commit?: boolean } = {}
+	): Promise<pg.QueryResult> {
 		if (this.finished)
 			throw new Error(`The transaction is ${this.finished}: no statement may use it`);
-		try {
-			return await this.client.query(sql, values as unknown[]);
-		} catch (err) {
-			throw toQueryError(err);
+		const begin = this.begin;
+		const commit = opts.commit === true;
+		if (begin === null && !commit) {
+			try {
+				return await this.client.query(sql, values as unknown[]);
+			} catch (err) {
+				throw toQueryError(err);
+			}
 		}
+		this.begin = null;
+		// Sent in this order before any answer, in one write (node-postgres sends a pipelined
+		// query at once; corking its socket, as it does for one query's messages, joins them);
+		// each settles on its own.
+		const socket = (this.client as unknown as { connection?: { stream?: Partial<Writable> } })
+			.connection?.stream;
+		socket?.cork?.();
+		let sent: [Promise<unknown> | null, Promise<pg.QueryResult>, Promise<unknown> | null];
+		try {
+			sent = [
+				begin === null ? null : this.client.query(begin),
+				this.client.query(sql, values as unknown[]),
+				commit ? this.client.query("COMMIT") : null
+			];
+		} finally {
+			socket?.uncork?.();
+		}
+		const [began, ran, committed] = await Promise.allSettled(sent);
+		if (began.status === "rejected") {
+			this.unusable = began.reason as Error;
+			throw toQueryError(began.reason);
+		}
+		if (ran.status === "rejected") throw toQueryError(ran.reason);
+		if (committed.status === "rejected") throw toQueryError(committed.reason);
+		if (commit) this.finished = "commit";
+		return ran.value;
 	}
 
 	/** Runs `fn` once the transaction committed (awaited in order, as Sequelize does). */
@@ -127,6 +199,8 @@ export class ShopDatabase {
 			options: own ? `${own} ${SESSION_OPTIONS}` : SESSION_OPTIONS,
 			max: opts.max ?? 10,
 			min: 0,
+			// A transaction's START TRANSACTION and COMMIT ride with its statements (DbTransaction).
+			pipeline: true,
 			idleTimeoutMillis: opts.idleTimeoutMillis ?? 10_000,
 			connectionTimeoutMillis: opts.connectionTimeoutMillis ?? 10_000
 		});
@@ -178,23 +252,34 @@ export class ShopDatabase {
 			released = true;
 			this.release(client, err);
 		};
-		const t = new DbTransaction(client);
+		const t = new DbTransaction(
+			client,
+			opts.isolationLevel
+				? `START TRANSACTION ISOLATION LEVEL ${opts.isolationLevel}`
+				: "START TRANSACTION"
+		);
 		try {
-			try {
-				await client.query(
-					opts.isolationLevel
-						? `START TRANSACTION ISOLATION LEVEL ${opts.isolationLevel}`
-						: "START TRANSACTION"
-				);
-			} catch (err) {
-				release(err as Error);
-				throw toQueryError(err);
-			}
 			let result: T;
 			try {
 				result = await fn(t);
 			} catch (err) {
+				if (t.unusable) {
+					t.finished = "rollback";
+					release(t.unusable);
+					throw err;
+				}
+				if (t.finished === "commit") {
+					// Its last statement committed it; `fn` failed afterwards.
+					release();
+					await t.committed();
+					throw err;
+				}
 				t.finished = "rollback";
+				if (t.unsent) {
+					// Nothing reached the server.
+					release();
+					throw err;
+				}
 				// A connection that cannot roll back (it broke under `fn`) is not reused.
 				await client.query("ROLLBACK").then(
 					() => release(),
@@ -202,13 +287,15 @@ export class ShopDatabase {
 				);
 				throw err;
 			}
-			try {
-				await client.query("COMMIT");
-			} catch (err) {
-				// Its outcome unknown: the connection is not reused (Sequelize does the same).
-				t.finished = "commit";
-				release(err as Error);
-				throw toQueryError(err);
+			if (!t.finished && !t.unsent) {
+				try {
+					await client.query("COMMIT");
+				} catch (err) {
+					// Its outcome unknown: the connection is not reused (Sequelize does the same).
+					t.finished = "commit";
+					release(err as Error);
+					throw toQueryError(err);
+				}
 			}
 			release();
 			await t.committed();

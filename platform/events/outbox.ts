@@ -121,7 +121,10 @@ export async function pendingRows(
 	)) as OutboxRow[];
 }
 
-/** Marks the rows `ids` published. */
+/**
+ * Marks the rows `ids` published: the relay pass's last statement, its COMMIT sent right behind
+ * it (platform/db/pool.ts, DbTransaction).
+ */
 export async function markPublished(
 	db: ShopDatabase,
 	t: Transaction,
@@ -129,7 +132,8 @@ export async function markPublished(
 ): Promise<void> {
 	await fastQuery(db, "UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])", {
 		bind: [ids],
-		transaction: t
+		transaction: t,
+		commit: true
 	});
 }
 

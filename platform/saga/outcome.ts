@@ -5,6 +5,7 @@
  * its outcome, the mirror's status and `onStepSucceeded`), so the orchestrator's own state
  * changes atomically with the saga log; the events follow the commit.
  */
+import { acceptDeferredWrites, commitWithDeferredWrites } from "../db/deferred-writes";
 import { countParked } from "./metrics";
 import { logFinish, logParked } from "./log";
 import { mirrorLastStep } from "./mirror";
@@ -35,6 +36,8 @@ export async function finishSaga(
 			}
 		: { ...saga, status };
 	await seq.transaction(async t => {
+		// The hooks' outbox rows ride with the COMMIT (platform/db/deferred-writes.ts).
+		acceptDeferredWrites(t);
 		await logFinish(rt, saga, done, last, t);
 		if (last) await mirrorLastStep(seq, def, last, done.data, t);
 		if (last && def.onStepSucceeded)
@@ -48,6 +51,7 @@ export async function finishSaga(
 			await rt.callMethod(def.onCompleted, done, t);
 		if (status === "COMPENSATED" && def.onCompensated)
 			await rt.callMethod(def.onCompensated, done, reason, t);
+		await commitWithDeferredWrites(seq, t);
 	});
 	if (last) {
 		rt.crashIf("crash-after", last.stepName, saga.id);

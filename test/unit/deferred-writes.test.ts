@@ -7,6 +7,7 @@ import { QueryTypes, type Sequelize } from "sequelize";
 import { createDatabase, createSequelize } from "../../platform/db/database";
 import {
 	acceptDeferredWrites,
+	commitWithDeferredWrites,
 	deferWrite,
 	prependWrites,
 	withDeferredWrites,
@@ -117,6 +118,52 @@ describe("deferred writes", () => {
 				{ k: "a", v: 1 },
 				{ k: "b", v: 2 }
 			]);
+		} finally {
+			await db.close();
+		}
+	});
+
+	it("commitWithDeferredWrites: the writes go with the COMMIT; a failing one keeps nothing", async () => {
+		const db = createDatabase(sharedDatabaseUrl(), { max: 1 });
+		try {
+			await db.transaction(async t => {
+				acceptDeferredWrites(t);
+				await fastQuery(db, insert("a", 1).sql, {
+					bind: insert("a", 1).bind,
+					transaction: t
+				});
+				await writeOrDefer(db, t, insert("b", 2));
+				await commitWithDeferredWrites(db, t);
+				// Committed with that statement: the transaction takes no more.
+				expect(t.finished).toBe("commit");
+			});
+			expect(await rows()).toEqual([
+				{ k: "a", v: 1 },
+				{ k: "b", v: 2 }
+			]);
+			await expect(
+				db.transaction(async t => {
+					acceptDeferredWrites(t);
+					await fastQuery(db, insert("c", 3).sql, {
+						bind: insert("c", 3).bind,
+						transaction: t
+					});
+					await writeOrDefer(db, t, insert("a", 9));
+					await commitWithDeferredWrites(db, t);
+				})
+			).rejects.toMatchObject({ name: "SequelizeUniqueConstraintError" });
+			expect((await rows()).map(r => r.k)).toEqual(["a", "b"]);
+			// Nothing deferred: nothing sent, the transaction commits as usual.
+			await db.transaction(async t => {
+				acceptDeferredWrites(t);
+				await fastQuery(db, insert("d", 4).sql, {
+					bind: insert("d", 4).bind,
+					transaction: t
+				});
+				await commitWithDeferredWrites(db, t);
+				expect(t.finished).toBeUndefined();
+			});
+			expect((await rows()).map(r => r.k)).toEqual(["a", "b", "d"]);
 		} finally {
 			await db.close();
 		}

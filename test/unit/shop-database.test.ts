@@ -92,6 +92,106 @@ describe("ShopDatabase", () => {
 		expect(await pidOf(db)).not.toBe(inTx);
 	});
 
+	describe("a transaction's START TRANSACTION and COMMIT ride with its statements", () => {
+		/** The pooled connection's socket writes (each one flight to the server) while `fn` runs. */
+		const flightsOf = async (fn: () => Promise<unknown>): Promise<number> => {
+			let flights = 0;
+			const socket = (await db.pool.connect()) as unknown as {
+				connection: { stream: { _write: Function; _writev?: Function } };
+				release(): void;
+			};
+			const stream = socket.connection.stream;
+			const { _write, _writev } = stream;
+			stream._write = function (...a: unknown[]) {
+				flights++;
+				return _write.apply(this, a);
+			};
+			if (_writev)
+				stream._writev = function (...a: unknown[]) {
+					flights++;
+					return _writev.apply(this, a);
+				};
+			socket.release();
+			try {
+				await fn();
+			} finally {
+				stream._write = _write;
+				if (_writev) stream._writev = _writev;
+			}
+			return flights;
+		};
+
+		it("two statements, the last sent with commit: two flights, committed when it answers", async () => {
+			const other = createDatabase(sharedDatabaseUrl(), { max: 1 });
+			try {
+				let seenBeforeEnd: unknown[] = [];
+				const flights = await flightsOf(() =>
+					db.transaction(async t => {
+						await t.query(`INSERT INTO ${table} (k, v) VALUES ($1, $2)`, ["a", 1]);
+						await t.query(`INSERT INTO ${table} (k, v) VALUES ($1, $2)`, ["b", 2], {
+							commit: true
+						});
+						// Committed already: another session sees both rows.
+						seenBeforeEnd = (await other.query(`SELECT k FROM ${table} ORDER BY k`))
+							.rows;
+						await expect(t.query("SELECT 1")).rejects.toThrow(/transaction is commit/);
+					})
+				);
+				expect(seenBeforeEnd).toEqual([{ k: "a" }, { k: "b" }]);
+				// START TRANSACTION + the first, then the last + COMMIT (four before).
+				expect(flights).toBe(2);
+			} finally {
+				await other.close();
+			}
+		});
+
+		it("a statement that fails with its COMMIT behind it keeps nothing of the transaction", async () => {
+			await db.query(`INSERT INTO ${table} (k, v) VALUES ('b', 0)`);
+			await expect(
+				db.transaction(async t => {
+					await t.query(`INSERT INTO ${table} (k, v) VALUES ($1, $2)`, ["a", 1]);
+					await t.query(`INSERT INTO ${table} (k, v) VALUES ($1, $2)`, ["b", 2], {
+						commit: true
+					});
+				})
+			).rejects.toMatchObject({ name: "SequelizeUniqueConstraintError" });
+			expect((await db.query(`SELECT k, v FROM ${table} ORDER BY k`)).rows).toEqual([
+				{ k: "b", v: 0 }
+			]);
+			// The connection is clean: a new transaction on it runs and rolls back as asked.
+			await expect(
+				db.transaction(async t => {
+					await t.query(`INSERT INTO ${table} (k, v) VALUES ('c', 3)`);
+					throw new Error("undo");
+				})
+			).rejects.toThrow("undo");
+			expect((await db.query(`SELECT count(*)::int AS n FROM ${table}`)).rows).toEqual([
+				{ n: 1 }
+			]);
+		});
+
+		it("the first statement runs inside the transaction it carries", async () => {
+			// Outside a transaction block each statement would get its own transaction id.
+			const ids = await db.transaction(async t => {
+				const a = (await t.query("SELECT txid_current() AS x")).rows[0].x as string;
+				const b = (await t.query("SELECT txid_current() AS x")).rows[0].x as string;
+				return [a, b];
+			});
+			expect(ids[0]).toBe(ids[1]);
+		});
+
+		it("a transaction that sends nothing costs no flight; its hooks still run", async () => {
+			const hook = jest.fn();
+			const flights = await flightsOf(() =>
+				db.transaction(async t => {
+					t.afterCommit(hook);
+				})
+			);
+			expect(flights).toBe(0);
+			expect(hook).toHaveBeenCalledTimes(1);
+		});
+	});
+
 	it("sends parameterised statements as named prepared statements", async () => {
 		const text = `SELECT v FROM ${table} WHERE k = $1`;
 		const listed = await db.transaction(async t => {
