@@ -145,12 +145,13 @@ export class DbTransaction {
 		const socket = (this.client as unknown as { connection?: { stream?: Partial<Writable> } })
 			.connection?.stream;
 		socket?.cork?.();
-		let sent: [Promise<unknown> | null, Promise<pg.QueryResult>, Promise<unknown> | null];
+		const none = Promise.resolve(null);
+		let sent: [Promise<unknown>, Promise<pg.QueryResult>, Promise<unknown>];
 		try {
 			sent = [
-				begin === null ? null : this.client.query(begin),
+				begin === null ? none : this.client.query(begin),
 				this.client.query(sql, values as unknown[]),
-				commit ? this.client.query("COMMIT") : null
+				commit ? this.client.query("COMMIT") : none
 			];
 		} finally {
 			socket?.uncork?.();

@@ -93,11 +93,12 @@ describe("ShopDatabase", () => {
 	});
 
 	describe("a transaction's START TRANSACTION and COMMIT ride with its statements", () => {
+		type Flush = (this: unknown, ...a: unknown[]) => unknown;
 		/** The pooled connection's socket writes (each one flight to the server) while `fn` runs. */
 		const flightsOf = async (fn: () => Promise<unknown>): Promise<number> => {
 			let flights = 0;
 			const socket = (await db.pool.connect()) as unknown as {
-				connection: { stream: { _write: Function; _writev?: Function } };
+				connection: { stream: { _write: Flush; _writev?: Flush } };
 				release(): void;
 			};
 			const stream = socket.connection.stream;
