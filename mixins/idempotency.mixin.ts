@@ -50,6 +50,7 @@ import {
 	type ErrorType
 } from "../platform/errors";
 import { fastQuery, QueryTypes, type Transaction } from "../platform/db/fast-query";
+import { DbTransaction, type ShopDatabase } from "../platform/db/pool";
 import { acceptDeferredWrites, withDeferredWrites } from "../platform/db/deferred-writes";
 import { config } from "../platform/config";
 import { runStoppedFirst } from "../platform/lifecycle";
@@ -59,7 +60,6 @@ import {
 	startRetention,
 	stopRetention
 } from "../platform/retention";
-import type { ShopDatabase } from "../platform/db/pool";
 
 /** The `idempotency_keys` table, to include in the service's migrations. */
 export const idempotencyMigrations: readonly Migration[] = [
@@ -92,6 +92,23 @@ export type IdempotentOutcome<R> =
 	| { response: R; afterCommit?: () => Promise<void> }
 	| { error: Error; afterCommit?: () => Promise<void> };
 
+/** Options of `withIdempotency`. */
+export interface IdempotencyOptions {
+	/**
+	 * Serialise with every other call holding the same lock name (a Postgres advisory
+	 * transaction lock on `hashtext(lock)`, e.g. the order id), taken by the key's claim
+	 * statement before the key's row (one round trip less); `work`'s statements come after it,
+	 * so they see whatever the previous holder committed.
+	 */
+	lock?: string;
+	/**
+	 * The read `work` starts from (e.g. the order's reservation row, `FOR UPDATE`): sent right
+	 * behind the key's claim, in the same flight (DbTransaction.follow), and run by the server
+	 * after it (so after the lock); its rows are `work`'s second argument. A replay ignores them.
+	 */
+	read?: { sql: string; bind: readonly unknown[] };
+}
+
 /** What the mixin adds to `this`. */
 export interface IdempotencyMixinMethods {
 	/**
@@ -114,11 +131,9 @@ export interface IdempotencyMixinMethods {
 	 *
 	 * @param ctx - the action's context; `ctx.meta.idempotencyKey` is the key (a non-empty string)
 	 * @param action - the action's full name, e.g. `payments.charge`: a key belongs to one action
-	 * @param work - the effect; runs with the transaction to use for every query
-	 * @param opts.lock - serialise with every other call holding the same lock name (a Postgres
-	 *   advisory transaction lock on `hashtext(lock)`, e.g. the order id), taken by the key's
-	 *   claim statement before the key's row (one round trip less); `work`'s statements come
-	 *   after it, so they see whatever the previous holder committed
+	 * @param work - the effect; runs with the transaction to use for every query, and
+	 *   `opts.read`'s rows (undefined without it)
+	 * @param opts - `lock` and `read` (IdempotencyOptions)
 	 * @returns the first outcome's response (JSON-safe; as stored)
 	 * @throws the first outcome's business error (rebuilt with `shopError`), IDEMPOTENCY_KEY_CONFLICT
 	 *   (409), REQUEST_INVALID_ID (400) for a key that is not a non-empty string, and whatever
@@ -127,8 +142,8 @@ export interface IdempotencyMixinMethods {
 	withIdempotency<R>(
 		ctx: ShopContext<unknown>,
 		action: string,
-		work: (t: Transaction) => Promise<IdempotentOutcome<R>>,
-		opts?: { lock?: string }
+		work: (t: Transaction, read: object[] | undefined) => Promise<IdempotentOutcome<R>>,
+		opts?: IdempotencyOptions
 	): Promise<R>;
 }
 
@@ -214,8 +229,8 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 				this: IdempotencyThis,
 				ctx: ShopContext<unknown>,
 				action: string,
-				work: (t: Transaction) => Promise<IdempotentOutcome<R>>,
-				opts: { lock?: string } = {}
+				work: (t: Transaction, read: object[] | undefined) => Promise<IdempotentOutcome<R>>,
+				opts: IdempotencyOptions = {}
 			): Promise<R> {
 				const seq = this.db;
 				const key: unknown = ctx.meta?.idempotencyKey;
@@ -270,6 +285,15 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 					)) as { key: string }[];
 					return rows.length > 0;
 				};
+				/** `opts.read`'s rows, read now in `t` (undefined without one). */
+				const readFirst = async (t: Transaction): Promise<object[] | undefined> =>
+					opts.read
+						? fastQuery(seq, opts.read.sql, {
+								bind: opts.read.bind,
+								type: QueryTypes.SELECT,
+								transaction: t
+							})
+						: undefined;
 				let thrown: (Error & { type: ErrorType }) | null = null;
 				const decided: Decided = await seq
 					.transaction(async (t): Promise<Decided> => {
@@ -279,18 +303,23 @@ export function IdempotencyMixin(): Partial<ServiceSchema> {
 									bind: [opts.lock],
 									transaction: t
 								});
-							const outcome = await work(t);
+							const outcome = await work(t, await readFirst(t));
 							if ("error" in outcome && !isStorableError(outcome.error))
 								throw outcome.error;
 							return { replay: null, outcome };
 						}
+						// The work's first read goes right behind the claim (one flight).
+						const read =
+							opts.read && t instanceof DbTransaction
+								? t.follow(opts.read.sql, opts.read.bind)
+								: null;
 						if (!(await claim(t, "OK", null))) return stored(t);
 						// The record's completion ends the transaction: writes that need no answer
 						// (outbox rows) ride along with it (platform/db/deferred-writes.ts).
 						acceptDeferredWrites(t);
 						let outcome: IdempotentOutcome<R>;
 						try {
-							outcome = await work(t);
+							outcome = await work(t, read ? (await read).rows : await readFirst(t));
 						} catch (err) {
 							// Its partial effects must go: the whole transaction rolls back, and
 							// the error is stored on its own below.

@@ -76,6 +76,14 @@ const types: pg.CustomTypesConfig = {
  */
 const SESSION_OPTIONS = "-c client_min_messages=warning -c TimeZone=<+00>-00";
 
+/** A statement sent behind another (`DbTransaction.follow`), and its promise's ends. */
+interface Follower {
+	sql: string;
+	values: readonly unknown[];
+	resolve(result: pg.QueryResult): void;
+	reject(err: unknown): void;
+}
+
 /**
  * One transaction: its statements run on `client`, one after the other.
  *
@@ -101,6 +109,8 @@ export class DbTransaction {
 	private readonly hooks: ((t: DbTransaction) => void | Promise<void>)[] = [];
 	/** `START TRANSACTION ...`, until the first statement carried it. */
 	private begin: string | null;
+	/** Statements to send right behind the next one (`follow`). */
+	private followers: Follower[] = [];
 
 	constructor(
 		private readonly client: pg.PoolClient,
@@ -112,6 +122,34 @@ export class DbTransaction {
 	/** True until a statement carried `START TRANSACTION` to the server. */
 	get unsent(): boolean {
 		return this.begin !== null;
+	}
+
+	/**
+	 * Sends `sql` right behind this transaction's next statement, in the same flight, without
+	 * waiting for that statement's answer: a read the caller needs next (e.g. the row a
+	 * participant's work starts from, behind its idempotency key's claim). The server runs it
+	 * after that statement, with a snapshot of its own, so it sees what a lock that statement
+	 * waited for protected. It fails when that statement failed (the transaction is aborted),
+	 * and when the transaction ends without another statement.
+	 * @returns its result, once it answered
+	 */
+	follow(sql: string, values: readonly unknown[] = []): Promise<pg.QueryResult> {
+		if (this.finished)
+			return Promise.reject(
+				new Error(`The transaction is ${this.finished}: no statement may use it`)
+			);
+		const answer = new Promise<pg.QueryResult>((resolve, reject) =>
+			this.followers.push({ sql, values, resolve, reject })
+		);
+		// Handled here too: one never sent is refused when the transaction ends.
+		answer.catch(() => undefined);
+		return answer;
+	}
+
+	/** @internal ShopDatabase's end of the transaction: refuses followers never sent. */
+	dropFollowers(): void {
+		for (const f of this.followers.splice(0))
+			f.reject(new Error("The transaction ended before the statement it followed"));
 	}
 
 	/**
@@ -131,7 +169,12 @@ export class DbTransaction {
 			throw new Error(`The transaction is ${this.finished}: no statement may use it`);
 		const begin = this.begin;
 		const commit = opts.commit === true;
-		if (begin === null && !commit) {
+		const followers = this.followers.splice(0);
+		if (commit && followers.length > 0) {
+			for (const f of followers) f.reject(new Error("A follower may not precede a COMMIT"));
+			throw new Error("A statement sent with commit may not carry followers");
+		}
+		if (begin === null && !commit && followers.length === 0) {
 			try {
 				return await this.client.query(sql, values as unknown[]);
 			} catch (err) {
@@ -153,6 +196,10 @@ export class DbTransaction {
 				this.client.query(sql, values as unknown[]),
 				commit ? this.client.query("COMMIT") : none
 			];
+			for (const f of followers)
+				this.client
+					.query(f.sql, f.values as unknown[])
+					.then(f.resolve, (err: unknown) => f.reject(toQueryError(err)));
 		} finally {
 			socket?.uncork?.();
 		}
@@ -302,6 +349,7 @@ export class ShopDatabase {
 			await t.committed();
 			return result;
 		} finally {
+			t.dropFollowers();
 			release();
 		}
 	}

@@ -157,19 +157,33 @@ export class InventoryRepo {
 
 	// --- reservations ---
 
+	/**
+	 * The read of an order's reservation, locked (`FOR UPDATE`) when `lock`, to send behind a
+	 * key's claim (`withIdempotency`'s `read`); `reservationOf` turns its rows into the row.
+	 */
+	reservationRead(orderId: string, lock: boolean): { sql: string; bind: unknown[] } {
+		return {
+			sql: `SELECT order_id AS "orderId", status, items, reason, expires_at AS "expiresAt"
+				 FROM reservations WHERE order_id = $1${lock ? " FOR UPDATE" : ""}`,
+			bind: [orderId]
+		};
+	}
+
+	/** The reservation in `reservationRead`'s rows, or null. */
+	reservationOf(rows: readonly object[] | undefined): ReservationRow | null {
+		return (rows?.[0] as ReservationRow | undefined) ?? null;
+	}
+
 	/** An order's reservation, locked (`FOR UPDATE`) when `lock`; null when none. */
 	async findReservation(
 		orderId: string,
 		t: Transaction,
 		lock: boolean
 	): Promise<ReservationRow | null> {
-		const rows = (await fastQuery(
-			this.db,
-			`SELECT order_id AS "orderId", status, items, reason, expires_at AS "expiresAt"
-				 FROM reservations WHERE order_id = $1${lock ? " FOR UPDATE" : ""}`,
-			{ bind: [orderId], type: QueryTypes.SELECT, transaction: t }
-		)) as ReservationRow[];
-		return rows[0] ?? null;
+		const { sql, bind } = this.reservationRead(orderId, lock);
+		return this.reservationOf(
+			await fastQuery(this.db, sql, { bind, type: QueryTypes.SELECT, transaction: t })
+		);
 	}
 
 	/** Stores a `REJECTED` reservation (with the key's record, platform/db/deferred-writes.ts). */

@@ -118,8 +118,8 @@ export function reserve(
 	return svc.withIdempotency(
 		ctx,
 		"inventory.reserve",
-		async t => {
-			const existing = await svc.repo.findReservation(orderId, t, true);
+		async (t, read) => {
+			const existing = svc.repo.reservationOf(read);
 			if (existing) return existingReservationOutcome(existing);
 			// The stock rows are the contended ones (every order of a product waits on
 			// its row): they are updated first, and the reservation row is written with
@@ -190,7 +190,7 @@ export function reserve(
 		},
 		// The order's calls (reserve, release, commit) take turns: the key's claim takes the
 		// order's advisory lock, so they see each other's reservation row (or its absence).
-		{ lock: orderId }
+		{ lock: orderId, read: svc.repo.reservationRead(orderId, true) }
 	);
 }
 
@@ -208,8 +208,8 @@ export function transition(
 	return svc.withIdempotency(
 		ctx,
 		action,
-		async t => {
-			const r = await svc.repo.findReservation(orderId, t, true);
+		async (t, read) => {
+			const r = svc.repo.reservationOf(read);
 			if (!r) {
 				if (to === "COMMITTED")
 					throw shopError(
@@ -285,7 +285,7 @@ export function transition(
 		},
 		// The order's calls (reserve, release, commit) take turns: the key's claim takes the
 		// order's advisory lock, so they see each other's reservation row (or its absence).
-		{ lock: orderId }
+		{ lock: orderId, read: svc.repo.reservationRead(orderId, true) }
 	);
 }
 
@@ -301,8 +301,8 @@ export function restock(
 	return svc.withIdempotency(
 		ctx,
 		"inventory.restock",
-		async t => {
-			const r = await svc.repo.findReservation(orderId, t, true);
+		async (t, read) => {
+			const r = svc.repo.reservationOf(read);
 			if (!r)
 				throw shopError("INVENTORY_RESERVATION_CONFLICT", "No reservation for this order", {
 					orderId
@@ -340,6 +340,6 @@ export function restock(
 			};
 		},
 		// Takes turns with the order's other calls (its advisory lock), like `commit`.
-		{ lock: orderId }
+		{ lock: orderId, read: svc.repo.reservationRead(orderId, true) }
 	);
 }

@@ -63,14 +63,25 @@ export class PaymentsRepo {
 		return this.db.transaction(work);
 	}
 
+	/**
+	 * The read of the order's payment, to send behind a key's claim (`withIdempotency`'s
+	 * `read`); `paymentOf` turns its rows into the payment.
+	 */
+	paymentRead(orderId: string): { sql: string; bind: unknown[] } {
+		return { sql: "SELECT * FROM payments WHERE order_id = $1", bind: [orderId] };
+	}
+
+	/** The payment in `paymentRead`'s rows, or null. */
+	paymentOf(rows: readonly object[] | undefined): PaymentRow | null {
+		return (rows?.[0] as PaymentRow | undefined) ?? null;
+	}
+
 	/** The order's payment, or null. */
 	async findPayment(orderId: string, t: Transaction): Promise<PaymentRow | null> {
-		const rows = (await fastQuery(this.db, "SELECT * FROM payments WHERE order_id = $1", {
-			bind: [orderId],
-			type: QueryTypes.SELECT,
-			transaction: t
-		})) as PaymentRow[];
-		return rows[0] ?? null;
+		const { sql, bind } = this.paymentRead(orderId);
+		return this.paymentOf(
+			await fastQuery(this.db, sql, { bind, type: QueryTypes.SELECT, transaction: t })
+		);
 	}
 
 	/** Stores a payment with a new id. @returns it as stored */

@@ -171,8 +171,8 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				return this.withIdempotency(
 					ctx,
 					"payments.charge",
-					async t => {
-						const existing = await this.repo.findPayment(orderId, t);
+					async (t, read) => {
+						const existing = this.repo.paymentOf(read);
 						if (existing) return chargeOutcome(existing, amount, currency);
 						// The whole processor down (every card): the breaker counts it.
 						if (simulatedFaults && this.outageUntil > Date.now())
@@ -223,7 +223,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					},
 					// The order's calls (charge, refund) take turns: the key's claim takes the order's
 					// advisory lock, so they see each other's payment row (or its absence).
-					{ lock: orderId }
+					{ lock: orderId, read: this.repo.paymentRead(orderId) }
 				);
 			}
 		},
@@ -247,8 +247,8 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 				return this.withIdempotency(
 					ctx,
 					"payments.refund",
-					async t => {
-						const existing = await this.repo.findPayment(orderId, t);
+					async (t, read) => {
+						const existing = this.repo.paymentOf(read);
 						if (!existing) {
 							const row = await this.repo.insertPayment(t, {
 								order_id: orderId,
@@ -285,7 +285,7 @@ const PaymentsService: ShopServiceSchema<PaymentsThis> = {
 					},
 					// The order's calls (charge, refund) take turns: the key's claim takes the order's
 					// advisory lock, so they see each other's payment row (or its absence).
-					{ lock: orderId }
+					{ lock: orderId, read: this.repo.paymentRead(orderId) }
 				);
 			}
 		},

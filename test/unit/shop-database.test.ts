@@ -181,6 +181,60 @@ describe("ShopDatabase", () => {
 			expect(ids[0]).toBe(ids[1]);
 		});
 
+		it("a follower goes in the flight of the statement ahead, and sees what its lock protected", async () => {
+			const other = createDatabase(sharedDatabaseUrl(), { max: 1 });
+			try {
+				await db.query(`INSERT INTO ${table} (k, v) VALUES ('a', 1)`);
+				let read: unknown[] = [];
+				// Another session holds the lock, and changes the row before letting go.
+				let locked!: () => void;
+				const holds = new Promise<void>(r => (locked = r));
+				const holder = other.transaction(async t => {
+					await t.query("SELECT pg_advisory_xact_lock(hashtext('sd-follow'))");
+					locked();
+					await new Promise(r => setTimeout(r, 150));
+					await t.query(`UPDATE ${table} SET v = 2 WHERE k = 'a'`);
+				});
+				await holds;
+				const flights = await flightsOf(() =>
+					db.transaction(async t => {
+						const follower = t.follow(`SELECT v FROM ${table} WHERE k = $1`, ["a"]);
+						await t.query("SELECT pg_advisory_xact_lock(hashtext('sd-follow'))");
+						read = (await follower).rows;
+						await t.query(`UPDATE ${table} SET v = v + 10 WHERE k = $1`, ["a"], {
+							commit: true
+						});
+					})
+				);
+				await holder;
+				expect(read).toEqual([{ v: 2 }]);
+				expect(flights).toBe(2);
+				expect((await db.query(`SELECT v FROM ${table}`)).rows).toEqual([{ v: 12 }]);
+			} finally {
+				await other.close();
+			}
+		});
+
+		it("a follower fails with the statement ahead of it, and when none is sent", async () => {
+			let behindFailure: unknown;
+			await expect(
+				db.transaction(async t => {
+					const follower = t.follow("SELECT 1 AS one");
+					await t.query("SELECT 1 / 0").catch(async (e: unknown) => {
+						behindFailure = await follower.catch((f: unknown) => f);
+						throw e;
+					});
+				})
+			).rejects.toThrow(/division by zero/);
+			expect(String(behindFailure)).toMatch(/current transaction is aborted/);
+			let never: Promise<unknown> | undefined;
+			await db.transaction(async t => {
+				await t.query("SELECT 1");
+				never = t.follow("SELECT 2");
+			});
+			await expect(never).rejects.toThrow(/ended before the statement it followed/);
+		});
+
 		it("a transaction that sends nothing costs no flight; its hooks still run", async () => {
 			const hook = jest.fn();
 			const flights = await flightsOf(() =>
