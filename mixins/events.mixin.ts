@@ -81,7 +81,8 @@ export { DLQ_STREAM, EVENTS_STREAM } from "../platform/events/jetstream";
 
 /**
  * A durable event handler: runs inside the consumer's transaction `t`, with the service as
- * `this`; throw to be redelivered. (Declared as a method, so that a handler may name its own
+ * `this`; throw to be redelivered. Its last statement may be sent with `commit: true`
+ * (fastQuery): the transaction's COMMIT goes in the same flight, and no statement may follow. (Declared as a method, so that a handler may name its own
  * service's `this` type and its event's payload type.)
  */
 export type DurableEventHandler = {

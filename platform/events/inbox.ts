@@ -26,7 +26,11 @@ import { INBOX_METRICS, countInboxMetric } from "./metrics";
 /** What one delivery came to; "unavailable": the consumer's database did not answer. */
 export type ApplyOutcome = "applied" | "duplicate" | "failed" | "deadLettered" | "unavailable";
 
-/** A consumer's handler of one event: runs inside the delivery's transaction `t`. */
+/**
+ * A consumer's handler of one event: runs inside the delivery's transaction `t`. Its last
+ * statement may be sent with `commit: true` (fastQuery): the transaction's COMMIT goes in the
+ * same flight, and no statement may follow it.
+ */
 export type InboxHandler = (event: DomainEvent, t: Transaction) => Promise<void>;
 
 /** What this node's consumers did since it started. */

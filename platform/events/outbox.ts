@@ -15,7 +15,7 @@ import { fastQuery, QueryTypes, type Transaction } from "../db/fast-query";
 import { writeOrDefer, type DeferredWrite } from "../db/deferred-writes";
 import { RETENTION_CUTOFF, type RetentionTask } from "../retention";
 import type { DomainEvent } from "./domain-event";
-import type { ShopDatabase } from "../db/pool";
+import { DbTransaction, type ShopDatabase } from "../db/pool";
 
 /** An event to write: its name, payload and the entity it is about. */
 export interface OutboxEvent {
@@ -95,30 +95,38 @@ export async function outboxBacklog(db: ShopDatabase): Promise<OutboxBacklog> {
 }
 
 /**
- * Takes the database's outbox lock for transaction `t` (one relay per service database at a
- * time). @returns false when another node holds it
+ * The database's outbox lock for this relay pass (a transaction-scoped advisory lock: one relay
+ * per database at a time) and, when taken, at most `limit` unpublished rows in `seq` order. The
+ * read goes in the lock's flight (DbTransaction.follow) and runs after it, so it sees the rows
+ * the previous holder marked published; when the lock is not taken its rows are ignored.
+ * @returns the rows, or null when another node holds the lock
  */
-export async function lockOutbox(db: ShopDatabase, t: Transaction): Promise<boolean> {
+export async function lockPendingRows(
+	db: ShopDatabase,
+	t: Transaction,
+	limit: number
+): Promise<OutboxRow[] | null> {
+	const read = {
+		sql: `SELECT seq, id, name, aggregate_id, data, request_id, created_at FROM outbox
+						 WHERE published_at IS NULL ORDER BY seq LIMIT $1`,
+		bind: [limit]
+	};
+	const rows = t instanceof DbTransaction ? t.follow(read.sql, read.bind) : null;
 	const [lock] = (await fastQuery(
 		db,
 		"SELECT pg_try_advisory_xact_lock(hashtext('shop.outbox')) AS locked",
 		{ type: QueryTypes.SELECT, transaction: t }
 	)) as { locked: boolean }[];
-	return lock!.locked;
-}
-
-/** At most `limit` unpublished rows, in `seq` order. */
-export async function pendingRows(
-	db: ShopDatabase,
-	t: Transaction,
-	limit: number
-): Promise<OutboxRow[]> {
-	return (await fastQuery(
-		db,
-		`SELECT seq, id, name, aggregate_id, data, request_id, created_at FROM outbox
-						 WHERE published_at IS NULL ORDER BY seq LIMIT $1`,
-		{ bind: [limit], type: QueryTypes.SELECT, transaction: t }
-	)) as OutboxRow[];
+	if (!lock!.locked) return null;
+	return (
+		rows
+			? (await rows).rows
+			: await fastQuery(db, read.sql, {
+					bind: read.bind,
+					type: QueryTypes.SELECT,
+					transaction: t
+				})
+	) as OutboxRow[];
 }
 
 /**

@@ -23,10 +23,9 @@ import type { DomainEvent, EventsHost } from "./domain-event";
 import { eventSubject, type JetStreamBus } from "./jetstream";
 import { OUTBOX_METRICS } from "./metrics";
 import {
-	lockOutbox,
+	lockPendingRows,
 	markPublished,
 	outboxBacklog,
-	pendingRows,
 	toDomainEvent,
 	type OutboxBacklog
 } from "./outbox";
@@ -149,8 +148,8 @@ export class OutboxRelay {
 		const { db, broker, name, logger } = this.host;
 		const { faults, crash } = this.opts;
 		const sent = await db.transaction(async t => {
-			if (!(await lockOutbox(db, t))) return -1;
-			const rows = await pendingRows(db, t, this.opts.batchSize);
+			const rows = await lockPendingRows(db, t, this.opts.batchSize);
+			if (!rows) return -1;
 			const published: string[] = [];
 			for (const row of rows) {
 				const event = toDomainEvent(row, name);

@@ -112,9 +112,15 @@ export class NotificationsRepo {
 
 	/**
 	 * Inserts the notification once per (order, kind), in `t` when given.
+	 * @param opts.commit - the last statement of `t`: its COMMIT goes in the same flight
+	 *   (fastQuery's `commit`)
 	 * @returns its id, or null when the order already had one of that kind
 	 */
-	async insertOnce(n: NewNotification, t?: Transaction): Promise<string | null> {
+	async insertOnce(
+		n: NewNotification,
+		t?: Transaction,
+		opts: { commit?: boolean } = {}
+	): Promise<string | null> {
 		const rows = (await fastQuery(
 			this.db,
 			`INSERT INTO notifications
@@ -133,7 +139,8 @@ export class NotificationsRepo {
 					n.sendEmail ? "PENDING" : null
 				],
 				type: QueryTypes.SELECT,
-				transaction: t
+				transaction: t,
+				commit: opts.commit
 			}
 		)) as { id: string }[];
 		return rows[0]?.id ?? null;

@@ -188,7 +188,9 @@ const NotificationsService: ShopServiceSchema<NotificationsThis> = {
 					body,
 					sendEmail: this.$email !== null
 				},
-				t
+				t,
+				// The delivery's last statement: the inbox's transaction commits with it.
+				{ commit: true }
 			);
 			if (!created) return;
 			// A live, best-effort event and the e-mail's send, once the record is committed.

@@ -8,7 +8,7 @@
  *   (one charge, one reservation per order); an orders node that dies mid-saga (SAGA_FAULTS
  *   `crash-before:chargePayment`, a SIGKILL of itself) and is NOT restarted leaves its saga to the
  *   other node, which claims it once the lease expires and drives it to the end;
- * - the outbox relay's single-publisher lock (platform/events/outbox.ts `lockOutbox`, a
+ * - the outbox relay's single-publisher lock (platform/events/outbox.ts `lockPendingRows`, a
  *   transaction-scoped advisory lock per service database): the two relays of orders, inventory
  *   and payments publish every row once between them (their `published` counts add up to the
  *   rows, JetStream dropped no re-send as a duplicate), and when one orders node dies the other's
