@@ -16,7 +16,8 @@
  * `ordersRefused` the orders that met at least one; another 5xx (a 504: the outcome unknown) is
  * sent again with the same key after 500 ms, up to 5 times (`retriedErrors`, by status), then
  * given up (`givenUp`: not counted as accepted). `COUNT=1` also counts the SQL statements per
- * order by text (bench/query-counter.cjs preloaded into the shop); `PGBREAK=1` splits Postgres CPU
+ * order by text and the round trips per order by database (bench/query-counter.cjs preloaded
+ * into the shop); `PGBREAK=1` splits Postgres CPU
  * by backend; `HOT=1` lists each table's updates and how many were HOT; `PROF=1` writes a CPU
  * profile of the shop to bench/results/saga-profile/. Needs `npm run build` (`tsc -p .`).
  * Env: `P` products (8), `W` at most that many orders in flight (default: no bound), `SHOPENV`
@@ -421,9 +422,16 @@ async function run(n, c) {
 			const key = k.replace(/(EXECUTE shop_\w+)\(.*$/, "$1(…)");
 			byKey.set(key, (byKey.get(key) ?? 0) + v);
 		}
+		const flights = [...byKey].filter(([k]) => k.startsWith("(flights)"));
+		for (const [k] of flights) byKey.delete(k);
 		const all = [...byKey].sort((a, b) => b[1] - a[1]);
 		const tot = all.reduce((s, x) => s + x[1], 0);
 		console.log("queries/order", (tot / placed).toFixed(1));
+		console.log(
+			"round trips/order",
+			(flights.reduce((s, x) => s + x[1], 0) / placed).toFixed(1),
+			flights.map(([k, v]) => `${k.slice(10)} ${(v / placed).toFixed(2)}`).join(", ")
+		);
 		for (const [k, v] of all.slice(0, 45)) console.log((v / placed).toFixed(2), k);
 	}
 	console.log(
