@@ -38,19 +38,29 @@ export async function finishSaga(
 	await seq.transaction(async t => {
 		// The hooks' outbox rows ride with the COMMIT (platform/db/deferred-writes.ts).
 		acceptDeferredWrites(t);
-		await logFinish(rt, saga, done, last, t);
-		if (last) await mirrorLastStep(seq, def, last, done.data, t);
-		if (last && def.onStepSucceeded)
-			await rt.callMethod(
-				def.onStepSucceeded,
-				{ ...done, status: saga.status },
-				last.stepName,
-				t
-			);
-		if (status === "COMPLETED" && def.onCompleted)
-			await rt.callMethod(def.onCompleted, done, t);
-		if (status === "COMPENSATED" && def.onCompensated)
-			await rt.callMethod(def.onCompensated, done, reason, t);
+		// The saga's final row goes first and the hooks' statements follow it on the wire
+		// without waiting for its answer (pipelined: platform/db/pool.ts); its fence is checked
+		// before the COMMIT, so a lost lease rolls all of it back and is the error raised.
+		const fence = logFinish(rt, saga, done, last, t);
+		fence.catch(() => undefined);
+		try {
+			if (last) await mirrorLastStep(seq, def, last, done.data, t);
+			if (last && def.onStepSucceeded)
+				await rt.callMethod(
+					def.onStepSucceeded,
+					{ ...done, status: saga.status },
+					last.stepName,
+					t
+				);
+			if (status === "COMPLETED" && def.onCompleted)
+				await rt.callMethod(def.onCompleted, done, t);
+			if (status === "COMPENSATED" && def.onCompensated)
+				await rt.callMethod(def.onCompensated, done, reason, t);
+		} catch (err) {
+			await fence;
+			throw err;
+		}
+		await fence;
 		await commitWithDeferredWrites(seq, t);
 	});
 	if (last) {
