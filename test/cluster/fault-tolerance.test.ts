@@ -431,11 +431,13 @@ describe("fault tolerance over NATS, one moleculer-runner process per service", 
 				Array.from({ length: N }, (_, i) => 500 + i)
 			);
 			expect(Object.keys(perProbe).sort()).toEqual(["ft-audit-1", "ft-audit-2"]);
-			// Both inventory nodes emitted, each balancing over the group on its own.
-			expect(Object.keys(count(got, h => h.sender)).sort()).toEqual([
-				"inventory-1",
-				"inventory-2"
-			]);
+			// The emitter of a row is the inventory node whose relay held the outbox lock when
+			// the row was pending: which one is a race (a pass that finds the lock taken retries
+			// 50 ms later, by when the other's next pass may have sent the row), so only that it
+			// is an inventory node is asserted; both relays sharing the work under load is
+			// stateful-replicas.test.ts's.
+			for (const sender of Object.keys(count(got, h => h.sender)))
+				expect(["inventory-1", "inventory-2"]).toContain(sender);
 		}));
 
 	it("circuit breaker: opens for a failing endpoint, then half-opens and closes after the fault", () =>
