@@ -125,44 +125,29 @@ describe("deferred writes", () => {
 
 	it("commitWithDeferredWrites: the writes go with the COMMIT; a failing one keeps nothing", async () => {
 		const db = createDatabase(sharedDatabaseUrl(), { max: 1 });
-		try {
-			await db.transaction(async t => {
+		/** One transaction: `sent` written now, `deferred` handed over, then ended with them. */
+		const run = (sent: [string, number], deferred: [string, number] | null) =>
+			db.transaction(async t => {
 				acceptDeferredWrites(t);
-				await fastQuery(db, insert("a", 1).sql, {
-					bind: insert("a", 1).bind,
-					transaction: t
-				});
-				await writeOrDefer(db, t, insert("b", 2));
+				const now = insert(...sent);
+				await fastQuery(db, now.sql, { bind: now.bind, transaction: t });
+				if (deferred) await writeOrDefer(db, t, insert(...deferred));
 				await commitWithDeferredWrites(db, t);
-				// Committed with that statement: the transaction takes no more.
-				expect(t.finished).toBe("commit");
+				// Committed with the writes' statement (none deferred: nothing sent yet).
+				return t.finished;
 			});
+		try {
+			expect(await run(["a", 1], ["b", 2])).toBe("commit");
 			expect(await rows()).toEqual([
 				{ k: "a", v: 1 },
 				{ k: "b", v: 2 }
 			]);
-			await expect(
-				db.transaction(async t => {
-					acceptDeferredWrites(t);
-					await fastQuery(db, insert("c", 3).sql, {
-						bind: insert("c", 3).bind,
-						transaction: t
-					});
-					await writeOrDefer(db, t, insert("a", 9));
-					await commitWithDeferredWrites(db, t);
-				})
-			).rejects.toMatchObject({ name: "SequelizeUniqueConstraintError" });
+			await expect(run(["c", 3], ["a", 9])).rejects.toMatchObject({
+				name: "SequelizeUniqueConstraintError"
+			});
 			expect((await rows()).map(r => r.k)).toEqual(["a", "b"]);
 			// Nothing deferred: nothing sent, the transaction commits as usual.
-			await db.transaction(async t => {
-				acceptDeferredWrites(t);
-				await fastQuery(db, insert("d", 4).sql, {
-					bind: insert("d", 4).bind,
-					transaction: t
-				});
-				await commitWithDeferredWrites(db, t);
-				expect(t.finished).toBeUndefined();
-			});
+			expect(await run(["d", 4], null)).toBeUndefined();
 			expect((await rows()).map(r => r.k)).toEqual(["a", "b", "d"]);
 		} finally {
 			await db.close();
