@@ -668,7 +668,9 @@ describe("saga mixin on a real Postgres", () => {
 	it("a deadline passing after the pivot does not undo the saga: it goes forward", async () => {
 		// The pivot is the point of no return: compensating after it would refund and release
 		// an order its customer was already told is confirmed.
-		const { id, ref } = await newTrip({ confirm: () => sleep(400) }, 150);
+		// The deadline must pass during the pivot, not before it: the steps ahead of it get
+		// 1.5 s (150 ms was too little on a loaded CI machine, which compensated before the pivot).
+		const { id, ref } = await newTrip({ confirm: () => sleep(2_500) }, 1_500);
 		const done = await svc.runSaga(id);
 		expect(done).toMatchObject({ status: "COMPLETED" });
 		expect(callsOf(ref)).toEqual(["reserve", "charge", "confirm", "ship"]);
