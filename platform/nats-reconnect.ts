@@ -3,33 +3,41 @@
  *
  * When a server goes (SIGKILL, a dead host), its clients reconnect to another server of the
  * cluster within milliseconds (platform/nats-options.ts `NATS_RECONNECT`) and their subscriptions
- * follow them. But core NATS is at-most-once: the Moleculer packets that were in that server's
- * buffers at that moment are lost, in both directions:
- * - a response to a node connected to the dead server (its `RES.<nodeID>` subscription was
- *   there): the caller waits for its whole request timeout (10 s at the gateway);
- * - a request to a node connected to the dead server: same, and the failover probe
- *   (platform/failover.ts) cannot help, because the target reconnects before it is probed and
- *   answers the probe.
- * Measured on three servers (test/cluster/nats-cluster.test.ts) before this middleware: a
- * `POST /api/orders` answered 504 after 10.2 s, `orders.get` and saga steps timed out.
+ * follow them. But core NATS is at-most-once, and Moleculer's packets are lost in three places:
+ * - in that server's buffers at that moment, in both directions: a response to a node connected
+ *   to the dead server (its `RES.<nodeID>` subscription was there), a request to a node
+ *   connected to it (the failover probe, platform/failover.ts, cannot help: the target
+ *   reconnects before it is probed and answers the probe);
+ * - in the client's own buffer while it is disconnected: the `nats` client (2.29) takes
+ *   publishes while it redials, but empties its outbound buffer at every dial attempt
+ *   (`ProtocolHandler.prepare()` → `resetOutbound()`), so whatever a node sent between the drop
+ *   and the dial that succeeded is never sent. Moleculer's NATS transporter does not watch the
+ *   connection's status, so it keeps publishing into that buffer.
+ * Each such caller waits for its whole request timeout (10 s at the gateway). Measured on three
+ * servers (test/cluster/nats-cluster.test.ts) before this middleware: a `POST /api/orders`
+ * answered 504 after 10.2 s, `orders.get` and saga steps timed out. While it rejected only the
+ * calls sent before the drop, a request the gateway took about 70 ms after the kill of its own
+ * server still answered after 10.2 s (CI, 2026-12-02: timed out, then retried);
+ * test/cluster/nats-reconnect.test.ts reproduces that case.
  *
  * So each node, when its own NATS connection comes back (`reconnect` status of the `nats`
  * client):
- * 1. rejects the remote calls it sent before the connection broke (`disconnect` status) and still
- *    has pending, with Moleculer's `RequestRejectedError`
- *    (retryable, 503): the broker's retry policy sends the calls that are safe to repeat again
- *    at once, saga steps are retried by the saga with the same idempotency key, and calls that are
- *    not retried (`orders.create`) answer 503 at once instead of 504 after 10 s (the client
- *    repeats it with its `Idempotency-Key`, docs/failover.md); the calls sent while it was
- *    disconnected waited in the client's own buffer, which is sent on the new connection;
+ * 1. rejects every remote call it still has pending, with Moleculer's `RequestRejectedError`
+ *    (retryable, 503): those sent before the drop and those sent while it was disconnected, either
+ *    of which may be lost. The broker's retry policy sends the calls that are safe to repeat again
+ *    at once, saga steps are retried by the saga with the same idempotency key, and calls that
+ *    are not retried (`orders.create`) answer 503 at once instead of 504 after 10 s (the client
+ *    repeats it with its `Idempotency-Key`, docs/failover.md);
  * 2. tells every other node, on subject `MOL-<namespace>.NATS-RECONNECTED`, which reject their
- *    pending calls to it the same way, and ask it for its INFO again if the failover probe had
- *    dropped it from their registry meanwhile.
- * A call that was not lost is rejected too and repeated: the price of a rare event, paid once per
- * reconnect. The rejections are what Moleculer itself does to the calls pending on a node that
- * leaves (`transit.removePendingRequestByNodeID`).
+ *    pending calls to it the same way (their requests, or its responses to them, may have been
+ *    lost with its connection), and ask it for its INFO again if the failover probe had dropped
+ *    it from their registry meanwhile.
+ * A call that was not lost (sent in the moment between the reconnect and this node hearing of
+ * it) is rejected too and repeated: the price of a rare event, paid once per reconnect. The
+ * rejections are what Moleculer itself does to the calls pending on a node that leaves
+ * (`transit.removePendingRequestByNodeID`).
  */
-import { Errors, type Context, type Middleware, type ServiceBroker } from "moleculer";
+import { Errors, type Middleware, type ServiceBroker } from "moleculer";
 
 /** The parts of Moleculer's NATS transporter (0.15, nats.js 2.x) this middleware uses. */
 interface NatsTransporter {
@@ -104,8 +112,6 @@ export function NatsReconnectMiddleware(): Middleware {
 	let broker: ServiceBroker | null = null;
 	let sub: { unsubscribe(): void } | null = null;
 	let stopped = false;
-	/** When each remote call still outstanding was sent (ms), by context id. */
-	const sentAt = new Map<string, number>();
 
 	return {
 		name: "NatsReconnect",
@@ -143,13 +149,12 @@ export function NatsReconnectMiddleware(): Middleware {
 				}
 			});
 			void (async () => {
-				let disconnectedAt = Date.now();
 				for await (const s of client.status()) {
 					if (stopped) break;
-					if (s.type === "disconnect") disconnectedAt = Date.now();
 					if (s.type !== "reconnect") continue;
-					// Unknown send time (not a remote action call): sent before, to be safe.
-					const n = rejectPending(transit, id => (sentAt.get(id) ?? 0) < disconnectedAt);
+					// Sent before the drop, or into the buffer the client emptied when it dialled:
+					// every call still pending may be lost.
+					const n = rejectPending(transit, () => true);
 					b.logger.warn(
 						`Reconnected to NATS (${String(s.data)}): ${n} pending call(s) rejected to be retried; telling the other nodes.`
 					);
@@ -159,14 +164,6 @@ export function NatsReconnectMiddleware(): Middleware {
 					);
 				}
 			})().catch(() => undefined);
-		},
-
-		remoteAction(next: (ctx: Context) => Promise<unknown>) {
-			return (ctx: Context): Promise<unknown> => {
-				const id = ctx.id;
-				sentAt.set(id, Date.now());
-				return next(ctx).finally(() => sentAt.delete(id));
-			};
 		},
 
 		stopped() {
