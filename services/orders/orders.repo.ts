@@ -474,16 +474,23 @@ export class OrdersRepo {
 		thresholdMs: number,
 		limit: number
 	): Promise<{ counted: { status: string; n: number }[]; listed: StuckRow[] }> {
-		const [counted, listed] = await Promise.all([
-			fastQuery(this.db, ORDERS_SQL.stuckCounts, { bind: [thresholdMs], ...S }) as Promise<
-				{ status: string; n: number }[]
-			>,
-			fastQuery(this.db, ORDERS_SQL.stuckRows, {
-				bind: [thresholdMs, limit],
-				...S
-			}) as Promise<StuckRow[]>
-		]);
-		return { counted, listed };
+		// One transaction: both statements judge "stuck" against the same now() (its start), so
+		// an order crossing the threshold between them is not listed yet uncounted.
+		return this.db.transaction(async t => {
+			const [counted, listed] = await Promise.all([
+				fastQuery(this.db, ORDERS_SQL.stuckCounts, {
+					bind: [thresholdMs],
+					transaction: t,
+					...S
+				}) as Promise<{ status: string; n: number }[]>,
+				fastQuery(this.db, ORDERS_SQL.stuckRows, {
+					bind: [thresholdMs, limit],
+					transaction: t,
+					...S
+				}) as Promise<StuckRow[]>
+			]);
+			return { counted, listed };
+		});
 	}
 }
 
