@@ -28,6 +28,45 @@ function cpuTicks(pid: number): number | null {
 	}
 }
 
+/** CPU ms (utime + stime) of the processes in `pids`, those gone counted as 0. */
+export function cpuMs(pids: readonly number[]): number {
+	return pids.reduce((t, pid) => t + (cpuTicks(pid) ?? 0), 0) * (1000 / CLOCK_TICKS);
+}
+
+/**
+ * A meter of the CPU of the Postgres server one of whose long-lived processes is `serverPid` (its
+ * checkpointer: `SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'`) on this
+ * machine:
+ * its postmaster's own time and its reaped children's (backends whose connection closed), plus
+ * the time of its processes alive now (backends, background workers), in ms. Read from /proc;
+ * null where that is not possible (a server on another machine, another PID namespace).
+ * Other Postgres servers of the machine are not counted.
+ */
+export function postgresCpuMeter(serverPid: number): (() => number) | null {
+	const fieldsOf = (pid: number | string): string[] | null => {
+		try {
+			const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+			return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+		} catch {
+			return null;
+		}
+	};
+	const master = Number(fieldsOf(serverPid)?.[1]);
+	if (!master || master === 1 || !fieldsOf(master)) return null;
+	return () => {
+		const m = fieldsOf(master);
+		if (!m) return 0;
+		// utime + stime + cutime + cstime of the postmaster
+		let ticks = Number(m[11]) + Number(m[12]) + Number(m[13]) + Number(m[14]);
+		for (const d of fs.readdirSync("/proc")) {
+			if (!/^\d+$/.test(d)) continue;
+			const f = fieldsOf(d);
+			if (f && Number(f[1]) === master) ticks += Number(f[11]) + Number(f[12]);
+		}
+		return ticks * (1000 / CLOCK_TICKS);
+	};
+}
+
 /** Resident set size of `pid` in MB, or null when it is gone. */
 export function rssMb(pid: number): number | null {
 	try {

@@ -24,6 +24,7 @@
  */
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
+import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -38,11 +39,42 @@ const CONNECTIONS = process.env.CONNECTIONS ?? "32";
 const FORMS = process.env.FORMS ?? "single,cluster";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "shop-peer-"));
+const require = createRequire(import.meta.url);
+const { postgresCpuMeter } = require(path.join(ROOT, "dist", "bench", "lib.js"));
+const { Client } = require("pg");
+
+/** The shared Postgres's CPU meter (bench/lib.ts `postgresCpuMeter`), or null. */
+async function postgresMeter() {
+	const c = new Client({
+		host: PGSOCK,
+		port: Number(PGPORT),
+		user: "postgres",
+		database: "postgres"
+	});
+	await c.connect();
+	try {
+		const { rows } = await c.query(
+			"SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"
+		);
+		return postgresCpuMeter(rows[0].pid);
+	} finally {
+		await c.end();
+	}
+}
+const pgMeter = await postgresMeter();
+
+/** CPU ms of this process's children that ended and were waited for (/proc/self/stat cutime + cstime). */
+function childrenCpuMs() {
+	const stat = fs.readFileSync("/proc/self/stat", "utf8");
+	const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+	return (Number(f[13]) + Number(f[14])) * 10;
+}
 const load = () => os.loadavg()[0].toFixed(1);
 
 /** One run of the peer; its workflows completed per second. */
 function peerRun(round) {
 	const out = path.join(tmp, `peer-${round}.json`);
+	const cpu0 = { node: childrenCpuMs(), postgres: pgMeter?.() ?? 0 };
 	const r = spawnSync(process.execPath, ["bench-http.js", out], {
 		cwd: PEER_DIR,
 		env: {
@@ -58,7 +90,15 @@ function peerRun(round) {
 	const d = JSON.parse(fs.readFileSync(out, "utf8"));
 	if (!d.invariants?.ok)
 		throw new Error(`the peer's invariants failed: ${d.invariants?.problems}`);
+	// Whole run: its database reset, DBOS's launch, the warm-up, the load generator (autocannon)
+	// and the invariant checks included, per workflow of the warm-up and the timed phase.
+	const workflows = (d.warmup?.accepted ?? 0) + d.workflows.completed;
+	const perWorkflow = ms => Math.round((ms / Math.max(1, workflows)) * 10) / 10;
 	return {
+		cpuMsPerWorkflow: {
+			node: perWorkflow(childrenCpuMs() - cpu0.node),
+			postgres: pgMeter ? perWorkflow(pgMeter() - cpu0.postgres) : null
+		},
 		completedPerS: d.workflows.completed_per_s,
 		p50Ms: Math.round(d.workflows.start_to_completion_ms.p50),
 		p99Ms: Math.round(d.workflows.start_to_completion_ms.p99)
@@ -86,7 +126,12 @@ function shopRun(round) {
 	const res = {};
 	for (const f of d.figures ?? []) {
 		if (f.name === "(c) orders confirmed")
-			res[f.form] = { confirmedPerS: f.value, p50Ms: f.p50, p99Ms: f.p99 };
+			res[f.form] = {
+				confirmedPerS: f.value,
+				p50Ms: f.p50,
+				p99Ms: f.p99,
+				cpuMsPerOrder: f.extra?.cpuMsPerOrder
+			};
 	}
 	return res;
 }
@@ -109,9 +154,14 @@ for (let i = 1; i <= ROUNDS; i++) {
 	);
 	rounds.push({ round: i, loadAverage: before, peer, shop, ratios });
 	console.log(
-		`round ${i} (load ${before}): peer ${peer.completedPerS}/s; ` +
+		`round ${i} (load ${before}): peer ${peer.completedPerS}/s ` +
+			`(CPU ms per workflow: node ${peer.cpuMsPerWorkflow.node}, Postgres ${peer.cpuMsPerWorkflow.postgres}); ` +
 			Object.entries(shop)
-				.map(([f, s]) => `shop ${f} ${s.confirmedPerS}/s (${ratios[f]}×)`)
+				.map(
+					([f, s]) =>
+						`shop ${f} ${s.confirmedPerS}/s (${ratios[f]}×; CPU ms per order: ` +
+						`shop ${s.cpuMsPerOrder?.shop}, Postgres ${s.cpuMsPerOrder?.postgres})`
+				)
 				.join(", ")
 	);
 }

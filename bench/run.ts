@@ -42,7 +42,9 @@ import { startCluster, type Cluster } from "../tools/cluster";
 import { startEmbeddedPostgres } from "../tools/embedded-postgres";
 import { freePort, startNatsServer, type ServerProcess } from "../tools/local-servers";
 import {
+	cpuMs,
 	load,
+	postgresCpuMeter,
 	quantile,
 	round,
 	rssMb,
@@ -294,6 +296,12 @@ interface OrderFigures {
 	settleP50: number;
 	settleP99: number;
 	drainSeconds: number;
+	/**
+	 * CPU ms per order ended (confirmed or cancelled), from the first order placed to the last one
+	 * ended: of the shop's processes (`procs`) and of the Postgres server (null when its processes
+	 * cannot be read here).
+	 */
+	cpuMsPerOrder: { shop: number; postgres: number | null };
 }
 
 /** Places orders for `DURATION` s (at `rate`/s if given), waits for their sagas, reads the times. */
@@ -305,7 +313,17 @@ async function orderRun(
 	procs: Watched[],
 	rate?: number
 ): Promise<OrderFigures> {
-	const t0 = (await ordersQuery<{ now: Date }>(databaseUrl, prefix, "SELECT now()", []))[0]!.now;
+	const { now: t0, pid } = (
+		await ordersQuery<{ now: Date; pid: number }>(
+			databaseUrl,
+			prefix,
+			"SELECT now(), (SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer') AS pid",
+			[]
+		)
+	)[0]!;
+	const pgCpu = postgresCpuMeter(pid);
+	const pids = procs.map(p => p.pid);
+	const cpu0 = { shop: cpuMs(pids), postgres: pgCpu?.() ?? 0 };
 	const accepted = await orderLoad(
 		base,
 		seedData,
@@ -325,6 +343,7 @@ async function orderRun(
 		if (row!.open === 0 || Date.now() - drainStart > 120_000) break;
 		await new Promise(r => setTimeout(r, 250));
 	}
+	const cpu = { shop: cpuMs(pids) - cpu0.shop, postgres: pgCpu ? pgCpu() - cpu0.postgres : null };
 	const rows = await ordersQuery<{
 		status: string;
 		reason: string | null;
@@ -358,7 +377,12 @@ async function orderRun(
 			}, {}),
 		settleP50: round(quantile(ms, 0.5), 0),
 		settleP99: round(quantile(ms, 0.99), 0),
-		drainSeconds: round((Date.now() - drainStart) / 1000, 1)
+		drainSeconds: round((Date.now() - drainStart) / 1000, 1),
+		cpuMsPerOrder: {
+			shop: round(cpu.shop / Math.max(1, rows.length), 1),
+			postgres:
+				cpu.postgres === null ? null : round(cpu.postgres / Math.max(1, rows.length), 1)
+		}
 	};
 }
 
@@ -489,13 +513,15 @@ async function shopWorkloads(
 				cancelled: full.cancelled,
 				cancelledBy: full.cancelledBy,
 				drainSeconds: full.drainSeconds,
-				latency: "202→CONFIRMED"
+				latency: "202→CONFIRMED",
+				cpuMsPerOrder: full.cpuMsPerOrder
 			}
 		});
 		log(
 			`${form} (c) orders: ${full.acceptedPerSec}/s accepted, ${full.confirmedPerSec}/s confirmed, ` +
 				`${full.accepted.refused} refused (503 ORDERS_OVERLOADED, retried after Retry-After), ` +
-				`202→CONFIRMED p50 ${full.settleP50} ms p99 ${full.settleP99} ms (${full.confirmed} confirmed, ${full.cancelled} cancelled)`
+				`202→CONFIRMED p50 ${full.settleP50} ms p99 ${full.settleP99} ms (${full.confirmed} confirmed, ${full.cancelled} cancelled), ` +
+				`CPU ms per order: shop ${full.cpuMsPerOrder.shop}, Postgres ${full.cpuMsPerOrder.postgres ?? "?"}`
 		);
 		const halfRate = Math.max(5, Math.floor(full.confirmedPerSec / 2));
 		const half = await orderRun(base, databaseUrl, prefix, data, procs, halfRate);
