@@ -17,15 +17,29 @@ export type ProcessUsage = Record<string, { cpuPercent: number; maxRssMb: number
 
 const CLOCK_TICKS = 100; // _SC_CLK_TCK on Linux
 
-function cpuTicks(pid: number): number | null {
+/**
+ * The fields of `/proc/<pid>/stat` after the command name ([1] ppid, [11] utime, [12] stime,
+ * [13] cutime, [14] cstime, in clock ticks), or null when the process is gone.
+ */
+function statFields(pid: number | string): string[] | null {
 	try {
 		const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
 		// Fields after the command name (which may hold spaces) start after the last ")".
-		const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-		return Number(fields[11]) + Number(fields[12]); // utime + stime
+		return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
 	} catch {
 		return null;
 	}
+}
+
+function cpuTicks(pid: number): number | null {
+	const f = statFields(pid);
+	return f ? Number(f[11]) + Number(f[12]) : null; // utime + stime
+}
+
+/** CPU ms of this process's children that ended and were waited for (cutime + cstime). */
+export function childrenCpuMs(): number {
+	const f = statFields("self")!;
+	return (Number(f[13]) + Number(f[14])) * (1000 / CLOCK_TICKS);
 }
 
 /** CPU ms (utime + stime) of the processes in `pids`, those gone counted as 0. */
@@ -43,24 +57,16 @@ export function cpuMs(pids: readonly number[]): number {
  * Other Postgres servers of the machine are not counted.
  */
 export function postgresCpuMeter(serverPid: number): (() => number) | null {
-	const fieldsOf = (pid: number | string): string[] | null => {
-		try {
-			const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
-			return stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-		} catch {
-			return null;
-		}
-	};
-	const master = Number(fieldsOf(serverPid)?.[1]);
-	if (!master || master === 1 || !fieldsOf(master)) return null;
+	const master = Number(statFields(serverPid)?.[1]);
+	if (!master || master === 1 || !statFields(master)) return null;
 	return () => {
-		const m = fieldsOf(master);
+		const m = statFields(master);
 		if (!m) return 0;
 		// utime + stime + cutime + cstime of the postmaster
 		let ticks = Number(m[11]) + Number(m[12]) + Number(m[13]) + Number(m[14]);
 		for (const d of fs.readdirSync("/proc")) {
 			if (!/^\d+$/.test(d)) continue;
-			const f = fieldsOf(d);
+			const f = statFields(d);
 			if (f && Number(f[1]) === master) ticks += Number(f[11]) + Number(f[12]);
 		}
 		return ticks * (1000 / CLOCK_TICKS);

@@ -40,7 +40,7 @@ const FORMS = process.env.FORMS ?? "single,cluster";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "shop-peer-"));
 const require = createRequire(import.meta.url);
-const { postgresCpuMeter } = require(path.join(ROOT, "dist", "bench", "lib.js"));
+const { childrenCpuMs, postgresCpuMeter } = require(path.join(ROOT, "dist", "bench", "lib.js"));
 const { Client } = require("pg");
 
 /** The shared Postgres's CPU meter (bench/lib.ts `postgresCpuMeter`), or null. */
@@ -63,12 +63,6 @@ async function postgresMeter() {
 }
 const pgMeter = await postgresMeter();
 
-/** CPU ms of this process's children that ended and were waited for (/proc/self/stat cutime + cstime). */
-function childrenCpuMs() {
-	const stat = fs.readFileSync("/proc/self/stat", "utf8");
-	const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-	return (Number(f[13]) + Number(f[14])) * 10;
-}
 const load = () => os.loadavg()[0].toFixed(1);
 
 /** One run of the peer; its workflows completed per second. */
