@@ -1,7 +1,8 @@
 /**
  * An adaptive concurrency limit (admission control): how much work a node takes on at once, moved
  * by the latency of the work it finishes, so that at overload the work it accepts stays near a
- * target latency and the rest is refused at once instead of queueing.
+ * target latency and the rest is refused instead of queueing (after at most a short wait for a
+ * slot: platform/admission-queue.ts).
  *
  * The algorithm is Netflix concurrency-limits' `Gradient2Limit` behind its `WindowedLimit`
  * (github.com/Netflix/concurrency-limits, concurrency-limits-core/.../limit/Gradient2Limit.java

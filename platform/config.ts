@@ -238,6 +238,7 @@ export function loadConfig(env: Env = process.env): ShopConfig {
 		sagaMaxInFlight: v.SAGA_MAX_IN_FLIGHT,
 		sagaTargetLatencyMs: v.SAGA_TARGET_LATENCY_MS,
 		sagaMinInFlight: v.SAGA_MIN_IN_FLIGHT,
+		sagaAdmissionWaitMs: v.SAGA_ADMISSION_WAIT_MS,
 		ordersMaxInFlightPerCustomer: v.ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER,
 		ordersMaxUnitsReservedPerCustomer: v.ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER,
 		ordersStuckAfterMs: v.ORDERS_STUCK_AFTER_MS ?? v.SAGA_DEADLINE_MS + 60_000,

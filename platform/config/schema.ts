@@ -128,6 +128,7 @@ export const ENV_FIELDS = {
 	SAGA_MAX_IN_FLIGHT: int(400, 1, 1_000_000),
 	SAGA_TARGET_LATENCY_MS: int(400, 0, 600_000, { ms: true }),
 	SAGA_MIN_IN_FLIGHT: int(10, 1, 1_000_000),
+	SAGA_ADMISSION_WAIT_MS: int(100, 0, 60_000, { ms: true }),
 	ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER: int(20, 0, 1_000_000),
 	ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER: int(1_000, 0, 1_000_000_000),
 	ORDERS_STUCK_AFTER_MS: int(null, 1_000, 30 * DAY_MS, {
@@ -328,9 +329,14 @@ export const ENVIRONMENT_ROWS: readonly EnvironmentRow[] = [
 		meaning: "how often inventory releases expired reservations"
 	},
 	{
-		variables: ["SAGA_MAX_IN_FLIGHT", "SAGA_TARGET_LATENCY_MS", "SAGA_MIN_IN_FLIGHT"],
+		variables: [
+			"SAGA_MAX_IN_FLIGHT",
+			"SAGA_TARGET_LATENCY_MS",
+			"SAGA_MIN_IN_FLIGHT",
+			"SAGA_ADMISSION_WAIT_MS"
+		],
 		meaning:
-			"backpressure on one orders node: its sagas in flight are kept under an adaptive limit (Netflix concurrency-limits' Gradient2, docs/performance.md) that moves so that its sagas take about `SAGA_TARGET_LATENCY_MS` (ms, 202 → `CONFIRMED`/`CANCELLED`) and stays between `SAGA_MIN_IN_FLIGHT` and the hard ceiling `SAGA_MAX_IN_FLIGHT`; at the limit `POST /api/orders` answers 503 `ORDERS_OVERLOADED` with `Retry-After` at once (`data: { inFlight, limit, max }`), nothing stored, nothing queued; `SAGA_TARGET_LATENCY_MS=0`: the fixed `SAGA_MAX_IN_FLIGHT` alone (the adaptive limit off)"
+			"backpressure on one orders node: its sagas in flight are kept under an adaptive limit (Netflix concurrency-limits' Gradient2, docs/performance.md) that moves so that its sagas take about `SAGA_TARGET_LATENCY_MS` (ms, 202 → `CONFIRMED`/`CANCELLED`) and stays between `SAGA_MIN_IN_FLIGHT` and the hard ceiling `SAGA_MAX_IN_FLIGHT`; at the limit `POST /api/orders` waits up to `SAGA_ADMISSION_WAIT_MS` (ms, default 100; at most as many orders wait as the limit) for a saga to end, then answers 503 `ORDERS_OVERLOADED` with `Retry-After` (`data: { inFlight, limit, max }`), nothing stored; `SAGA_ADMISSION_WAIT_MS=0`: refused at once; `SAGA_TARGET_LATENCY_MS=0`: the fixed `SAGA_MAX_IN_FLIGHT` alone (the adaptive limit off)"
 	},
 	{
 		variables: ["ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER", "ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER"],

@@ -119,6 +119,13 @@ export interface ShopConfig {
 	readonly sagaTargetLatencyMs: number;
 	readonly sagaMinInFlight: number;
 	/**
+	 * How long an order that finds that limit reached waits for a slot before its 503, in ms
+	 * (`SAGA_ADMISSION_WAIT_MS`, default 100; `0`: refused at once). `Retry-After` counts whole
+	 * seconds, so a refused client is gone for one; the wait gives a slot freed meanwhile to
+	 * the next order instead of leaving it idle (platform/admission-queue.ts).
+	 */
+	readonly sagaAdmissionWaitMs: number;
+	/**
 	 * Per-customer bounds on `orders.create` (issue 16, item 6): a customer's orders in flight (not
 	 * yet CONFIRMED or CANCELLED, parked ones included: `ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER`, 20)
 	 * and the units they hold (`ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER`, 1000). Past either,

@@ -22,6 +22,7 @@
  */
 import crypto from "node:crypto";
 import type { Service } from "moleculer";
+import { AdmissionQueue } from "../../platform/admission-queue";
 import { AdaptiveConcurrencyLimit } from "../../platform/concurrency-limit";
 import { config } from "../../platform/config";
 import type { ShopContext, ShopServiceSchema } from "../../platform/context";
@@ -75,6 +76,11 @@ type OrdersThis = Service &
 		 * saga's 202 → end latency (`SAGA_TARGET_LATENCY_MS`); null when that is 0 (off).
 		 */
 		$admission: AdaptiveConcurrencyLimit | null;
+		/**
+		 * Admission at that limit: an order finding it reached waits up to
+		 * `SAGA_ADMISSION_WAIT_MS` for a slot before its 503 (platform/admission-queue.ts).
+		 */
+		$admissionQueue: AdmissionQueue;
 	};
 
 function requireUser(ctx: ShopContext): NonNullable<ShopContext["meta"]["user"]> {
@@ -139,6 +145,11 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 						maxLimit: c.sagaMaxInFlight
 					})
 				: null;
+		this.$admissionQueue = new AdmissionQueue({
+			load: () => this.sagaLoad(),
+			limit: () => this.sagaLimit(),
+			maxWaitMs: c.sagaAdmissionWaitMs
+		});
 	},
 
 	/**
@@ -161,6 +172,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 	stopped(this: OrdersThis): void {
 		if (this.$stuckTimer) clearInterval(this.$stuckTimer);
 		this.$stuckTimer = null;
+		this.$admissionQueue.refuseAll();
 	},
 
 	actions: {
@@ -173,7 +185,8 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		 * @throws ORDERS_OVERLOADED (503, Retry-After; `data: { inFlight, limit, max }`) when this
 		 *   node's sagas in flight reach its limit: adaptive (platform/concurrency-limit.ts, kept
 		 *   so that sagas take about SAGA_TARGET_LATENCY_MS), between SAGA_MIN_IN_FLIGHT and
-		 *   SAGA_MAX_IN_FLIGHT; refused at once, nothing stored,
+		 *   SAGA_MAX_IN_FLIGHT; an order finding the limit reached waits up to
+		 *   SAGA_ADMISSION_WAIT_MS (ms) for a slot, then is refused, nothing stored,
 		 *   ORDERS_CUSTOMER_LIMIT (429, Retry-After; `data: { inFlight, unitsInFlight, units,
 		 *   maxInFlight, maxUnits }`) when the caller already has ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER
 		 *   orders in flight or this order's units would take them past
@@ -213,114 +226,120 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 				}>
 			): Promise<Order> {
 				const user = requireUser(ctx);
-				// Backpressure: a bounded number of sagas per node; the client retries later.
-				const inFlight = this.sagaLoad();
-				const limit = this.sagaLimit();
-				if (inFlight >= limit)
+				// Backpressure: a bounded number of sagas per node, a short wait for a slot at the
+				// limit, then a refusal the client retries after Retry-After (platform/admission-queue.ts).
+				const ticket = await this.$admissionQueue.enter();
+				if (!ticket)
 					throw shopError("ORDERS_OVERLOADED", undefined, {
-						inFlight,
-						limit,
+						inFlight: this.sagaLoad() + this.$admissionQueue.admitted,
+						limit: this.sagaLimit(),
 						max: config().sagaMaxInFlight
 					});
-				const { items, paymentMethod } = ctx.params;
-				const ids = distinctProductIds(items);
-				const key = ctx.meta.idempotencyKey ?? null;
-				const hash = requestHash(items, paymentMethod);
-				if (key) {
-					const prior = await this.repo.findByIdempotencyKey(user.id, key);
-					if (prior) {
-						if (prior.request_hash !== hash)
-							throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
-						ctx.meta.$statusCode = 202;
-						return toOrderView(prior);
-					}
-				}
-
-				const products: Product[] = await ctx.call("products.resolve", { ids });
-				const { lines, total, units, currency } = priceOrder(items, products);
-				const orderId = crypto.randomUUID();
-				const sagaId = crypto.randomUUID();
-
-				const now = new Date();
-				const row: OrderRow = {
-					id: orderId,
-					user_id: user.id,
-					customer_email: user.email,
-					status: ORDER_TRANSITIONS.place.to,
-					items: lines,
-					total,
-					currency,
-					payment_method: paymentMethod,
-					cancellation_reason: null,
-					cancel_requested: false,
-					idempotency_key: key,
-					request_hash: hash,
-					saga_id: sagaId,
-					created_at: now,
-					updated_at: now
-				};
-				const data: OrderSagaData = {
-					orderId,
-					items: items.map(i => ({ productId: i.productId, quantity: i.quantity })),
-					amount: total,
-					currency,
-					paymentMethod
-				};
-				let saga: SagaInstance;
+				// The slot is the ticket's until the saga is launched (it then counts in sagaLoad),
+				// or free again when the order was not placed (a replay, a refusal, an error).
 				try {
-					// The order, its saga (with step 1's intent) and `order.created` in the outbox:
-					// ONE statement, so atomic without a transaction (one round trip in all).
-					saga = await this.createSaga("order", data, {
-						id: sagaId,
-						deadlineMs: config().sagaDeadlineMs,
-						requestId: ctx.requestID ?? null,
-						parentSpanId: ctx.span?.id ?? null,
-						// The order is created with the saga: nothing can refuse step 1 yet.
-						startFirstStep: true,
-						with: [
-							this.repo.insert(row, {
-								units,
-								maxInFlight: config().ordersMaxInFlightPerCustomer,
-								maxUnits: config().ordersMaxUnitsReservedPerCustomer
-							}),
-							this.outboxWrite(
-								[
-									{
-										name: "order.created",
-										data: orderEvent(row),
-										aggregateId: orderId
-									}
-								],
-								ctx.requestID ?? null
-							)
-						]
-					});
-				} catch (err) {
-					const limit = customerLimitOf(err);
-					if (limit) throw shopError("ORDERS_CUSTOMER_LIMIT", undefined, limit);
-					// Two requests with one Idempotency-Key raced: the loser answers the winner's order.
-					if (
-						key &&
-						(err as { name?: string }).name === "SequelizeUniqueConstraintError"
-					) {
+					const { items, paymentMethod } = ctx.params;
+					const ids = distinctProductIds(items);
+					const key = ctx.meta.idempotencyKey ?? null;
+					const hash = requestHash(items, paymentMethod);
+					if (key) {
 						const prior = await this.repo.findByIdempotencyKey(user.id, key);
-						if (prior && prior.request_hash === hash) {
+						if (prior) {
+							if (prior.request_hash !== hash)
+								throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
 							ctx.meta.$statusCode = 202;
 							return toOrderView(prior);
 						}
-						throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
 					}
-					throw err;
+
+					const products: Product[] = await ctx.call("products.resolve", { ids });
+					const { lines, total, units, currency } = priceOrder(items, products);
+					const orderId = crypto.randomUUID();
+					const sagaId = crypto.randomUUID();
+
+					const now = new Date();
+					const row: OrderRow = {
+						id: orderId,
+						user_id: user.id,
+						customer_email: user.email,
+						status: ORDER_TRANSITIONS.place.to,
+						items: lines,
+						total,
+						currency,
+						payment_method: paymentMethod,
+						cancellation_reason: null,
+						cancel_requested: false,
+						idempotency_key: key,
+						request_hash: hash,
+						saga_id: sagaId,
+						created_at: now,
+						updated_at: now
+					};
+					const data: OrderSagaData = {
+						orderId,
+						items: items.map(i => ({ productId: i.productId, quantity: i.quantity })),
+						amount: total,
+						currency,
+						paymentMethod
+					};
+					let saga: SagaInstance;
+					try {
+						// The order, its saga (with step 1's intent) and `order.created` in the outbox:
+						// ONE statement, so atomic without a transaction (one round trip in all).
+						saga = await this.createSaga("order", data, {
+							id: sagaId,
+							deadlineMs: config().sagaDeadlineMs,
+							requestId: ctx.requestID ?? null,
+							parentSpanId: ctx.span?.id ?? null,
+							// The order is created with the saga: nothing can refuse step 1 yet.
+							startFirstStep: true,
+							with: [
+								this.repo.insert(row, {
+									units,
+									maxInFlight: config().ordersMaxInFlightPerCustomer,
+									maxUnits: config().ordersMaxUnitsReservedPerCustomer
+								}),
+								this.outboxWrite(
+									[
+										{
+											name: "order.created",
+											data: orderEvent(row),
+											aggregateId: orderId
+										}
+									],
+									ctx.requestID ?? null
+								)
+							]
+						});
+					} catch (err) {
+						const limit = customerLimitOf(err);
+						if (limit) throw shopError("ORDERS_CUSTOMER_LIMIT", undefined, limit);
+						// Two requests with one Idempotency-Key raced: the loser answers the winner's order.
+						if (
+							key &&
+							(err as { name?: string }).name === "SequelizeUniqueConstraintError"
+						) {
+							const prior = await this.repo.findByIdempotencyKey(user.id, key);
+							if (prior && prior.request_hash === hash) {
+								ctx.meta.$statusCode = 202;
+								return toOrderView(prior);
+							}
+							throw shopError("ORDERS_IDEMPOTENCY_KEY_REUSED");
+						}
+						throw err;
+					}
+					this.kickRelay();
+					this.launchSaga(sagaId, { fresh: saga });
+					this.$admission?.start(sagaId, this.sagaLoad(), performance.now());
+					this.logger.info(
+						`Order ${orderId} placed by user ${user.id}: ${lines.length} line(s), ${total} ${currency} (saga ${sagaId})`
+					);
+					countMetric(this.broker, "ordersCreated");
+					ctx.meta.$statusCode = 202;
+					return toOrderView(row);
+				} finally {
+					ticket.done();
 				}
-				this.kickRelay();
-				this.launchSaga(sagaId, { fresh: saga });
-				this.$admission?.start(sagaId, this.sagaLoad(), performance.now());
-				this.logger.info(
-					`Order ${orderId} placed by user ${user.id}: ${lines.length} line(s), ${total} ${currency} (saga ${sagaId})`
-				);
-				countMetric(this.broker, "ordersCreated");
-				ctx.meta.$statusCode = 202;
-				return toOrderView(row);
 			}
 		},
 
@@ -453,6 +472,9 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 		 */
 		async sagaAfterCommit(this: OrdersThis, saga: SagaInstance): Promise<void> {
 			if (saga.name === "order") this.$admission?.end(saga.id, performance.now());
+			// Its slot frees once this run has returned (the runner's bookkeeping, a few
+			// microtasks on): then the next waiting order may start.
+			setImmediate(() => this.$admissionQueue.wake());
 		}
 	}
 };

@@ -1,7 +1,8 @@
 /**
- * Backpressure: an orders node runs at most `SAGA_MAX_IN_FLIGHT` sagas; past it a new order is
- * refused at once with 503 ORDERS_OVERLOADED (the gateway adds `Retry-After`), nothing stored,
- * instead of queueing without bound. Here payments is down, so sagas stay in flight (retrying
+ * Backpressure: an orders node runs at most `SAGA_MAX_IN_FLIGHT` sagas; past it a new order waits
+ * at most `SAGA_ADMISSION_WAIT_MS` (100 ms by default) for a slot and is then refused with 503
+ * ORDERS_OVERLOADED (the gateway adds `Retry-After`), nothing stored, instead of queueing without
+ * bound. Here payments is down, so sagas stay in flight (retrying
  * within their deadline) until it comes back; then they finish and orders are taken again.
  */
 import crypto from "node:crypto";
@@ -240,4 +241,88 @@ describe("backpressure: the adaptive limit sheds load when sagas are slow", () =
 		);
 		expect(new Set(ended.map(o => o.status))).toEqual(new Set(["CONFIRMED"]));
 	}, 240_000);
+});
+
+/**
+ * The admission wait (platform/admission-queue.ts): an order that finds the limit reached waits
+ * up to SAGA_ADMISSION_WAIT_MS for a saga to end and is then taken, first come first served; no
+ * more wait than the limit (the rest are refused at once), and nothing is stored while one waits.
+ */
+describe("backpressure: an order at the limit waits for a slot", () => {
+	const plan = new FaultPlan();
+	let t: TestBroker;
+	const env = {
+		SAGA_MAX_IN_FLIGHT: "2",
+		SAGA_TARGET_LATENCY_MS: "0",
+		SAGA_ADMISSION_WAIT_MS: "15000",
+		SAGA_STEP_TIMEOUT_MS: "300",
+		SAGA_DEADLINE_MS: "20000"
+	};
+
+	beforeAll(async () => {
+		Object.assign(process.env, env);
+		resetConfig();
+		t = await startTestBroker(["products", "inventory", "payments", "notifications"], {
+			env,
+			broker: { middlewares: [plan.middleware()] },
+			extra: [createOrdersService()]
+		});
+	});
+	afterAll(async () => {
+		for (const k of Object.keys(env)) delete process.env[k];
+		await t?.stop();
+	});
+
+	it("takes a waiting order when a saga ends, refuses at once past the queue", async () => {
+		const b = t.broker;
+		const p: { id: string } = await b.call(
+			"products.create",
+			{
+				sku: `BW-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
+				name: "Admission wait",
+				price: 100,
+				stock: 100
+			},
+			{ meta: { user: admin } }
+		);
+		plan.add("payments.charge", { kind: "down" });
+		const user = customer();
+		const place = (): Promise<Order> =>
+			b.call(
+				"orders.create",
+				{ items: [{ productId: p.id, quantity: 1 }], paymentMethod: "tok_visa" },
+				{ meta: { user } }
+			);
+		await Promise.all([place(), place()]);
+		const settled: string[] = [];
+		const waiting = [place(), place()].map((o, i) =>
+			o.then(x => (settled.push(`waiter ${i}`), x))
+		);
+		// Two wait (as many as the limit); a third finds the queue full: refused at once.
+		await expect(place()).rejects.toMatchObject({ type: "ORDERS_OVERLOADED", code: 503 });
+		await new Promise(r => setTimeout(r, 1000));
+		expect(settled).toEqual([]);
+		const mine: { total: number } = await b.call("orders.list", {}, { meta: { user } });
+		expect(mine.total).toBe(2);
+
+		plan.clear();
+		const taken = await Promise.all(waiting);
+		expect(taken.map(o => o.status)).toEqual(["PENDING", "PENDING"]);
+		expect(settled).toEqual(["waiter 0", "waiter 1"]);
+		await Promise.all(
+			taken.map(o =>
+				waitFor(
+					() =>
+						b.call<Order, { id: string }>(
+							"orders.get",
+							{ id: o.id },
+							{ meta: { user } }
+						),
+					x => x.status === "CONFIRMED",
+					15_000,
+					50
+				)
+			)
+		);
+	});
 });
