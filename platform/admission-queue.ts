@@ -19,6 +19,11 @@
  * concurrency-limits-core/.../limiter/BlockingLimiter.java and LifoBlockingLimiter.java), served
  * in arrival order here: the wait is short enough that the oldest waiter's client is still there.
  *
+ * Only as many wait as can expect a slot within `maxWaitMs`: the work ended in the last second,
+ * scaled to `maxWaitMs` (Little's law: slots free at the rate work ends), at least one and at
+ * most the limit. The rest are refused at once, so at a sustained overload (arrivals beyond that
+ * rate) most refusals do not wait at all, and a waiter is seldom refused after its whole wait.
+ *
  * A slot is counted from admission, not from when the work shows in `load()`: a request admitted
  * holds a ticket until it calls `done()` (after its work started and counts in `load()`, or when
  * it ended without starting any), so a burst of requests that all find a free slot before any of
@@ -33,8 +38,8 @@ export interface AdmissionQueueOptions {
 	readonly limit: () => number;
 	/** Longest a request waits for a slot (≥ 0; 0: refused at once at the limit). */
 	readonly maxWaitMs: number;
-	/** Most requests waiting at once (≥ 0); beyond, refused at once. Default: `limit()`. */
-	readonly maxWaiting?: () => number;
+	/** The clock (ms, any monotonic origin). Default `performance.now`. */
+	readonly now?: () => number;
 }
 
 /** An admitted request's slot until its work counts in `load()`. */
@@ -42,6 +47,11 @@ export interface AdmissionTicket {
 	/** The work started (it counts in `load()` now) or ended without starting: the slot is its own or free. Idempotent. */
 	done(): void;
 }
+
+/** The span over which the rate of ended work is counted, in ms. */
+const RATE_WINDOW_MS = 1000;
+/** Ends remembered at most (a rate above this per second counts as this). */
+const MAX_ENDS = 100_000;
 
 interface Waiter {
 	readonly admit: (ticket: AdmissionTicket) => void;
@@ -53,9 +63,13 @@ export class AdmissionQueue {
 	/** Admitted requests whose work does not count in `load()` yet. */
 	private tickets = 0;
 	private readonly waiters: Waiter[] = [];
+	/** When work ended in the last `RATE_WINDOW_MS`, oldest first. */
+	private readonly ends: number[] = [];
+	private readonly now: () => number;
 
 	constructor(private readonly o: AdmissionQueueOptions) {
 		if (!(o.maxWaitMs >= 0)) throw new RangeError("maxWaitMs must be ≥ 0");
+		this.now = o.now ?? (() => performance.now());
 	}
 
 	/** Requests waiting for a slot now. */
@@ -69,14 +83,23 @@ export class AdmissionQueue {
 	}
 
 	/**
+	 * How many may wait now: the work ended in the last second scaled to `maxWaitMs`, rounded
+	 * up, in [1, limit].
+	 */
+	get maxWaiting(): number {
+		const ended = this.recentEnds();
+		const expected = Math.ceil((ended * this.o.maxWaitMs) / RATE_WINDOW_MS);
+		return Math.max(1, Math.min(this.o.limit(), expected));
+	}
+
+	/**
 	 * Admits a request now if a slot is free and nobody waits ahead of it, else waits up to
 	 * `maxWaitMs` for one.
 	 * @returns its ticket, or null when refused (the limit reached for `maxWaitMs`, or the queue full)
 	 */
 	enter(): Promise<AdmissionTicket | null> {
 		if (this.waiters.length === 0 && this.hasSlot()) return Promise.resolve(this.ticket());
-		const maxWaiting = this.o.maxWaiting?.() ?? this.o.limit();
-		if (this.o.maxWaitMs === 0 || this.waiters.length >= maxWaiting)
+		if (this.o.maxWaitMs === 0 || this.waiters.length >= this.maxWaiting)
 			return Promise.resolve(null);
 		return new Promise(resolve => {
 			const waiter: Waiter = {
@@ -104,12 +127,25 @@ export class AdmissionQueue {
 		}
 	}
 
+	/** A piece of work ended (its slot is free): counted for the rate, then `wake()`. */
+	ended(): void {
+		this.ends.push(this.now());
+		if (this.ends.length > MAX_ENDS) this.ends.shift();
+		this.wake();
+	}
+
 	/** Refuses every waiter now (the node is stopping). */
 	refuseAll(): void {
 		for (const w of this.waiters.splice(0)) {
 			clearTimeout(w.timer);
 			w.refuse();
 		}
+	}
+
+	private recentEnds(): number {
+		const since = this.now() - RATE_WINDOW_MS;
+		while (this.ends.length > 0 && this.ends[0]! <= since) this.ends.shift();
+		return this.ends.length;
 	}
 
 	private hasSlot(): boolean {

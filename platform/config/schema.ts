@@ -336,7 +336,7 @@ export const ENVIRONMENT_ROWS: readonly EnvironmentRow[] = [
 			"SAGA_ADMISSION_WAIT_MS"
 		],
 		meaning:
-			"backpressure on one orders node: its sagas in flight are kept under an adaptive limit (Netflix concurrency-limits' Gradient2, docs/performance.md) that moves so that its sagas take about `SAGA_TARGET_LATENCY_MS` (ms, 202 → `CONFIRMED`/`CANCELLED`) and stays between `SAGA_MIN_IN_FLIGHT` and the hard ceiling `SAGA_MAX_IN_FLIGHT`; at the limit `POST /api/orders` waits up to `SAGA_ADMISSION_WAIT_MS` (ms, default 100; at most as many orders wait as the limit) for a saga to end, then answers 503 `ORDERS_OVERLOADED` with `Retry-After` (`data: { inFlight, limit, max }`), nothing stored; `SAGA_ADMISSION_WAIT_MS=0`: refused at once; `SAGA_TARGET_LATENCY_MS=0`: the fixed `SAGA_MAX_IN_FLIGHT` alone (the adaptive limit off)"
+			"backpressure on one orders node: its sagas in flight are kept under an adaptive limit (Netflix concurrency-limits' Gradient2, docs/performance.md) that moves so that its sagas take about `SAGA_TARGET_LATENCY_MS` (ms, 202 → `CONFIRMED`/`CANCELLED`) and stays between `SAGA_MIN_IN_FLIGHT` and the hard ceiling `SAGA_MAX_IN_FLIGHT`; at the limit `POST /api/orders` waits up to `SAGA_ADMISSION_WAIT_MS` (ms, default 100; only as many wait as sagas ended in that span of the last second, at least one) for a saga to end, then answers 503 `ORDERS_OVERLOADED` with `Retry-After` (`data: { inFlight, limit, max }`), nothing stored; `SAGA_ADMISSION_WAIT_MS=0`: refused at once; `SAGA_TARGET_LATENCY_MS=0`: the fixed `SAGA_MAX_IN_FLIGHT` alone (the adaptive limit off)"
 	},
 	{
 		variables: ["ORDERS_MAX_IN_FLIGHT_PER_CUSTOMER", "ORDERS_MAX_UNITS_RESERVED_PER_CUSTOMER"],

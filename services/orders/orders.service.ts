@@ -474,7 +474,7 @@ const OrdersService: ShopServiceSchema<OrdersThis> = {
 			if (saga.name === "order") this.$admission?.end(saga.id, performance.now());
 			// Its slot frees once this run has returned (the runner's bookkeeping, a few
 			// microtasks on): then the next waiting order may start.
-			setImmediate(() => this.$admissionQueue.wake());
+			setImmediate(() => this.$admissionQueue.ended());
 		}
 	}
 };

@@ -1,13 +1,17 @@
 /**
  * The admission queue (platform/admission-queue.ts): a request at the limit waits up to
- * `maxWaitMs` for a slot, first come first served, and is refused after it or at once when the
- * queue is full; an admitted request holds its slot until `done()`, so a burst cannot overshoot
- * the limit before its work shows in `load()`. Jest's fake timers stand in for the clock.
+ * `maxWaitMs` for a slot, first come first served, and is refused after it, or at once when as
+ * many wait as can expect a slot in that time (the work ended in the last second, scaled); an
+ * admitted request holds its slot until `done()`, so a burst cannot overshoot the limit before its
+ * work shows in `load()`. Jest's fake timers stand in for the clock.
  */
 import { AdmissionQueue, type AdmissionTicket } from "../../platform/admission-queue";
 
-/** A queue over a settable load and limit. */
-function queue(opts: { limit: number; maxWaitMs: number; maxWaiting?: number }): {
+/**
+ * A queue over a settable load and limit, on the fake clock; `ended` pieces of work have just
+ * ended (each lets one more wait when `maxWaitMs` is 1 s).
+ */
+function queue(opts: { limit: number; maxWaitMs: number; ended?: number }): {
 	q: AdmissionQueue;
 	state: { load: number; limit: number };
 } {
@@ -16,8 +20,9 @@ function queue(opts: { limit: number; maxWaitMs: number; maxWaiting?: number }):
 		load: () => state.load,
 		limit: () => state.limit,
 		maxWaitMs: opts.maxWaitMs,
-		...(opts.maxWaiting === undefined ? {} : { maxWaiting: () => opts.maxWaiting! })
+		now: () => Date.now()
 	});
+	for (let i = 0; i < (opts.ended ?? 0); i++) q.ended();
 	return { q, state };
 }
 
@@ -53,36 +58,36 @@ describe("AdmissionQueue", () => {
 	});
 
 	it("a request at the limit waits, and the slot freed meanwhile goes to the first waiter", async () => {
-		const { q, state } = queue({ limit: 1, maxWaitMs: 100, maxWaiting: 10 });
-		state.load = 1;
+		const { q, state } = queue({ limit: 2, maxWaitMs: 1000, ended: 10 });
+		state.load = 2;
 		const order: string[] = [];
 		const first = q.enter().then(t => (order.push("first"), t));
 		const second = q.enter().then(t => (order.push("second"), t));
 		await flush();
 		expect(q.waiting).toBe(2);
-		jest.advanceTimersByTime(50);
-		state.load = 0; // the saga in flight ended
+		jest.advanceTimersByTime(500);
+		state.load = 1; // a saga in flight ended
 		q.wake();
 		expect(await first).not.toBeNull();
 		expect(q.waiting).toBe(1);
-		jest.advanceTimersByTime(100);
+		jest.advanceTimersByTime(500);
 		expect(await second).toBeNull();
 		expect(order).toEqual(["first", "second"]);
 	});
 
 	it("a newcomer does not jump the queue when a slot is free before the waiters were woken", async () => {
-		const { q, state } = queue({ limit: 1, maxWaitMs: 100, maxWaiting: 10 });
-		state.load = 1;
+		const { q, state } = queue({ limit: 2, maxWaitMs: 1000, ended: 10 });
+		state.load = 2;
 		const order: string[] = [];
 		const waiter = q.enter().then(t => (order.push("waiter"), t));
 		await flush();
-		state.load = 0; // a slot is free, nobody has called wake() yet
+		state.load = 1; // a slot is free, nobody has called wake() yet
 		const newcomer = q.enter().then(t => (order.push("newcomer"), t));
 		await flush();
 		expect(q.waiting).toBe(2);
 		q.wake();
 		expect(await waiter).not.toBeNull();
-		jest.advanceTimersByTime(100);
+		jest.advanceTimersByTime(1000);
 		expect(await newcomer).toBeNull();
 		expect(order).toEqual(["waiter", "newcomer"]);
 	});
@@ -101,26 +106,31 @@ describe("AdmissionQueue", () => {
 		expect(q.waiting).toBe(0);
 	});
 
-	it("refuses at once when maxWaiting requests already wait (the limit by default)", async () => {
-		const { q, state } = queue({ limit: 2, maxWaitMs: 1000 });
-		state.load = 2;
-		const waiters = [q.enter(), q.enter()];
+	it("lets wait only as many as the last second's ended work says can get a slot in maxWaitMs, at least one, at most the limit", async () => {
+		// 30 ended in the last second, a wait of 100 ms: 3 may wait, the 4th is refused at once.
+		const { q, state } = queue({ limit: 10, maxWaitMs: 100, ended: 30 });
+		state.load = 10;
+		expect(q.maxWaiting).toBe(3);
+		const waiters = [q.enter(), q.enter(), q.enter()];
 		await flush();
-		expect(q.waiting).toBe(2);
+		expect(q.waiting).toBe(3);
 		expect(await q.enter()).toBeNull();
-		const { q: q2, state: s2 } = queue({ limit: 2, maxWaitMs: 1000, maxWaiting: 0 });
-		s2.load = 2;
-		expect(await q2.enter()).toBeNull();
 		q.refuseAll();
-		expect(await Promise.all(waiters)).toEqual([null, null]);
+		expect(await Promise.all(waiters)).toEqual([null, null, null]);
+		// A second later those ends are out of the window: one may still wait.
+		jest.advanceTimersByTime(1000);
+		expect(q.maxWaiting).toBe(1);
+		// Never more than the limit.
+		expect(queue({ limit: 2, maxWaitMs: 1000, ended: 50 }).q.maxWaiting).toBe(2);
 	});
 
 	it("a rising limit admits as many waiters as it makes room for", async () => {
-		const { q, state } = queue({ limit: 1, maxWaitMs: 1000, maxWaiting: 10 });
-		state.load = 1;
+		const { q, state } = queue({ limit: 3, maxWaitMs: 1000, ended: 10 });
+		state.load = 3;
 		const waiters = [q.enter(), q.enter(), q.enter()];
 		await flush();
-		state.limit = 3;
+		expect(q.waiting).toBe(3);
+		state.limit = 5;
 		q.wake();
 		expect(q.waiting).toBe(1);
 		expect(q.admitted).toBe(2);
