@@ -12,16 +12,14 @@ import { createOrdersService } from "../../services/orders/orders.service";
 import { admin, customer, startTestBroker, waitFor, type TestBroker } from "../support/broker";
 import { FaultPlan } from "../support/faults";
 
-describe("backpressure: bounded in-flight sagas per orders node", () => {
-	const plan = new FaultPlan();
-	let t: TestBroker;
-
+/**
+ * The shop's services with an orders service configured by `env` (set in process.env for the
+ * describe's tests) and `plan`'s faults, started before them and stopped after.
+ * @returns the running broker's getter
+ */
+function shopWith(env: Record<string, string>, plan: FaultPlan): () => TestBroker {
+	let t: TestBroker | undefined;
 	beforeAll(async () => {
-		const env = {
-			SAGA_MAX_IN_FLIGHT: "3",
-			SAGA_STEP_TIMEOUT_MS: "300",
-			SAGA_DEADLINE_MS: "20000"
-		};
 		Object.assign(process.env, env);
 		resetConfig();
 		t = await startTestBroker(["products", "inventory", "payments", "notifications"], {
@@ -31,23 +29,37 @@ describe("backpressure: bounded in-flight sagas per orders node", () => {
 		});
 	});
 	afterAll(async () => {
-		for (const k of ["SAGA_MAX_IN_FLIGHT", "SAGA_STEP_TIMEOUT_MS", "SAGA_DEADLINE_MS"])
-			delete process.env[k];
+		for (const k of Object.keys(env)) delete process.env[k];
 		await t?.stop();
 	});
+	return () => t!;
+}
+
+/** A product priced 100 cents with `stock` units, created as the admin. */
+function createProduct(t: TestBroker, name: string, stock: number): Promise<{ id: string }> {
+	return t.broker.call(
+		"products.create",
+		{
+			sku: `BP-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
+			name,
+			price: 100,
+			stock
+		},
+		{ meta: { user: admin } }
+	);
+}
+
+describe("backpressure: bounded in-flight sagas per orders node", () => {
+	const plan = new FaultPlan();
+	const shop = shopWith(
+		{ SAGA_MAX_IN_FLIGHT: "3", SAGA_STEP_TIMEOUT_MS: "300", SAGA_DEADLINE_MS: "20000" },
+		plan
+	);
 
 	it("refuses orders past the bound with ORDERS_OVERLOADED and takes them again once sagas end", async () => {
+		const t = shop();
 		const b = t.broker;
-		const p: { id: string } = await b.call(
-			"products.create",
-			{
-				sku: `BP-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
-				name: "Backpressure",
-				price: 100,
-				stock: 100
-			},
-			{ meta: { user: admin } }
-		);
+		const p = await createProduct(t, "Backpressure", 100);
 		plan.add("payments.charge", { kind: "down" });
 		const user = customer();
 		const place = (): Promise<Order> =>
@@ -122,41 +134,21 @@ describe("backpressure: bounded in-flight sagas per orders node", () => {
  */
 describe("backpressure: the adaptive limit sheds load when sagas are slow", () => {
 	const plan = new FaultPlan();
-	let t: TestBroker;
-	const env = {
-		SAGA_MAX_IN_FLIGHT: "50",
-		SAGA_MIN_IN_FLIGHT: "2",
-		SAGA_TARGET_LATENCY_MS: "50",
-		SAGA_STEP_TIMEOUT_MS: "5000",
-		SAGA_DEADLINE_MS: "20000"
-	};
-
-	beforeAll(async () => {
-		Object.assign(process.env, env);
-		resetConfig();
-		t = await startTestBroker(["products", "inventory", "payments", "notifications"], {
-			env,
-			broker: { middlewares: [plan.middleware()] },
-			extra: [createOrdersService()]
-		});
-	});
-	afterAll(async () => {
-		for (const k of Object.keys(env)) delete process.env[k];
-		await t?.stop();
-	});
+	const shop = shopWith(
+		{
+			SAGA_MAX_IN_FLIGHT: "50",
+			SAGA_MIN_IN_FLIGHT: "2",
+			SAGA_TARGET_LATENCY_MS: "50",
+			SAGA_STEP_TIMEOUT_MS: "5000",
+			SAGA_DEADLINE_MS: "20000"
+		},
+		plan
+	);
 
 	it("lowers the limit below the ceiling and refuses with ORDERS_OVERLOADED; the accepted orders all confirm", async () => {
+		const t = shop();
 		const b = t.broker;
-		const p: { id: string } = await b.call(
-			"products.create",
-			{
-				sku: `BA-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
-				name: "Adaptive",
-				price: 100,
-				stock: 100_000
-			},
-			{ meta: { user: admin } }
-		);
+		const p = await createProduct(t, "Adaptive", 100_000);
 		// Slow, not failing: the charge commits, its answer comes 250 ms later.
 		plan.add("payments.charge", { kind: "loseAnswer", times: 1_000_000, holdMs: 250 });
 		const orders = t.broker.getLocalService("orders") as unknown as {
@@ -251,41 +243,21 @@ describe("backpressure: the adaptive limit sheds load when sagas are slow", () =
  */
 describe("backpressure: an order at the limit waits for a slot", () => {
 	const plan = new FaultPlan();
-	let t: TestBroker;
-	const env = {
-		SAGA_MAX_IN_FLIGHT: "2",
-		SAGA_TARGET_LATENCY_MS: "0",
-		SAGA_ADMISSION_WAIT_MS: "15000",
-		SAGA_STEP_TIMEOUT_MS: "300",
-		SAGA_DEADLINE_MS: "20000"
-	};
-
-	beforeAll(async () => {
-		Object.assign(process.env, env);
-		resetConfig();
-		t = await startTestBroker(["products", "inventory", "payments", "notifications"], {
-			env,
-			broker: { middlewares: [plan.middleware()] },
-			extra: [createOrdersService()]
-		});
-	});
-	afterAll(async () => {
-		for (const k of Object.keys(env)) delete process.env[k];
-		await t?.stop();
-	});
+	const shop = shopWith(
+		{
+			SAGA_MAX_IN_FLIGHT: "2",
+			SAGA_TARGET_LATENCY_MS: "0",
+			SAGA_ADMISSION_WAIT_MS: "15000",
+			SAGA_STEP_TIMEOUT_MS: "300",
+			SAGA_DEADLINE_MS: "20000"
+		},
+		plan
+	);
 
 	it("takes a waiting order when a saga ends; refuses at once past the queue", async () => {
+		const t = shop();
 		const b = t.broker;
-		const p: { id: string } = await b.call(
-			"products.create",
-			{
-				sku: `BW-${crypto.randomBytes(4).toString("hex")}`.toUpperCase(),
-				name: "Admission wait",
-				price: 100,
-				stock: 100
-			},
-			{ meta: { user: admin } }
-		);
+		const p = await createProduct(t, "Admission wait", 100);
 		plan.add("payments.charge", { kind: "down" });
 		const user = customer();
 		const place = (): Promise<Order> =>
