@@ -25,6 +25,7 @@ import {
 	EVENTS_STREAM,
 	consumerLag,
 	ensureConsumer,
+	whileJetStreamForms,
 	type ConsumerLag,
 	type JetStreamBus
 } from "./jetstream";
@@ -97,7 +98,9 @@ export class DurableConsumers {
 		const bus = await acquireBus(url, `${broker.nodeID}-events`);
 		this.busUrl = url;
 		for (const event of events) {
-			const durable = await ensureConsumer(bus.jsm, name, event, this.opts);
+			const durable = await whileJetStreamForms(() =>
+				ensureConsumer(bus.jsm, name, event, this.opts)
+			);
 			this.durables.push(durable);
 			const consumer = await bus.js.consumers.get(EVENTS_STREAM, durable);
 			const messages = await consumer.consume({

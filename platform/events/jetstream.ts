@@ -23,6 +23,12 @@
  *   setting the servers cannot hold (not clustered, or fewer JetStream servers than replicas)
  *   fails with a `ConfigError` that says so.
  *
+ * Start-up on a cluster that is still forming (its JetStream meta leader not elected yet, or a
+ * loaded machine): the JetStream API's requests time out or answer 10008 "JetStream system
+ * temporarily unavailable". Those answers are retried (`whileJetStreamForms`: 250 ms doubling to
+ * 2 s, for up to `JETSTREAM_FORMING_MS`, 30 s) instead of failing the node's start; a node that
+ * exited there would be restarted by its supervisor anyway, only later and with a crash logged.
+ *
  * Durability of acknowledged writes on power loss needs the server's `sync_interval: always`
  * (deploy/nats/nats.conf, nats-server >= 2.10); see docs in README "Durable events".
  */
@@ -122,9 +128,11 @@ export async function connectJetStream(
 			throw new ConfigError(
 				`JETSTREAM_REPLICAS=${replicas} needs a NATS cluster of at least ${replicas} servers with JetStream, but the server at ${nc.getServer()} is not clustered: run nats-server with --cluster and --routes (docs/nats-cluster.md), or set JETSTREAM_REPLICAS=1`
 			);
-		jsm = await nc.jetstreamManager();
-		await ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"], limits);
-		await ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"], limits);
+		jsm = await whileJetStreamForms(() => nc.jetstreamManager());
+		await whileJetStreamForms(() =>
+			ensureStream(jsm, EVENTS_STREAM, ["shop.events.>"], limits)
+		);
+		await whileJetStreamForms(() => ensureStream(jsm, DLQ_STREAM, ["shop.dlq.>"], limits));
 	} catch (err) {
 		await nc.close().catch(() => undefined);
 		if (String((err as { code?: unknown }).code) === "503")
@@ -141,6 +149,38 @@ export async function connectJetStream(
 			if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
 		}
 	};
+}
+
+/** How long start-up retries a JetStream API that is not answering yet, in ms. */
+export const JETSTREAM_FORMING_MS = 30_000;
+
+/**
+ * Whether `err` is the JetStream API not answering YET: the request timed out, or 10008
+ * "JetStream system temporarily unavailable" (a cluster electing its meta leader).
+ */
+export function isJetStreamForming(err: unknown): boolean {
+	const e = err as { code?: unknown; api_error?: { err_code?: number } };
+	return String(e?.code) === "TIMEOUT" || e?.api_error?.err_code === 10008;
+}
+
+/**
+ * Runs `op` (a start-up JetStream API call, idempotent), again while it fails because the API
+ * is not answering yet (`isJetStreamForming`): after 250 ms, doubling to 2 s, until `formingMs`
+ * has passed; then its last error is raised. Any other error is raised at once.
+ */
+export async function whileJetStreamForms<T>(
+	op: () => Promise<T>,
+	formingMs = JETSTREAM_FORMING_MS
+): Promise<T> {
+	const until = Date.now() + formingMs;
+	for (let pause = 250; ; pause = Math.min(2 * pause, 2_000)) {
+		try {
+			return await op();
+		} catch (err) {
+			if (!isJetStreamForming(err) || Date.now() + pause > until) throw err;
+			await new Promise(r => setTimeout(r, pause));
+		}
+	}
 }
 
 /**
