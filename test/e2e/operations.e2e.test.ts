@@ -52,8 +52,10 @@ describe("operating the shop (npm start form)", () => {
 	});
 
 	it("shows start-up progress, then the URLs and the generated administrator once", async () => {
-		// The summary follows "Ready in" (what startShopProcess waits for) at once.
-		for (let i = 0; i < 50 && !/\[shop\] Metrics /.test(shop.output()); i++)
+		// The summary follows "Ready in" (what startShopProcess waits for) at once; its last line
+		// on a first start is the administrator's, which may come in a later chunk of the pipe
+		// than the lines before it.
+		for (let i = 0; i < 50 && !/\[shop\] Admin /.test(shop.output()); i++)
 			await new Promise(r => setTimeout(r, 100));
 		const lines = shopLines(shop.output());
 		const at = (re: RegExp): number => lines.findIndex(l => re.test(l));
