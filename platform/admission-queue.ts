@@ -38,6 +38,11 @@ export interface AdmissionQueueOptions {
 	readonly limit: () => number;
 	/** Longest a request waits for a slot (≥ 0; 0: refused at once at the limit). */
 	readonly maxWaitMs: number;
+	/**
+	 * Most requests waiting at once (≥ 0), instead of the default: the work ended in the last
+	 * second scaled to `maxWaitMs`, in [1, limit] (a fixed queue, e.g. a bulkhead's, sets it).
+	 */
+	readonly maxWaiting?: () => number;
 	/** The clock (ms, any monotonic origin). Default `performance.now`. */
 	readonly now?: () => number;
 }
@@ -83,10 +88,11 @@ export class AdmissionQueue {
 	}
 
 	/**
-	 * How many may wait now: the work ended in the last second scaled to `maxWaitMs`, rounded
-	 * up, in [1, limit].
+	 * How many may wait now: `maxWaiting()` when given, else the work ended in the last second
+	 * scaled to `maxWaitMs`, rounded up, in [1, limit].
 	 */
 	get maxWaiting(): number {
+		if (this.o.maxWaiting) return this.o.maxWaiting();
 		const ended = this.recentEnds();
 		const expected = Math.ceil((ended * this.o.maxWaitMs) / RATE_WINDOW_MS);
 		return Math.max(1, Math.min(this.o.limit(), expected));

@@ -19,7 +19,8 @@
  * shedding load as designed, so the callers' circuit breakers (which count 5xx) must not open on
  * it; Moleculer's own bulkhead answers a full queue the same way (`QUEUE_FULL`, 429).
  *
- * A small semaphore of our own rather than a library: p-limit and p-queue are ESM-only (Jest's
+ * The shop's own bounded wait for a slot (platform/admission-queue.ts, as the orders' admission,
+ * here with a fixed limit and queue) rather than a library: p-limit and p-queue are ESM-only (Jest's
  * CommonJS runtime cannot load them), neither bounds the queue nor its wait, and Moleculer's
  * bulkhead is per action (register and login would get a pool each, oversubscribing the CPUs)
  * and would hold the database round trips too, not only the hash.
@@ -29,6 +30,7 @@
  * successful login.
  */
 import argon2 from "argon2";
+import { AdmissionQueue } from "../../platform/admission-queue";
 import { shopError } from "../../platform/errors";
 
 /** The Argon2id parameters of new hashes (OWASP's first choice; memory in KiB). */
@@ -49,18 +51,19 @@ export interface PasswordHasherOptions {
 	readonly maxWaitMs: number;
 }
 
-interface Waiter {
-	start(): void;
-	timer: NodeJS.Timeout;
-}
-
 /** Argon2id hashing and verification in a bounded pool; see the module's comment. */
 export class PasswordHasher {
-	private running = 0;
-	private readonly queue: Waiter[] = [];
+	/** The pool's slots: a task holds its ticket while it runs. */
+	private readonly slots: AdmissionQueue;
 
-	constructor(private readonly opts: PasswordHasherOptions) {
+	constructor(opts: PasswordHasherOptions) {
 		if (!(opts.concurrency >= 1)) throw new RangeError("concurrency must be at least 1");
+		this.slots = new AdmissionQueue({
+			load: () => 0,
+			limit: () => opts.concurrency,
+			maxWaitMs: opts.maxWaitMs,
+			maxWaiting: () => opts.maxQueue
+		});
 	}
 
 	/**
@@ -93,47 +96,24 @@ export class PasswordHasher {
 
 	/** Tasks running and waiting now (for tests and metrics). */
 	get load(): { running: number; queued: number } {
-		return { running: this.running, queued: this.queue.length };
+		return { running: this.slots.admitted, queued: this.slots.waiting };
 	}
 
 	/** Runs `task` when a slot is free; refuses it when the queue is full or the wait too long. */
 	private async run<T>(task: () => Promise<T>): Promise<T> {
-		if (this.running >= this.opts.concurrency) await this.waitForSlot();
-		else this.running++;
+		const slot = await this.slots.enter();
+		if (!slot) throw busy();
 		try {
 			return await task();
 		} finally {
-			this.release();
+			slot.done();
 		}
-	}
-
-	/** Resolves once a slot was handed over to this task (`running` already counts it). */
-	private waitForSlot(): Promise<void> {
-		if (this.queue.length >= this.opts.maxQueue) return Promise.reject(busy("queue full"));
-		return new Promise<void>((resolve, reject) => {
-			const waiter: Waiter = {
-				start: () => {
-					clearTimeout(waiter.timer);
-					resolve();
-				},
-				timer: setTimeout(() => {
-					const at = this.queue.indexOf(waiter);
-					if (at >= 0) this.queue.splice(at, 1);
-					reject(busy("waited too long"));
-				}, this.opts.maxWaitMs)
-			};
-			this.queue.push(waiter);
-		});
-	}
-
-	/** Hands the slot to the oldest waiter, or frees it. */
-	private release(): void {
-		const next = this.queue.shift();
-		if (next) next.start();
-		else this.running--;
 	}
 }
 
-function busy(why: string): Error {
-	return shopError("USERS_BUSY", `Too many password checks at once (${why}); try again soon.`);
+function busy(): Error {
+	return shopError(
+		"USERS_BUSY",
+		"Too many password checks at once (the queue is full or the wait too long); try again soon."
+	);
 }
